@@ -1,0 +1,84 @@
+/* nitro_mcu startup for Cortex-M0/M0+/M3/M4/M7/M33 (soft-float or hard-float ABI).
+ *
+ * Vector table first in the code region (QEMU takes SP/PC from VTOR at reset),
+ * .data copy, .bss clear, stack painting, board_init(), main(), exit via
+ * semihosting with main's return value.  Any fault exits with status 0x7F.
+ */
+#include <stdint.h>
+#include "board.h"
+
+/* All symbols come from the linker script (ld/common.ld). */
+extern uint32_t __stack_top[], __stack_limit[];
+extern uint32_t __data_load[], __data_start[], __data_end[], __bss_start[], __bss_end[];
+
+int main(void);
+void on_reset(void) __attribute__((noreturn, used));
+void on_fault(void) __attribute__((noreturn, used));
+
+#define STACK_PAINT 0xA5A5A5A5u
+
+void on_fault(void)
+{
+    board_exit(0x7F);
+}
+
+/* Paint [__stack_limit, sp - margin) with STACK_PAINT.  Must not itself use the
+ * painted area, so it reads SP and stops a small margin below it. */
+static void paint_stack(void) __attribute__((noinline));
+static void paint_stack(void)
+{
+    uint32_t sp;
+    __asm__ volatile ("mov %0, sp" : "=r"(sp));
+    volatile uint32_t *p = __stack_limit;
+    volatile uint32_t *end = (volatile uint32_t *)(uintptr_t)((sp - 32u) & ~(uint32_t)3u);
+    while (p < end) {
+        *p++ = STACK_PAINT;
+    }
+}
+
+uint32_t board_stack_high_water(void)
+{
+    const volatile uint32_t *p = __stack_limit;
+    const volatile uint32_t *top = __stack_top;
+    while (p < top && *p == STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((uintptr_t)top - (uintptr_t)p);
+}
+
+uint32_t board_stack_size(void)
+{
+    return (uint32_t)((uintptr_t)__stack_top - (uintptr_t)__stack_limit);
+}
+
+void on_reset(void)
+{
+#if defined(__ARM_FP)
+    /* Hard-float ABI: enable CP10/CP11 before any FP instruction can run. */
+    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);
+    __asm__ volatile ("dsb\n\tisb" ::: "memory");
+#endif
+    /* volatile pointers keep GCC from turning these loops into memcpy/memset calls */
+    const volatile uint32_t *src = __data_load;
+    for (volatile uint32_t *p = __data_start; p < __data_end; ) {
+        *p++ = *src++;
+    }
+    for (volatile uint32_t *p = __bss_start; p < __bss_end; ) {
+        *p++ = 0u;
+    }
+    paint_stack();
+    board_init();
+    board_exit(main());
+}
+
+typedef void (*vector_t)(void);
+
+/* 16 system exception entries: SP, Reset, NMI, HardFault, MemManage, BusFault,
+ * UsageFault, SecureFault (v8-M), 3 reserved, SVCall, DebugMon, reserved, PendSV, SysTick. */
+__attribute__((section(".vectors"), used))
+static const vector_t vectors[16] = {
+    (vector_t)(uintptr_t)__stack_top, on_reset,
+    on_fault, on_fault, on_fault, on_fault, on_fault, on_fault,
+    0, 0, 0,
+    on_fault, on_fault, 0, on_fault, on_fault,
+};

@@ -1,0 +1,19 @@
+"""nitro_mcu: integer-only NITRO-D training in NumPy, and the same training as generated C for MCUs.
+
+The Python API mirrors the CLI verbs::
+
+    import nitro_mcu as nm
+    model = nm.build("mlp1", profile="default", weight_bits=32, seed=0)
+    data = nm.load_data("bundled", seed=0)
+    history = nm.train(model, data, epochs=5)
+    nm.save(model, "mlp1.nitro", data=data)
+    print(nm.summary(model)); print(nm.evaluate(model, data))
+"""
+from __future__ import annotations
+
+from .api import build, evaluate, load, load_data, save, summary, train
+from .models import PRESETS, Model
+from .profiles import PROFILES
+
+__version__ = "0.1.0"
+__all__ = ["build", "evaluate", "load", "load_data", "save", "summary", "train", "Model", "PRESETS", "PROFILES"]

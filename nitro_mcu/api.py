@@ -1,0 +1,125 @@
+"""The Python verbs behind the CLI: build, load_data, train, evaluate, save, load, summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import data as D
+from . import modelfile
+from .models import PRESETS, Model, SpecError, preset
+from .training import History, accuracy_bp
+from .training import train as _train
+
+
+def resolve_spec(model: str | dict) -> tuple[dict, dict]:
+    """A preset name, a JSON file path or a dict -> (description, preset training defaults)."""
+    if isinstance(model, dict):
+        return dict(model), {}
+    if model in PRESETS:
+        spec = preset(model)
+        return spec, {k: spec.get(k) for k in ("dataset", "augment")}
+    p = Path(model)
+    if p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise SpecError(f"{p}: no such model description file")
+        try:
+            spec = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{p}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        return spec, {k: spec[k] for k in ("dataset", "augment") if isinstance(spec, dict) and k in spec}
+    raise SpecError(f"unknown preset '{model}' (and no such JSON file); presets: {', '.join(PRESETS)}")
+
+
+def build(model: str | dict, profile: str = "default", weight_bits: int = 32, seed: int = 0) -> Model:
+    """A freshly initialised model from a preset name, a JSON file or a description dict."""
+    spec, _ = resolve_spec(model)
+    return Model(spec, profile, weight_bits=weight_bits, seed=seed)
+
+
+def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None, monitor: str = "val",
+              norm: dict | None = None) -> D.Prepared:
+    """Load and pre-process a dataset (shuffle, validation split, integer normalisation)."""
+    ds = D.load_dataset(name, data_dir)
+    prep = D.prepare(ds, seed, val_size=val_size, monitor=monitor)
+    prep.name = ds.name
+    if norm:  # a trained model's statistics override the ones computed here
+        mu, mad = norm["mu"], norm["mad"]
+        prep.x_train = D.normalize(ds.x_train[prep.train_index], mu, mad)
+        prep.x_val = D.normalize(ds.x_train[prep.val_index], mu, mad) if len(prep.val_index) else prep.x_val
+        prep.x_test = D.normalize(ds.x_test, mu, mad)
+        prep.mu, prep.mad = mu, mad
+    return prep
+
+
+def check_compatible(model: Model, data: D.Prepared) -> None:
+    shape = tuple(data.x_train.shape[1:]) if len(data.x_train) else tuple(data.x_test.shape[1:])
+    need = model.input_shape
+    flat_ok = model.spec["kind"] == "mlp" and int(__import__("numpy").prod(shape)) == int(__import__("numpy").prod(need))
+    if shape != need and not flat_ok:
+        raise SpecError(f"the data has samples of shape {shape}, the model expects {need}")
+    if data.num_classes != model.num_classes:
+        raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}")
+
+
+def train(model: Model, data: D.Prepared, epochs: int = 5, batch_size: int = 64, lr_inv=None, augment=None,
+          schedule: bool = True, progress: bool = False, on_epoch=None) -> History:
+    """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip)."""
+    check_compatible(model, data)
+    if augment is True:
+        augment = D.augment_defaults(getattr(data, "name", "mnist"))
+    return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch)
+
+
+def evaluate(model: Model, data: D.Prepared) -> dict:
+    """Accuracies in percent (strings with two decimals come from integer basis points)."""
+    check_compatible(model, data)
+    out = {"test_acc_bp": accuracy_bp(model, data.x_test, data.y_test, model.quirks.drop_last_eval),
+           "test_images": int(len(data.x_test))}
+    if len(data.x_val):
+        out["val_acc_bp"] = accuracy_bp(model, data.x_val, data.y_val, model.quirks.drop_last_eval)
+    return out
+
+
+def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
+         extra: dict | None = None) -> Path:
+    norm = {}
+    if data is not None:
+        norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
+                "dataset": getattr(data, "name", None)}
+    training = dict(extra or {})
+    if history is not None:
+        training.update(best_epoch=history.best_epoch, epochs_run=len(history.records),
+                        monitor=history.monitor, best_monitor_bp=history.best_monitor_bp,
+                        test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
+                        final_lr_inv=history.records[-1].lr_inv if history.records else None)
+    return modelfile.save(model, path, norm=norm, training=training)
+
+
+def load(path) -> tuple[Model, dict]:
+    return modelfile.load(path)
+
+
+def summary(model: Model) -> str:
+    """Per-layer table: shape, scaling factor, init bound, weights, MACs per sample, bytes."""
+    rows = model.describe()
+    head = f"{'layer':<12} {'what':<46} {'SF':>9} {'b':>3} {'amp':>6} {'decay':>6} {'weights':>9} {'MACs':>10} {'bytes':>9}"
+    lines = [f"{model.spec['kind']} | profile {profile_name(model)} | int{model.weight_bits} weights", head,
+             "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<12} {r['desc']:<46} {r['sf']:>9} {r['bound']:>3} {r['amp']:>6} {r['decay']:>6} "
+                     f"{r['weights']:>9} {r['macs']:>10} {r['bytes']:>9}")
+    tw = sum(r["weights"] for r in rows)
+    lines.append("-" * len(head))
+    heads = sum(r["weights"] for r in rows if r["name"].endswith(".head"))
+    lines.append(f"{'total':<12} {f'{heads} weights in heads':<46} {'':>9} {'':>3} {'':>6} {'':>6} {tw:>9} "
+                 f"{sum(r['macs'] for r in rows):>10} {sum(r['bytes'] for r in rows):>9}")
+    return "\n".join(lines)
+
+
+def profile_name(model: Model) -> str:
+    from .profiles import PROFILES
+
+    for name, q in PROFILES.items():
+        if q == model.quirks:
+            return name
+    return "custom"

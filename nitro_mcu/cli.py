@@ -1,0 +1,207 @@
+"""The ``nitro-mcu`` command line.  Bad input is one line on stderr and exit status 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import api
+from .models import PRESETS
+from .profiles import PROFILES
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _weights_bits(s: str) -> int:
+    table = {"int16": 16, "int32": 32, "16": 16, "32": 32}
+    if s not in table:
+        raise argparse.ArgumentTypeError(f"weight width must be int16 or int32, got '{s}'")
+    return table[s]
+
+
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'")
+    return v
+
+
+def _non_negative(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{s}'") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{s}'")
+    return v
+
+
+def _pct(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d} %"
+
+
+def cmd_train(a) -> int:
+    spec, defaults = api.resolve_spec(a.model)
+    dataset = a.data or defaults.get("dataset") or "bundled"
+    if a.data is None and dataset != "bundled" and a.data_dir is None:
+        dataset = "bundled"  # presets name their paper dataset; without --data-dir use the bundled subset
+    model = api.build(spec, a.profile, a.weights, a.seed)
+    monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
+    data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
+    augment = defaults.get("augment", False) if a.augment is None else a.augment
+    out = Path(a.out)
+    print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{a.weights} weights) "
+          f"on {data.name}: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images, "
+          f"batch {a.batch}, seed {a.seed}", flush=True)
+    t0 = time.perf_counter()
+    hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
+                     progress=not a.quiet)
+    dt = time.perf_counter() - t0
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
+    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist,
+                          extra={"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1),
+                                 "augment": bool(augment)})
+    from .modelfile import atomic_write
+
+    atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
+    png = plot_curves(hist, out / f"{name}_curves.png")
+    ev = api.evaluate(model, data)
+    print(f"best epoch {hist.best_epoch}: {hist.monitor} {_pct(hist.best_monitor_bp)}, test {_pct(ev['test_acc_bp'])} "
+          f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
+    print(f"wrote {model_path}, {out / f'{name}_metrics.csv'}" + (f", {png}" if png else
+                                                                  " (no PNG: pip install matplotlib)"))
+    return 0
+
+
+def plot_curves(hist, path: Path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import io
+
+    from .modelfile import atomic_write
+
+    ep = [r.epoch for r in hist.records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ep, [r.train_acc_bp / 100 for r in hist.records], label="train (training mode)")
+    ax.plot(ep, [r.monitor_acc_bp / 100 for r in hist.records], label=hist.monitor)
+    if hist.monitor != "test":
+        ax.plot(ep, [r.test_acc_bp / 100 for r in hist.records], label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def cmd_eval(a) -> int:
+    model, meta = api.load(a.model)
+    norm = meta.get("norm") or {}
+    dataset = a.data or norm.get("dataset") or "bundled"
+    data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None)
+    ev = api.evaluate(model, data)
+    if a.json:
+        print(json.dumps(ev))
+    else:
+        print(f"{a.model}: test accuracy {_pct(ev['test_acc_bp'])} on {ev['test_images']} images of {data.name}")
+    return 0
+
+
+def cmd_summary(a) -> int:
+    if Path(a.model).suffix == ".nitro" or (Path(a.model).is_file() and a.model not in PRESETS
+                                           and not a.model.endswith(".json")):
+        model, _ = api.load(a.model)
+    else:
+        model = api.build(a.model, a.profile, a.weights)
+    if a.json:
+        print(json.dumps(model.describe(), indent=1))
+    else:
+        print(api.summary(model))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a preset or JSON model description")
+    t.add_argument("model", help=f"preset ({', '.join(PRESETS)}) or model description .json")
+    t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, or a folder (default: bundled)")
+    t.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
+    t.add_argument("--epochs", type=_positive, default=10)
+    t.add_argument("--batch", type=_positive, default=64)
+    t.add_argument("--seed", type=_non_negative, default=0)
+    t.add_argument("--profile", choices=list(PROFILES), default="default")
+    t.add_argument("--weights", type=_weights_bits, default=32, metavar="int16|int32")
+    t.add_argument("--lr-inv", type=_positive, default=None, help="initial inverse learning rate (default: model's)")
+    t.add_argument("--val-size", type=_non_negative, default=None, help="validation images (default 10 %%)")
+    t.add_argument("--monitor", choices=["val", "test"], default="val",
+                   help="set that drives the schedule (test = the paper's Q10 behaviour)")
+    t.add_argument("--augment", dest="augment", action="store_true", default=None)
+    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--no-schedule", action="store_true", help="no plateau / early stopping")
+    t.add_argument("--out", default="out", help="output folder (default: out)")
+    t.add_argument("--name", help="file stem of the outputs (default: the model name)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="test accuracy of a trained model file")
+    e.add_argument("model")
+    e.add_argument("--data", help="dataset (default: the one it was trained on)")
+    e.add_argument("--data-dir")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("summary", help="per-layer table of a model file or preset")
+    s.add_argument("model")
+    s.add_argument("--profile", choices=list(PROFILES), default="default")
+    s.add_argument("--weights", type=_weights_bits, default=32, metavar="int16|int32")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_summary)
+
+    d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--epochs", type=_positive, default=3)
+    d.add_argument("--seed", type=_non_negative, default=0)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except KeyboardInterrupt:
+        print("nitro-mcu: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"nitro-mcu: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data files bundled with nitro_mcu (read with importlib.resources; see ATTRIBUTION.md)."""

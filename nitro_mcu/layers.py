@@ -1,0 +1,186 @@
+"""NITRO-D layers as integer kernels (algorithm.md §2).
+
+Functions, not objects: each takes NumPy integer arrays and returns new ones, so the block code reads
+like the specification and the C templates can mirror it line by line.  All products go through
+:func:`nitro_mcu.intmath.matmul_exact`, so sums are exact (the contract's accumulator is int64).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .intmath import INT16_MIN, isqrt, matmul_exact, tdiv
+
+# NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (algorithm.md §2.4, §4.4).
+RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
+LEAKY_GAIN = {3: 1342, 4: 1372, 5: 1387, 7: 1400, 8: 1403, 10: 1407, 15: 1411, 16: 1411, 20: 1412}
+SCALE_SHIFT = 8  # SF = 2**8 * fan_in
+
+
+def check_slope(slope_inv: int) -> None:
+    if slope_inv not in RELU_MEAN:
+        raise ValueError(
+            f"unsupported NITRO-ReLU slope_inv {slope_inv}; supported: {', '.join(map(str, RELU_MEAN))}"
+        )
+
+
+def scale_factor(fan_in: int) -> int:
+    return fan_in << SCALE_SHIFT
+
+
+def init_bound(fan_in: int, slope_inv: int = 4) -> int:
+    """Integer Kaiming-uniform bound for a leaky ReLU: min(gain*128*1732 // (isqrt(fan_in)*1e6), 64)."""
+    return min((LEAKY_GAIN[slope_inv] * 128 * 1732) // (isqrt(fan_in) * 10**6), 64)
+
+
+# ---- Linear -----------------------------------------------------------------------------------------
+def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """z[m, o] = sum_i x[m, i] * W[o, i]  (int64)."""
+    return matmul_exact(x, w.T)
+
+
+def linear_grad(delta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """G[o, i] = sum_m delta[m, o] * x[m, i]  (int64, the raw batch sum)."""
+    return matmul_exact(delta.T, x)
+
+
+# ---- Conv2d (stride 1, zero padding, cross-correlation) ----------------------------------------------
+def im2col(x: np.ndarray, k: int, pad: int, dtype=None) -> np.ndarray:
+    """NHWC [B, H, W, C] -> [B*Ho*Wo, C*k*k] in ``dtype``; column order (c, ky, kx) = W.reshape(F, -1).
+
+    Built from k*k shifted slices (a strided-window copy is several times slower).
+    """
+    b, h, w, c = x.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    cols = np.empty((b, ho, wo, c, k, k), dtype=dtype or x.dtype)
+    for ky in range(k):
+        for kx in range(k):
+            cols[:, :, :, :, ky, kx] = xp[:, ky:ky + ho, kx:kx + wo, :]
+    return cols.reshape(b * ho * wo, c * k * k)
+
+
+def conv_forward_cols(cols: np.ndarray, w: np.ndarray, batch: int, ho: int, wo: int, a_max=None) -> np.ndarray:
+    """z in NHWC [B, Ho, Wo, F]: z[m,i,j,f] = sum_{c,k,l} W[f,c,k,l] * xp[m,c,i+k,j+l]."""
+    f = w.shape[0]
+    return matmul_exact(cols, w.reshape(f, -1).T, a_max=a_max).reshape(batch, ho, wo, f)
+
+
+def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> np.ndarray:
+    """G[f, c, k, l] = sum_{m,i,j} delta[m, i, j, f] * xp[m, c, i+k, j+l]  (delta in NHWC)."""
+    f = w_shape[0]
+    return matmul_exact(delta.reshape(-1, f).T, cols, b_max=b_max).reshape(w_shape)
+
+
+# ---- NITRO-Scaling and NITRO-ReLU ---------------------------------------------------------------------
+def scaling(z: np.ndarray, sf: int) -> np.ndarray:
+    """clip(tdiv(z, SF), -127, 127) as int8; backward is the identity."""
+    return np.clip(tdiv(z, sf), -127, 127).astype(np.int8)
+
+
+_RELU_LUT = {}
+
+
+def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
+    """clip(s, 0, 127) + tdiv(clip(s, -127, 0), alpha_inv) - mu, as a 256-entry table on the int8 input."""
+    lut = _RELU_LUT.get(slope_inv)
+    if lut is None:
+        v = np.arange(-128, 128, dtype=np.int64)
+        lut = (np.maximum(v, 0) + tdiv(np.clip(v, -127, 0), slope_inv) - RELU_MEAN[slope_inv]).astype(np.int8)
+        _RELU_LUT[slope_inv] = lut
+    return lut[s.astype(np.int16) + 128]
+
+
+def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool) -> np.ndarray:
+    """tdiv(delta, slope(s)): 1 on [0, 126], alpha_inv below 0, zero at 127 (and at -127 unless Q5).
+
+    The reference divides by 2**31 - 1 at x = 127; that equals 0 for every |delta| < 2**31 - 1, which
+    the forward bounds guarantee.
+    """
+    out = np.where(s < 0, tdiv(delta, slope_inv), delta)
+    blocked = (s == 127) if asymmetric_sat else ((s == 127) | (s == -127))
+    out[blocked] = 0
+    return out
+
+
+# ---- MaxPool ------------------------------------------------------------------------------------------
+def pool_geometry(h: int, k: int, pad: int, one_sided: bool, out: int | None = None):
+    """(out_size, top_offset) of a kernel=stride pool along one axis.
+
+    one_sided (Q14, reference): windows start at -pad and out = floor((h + 2*pad - k)/k) + 1.
+    otherwise: out = ceil(h/k) (given) and the total padding out*k - h is split floor-half on top.
+    """
+    if one_sided or out is None:
+        return (h + 2 * pad - k) // k + 1, pad
+    return out, (out * k - h) // 2
+
+
+def _pool_slices(h, w, kh, kw, oh, ow, top, left):
+    """(padded-buffer slices, real-map slices) of the real cells the windows cover."""
+    r0, r1 = max(0, -top), min(h, oh * kh - top)
+    c0, c1 = max(0, -left), min(w, ow * kw - left)
+    return (slice(r0 + top, r1 + top), slice(c0 + left, c1 + left)), (slice(r0, r1), slice(c0, c1))
+
+
+def maxpool_forward(x: np.ndarray, kh: int, kw: int, oh: int, ow: int, top: int, left: int, pad_value: int,
+                    with_idx: bool = False):
+    """Max over kernel=stride windows of a padded NHWC map -> (y, argmax offset in the window or None).
+
+    Windows cover padded rows [0, oh*kh) where real row r sits at r + top.  Ties go to the first element
+    in row-major window order: the running maximum only moves on a strictly greater value.
+    """
+    b, h, w, c = x.shape
+    buf = np.full((b, oh * kh, ow * kw, c), pad_value, dtype=np.int16)
+    dst, src = _pool_slices(h, w, kh, kw, oh, ow, top, left)
+    buf[:, dst[0], dst[1], :] = x[:, src[0], src[1], :]
+    view = buf.reshape(buf.shape[0], oh, kh, ow, kw, buf.shape[3])
+    best = view[:, :, 0, :, 0, :].copy()
+    idx = np.zeros(best.shape, dtype=np.int16) if with_idx else None
+    for t in range(1, kh * kw):
+        v = view[:, :, t // kw, :, t % kw, :]
+        if with_idx:
+            better = v > best
+            np.copyto(best, v, where=better)
+            np.copyto(idx, t, where=better)
+        else:
+            np.maximum(best, v, out=best)
+    return best.astype(x.dtype), idx
+
+
+def maxpool_backward(delta: np.ndarray, idx: np.ndarray, in_shape, kh: int, kw: int, top: int, left: int):
+    """Scatter NHWC delta to each window's argmax; gradients on padded cells are dropped."""
+    b, oh, ow, c = delta.shape
+    dst, src = _pool_slices(in_shape[1], in_shape[2], kh, kw, oh, ow, top, left)
+    # One scatter: flat position of each window's argmax in the padded NHWC buffer.
+    dy, dx = idx // kw, idx % kw
+    r = np.arange(oh, dtype=np.int64)[None, :, None, None] * kh + dy
+    q = np.arange(ow, dtype=np.int64)[None, None, :, None] * kw + dx
+    pos = ((np.arange(b, dtype=np.int64)[:, None, None, None] * (oh * kh) + r) * (ow * kw) + q) * c \
+        + np.arange(c, dtype=np.int64)
+    gbuf = np.zeros(b * oh * kh * ow * kw * c, dtype=delta.dtype)
+    gbuf[pos.ravel()] = delta.ravel()
+    gbuf = gbuf.reshape(b, oh * kh, ow * kw, c)
+    out = np.zeros((b, in_shape[1], in_shape[2], c), dtype=delta.dtype)
+    out[:, src[0], src[1], :] = gbuf[:, dst[0], dst[1], :]
+    return out
+
+
+PAD_NEG_INF = INT16_MIN  # below every int8/int16 activation: a padded cell never wins
+
+
+# ---- Dropout ------------------------------------------------------------------------------------------
+def dropout_rescale(rate_permille: int) -> int:
+    """R_p = floor(1000 / (1 - p)), p = rate_permille / 1000 (algorithm.md §2.9 table)."""
+    return (1000 * 1000) // (1000 - rate_permille)
+
+
+def check_dropout_rate(rate) -> int:
+    """Rates are multiples of 0.05 in [0.05, 0.95]; returns the rate in permille."""
+    permille = int(round(float(rate) * 1000))
+    if permille % 50 or not 50 <= permille <= 950 or abs(float(rate) * 1000 - permille) > 1e-6:
+        raise ValueError(f"unsupported dropout rate {rate}; use a multiple of 0.05 in [0.05, 0.95]")
+    return permille
+
+
+def dropout_forward(x: np.ndarray, mask: np.ndarray, rate_permille: int) -> np.ndarray:
+    """tdiv(x * mask * R_p, 1000) as int16."""
+    return tdiv(x.astype(np.int32) * mask * dropout_rescale(rate_permille), 1000).astype(np.int16)

@@ -1,0 +1,116 @@
+"""The model file: one versioned, self-describing, checksummed zip per trained model.
+
+Layout (``.nitro``, a plain zip): ``model.json`` holds the format name and version, the architecture,
+profile and quirks, weight width, seed, PRNG state, preprocessing statistics, training metadata and a
+SHA-256 over everything else; ``weights/<name>.npy`` holds each integer tensor.  Writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .intmath import Rng
+from .models import Model, SpecError
+from .profiles import Quirks
+
+FORMAT = "nitro-mcu-model"
+VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read; the message names the file and the problem."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _checksum(meta: dict, arrays: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save(model: Model, path, norm: dict | None = None, training: dict | None = None) -> Path:
+    """Save ``model`` (weights, description, profile, PRNG state) plus preprocessing stats and metadata."""
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": model.spec,
+        "quirks": model.quirks.to_dict(),
+        "weight_bits": model.weight_bits,
+        "seed": model.seed,
+        "dropout_rng_state": str(model.dropout_rng.state),
+        "norm": norm or {},
+        "training": training or {},
+        "weight_order": list(model.param_shapes()),
+    }
+    arrays = {name: np.asarray(w) for name, w in model.weights.items()}
+    meta["sha256"] = _checksum(meta, arrays)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.json", json.dumps(meta, indent=1))
+        for name, a in arrays.items():
+            b = io.BytesIO()
+            np.save(b, a, allow_pickle=False)
+            z.writestr(f"weights/{name}.npy", b.getvalue())
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def load(path) -> tuple[Model, dict]:
+    """Load a model file; returns (model, meta).  Any defect is a one-line ModelFileError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            meta = json.loads(z.read("model.json"))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ModelFileError(f"{path}: not a nitro-mcu model file")
+            if meta.get("version") != VERSION:
+                raise ModelFileError(f"{path}: model file version {meta.get('version')!r} is not supported "
+                                     f"(this nitro-mcu reads version {VERSION})")
+            arrays = {}
+            for name in meta["weight_order"]:
+                arrays[name] = np.load(io.BytesIO(z.read(f"weights/{name}.npy")), allow_pickle=False)
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ModelFileError(f"{path}: corrupted or truncated model file ({e})") from None
+    except KeyError as e:
+        raise ModelFileError(f"{path}: incomplete model file, missing {e}") from None
+    except (ValueError, TypeError, OSError) as e:
+        raise ModelFileError(f"{path}: unreadable model file ({e})") from None
+    if _checksum(meta, arrays) != meta.get("sha256"):
+        raise ModelFileError(f"{path}: checksum mismatch: the file is corrupted or was edited")
+    try:
+        model = Model(meta["spec"], Quirks.from_dict(meta["quirks"]), meta["weight_bits"], meta["seed"], arrays)
+    except (SpecError, ValueError, KeyError) as e:
+        raise ModelFileError(f"{path}: inconsistent model file: {e}") from None
+    model.dropout_rng = Rng(0, state=int(meta["dropout_rng_state"]))
+    return model, meta

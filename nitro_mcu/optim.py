@@ -1,0 +1,75 @@
+"""IntegerSGD and the epoch-level schedules (algorithm.md §4.1, §4.5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .intmath import saturate, tdiv
+
+
+def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv: int, weight_bits: int):
+    """W - (tdiv(G, lr_inv*amp) + tdiv(W, decay_inv)), saturated to the storage width.
+
+    Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
+    saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
+    """
+    delta = tdiv(grad, lr_inv * amp)
+    if decay_inv > 0:
+        delta = delta + tdiv(w.astype(np.int64), decay_inv)
+    return saturate(w.astype(np.int64) - delta, weight_bits).astype(w.dtype)
+
+
+@dataclass
+class Monitor:
+    """ReduceLROnPlateau / EarlyStopping monitor on an accuracy in basis points (1/10000).
+
+    One call per epoch, epochs from 1.  Before ``from_epoch`` nothing is tracked.  An epoch that does
+    not beat best + min_delta increments the counter; ``step`` returns True when counter >= patience.
+    """
+
+    patience: int
+    from_epoch: int
+    min_delta_bp: int = 100  # one percentage point, as the reference's 0.01 on a fraction
+    reset_on_fire: bool = True
+    best: int = 0
+    counter: int = 0
+
+    def step(self, epoch: int, acc_bp: int) -> bool:
+        if epoch < self.from_epoch:
+            return False
+        if acc_bp < self.best + self.min_delta_bp:
+            self.counter += 1
+            if self.counter >= self.patience:
+                if self.reset_on_fire:
+                    self.counter = 0
+                return True
+            return False
+        self.best, self.counter = acc_bp, 0
+        return False
+
+
+@dataclass
+class Schedule:
+    """The paper's schedule: plateau x3 (patience 15 from epoch 10), early stop (35 from epoch 30)."""
+
+    lr_inv: int
+    factor: int = 3
+    plateau_patience: int = 15
+    plateau_from: int = 10
+    stop_patience: int = 35
+    stop_from: int = 30
+
+    def __post_init__(self):
+        if self.lr_inv <= 0:
+            raise ValueError(f"lr_inv must be a positive integer, got {self.lr_inv}")
+        self.plateau = Monitor(self.plateau_patience, self.plateau_from)
+        self.stopper = Monitor(self.stop_patience, self.stop_from, reset_on_fire=False)
+
+    def end_epoch(self, epoch: int, acc_bp: int) -> bool:
+        """Early-stop check first, then the plateau check; returns True to stop training."""
+        if self.stopper.step(epoch, acc_bp):
+            return True
+        if self.plateau.step(epoch, acc_bp):
+            self.lr_inv *= self.factor
+        return False

@@ -1,0 +1,125 @@
+"""The epoch loop: shuffling, augmentation, the schedule, evaluation and model selection (algorithm.md §5.3).
+
+Accuracies are integers in basis points (1/10000): no float enters training decisions.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import augment as augment_batch
+from .models import Model
+from .optim import Schedule
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    lr_inv: int
+    train_acc_bp: int
+    train_loss: int
+    monitor_acc_bp: int
+    test_acc_bp: int
+    seconds: float
+
+
+@dataclass
+class History:
+    records: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_monitor_bp: int = -1
+    test_at_best_bp: int = 0
+    stopped_early: bool = False
+    monitor: str = "val"
+
+    def to_csv(self) -> str:
+        cols = ["epoch", "lr_inv", "train_acc", "train_loss", f"{self.monitor}_acc", "test_acc", "seconds"]
+        lines = [",".join(cols)]
+        for r in self.records:
+            lines.append(f"{r.epoch},{r.lr_inv},{_pct(r.train_acc_bp)},{r.train_loss},{_pct(r.monitor_acc_bp)},"
+                         f"{_pct(r.test_acc_bp)},{r.seconds:.2f}")
+        return "\n".join(lines) + "\n"
+
+
+def _pct(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d}"
+
+
+def accuracy_bp(model: Model, x: np.ndarray, y: np.ndarray, drop_last: bool = False, batch_size: int = 64) -> int:
+    """Accuracy in basis points.  drop_last (Q9): mean of per-batch accuracies over full batches only."""
+    if len(x) == 0:
+        return 0
+    if drop_last and len(x) >= batch_size:
+        nb = len(x) // batch_size
+        pred = model.predict(x[: nb * batch_size], batch_size)
+        per_batch = (pred == y[: nb * batch_size]).reshape(nb, batch_size).sum(axis=1)
+        return int(per_batch.sum()) * 10000 // (nb * batch_size)
+    pred = model.predict(x, 256)
+    return int(np.sum(pred == y)) * 10000 // len(x)
+
+
+def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | None = None,
+          augment: tuple | None = None, schedule: bool = True, progress: bool = True,
+          on_epoch=None) -> History:
+    """Train ``model`` on prepared data (nitro_mcu.data.Prepared); keeps the best weights by the monitor.
+
+    ``augment`` is (crop_pad, flip) or None; draws come from ``data.rng`` (the data stream), so a run is
+    fully determined by the seed.
+    """
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    n = len(data.x_train)
+    if n < batch_size:
+        raise ValueError(f"the training set ({n} images) is smaller than one batch ({batch_size})")
+    sched = Schedule(lr_inv if lr_inv is not None else model.spec["lr_inv"])
+    q = model.quirks
+    use_test = q.monitor_test or len(data.x_val) == 0
+    hist = History(monitor="test" if use_test else "val")
+    best_weights = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=epochs * (n // batch_size), unit="batch", dynamic_ncols=True, leave=False)
+    rng = data.rng
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        perm = rng.permutation(n)
+        correct = seen = loss = 0
+        for b in range(n // batch_size):
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            x = data.x_train[idx]
+            if augment:
+                x = augment_batch(x, rng, augment[0], augment[1], q.augment_per_batch)
+            st = model.train_step(x, data.y_train[idx], sched.lr_inv)
+            correct += st.correct
+            seen += st.count
+            loss += st.loss
+            if bar is not None:
+                bar.update(1)
+                if b % 20 == 0:
+                    bar.set_postfix(epoch=epoch, acc=_pct(correct * 10000 // seen), loss=loss // seen)
+        test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size)
+        mon_bp = test_bp if use_test else accuracy_bp(model, data.x_val, data.y_val, q.drop_last_eval, batch_size)
+        rec = EpochRecord(epoch, sched.lr_inv, correct * 10000 // seen, loss // seen, mon_bp, test_bp,
+                          time.perf_counter() - t0)
+        hist.records.append(rec)
+        if mon_bp > hist.best_monitor_bp:
+            hist.best_epoch, hist.best_monitor_bp, hist.test_at_best_bp = epoch, mon_bp, test_bp
+            best_weights = {k: v.copy() for k, v in model.weights.items()}
+        if bar is not None:
+            bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {_pct(rec.train_acc_bp)} %  "
+                      f"{hist.monitor} {_pct(mon_bp)} %  test {_pct(test_bp)} %")
+        if on_epoch:
+            on_epoch(rec)
+        if schedule and sched.end_epoch(epoch, mon_bp):
+            hist.stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    if best_weights is not None:
+        model.weights = best_weights
+    return hist

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian/Ubuntu machine: the ARM toolchain, QEMU, clang (sanitizer builds) and
+# the Python package with its test extras.  Safe to re-run: installed packages are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT_PKGS="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm clang libclang-rt-14-dev gcc make"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing apt packages:$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -1,0 +1,473 @@
+"""Board / emulator infrastructure tests (no neural network involved).
+
+Needs the ARM toolchain, qemu-system-arm, unicorn/capstone/pyelftools and robotframework:
+these tests FAIL (not skip) when they are missing, because CI installs them.
+Only the real-Renode test is skipped when `renode-test` is absent.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nitro_mcu import targets as T
+from nitro_mcu.targets import EmulatorError, NoFloatProofError, ToolchainError
+
+REPO = Path(__file__).resolve().parent.parent
+FW = REPO / "firmware"
+RENODE = REPO / "renode"
+SELFTEST = FW / "selftest.c"
+ALL_TARGETS = ["m0", "m3", "m4", "m7", "m33"]
+INPUT_BYTES = bytes((i * 37 + 11) & 0xFF for i in range(1000))
+
+
+def _comparable(stdout: str) -> list[str]:
+    """Selftest lines that must match the host build (everything before the 'stack' line)."""
+    lines = stdout.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.startswith("stack "):
+            return lines[:i]
+    raise AssertionError(f"no 'stack' line in output:\n{stdout}")
+
+
+def _workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "selftest_input.bin").write_bytes(INPUT_BYTES)
+    return path
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fw")
+    cache: dict = {}
+
+    def get(target: str, io: str = "semihost"):
+        key = (target, io)
+        if key not in cache:
+            cache[key] = T.build_firmware([SELFTEST], target, root / f"{target}-{io}", io=io)
+        return cache[key]
+    return get
+
+
+@pytest.fixture(scope="session")
+def host_output(tmp_path_factory):
+    d = _workdir(tmp_path_factory.mktemp("host"))
+    exe = T.build_host([SELFTEST], d, name="selftest_host", sanitize=True)
+    res = T.run_host(exe, cwd=d, timeout=30)
+    assert res.exit_status == 0, res.stderr
+    assert res.sentinel_found and res.sentinel_status == 0
+    assert (d / "selftest_output.txt").read_text() == "written by selftest\n"
+    return res.stdout
+
+
+def _write_src(d: Path, name: str, body: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    p.write_text('#include <stdint.h>\n#include "board.h"\n' + body)
+    return p
+
+
+# --------------------------------------------------------------------------- targets table / toolchain
+
+def test_unknown_target_message():
+    with pytest.raises(ValueError) as ei:
+        T.get_target("x")
+    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33"
+    with pytest.raises(ValueError, match="unknown target 'm99'"):
+        T.build_firmware([SELFTEST], "m99", "/tmp/unused")
+
+
+def test_targets_table():
+    assert T.DEFAULT_TARGET == "m4"
+    assert list(T.TARGETS) == ALL_TARGETS
+    m0, m4, m33 = T.TARGETS["m0"], T.TARGETS["m4"], T.TARGETS["m33"]
+    assert m0.qemu_machine == "microbit" and "-mcpu=cortex-m0plus" in m0.cpu_flags and m0.ram_size == 16 * 1024
+    assert m4.qemu_machine == "mps2-an386" and m4.uart_base == 0x40004000
+    assert m33.qemu_machine == "mps2-an505" and m33.uart_base == 0x50200000 and m33.code_base == 0x10000000
+    for t in T.TARGETS.values():
+        assert t.ld_path.exists()
+
+
+def test_check_toolchain_ok():
+    found = T.check_toolchain()
+    assert "arm-none-eabi-gcc" in found and "qemu-system-arm" in found
+
+
+@pytest.mark.parametrize("missing,package", [("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
+                                             ("qemu-system-arm", "qemu-system-arm"),
+                                             ("arm-none-eabi-objdump", "binutils-arm-none-eabi")])
+def test_check_toolchain_missing(monkeypatch, missing, package):
+    real = shutil.which
+    monkeypatch.setattr(T.shutil, "which", lambda n, *a, **k: None if n == missing else real(n, *a, **k))
+    with pytest.raises(ToolchainError) as ei:
+        T.check_toolchain()
+    msg = str(ei.value)
+    assert "\n" not in msg and missing in msg and package in msg
+
+
+def test_check_toolchain_missing_newlib(monkeypatch):
+    monkeypatch.setattr(T, "_checked", set())
+    real_run = subprocess.run
+
+    def fake_run(cmd, *a, **k):
+        if any("-print-file-name=libc_nano.a" in str(c) for c in cmd):
+            return subprocess.CompletedProcess(cmd, 0, "libc_nano.a\n", "")
+        return real_run(cmd, *a, **k)
+    monkeypatch.setattr(T.subprocess, "run", fake_run)
+    with pytest.raises(ToolchainError, match="libnewlib-arm-none-eabi"):
+        T.check_toolchain()
+
+
+# --------------------------------------------------------------------------- selftest on every target
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_selftest_matches_host(target, build_cache, host_output, tmp_path):
+    b = build_cache(target)
+    assert b.elf.exists() and b.target == target
+    assert b.compiler_version.startswith("arm-none-eabi-gcc")
+    for flag in ("-mthumb", "-O2", "-ffreestanding", "-fwrapv", "-Werror", "-mfloat-abi=soft",
+                 "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections", "-lgcc", *T.TARGETS[target].cpu_flags):
+        assert flag in b.cmd
+    assert T.no_float_proof(b.elf) == []
+    assert b.sizes["text"] > 0 and b.sizes["rodata"] > 0 and b.sizes["data"] > 0 and b.sizes["bss"] > 0
+
+    wd = _workdir(tmp_path)
+    res = T.run_qemu(b, cwd=wd, timeout=30)
+    assert res.exit_status == 0 and res.sentinel_found and res.sentinel_status == 0
+    assert _comparable(res.stdout) == _comparable(host_output)
+    assert f"fsum {sum(INPUT_BYTES)}" in res.lines
+    assert (wd / "selftest_output.txt").read_text() == "written by selftest\n"
+
+    # stack painting: high-water mark is > 0 and < the reserved stack
+    m = re.search(r"^stack (\d+) (\d+)$", res.stdout, re.M)
+    used, size = int(m.group(1)), int(m.group(2))
+    assert size == b.sizes["stack"]
+    assert 0 < used < size
+
+
+@pytest.mark.parametrize("target", ALL_TARGETS)
+def test_uart_output(target, build_cache, host_output, tmp_path):
+    b = build_cache(target, "uart")
+    assert "-DBOARD_IO_UART" in b.cmd
+    res = T.run_qemu(b, cwd=_workdir(tmp_path), timeout=30)
+    assert _comparable(res.stdout) == _comparable(host_output)
+    assert res.lines[-1] == "NITRO-DONE 0"
+
+
+def test_memory_usage(build_cache):
+    b = build_cache("m4")
+    mu = T.stack_and_ram(b.elf)
+    assert mu.static_ram == b.sizes["data"] + b.sizes["bss"] == b.static_ram_bytes
+    assert mu.flash == b.flash_bytes >= b.sizes["text"] + b.sizes["rodata"] + b.sizes["data"]
+    assert mu.stack == 0x10000
+    assert T.symbol_address(b.elf, "prof_start") is not None
+    assert T.symbol_address(b.elf, "no_such_symbol") is None
+
+
+def test_stack_size_override(tmp_path):
+    b = T.build_firmware([SELFTEST], "m0", tmp_path / "b", stack_size=2048)
+    assert b.sizes["stack"] == 2048
+    res = T.run_qemu(b, cwd=_workdir(tmp_path), timeout=30)
+    assert re.search(r"^stack \d+ 2048$", res.stdout, re.M)
+
+
+def test_psram_section_m4(tmp_path):
+    src = _write_src(tmp_path, "psram.c", """
+static uint8_t big[8u * 1024u * 1024u] __attribute__((section(".psram")));
+int main(void)
+{
+    for (uint32_t i = 0; i < sizeof big; i += 4096u) big[i] = (uint8_t)i;
+    uint32_t s = 0;
+    for (uint32_t i = 0; i < sizeof big; i += 4096u) s += big[i];
+    board_put_u32(s); board_puts("\\nNITRO-DONE 0\\n");
+    return 0;
+}
+""")
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    assert b.sizes["psram"] == 8 * 1024 * 1024 and b.static_ram_bytes < 1024
+    res = T.run_qemu(b, timeout=30)
+    assert res.sentinel_found
+
+
+# --------------------------------------------------------------------------- no-float proof
+
+BAD_SRC = """
+volatile float f = 3.0f;
+volatile int32_t x = 7;
+int main(void)
+{
+    int32_t r = (int32_t)(x * 0.5);
+    r += (int32_t)(f * (float)x);
+    board_put_i32(r);
+    board_puts("\\nNITRO-DONE 0\\n");
+    return 0;
+}
+"""
+
+
+def test_no_float_proof_catches_soft_float_symbols(tmp_path):
+    src = _write_src(tmp_path, "bad.c", BAD_SRC)
+    with pytest.raises(NoFloatProofError) as ei:
+        T.build_firmware([src], "m4", tmp_path / "soft")
+    msg = str(ei.value)
+    assert "\n" not in msg and "symbol __" in msg and "more)" in msg
+    v = ei.value.violations
+    assert all(x.startswith("symbol ") for x in v)      # soft-float: no VFP instructions
+    assert "symbol __aeabi_dmul" in v and "symbol __aeabi_d2iz" in v
+    assert T.no_float_proof(ei.value.elf) == v
+
+
+def test_no_float_proof_catches_m0_symbols(tmp_path):
+    src = _write_src(tmp_path, "bad.c", BAD_SRC)
+    with pytest.raises(NoFloatProofError, match="symbol __"):
+        T.build_firmware([src], "m0", tmp_path / "m0")
+
+
+def test_no_float_proof_catches_hard_float_instructions(tmp_path):
+    src = _write_src(tmp_path, "bad.c", BAD_SRC)
+    with pytest.raises(NoFloatProofError) as ei:
+        T.build_firmware([src], "m4", tmp_path / "hard", extra_cflags=["-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"])
+    insns = [x for x in ei.value.violations if x.startswith("instruction ")]
+    assert insns, ei.value.violations
+    assert any(re.search(r": v(mov|cvt|mul)", x) for x in insns)
+
+
+def test_no_float_proof_hard_float_abi_integer_build_passes(tmp_path):
+    b = T.build_firmware([SELFTEST], "m4", tmp_path / "m4f", extra_cflags=["-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"])
+    assert T.no_float_proof(b.elf) == []
+    res = T.run_qemu(b, cwd=_workdir(tmp_path), timeout=30)   # startup enables CP10/CP11
+    assert res.sentinel_status == 0
+
+
+def test_poison_pragma_rejects_float_keyword(tmp_path):
+    src = _write_src(tmp_path, "poison.c", "#pragma GCC poison float double\nfloat g;\nint main(void){return 0;}\n")
+    with pytest.raises(T.BuildError, match="poison"):
+        T.build_firmware([src], "m4", tmp_path / "p")
+
+
+def test_insn_regex_ignores_literal_pools():
+    assert T.FLOAT_INSN_RE.match("     12c:\tee07 4a90 \tvmov\ts15, r4")
+    assert T.FLOAT_INSN_RE.match("     130:\tec53 2b10 \tmrrc\t11, 1, r2, r3, cr0")
+    assert not T.FLOAT_INSN_RE.match("     134:\t76543210 \t.word\t0x76543210")
+    assert not T.FLOAT_INSN_RE.match("00000134 <v32.foo>:")
+    assert not T.FLOAT_INSN_RE.match("     12c:\tf04f 0000 \tmov.w\tr0, #0")
+
+
+# --------------------------------------------------------------------------- instruction counts
+
+@pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("m4", "uart")])
+def test_plugin_counts_equal_unicorn(target, io, build_cache, tmp_path):
+    from nitro_mcu.unicorn_runner import run_unicorn
+    b = build_cache(target, io)
+    q = T.run_qemu(b, cwd=_workdir(tmp_path / "q"), timeout=30, count_insns=True)
+    u = run_unicorn(b.elf, target, cwd=_workdir(tmp_path / "u"), timeout=60)
+    assert q.insns_total and q.insns_total > 100_000
+    assert q.regions == u.regions == 2
+    assert (q.insns_total, q.insns_region) == (u.insns_total, u.insns_region)
+    assert u.stdout == q.stdout
+    assert u.exit_status == 0
+
+
+def test_plugin_cache(tmp_path):
+    a = T.build_insn_plugin(tmp_path)
+    b = T.build_insn_plugin(tmp_path)
+    assert a == b and a.exists() and re.match(r"libinsncount-[0-9a-f]{16}\.so", a.name)
+
+
+def test_plugin_without_markers(tmp_path):
+    src = _write_src(tmp_path, "nomark.c", 'int main(void){ board_puts("NITRO-DONE 0\\n"); return 0; }\n')
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    res = T.run_qemu(b, timeout=30, count_insns=True)
+    assert res.insns_total > 0 and res.insns_region == 0 and res.regions == 0
+
+
+# --------------------------------------------------------------------------- failure modes
+
+CRASHES = {
+    "udf": '__asm__ volatile ("udf #0");',
+    "badjump": "((void (*)(void))0x30000001u)();",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRASHES))
+def test_crash_is_emulator_error(kind, tmp_path):
+    src = _write_src(tmp_path, "crash.c", f"""
+int main(void)
+{{
+    board_puts("before\\n");
+    {CRASHES[kind]}
+    board_puts("NITRO-DONE 0\\n");
+    return 0;
+}}
+""")
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    with pytest.raises(EmulatorError, match="fault") as ei:
+        T.run_qemu(b, timeout=10)
+    assert ei.value.result.exit_status == 0x7F
+
+
+def test_crash_is_emulator_error_unicorn(tmp_path):
+    from nitro_mcu.unicorn_runner import run_unicorn
+    src = _write_src(tmp_path, "crash.c", 'int main(void){ __asm__ volatile ("udf #0"); return 0; }\n')
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    with pytest.raises(EmulatorError):
+        run_unicorn(b.elf, "m4", timeout=10)
+
+
+def test_lockup_is_emulator_error(tmp_path):
+    # exception entry with an unusable stack pointer: the fault handler cannot run -> lockup / fault
+    src = _write_src(tmp_path, "lockup.c", """
+int main(void)
+{
+    __asm__ volatile ("mov sp, %0\\n\\tudf #0" :: "r"(0x30000000u) : "memory");
+    return 0;
+}
+""")
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    with pytest.raises(EmulatorError, match="CPU lockup") as ei:
+        T.run_qemu(b, timeout=10)
+    assert "Lockup" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_missing_sentinel_is_emulator_error(tmp_path):
+    src = _write_src(tmp_path, "nosentinel.c", 'int main(void){ board_puts("hello\\n"); return 0; }\n')
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    with pytest.raises(EmulatorError, match="sentinel"):
+        T.run_qemu(b, timeout=10)
+    res = T.run_qemu(b, timeout=10, check=False)
+    assert res.exit_status == 0 and not res.sentinel_found and res.stdout == "hello\n"
+
+
+def test_hang_hits_timeout(tmp_path):
+    src = _write_src(tmp_path, "hang.c", """
+int main(void)
+{
+    board_puts("spinning\\n");
+    for (;;) { __asm__ volatile ("" ::: "memory"); }
+}
+""")
+    b = T.build_firmware([src], "m4", tmp_path / "b")
+    with pytest.raises(EmulatorError, match="timed out") as ei:
+        T.run_qemu(b, timeout=3)
+    assert ei.value.result.timed_out
+    assert "\n" not in str(ei.value)
+
+
+def test_exit_status_passthrough(tmp_path):
+    src = _write_src(tmp_path, "three.c", 'int main(void){ board_puts("NITRO-DONE 3\\n"); return 3; }\n')
+    b = T.build_firmware([src], "m33", tmp_path / "b")
+    with pytest.raises(EmulatorError, match="unexpected exit status 3"):
+        T.run_qemu(b, timeout=10)
+    res = T.run_qemu(b, timeout=10, expect_status=3)
+    assert res.exit_status == 3 and res.sentinel_status == 3
+
+
+def test_build_error_reports_compiler_message(tmp_path):
+    src = _write_src(tmp_path, "broken.c", "int main(void){ int32_t x = ; return 0; }\n")
+    with pytest.raises(T.BuildError, match="error") as ei:
+        T.build_firmware([src], "m4", tmp_path / "b")
+    assert "broken.c" in ei.value.stderr
+
+
+def test_stm32f4_board_builds(tmp_path):
+    b = T.build_firmware([SELFTEST], T.EXTRA_BOARDS["stm32f4-discovery"], tmp_path / "b", io="uart",
+                         defines=["SELFTEST_NO_FILE"])
+    assert "-DBOARD_UART_STM32" in b.cmd
+    assert T.symbol_address(b.elf, "on_reset") >= 0x08000000
+
+
+# --------------------------------------------------------------------------- Renode files
+
+def _robot_dryrun(suite: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    stub = (RENODE / "stub_keywords.robot").resolve()
+    return subprocess.run([sys.executable, "-m", "robot", "--dryrun", "--output", "NONE", "--report", "NONE",
+                           "--log", "NONE", "--variable", f"RENODEKEYWORDS:{stub}", str(suite)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+
+
+def test_robot_dryrun_passes(tmp_path):
+    proc = _robot_dryrun(RENODE / "smoke.robot", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout
+
+
+def test_robot_dryrun_catches_misspelt_keyword(tmp_path):
+    text = (RENODE / "smoke.robot").read_text()
+    assert "Wait For Line On Uart" in text
+    bad = tmp_path / "smoke_bad.robot"
+    bad.write_text(text.replace("Wait For Line On Uart", "Wait For Line On Uartt", 1))
+    proc = _robot_dryrun(bad, tmp_path)
+    assert proc.returncode != 0
+    assert "No keyword with name 'Wait For Line On Uartt' found" in proc.stdout
+
+
+def _parse_repl(path: Path) -> dict:
+    """name -> (type, address, size or None) for `name: Type @ sysbus <addr>` entries."""
+    entries: dict = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        line = raw.split("//")[0].rstrip()
+        if not line.strip():
+            continue
+        m = re.match(r"^(\w+):\s*([\w.]+)\s*@\s*sysbus\s*<?\s*(0x[0-9A-Fa-f]+)", line)
+        if m:
+            current = m.group(1)
+            entries[current] = [m.group(2), int(m.group(3), 16), None]
+            continue
+        m = re.match(r"^\s+size:\s*(0x[0-9A-Fa-f]+)", line)
+        if m and current:
+            entries[current][2] = int(m.group(1), 16)
+        elif not line.startswith((" ", "\t")):
+            current = None
+    return {k: tuple(v) for k, v in entries.items()}
+
+
+def _parse_ld_memory(path: Path) -> dict:
+    mult = {"": 1, "K": 1024, "M": 1024 * 1024}
+    regions = {}
+    for m in re.finditer(r"^\s*(\w+)\s*\(\w+\)\s*:\s*ORIGIN\s*=\s*(0x[0-9A-Fa-f]+)\s*,\s*LENGTH\s*=\s*(\d+)([KM]?)",
+                         path.read_text(), re.M):
+        regions[m.group(1)] = (int(m.group(2), 16), int(m.group(3)) * mult[m.group(4)])
+    return regions
+
+
+def test_repl_matches_linker_script_and_targets():
+    repl = _parse_repl(RENODE / "mps2-an386.repl")
+    ld = _parse_ld_memory(FW / "ld" / "mps2-an386.ld")
+    mem = {(addr, size) for typ, addr, size in repl.values() if typ == "Memory.MappedMemory"}
+    assert set(ld) == {"CODE", "RAM", "PSRAM"}
+    for region in ("CODE", "RAM", "PSRAM"):
+        assert ld[region] in mem, (region, ld[region], mem)
+    assert ld["CODE"] == (0x0, 4 * 1024 * 1024) and ld["PSRAM"] == (0x21000000, 16 * 1024 * 1024)
+    t = T.TARGETS["m4"]
+    assert (t.code_base, t.code_size) == ld["CODE"] and (t.ram_base, t.ram_size) == ld["RAM"]
+    assert (t.psram_base, t.psram_size) == ld["PSRAM"]
+    uarts = [(typ, addr) for typ, addr, _ in repl.values() if typ.startswith("UART.")]
+    assert uarts == [("UART.CMSDK_APB_UART", t.uart_base)]
+    assert repl["uart0"][1] == 0x40004000
+    assert repl["nvic"][1] == 0xE000E000
+    assert 'cpuType: "cortex-m4"' in (RENODE / "mps2-an386.repl").read_text()
+
+
+def test_stm32_repl_matches_linker_script():
+    repl = _parse_repl(RENODE / "stm32f4_discovery.repl")
+    ld = _parse_ld_memory(FW / "ld" / "stm32f407.ld")
+    mem = {(addr, size) for typ, addr, size in repl.values() if typ == "Memory.MappedMemory"}
+    assert ld["CODE"] == (0x08000000, 1024 * 1024) and ld["CODE"] in mem
+    assert ld["RAM"] == (0x20000000, 128 * 1024) and ld["RAM"] in mem
+    assert ld["PSRAM"] in mem                                  # CCM
+    assert repl["usart2"][:2] == ("UART.STM32_UART", T.EXTRA_BOARDS["stm32f4-discovery"].uart_base)
+
+
+@pytest.mark.skipif(shutil.which("renode-test") is None,
+                    reason="renode-test not installed (Renode cannot be installed on this machine)")
+def test_real_renode_smoke(tmp_path):
+    b = T.build_firmware([SELFTEST], "m4", tmp_path / "renode", io="uart", defines=["SELFTEST_NO_FILE"])
+    proc = subprocess.run(["renode-test", str(RENODE / "smoke.robot"), "--variable", f"ELF:{b.elf}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
