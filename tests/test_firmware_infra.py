@@ -6,7 +6,6 @@ Only the real-Renode test is skipped when `renode-test` is absent.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Training throughput of the NumPy trainer (samples/s, batch 64) on MNIST, fast path vs pure int64.
+
+    python benchmarks/trainer_speed.py [--data-dir DIR] [--models mlp1,cnn_small,mcu_cnn]
+                                       [--threads N] [--warmup-steps N] [--steps N] [--repeats N]
+
+Method: each model first trains ``--warmup-steps`` steps (default: one epoch) so that its weights reach
+a realistic size (forward-layer weights in the thousands, where the float32 GEMM path no longer applies
+and float64 does).  That state is snapshotted; then the same ``--steps`` batches are trained from the
+snapshot ``--repeats`` times and the best time is reported.  The pure-int64 path
+(``intmath.FORCE_INT64 = True``) then trains the same batches from the same snapshot once, and the two
+final weight sets must be bit-identical.
+
+``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
+imported); by default the environment's setting (or the library default) is used.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "mnist"))
+    p.add_argument("--models", default="mlp1,cnn_small,mcu_cnn")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--weight-bits", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: environment / library)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default: one epoch")
+    p.add_argument("--steps", type=int, default=300, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--int64-steps", type=int, default=None,
+                   help="steps for the FORCE_INT64 comparison (default: --steps)")
+    p.add_argument("--no-int64", action="store_true", help="skip the pure-int64 comparison")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from nitro_mcu import intmath
+    from nitro_mcu.data import load_dataset, prepare
+    from nitro_mcu.models import Model, preset
+
+    data_dir = Path(args.data_dir)
+    if any(data_dir.glob("train-images*")):
+        ds = load_dataset("mnist", data_dir)
+        source = f"MNIST from {data_dir}"
+    else:
+        print(f"note: no MNIST under {data_dir}; using the bundled dataset instead")
+        ds = load_dataset("bundled")
+        source = "bundled dataset"
+    data = prepare(ds, args.seed)
+    n = len(data.x_train)
+    bs = args.batch
+    epoch_steps = n // bs
+    warm = epoch_steps if args.warmup_steps is None else args.warmup_steps
+    perm = data.rng.permutation(n)
+
+    def batch(i):
+        j = (i % epoch_steps) * bs
+        idx = perm[j:j + bs]
+        return data.x_train[idx], data.y_train[idx]
+
+    timed = [batch(warm + i) for i in range(args.steps)]
+    n64 = args.steps if args.int64_steps is None else min(args.int64_steps, args.steps)
+
+    print(f"numpy {np.__version__}; BLAS: {_blas_info(np)}")
+    print(f"BLAS threads: {_blas_threads()}  (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+          f"cpus={os.cpu_count()})")
+    print(f"data: {source}, {n} training images; batch {bs}; warm-up {warm} steps; "
+          f"timed {args.steps} steps x {args.repeats} (best); profile {args.profile}, int{args.weight_bits} weights")
+
+    rows = []
+    all_ok = True
+    for name in [m for m in args.models.split(",") if m]:
+        model = Model(preset(name), args.profile, weight_bits=args.weight_bits, seed=args.seed)
+        lr = model.spec["lr_inv"]
+        t0 = time.perf_counter()
+        for i in range(warm):
+            model.train_step(*batch(i), lr)
+        t_warm = time.perf_counter() - t0
+        snap = ({k: v.copy() for k, v in model.weights.items()}, model.dropout_rng.state)
+        wmax = max(int(np.abs(v.astype(np.int64)).max()) for k, v in model.weights.items() if k.endswith(".fwd"))
+
+        def run(steps):
+            model.load_weights({k: v.copy() for k, v in snap[0].items()})
+            model.dropout_rng.state = snap[1]
+            t = time.perf_counter()
+            for x, y in timed[:steps]:
+                model.train_step(x, y, lr)
+            return time.perf_counter() - t, {k: v.copy() for k, v in model.weights.items()}
+
+        best = min(run(args.steps)[0] for _ in range(args.repeats))
+        fast_sps = args.steps * bs / best
+        row = dict(model=name, warm_sps=warm * bs / t_warm if warm else float("nan"), fast_sps=fast_sps,
+                   wmax=wmax, int64_sps=float("nan"), same="skipped")
+        if not args.no_int64:
+            _, w_fast = run(n64)
+            old = intmath.FORCE_INT64
+            intmath.FORCE_INT64 = True
+            try:
+                t64, w64 = run(n64)
+            finally:
+                intmath.FORCE_INT64 = old
+            same = all(np.array_equal(w_fast[k], w64[k]) and w_fast[k].dtype == w64[k].dtype for k in w_fast)
+            all_ok &= same
+            row.update(int64_sps=n64 * bs / t64, same="yes" if same else "NO")
+        rows.append(row)
+        print(f"  {name}: {fast_sps:,.0f} samples/s", flush=True)
+
+    print()
+    hdr = f"{'model':<10} {'fast samples/s':>15} {'int64 samples/s':>16} {'speed-up':>9} {'warm-up sps':>12} " \
+          f"{'max|W_fwd|':>11} {'identical':>10}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['model']:<10} {r['fast_sps']:>15,.0f} {r['int64_sps']:>16,.0f} "
+              f"{r['fast_sps'] / r['int64_sps']:>8.2f}x {r['warm_sps']:>12,.0f} {r['wmax']:>11,d} {r['same']:>10}")
+    if not all_ok:
+        print("ERROR: the fast path and the pure-int64 path gave different weights")
+        return 1
+    return 0
+
+
+def _blas_info(np) -> str:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # noqa: BLE001 - informational only
+        return "unknown"
+
+
+def _blas_threads() -> str:
+    """The OpenBLAS thread count, read from the loaded library itself where possible."""
+    try:
+        import ctypes
+
+        import numpy as np
+
+        libdir = Path(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["lib directory"])
+        for lib in sorted(libdir.glob("libscipy_openblas*.so*")) + sorted(libdir.glob("libopenblas*.so*")):
+            h = ctypes.CDLL(str(lib))
+            for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                        "openblas_get_num_threads"):
+                fn = getattr(h, sym, None)
+                if fn is not None:
+                    return str(fn())
+    except Exception:  # noqa: BLE001
+        pass
+    return os.environ.get("OPENBLAS_NUM_THREADS", "library default")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
