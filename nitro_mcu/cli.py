@@ -16,6 +16,14 @@ class UsageError(ValueError):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the CLI's one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        cmd = self.prog.split(" ", 1)[1] + " " if " " in self.prog else ""
+        self.exit(2, f"nitro-mcu: error: {message} (see: nitro-mcu {cmd}--help)\n")
+
+
 def _weights_bits(s: str) -> int:
     table = {"int16": 16, "int32": 32, "16": 16, "32": 32}
     if s not in table:
@@ -135,6 +143,36 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0):
+    """A .nitro file (weights converted to the requested width if they fit) or a fresh preset/JSON model."""
+    if model.endswith(".nitro") or (Path(model).is_file() and not model.endswith(".json")):
+        m, _ = api.load(model)
+        if weights is not None and weights != m.weight_bits:
+            from .models import Model
+
+            m = Model(m.spec, m.quirks, weights, m.seed, m.weights)  # load_weights checks the range
+        return m
+    return api.build(model, profile, weights or 32, seed)
+
+
+def cmd_generate(a) -> int:
+    from .codegen import convert, fp32_backprop_bytes
+
+    model = load_or_build(a.model, a.profile, a.weights)
+    name = a.name or "nitro_model"
+    conv = convert(model, batch=a.batch, train=a.train, name=name, ram_limit=a.ram_limit)
+    paths = conv.save(file=a.out)
+    print(api.summary(model))
+    print()
+    print(conv.memory_report())
+    if a.train:
+        fp = fp32_backprop_bytes(model, a.batch)
+        print(f"{'float32 back-propagation, same net and batch':<44} {fp['total']:>10}  "
+              f"(nitro uses {100 * conv.plan.ram_bytes // fp['total']} % of it)")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -142,7 +180,7 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
+    p = _Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a preset or JSON model description")
@@ -179,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", type=_weights_bits, default=32, metavar="int16|int32")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_summary)
+
+    g = sub.add_parser("generate", help="emit C (header, model source, kernels) for a model file or preset")
+    g.add_argument("model", help="trained .nitro file, preset name or JSON description")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--train", action="store_true", help="include on-device training (IntegerSGD)")
+    g.add_argument("--weights", type=_weights_bits, default=None, metavar="int16|int32")
+    g.add_argument("--batch", type=_positive, default=8, help="maximum training batch (default 8)")
+    g.add_argument("--name", help="C identifier prefix (default nitro_model)")
+    g.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
+    g.add_argument("--ram-limit", type=_positive, default=None, metavar="BYTES",
+                   help="fail if weights in RAM + arena exceed this")
+    g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
     d.add_argument("--out", default="out/demo")

@@ -29,7 +29,10 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE_DIR = Path(os.environ.get("NITRO_FIRMWARE_DIR", REPO_ROOT / "firmware"))
+# a checkout has firmware/ at the repository root; an installed wheel carries it as nitro_mcu/firmware
+_FW_DEFAULT = REPO_ROOT / "firmware" if (REPO_ROOT / "firmware" / "harness.c").is_file() \
+    else Path(__file__).resolve().parent / "firmware"
+FIRMWARE_DIR = Path(os.environ.get("NITRO_FIRMWARE_DIR", _FW_DEFAULT))
 LD_DIR = FIRMWARE_DIR / "ld"
 PLUGIN_DIR = FIRMWARE_DIR / "qemu_plugin"
 BOARD_SOURCES = ("startup.c", "board_semihost.c", "board_uart.c")
