@@ -1,12 +1,13 @@
 /* nitro_mcu harness: drives a generated model from a command file and writes the results back.
  *
  * Runs unchanged on the host (board_host.c: stdio files) and on Cortex-M (semihosting file I/O).
- * Build with -DNITRO_MODEL=<name> -DNITRO_MODEL_UPPER=<NAME> -DNITRO_MODEL_HEADER='"<name>.h"'.
+ * Build with -DNITRO_MODEL=<name> -DNH_UPPER=<NAME> -DNH_HEADER='"<name>.h"'.
  *
  * Input file (NITRO_HARNESS_IN, default "cmd.bin"): commands, each a 4-byte tag then its payload,
  * all integers little-endian:
  *   "LRIV" int32 lr_inv                         set the schedule value
- *   "PROF" int32 mode                           count instructions of: 0 nothing, 1 training, 2 predictions
+ *   "PROF" int32 mode                           count instructions of: 0 nothing, 1 training, 2 predictions,
+ *                                               1000 + op: one op of the model (builds with NITRO_PROFILE_OPS)
  *   "MASK" int32 sites, per site int32 n + n bytes   keep-masks for the next TRAN (test hook builds)
  *   "TRAN" int32 b, b*INPUT bytes x, b bytes labels -> out "TRAN" int32 correct
  *   "PRED" int32 n, n*INPUT bytes x             -> out "PRED" int32 n, n*CLASSES bytes scores, n bytes class
@@ -19,14 +20,14 @@
 #include <string.h>
 
 #include "board.h"
-#include NITRO_MODEL_HEADER
+#include NH_HEADER
 
 #pragma GCC poison float double
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
-#define M(f) CAT(NITRO_MODEL, CAT(_, f))
-#define MU(f) CAT(NITRO_MODEL_UPPER, CAT(_, f))
+#define M(f) CAT(NH_NAME, CAT(_, f))
+#define MU(f) CAT(NH_UPPER, CAT(_, f))
 
 #ifndef NITRO_HARNESS_IN
 #define NITRO_HARNESS_IN "cmd.bin"
@@ -52,6 +53,25 @@ static int8_t scores[MU(NUM_CLASSES)];
 static uint8_t mask_store[NITRO_MAX_MASK_BYTES];
 static const uint8_t *mask_ptrs[8];
 static int32_t masks_pending;
+#endif
+
+#ifdef NITRO_PROFILE_OPS
+/* Per-op instruction counts: the generated model calls these around every op. */
+static int32_t prof_op = -1;
+void nitro_op_begin(int32_t op);
+void nitro_op_end(int32_t op);
+void nitro_op_begin(int32_t op)
+{
+    if (op == prof_op) {
+        prof_start();
+    }
+}
+void nitro_op_end(int32_t op)
+{
+    if (op == prof_op) {
+        prof_stop();
+    }
+}
 #endif
 
 static int read_exact(void *dst, uint32_t n)
@@ -201,6 +221,12 @@ static int run(void)
             status = cmd_predict();
         } else if (!memcmp(tag, "PROF", 4)) {
             status = read_i32(&prof_mode) ? 0 : fail(ERR_PROTOCOL, "PROF");
+#ifdef NITRO_PROFILE_OPS
+            if (prof_mode >= 1000) {   /* count one op: 1000 + op id */
+                prof_op = prof_mode - 1000;
+                prof_mode = 0;
+            }
+#endif
 #if MU(TRAINABLE)
         } else if (!memcmp(tag, "TRAN", 4)) {
             status = cmd_train();

@@ -103,7 +103,7 @@ def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
 
 def model_defines(conv: Converted, masks: bool = False) -> list[str]:
     n = conv.plan.name
-    d = [f"NITRO_MODEL={n}", f"NITRO_MODEL_UPPER={n.upper()}", f'NITRO_MODEL_HEADER="{n}.h"']
+    d = [f"NH_NAME={n}", f"NH_UPPER={n.upper()}", f'NH_HEADER="{n}.h"']
     if masks:
         d += ["NITRO_TEST_HOOKS", f"NITRO_MAX_MASK_BYTES={mask_bytes(conv)}"]
     return d
@@ -164,26 +164,43 @@ class McuRun:
     stack_bytes: int | None
 
 
-def build_mcu(conv: Converted, target: str, out_dir: Path, masks: bool = False, io: str = "semihost"):
-    from . import targets
+def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
+              profile_ops: bool = False):
+    """Cross-compile harness + model for ``target`` (cached by sources, target and options)."""
+    import hashlib
+    import pickle
 
-    out_dir = Path(out_dir)
-    conv.save(file=out_dir)
-    return targets.build_firmware([FIRMWARE_DIR / "harness.c", out_dir / f"{conv.plan.name}.c"], target, out_dir,
-                                  include_dirs=[out_dir], defines=model_defines(conv, masks), io=io,
-                                  name=f"{conv.plan.name}_{target}")
+    from . import targets
+    from .compiled import _cache_dir
+
+    defines = model_defines(conv, masks) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
+    h = hashlib.sha256(repr((sorted(conv.sources.items()), target, io, defines)).encode())
+    for f in ("harness.c", "startup.c", "board_semihost.c", "board_uart.c", "board.h"):
+        h.update((FIRMWARE_DIR / f).read_bytes())
+    d = Path(out_dir) if out_dir is not None else _cache_dir() / f"fw_{conv.plan.name}_{target}_{h.hexdigest()[:16]}"
+    stamp = d / "build.pickle"
+    if out_dir is None and stamp.is_file():
+        return pickle.loads(stamp.read_bytes())
+    d.mkdir(parents=True, exist_ok=True)
+    conv.save(file=d)
+    b = targets.build_firmware([FIRMWARE_DIR / "harness.c", d / f"{conv.plan.name}.c"], target, d,
+                               include_dirs=[d], defines=defines, io=io, name=f"{conv.plan.name}_{target}")
+    if out_dir is None:
+        stamp.write_bytes(pickle.dumps(b))
+    return b
 
 
 def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool = False, count_insns: bool = False,
-            timeout: float = 300, work_dir: Path | None = None, io: str = "semihost") -> McuRun:
-    """Build the harness firmware for ``target``, run it in QEMU, decode the results."""
+            timeout: float = 300, work_dir: Path | None = None, io: str = "semihost",
+            profile_ops: bool = False) -> McuRun:
+    """Build (or reuse) the harness firmware for ``target``, run it in QEMU, decode the results."""
     from . import targets
 
     ctx = tempfile.TemporaryDirectory(prefix="nitro-mcu-") if work_dir is None else None
     d = Path(work_dir or ctx.name)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        b = build_mcu(conv, target, d, masks, io)
+        b = build_mcu(conv, target, None, masks, io, profile_ops)
         (d / "cmd.bin").write_bytes(session.to_bytes())
         r = targets.run_qemu(b.elf, target, cwd=d, timeout=timeout, count_insns=count_insns, io=io, check=False)
         if r.timed_out:
