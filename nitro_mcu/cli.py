@@ -173,6 +173,56 @@ def cmd_generate(a) -> int:
     return 0
 
 
+def _model_and_data(a):
+    model = load_or_build(a.model, a.profile, a.weights, a.seed)
+    meta_norm = None
+    if a.model.endswith(".nitro"):
+        _, meta = api.load(a.model)
+        meta_norm = (meta.get("norm") or None)
+    dataset = a.data or (meta_norm or {}).get("dataset") or "bundled"
+    data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
+    api.check_compatible(model, data)
+    return model, data
+
+
+def cmd_verify(a) -> int:
+    from .targets import get_target
+    from .verify import verify
+
+    get_target(a.target)  # unknown target: a one-line error before any work
+    model, data = _model_and_data(a)
+    print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
+          f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
+    rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
+    print(rep.table())
+    print(f"device: held-out accuracy {_pct(rep.device_accuracy_bp)} on {rep.predictions} images; stack "
+          f"{rep.stack_bytes} B; {rep.seconds:.1f} s")
+    if rep.bit_exact:
+        print("bit-exact")
+        return 0
+    print(f"MISMATCH: first difference at {rep.first_mismatch()}")
+    return 1
+
+
+def cmd_report(a) -> int:
+    from .modelfile import atomic_write
+    from .targets import get_target
+    from .verify import plot_report, report, report_json, report_text
+
+    get_target(a.target)
+    model, data = _model_and_data(a)
+    r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
+               per_layer=not a.no_per_layer, name=a.name)
+    print(report_text(r))
+    if a.json:
+        atomic_write(Path(a.json), report_json(r).encode())
+        print(f"wrote {a.json}")
+    if a.png:
+        png = plot_report(r, Path(a.png))
+        print(f"wrote {png}" if png else "no PNG (per-layer counts off, or matplotlib missing)")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -230,9 +280,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail if weights in RAM + arena exceed this")
     g.set_defaults(func=cmd_generate)
 
+    def device_args(sp, verify_cmd=True):
+        sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
+        sp.add_argument("--target", default="m4", help="m0, m3, m4 (default), m7, m33")
+        sp.add_argument("--batch", type=_positive, default=8)
+        sp.add_argument("--weights", type=_weights_bits, default=None, metavar="int16|int32")
+        sp.add_argument("--profile", choices=list(PROFILES), default="default")
+        sp.add_argument("--data", help="dataset for the batches (default: the model's, else bundled)")
+        sp.add_argument("--data-dir")
+        sp.add_argument("--seed", type=_non_negative, default=0)
+        sp.add_argument("--name", default="nitro_model", help="C identifier prefix")
+        if verify_cmd:
+            sp.add_argument("--steps", type=_non_negative, default=20)
+            sp.add_argument("--predictions", type=_non_negative, default=100)
+            sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu")
+            sp.set_defaults(func=cmd_verify)
+
+    v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
+    device_args(v)
+    r = sub.add_parser("run", help="generate, build, train and predict on the emulated MCU (verified)")
+    device_args(r)
+    rp = sub.add_parser("report", help="flash, RAM, stack and instruction counts on the emulated MCU")
+    device_args(rp, verify_cmd=False)
+    rp.add_argument("--steps", type=_positive, default=2, help="training steps measured")
+    rp.add_argument("--predictions", type=_positive, default=5, help="inferences measured")
+    rp.add_argument("--json", help="also write the report as JSON")
+    rp.add_argument("--png", help="also write a per-layer bar chart")
+    rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
+    rp.set_defaults(func=cmd_report)
+
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
     d.add_argument("--out", default="out/demo")
-    d.add_argument("--epochs", type=_positive, default=3)
+    d.add_argument("--epochs", type=_positive, default=8)
     d.add_argument("--seed", type=_non_negative, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
@@ -247,7 +326,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("nitro-mcu: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError) as e:
+    except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nitro-mcu: error: {msg}", file=sys.stderr)
         return 2

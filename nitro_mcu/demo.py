@@ -1,23 +1,59 @@
-"""The main job (README's first command)."""
+"""The main job (README's first command): train -> generate C -> train on the emulated MCU -> verify -> cost."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from . import api
 
 
+def _pct(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d} %"
+
+
 def run_demo(a) -> int:
+    from .codegen import convert, fp32_backprop_bytes
+    from .modelfile import atomic_write
+    from .verify import plot_report, report, report_json, report_text, verify
+
     t0 = time.perf_counter()
-    model = api.build("mlp1", "default", 32, a.seed)
+    out = Path(a.out)
+    target = "m4"
+    model = api.build("mcu_cnn", "default", 16, a.seed)
     data = api.load_data("bundled", a.seed)
-    print(f"[1/2] training mlp1 on the bundled MNIST subset ({len(data.x_train)} train / {len(data.x_val)} val / "
-          f"{len(data.x_test)} test images), {a.epochs} epochs, integer arithmetic only", flush=True)
-    hist = api.train(model, data, a.epochs, 64, progress=not a.quiet)
+    print(f"[1/5] training the MCU CNN (int16 weights) on the bundled MNIST subset: {len(data.x_train)} train / "
+          f"{len(data.x_val)} val / {len(data.x_test)} test images, {a.epochs} epochs, integer arithmetic only",
+          flush=True)
+    hist = api.train(model, data, a.epochs, 64, schedule=False, progress=not a.quiet)
     ev = api.evaluate(model, data)
-    path = api.save(model, f"{a.out}/mlp1.nitro", data=data, history=hist)
-    bp = ev["test_acc_bp"]
-    print(f"      test accuracy {bp // 100}.{bp % 100:02d} % (best epoch {hist.best_epoch}); model file {path}")
-    print("[2/2] model summary")
-    print(api.summary(model))
-    print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0
+    path = api.save(model, out / "mcu_cnn.nitro", data=data, history=hist)
+    print(f"      test accuracy {_pct(ev['test_acc_bp'])} (best epoch {hist.best_epoch}); model file {path}")
+
+    print("[2/5] generating C for on-device training (batch 8)", flush=True)
+    conv = convert(model, batch=8, train=True, name="mnist_cnn")
+    files = conv.save(file=out / "c")
+    fp = fp32_backprop_bytes(model, 8)
+    print("      " + conv.memory_report().replace("\n", "\n      "))
+    print(f"      float32 back-propagation of the same net and batch would need {fp['total']} bytes: nitro uses "
+          f"{100 * conv.plan.ram_bytes // fp['total']} % of that")
+    print("      wrote " + ", ".join(str(f) for f in files))
+
+    steps, preds = 20, 200
+    print(f"[3/5] on the emulated Cortex-M4 (QEMU mps2-an386): {steps} training steps, then {preds} predictions "
+          f"on held-out images", flush=True)
+    rep = verify(model, data, target, steps=steps, batch=8, predictions=preds, name="mnist_cnn")
+    print(f"      device accuracy on the held-out images after on-device training: {_pct(rep.device_accuracy_bp)}")
+
+    print("[4/5] bit-exactness: every weight, score and the PRNG state, device vs Python")
+    print("      " + rep.table().replace("\n", "\n      "))
+    verdict = "bit-exact" if rep.bit_exact else f"MISMATCH at {rep.first_mismatch()}"
+    print(f"      {verdict}")
+
+    print("[5/5] cost report", flush=True)
+    r = report(rep.python_model, target, 8, data, steps=2, predictions=5, per_layer=True, name="mnist_cnn")
+    print("      " + report_text(r).replace("\n", "\n      "))
+    atomic_write(out / "report.json", report_json(r).encode())
+    png = plot_report(r, out / "report.png")
+    print(f"      wrote {out / 'report.json'}" + (f", {png}" if png else ""))
+    print(f"done in {time.perf_counter() - t0:.1f} s: {verdict}")
+    return 0 if rep.bit_exact else 1
