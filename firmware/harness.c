@@ -43,7 +43,8 @@ static int32_t prof_mode;
 #if MU(TRAINABLE)
 static int8_t xbuf[MU(MAX_BATCH) * MU(INPUT_SIZE)];
 static uint8_t ybuf[MU(MAX_BATCH)];
-static int32_t wbuf[1024];
+#define WCHUNK 256
+static int32_t wbuf[WCHUNK];   /* weights go out in chunks: small enough for a 16 KB M0 */
 #else
 static int8_t xbuf[MU(INPUT_SIZE)];
 #endif
@@ -186,17 +187,17 @@ static int cmd_weights(void)
         const M(tensor_t) *tt = M(tensor)(t);
         for (int32_t i = 0; i < tt->count; ++i) {
 #if MU(WEIGHT_BITS) == 16
-            wbuf[done % 1024] = (int32_t)((const int16_t *)tt->data)[i];
+            wbuf[done % WCHUNK] = (int32_t)((const int16_t *)tt->data)[i];
 #else
-            wbuf[done % 1024] = ((const int32_t *)tt->data)[i];
+            wbuf[done % WCHUNK] = ((const int32_t *)tt->data)[i];
 #endif
             ++done;
-            if (done % 1024 == 0 && !write_exact(wbuf, 4096)) {
+            if (done % WCHUNK == 0 && !write_exact(wbuf, WCHUNK * 4u)) {
                 return fail(ERR_IO, "write");
             }
         }
     }
-    if (done % 1024 && !write_exact(wbuf, (uint32_t)(done % 1024) * 4u)) {
+    if (done % WCHUNK && !write_exact(wbuf, (uint32_t)(done % WCHUNK) * 4u)) {
         return fail(ERR_IO, "write");
     }
     const uint64_t rng = M(get_rng_state)();

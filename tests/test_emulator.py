@@ -1,0 +1,161 @@
+"""Emulator regression: the generated C trains and predicts on emulated Cortex-M cores bit-exactly like Python.
+
+Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
+on M4.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a missing tool fails, never skips.
+"""
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from nitro_mcu import data as D
+from nitro_mcu.codegen import convert
+from nitro_mcu.harness import HarnessError, Session, parse_results, run_mcu
+from nitro_mcu.intmath import Rng
+from nitro_mcu.models import Model, preset
+from nitro_mcu.targets import get_target
+from nitro_mcu.verify import report, verify
+
+K_STEPS = 20
+TINY = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16], fwd_decay_inv=12000, head_decay_inv=3000)
+
+
+class Synthetic:
+    """Random int8 images and labels from the project PRNG (bit-exactness needs no real images)."""
+
+    def __init__(self, shape, n=400, seed=5):
+        r = Rng(seed, 9)
+        self.x_train = r.randint(-128, 127, (n, *shape)).astype(np.int8)
+        self.y_train = r.randint(0, 9, (n,))
+        self.x_test = r.randint(-128, 127, (100, *shape)).astype(np.int8)
+        self.y_test = r.randint(0, 9, (100,))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return D.prepare(D.load_dataset("bundled"), seed=0)
+
+
+def _check(rep, mode):
+    assert rep.bit_exact, rep.first_mismatch()
+    if mode == "train":
+        assert rep.steps == K_STEPS and all(t.count for t in rep.tensors)
+    else:
+        assert rep.predictions == 100 and rep.scores_equal and rep.classes_equal
+
+
+MATRIX = [("m3", "mlp1", 32), ("m3", "mcu_cnn", 16), ("m7", "mlp1", 32), ("m7", "mcu_cnn", 16),
+          ("m33", "mlp1", 32), ("m33", "mcu_cnn", 16), ("m4", "mlp1", 32), ("m4", "mlp1", 16),
+          ("m4", "mcu_cnn", 16), ("m4", "mcu_cnn", 32)]
+
+
+@pytest.mark.parametrize("mode", ["predict", "train"])
+@pytest.mark.parametrize("target,preset_name,bits", MATRIX)
+def test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode):
+    model = Model(preset(preset_name), "default", bits, seed=11)
+    steps, preds = (K_STEPS, 10) if mode == "train" else (0, 100)
+    rep = verify(model, bundled, target, steps=steps, batch=8, predictions=preds, name=f"{preset_name}{bits}")
+    _check(rep, mode)
+
+
+@pytest.mark.parametrize("mode", ["predict", "train"])
+def test_m0_microbit_trains_a_tiny_mlp_in_16_kb(mode):
+    model = Model(TINY, "default", 16, seed=3)
+    data = Synthetic((64,))
+    steps, preds = (K_STEPS, 10) if mode == "train" else (0, 100)
+    rep = verify(model, data, "m0", steps=steps, batch=4, predictions=preds, name="tiny")
+    _check(rep, mode)
+    assert rep.stack_bytes and rep.stack_bytes < 4096
+
+
+def test_reference_profile_with_dropout_on_m4_matches_python(bundled):
+    spec = dict(preset("cnn_small"), dropout=0.1)
+    rep = verify(Model(spec, "reference", 32, seed=2), bundled, "m4", steps=6, batch=4, predictions=20, name="drop")
+    assert rep.bit_exact, rep.first_mismatch()
+
+
+def test_learning_rate_schedule_reaches_the_device(bundled):
+    rep = verify(Model(preset("mlp1"), "default", 16, seed=1), bundled, "m4", steps=6, batch=8, predictions=5,
+                 lr_schedule={3: 1536}, name="sched")
+    assert rep.bit_exact, rep.first_mismatch()
+
+
+def test_a_mismatch_is_reported_never_hidden(monkeypatch):
+    """The device starts from weights one unit away from Python's: verify must report, never say bit-exact."""
+    import nitro_mcu.verify as V
+
+    device_model = Model(TINY, "default", 16, seed=3)
+    python_model = Model(TINY, "default", 16, seed=3)
+    python_model.weights["block0.fwd"][0, 1] += 1
+    monkeypatch.setattr(V, "convert", lambda m, **kw: convert(device_model, **kw))
+    rep = verify(python_model, Synthetic((64,)), "m4", steps=2, batch=4, predictions=5, name="sab")
+    assert not rep.bit_exact
+    bad = [t for t in rep.tensors if not t.equal]
+    assert bad and bad[0].name == "block0.fwd"
+    assert rep.first_mismatch().startswith("tensor block0.fwd index [")
+
+
+def test_crash_timeout_and_garbled_output_are_errors(bundled):
+    model = Model(TINY, "default", 16, seed=3)
+    conv = convert(model, batch=4, train=True, name="errs")
+    # a command file that breaks the protocol: the harness exits non-zero -> HarnessError
+    s = Session(64)
+    s.commands.append(b"XXXX")
+    with pytest.raises(HarnessError, match="harness failed"):
+        run_mcu(conv, s, "m4")
+    # garbled result bytes
+    s2 = Session(64)
+    s2.weights()
+    with pytest.raises(HarnessError, match="garbled"):
+        parse_results(b"WGHT" + struct.pack("<i", 5), conv, s2.expect)
+    with pytest.raises(HarnessError, match="garbled"):
+        parse_results(b"TRAN\x00\x00\x00\x00", conv, ["PRED"])
+    # a run far longer than its timeout
+    s3 = Session(64)
+    x = np.zeros((4, 64), np.int8)
+    for _ in range(20000):
+        s3.train(x, np.zeros(4, np.uint8))
+    t0 = time.perf_counter()
+    with pytest.raises(HarnessError, match="timed out"):
+        run_mcu(conv, s3, "m4", timeout=1)
+    assert time.perf_counter() - t0 < 30
+
+
+def test_instruction_counts_of_qemu_plugin_equal_unicorn():
+    from nitro_mcu.harness import build_mcu
+    from nitro_mcu.targets import run_qemu
+    from nitro_mcu.unicorn_runner import run_unicorn
+
+    model = Model(TINY, "default", 16, seed=3)
+    conv = convert(model, batch=4, train=True, name="uc")
+    data = Synthetic((64,))
+    s = Session(64)
+    s.prof(1)
+    s.train(data.x_train[:4], data.y_train[:4])
+    s.prof(0)
+    s.predict(data.x_test[:2])
+    import tempfile
+    from pathlib import Path
+
+    b = build_mcu(conv, "m4")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "cmd.bin").write_bytes(s.to_bytes())
+        q = run_qemu(b.elf, "m4", cwd=d, count_insns=True)
+        u = run_unicorn(b.elf, "m4", cwd=d)
+    assert q.insns_region and q.insns_region == u.insns_region and q.regions == u.regions == 1
+    assert q.insns_total == u.insns_total
+
+
+def test_report_measures_memory_and_instructions(bundled):
+    model = Model(preset("mcu_cnn"), "default", 16, seed=0)
+    r = report(model, "m4", 8, bundled, steps=1, predictions=2, per_layer=False, name="rep")
+    assert r["static_ram_bytes"] >= r["model_ram_bytes"] > 0 and 0 < r["stack_bytes"] < 8192
+    assert r["total_ram_bytes"] <= 256 * 1024  # on-device training of the MCU CNN, int16, batch 8
+    assert r["insns_per_train_step"] > r["train_macs"] > 0 and r["insns_per_inference"] > r["infer_macs"] > 0
+    assert r["flash_bytes"] > r["weight_bytes"]
+
+
+def test_unknown_target_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown target 'm9'"):
+        get_target("m9")
