@@ -268,6 +268,19 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
     use(cur, t)
     use(cur_i, t)
     p.ops.append(op)
+    # scratch shared by all ops: the int16 im2col / widened-input column of the forward kernels
+    col = 2
+    for o2 in p.ops:
+        if o2["kind"] == "conv":
+            col = max(col, 2 * o2["blk"].fan_in)
+        elif o2["kind"] == "linear":
+            col = max(col, o2["blk"].d_in)
+        elif o2["kind"] == "output":
+            col = max(col, o2["d_in"])
+    bufs.append(Buffer("col", "int16_t", col, 0, t + 1, "im2col / widened input column (forward kernels)"))
+    if train and any(o2["kind"] == "conv" for o2 in p.ops):
+        fan = max(o2["blk"].fan_in for o2 in p.ops if o2["kind"] == "conv")
+        bufs.append(Buffer("grow", "int64_t", fan, 0, t + 1, "gradient of one conv output channel (fan_in sums)"))
     p.buffers = bufs
     p.arena_bytes = place_buffers(bufs)
     for wname, shape in model.param_shapes().items():
