@@ -12,8 +12,11 @@ The Python API mirrors the CLI verbs::
 from __future__ import annotations
 
 from .api import build, evaluate, load, load_data, save, summary, train
+from .codegen import convert
+from .compiled import compile_model
 from .models import PRESETS, Model
 from .profiles import PROFILES
 
 __version__ = "0.1.0"
-__all__ = ["build", "evaluate", "load", "load_data", "save", "summary", "train", "Model", "PRESETS", "PROFILES"]
+__all__ = ["build", "evaluate", "load", "load_data", "save", "summary", "train", "convert", "compile_model", "Model",
+           "PRESETS", "PROFILES"]
