@@ -164,9 +164,32 @@ class McuRun:
     stack_bytes: int | None
 
 
+def write_cmd_blob(path: Path, blob: bytes) -> Path:
+    """The command file as a C array, for the embedded transport (no semihosting files needed)."""
+    rows = [", ".join(str(b) for b in blob[i:i + 24]) for i in range(0, len(blob), 24)]
+    path.write_text("/* nitro_mcu harness commands, compiled in (NITRO_EMBEDDED_CMD) */\n#include <stdint.h>\n"
+                    f"const uint32_t nitro_cmd_len = {len(blob)}u;\n"
+                    f"const uint8_t nitro_cmd_blob[{max(1, len(blob))}] = {{\n    " + ",\n    ".join(rows) + "\n};\n")
+    return path
+
+
+def parse_console_results(stdout: str) -> bytes:
+    """Concatenate the 'RES <hex>' lines of the embedded transport."""
+    out = bytearray()
+    for line in stdout.splitlines():
+        if line.startswith("RES "):
+            try:
+                out += bytes.fromhex(line[4:].strip())
+            except ValueError:
+                raise HarnessError(f"garbled harness output: bad hex line {line[:40]!r}") from None
+    return bytes(out)
+
+
 def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
-              profile_ops: bool = False):
-    """Cross-compile harness + model for ``target`` (cached by sources, target and options)."""
+              profile_ops: bool = False, embedded_cmd: bytes | None = None):
+    """Cross-compile harness + model for ``target`` (cached by sources, target and options).
+
+    ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
     import hashlib
     import pickle
 
@@ -174,7 +197,10 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
     from .compiled import _cache_dir
 
     defines = model_defines(conv, masks) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
+    if embedded_cmd is not None:
+        defines.append("NITRO_EMBEDDED_CMD")
     h = hashlib.sha256(repr((sorted(conv.sources.items()), target, io, defines)).encode())
+    h.update(embedded_cmd or b"")
     for f in ("harness.c", "startup.c", "board_semihost.c", "board_uart.c", "board.h"):
         h.update((FIRMWARE_DIR / f).read_bytes())
     d = Path(out_dir) if out_dir is not None else _cache_dir() / f"fw_{conv.plan.name}_{target}_{h.hexdigest()[:16]}"
@@ -183,7 +209,8 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
         return pickle.loads(stamp.read_bytes())
     d.mkdir(parents=True, exist_ok=True)
     conv.save(file=d)
-    b = targets.build_firmware([FIRMWARE_DIR / "harness.c", d / f"{conv.plan.name}.c"], target, d,
+    extra = [write_cmd_blob(d / "cmd_blob.c", embedded_cmd)] if embedded_cmd is not None else []
+    b = targets.build_firmware([FIRMWARE_DIR / "harness.c", d / f"{conv.plan.name}.c", *extra], target, d,
                                include_dirs=[d], defines=defines, io=io, name=f"{conv.plan.name}_{target}")
     if out_dir is None:
         stamp.write_bytes(pickle.dumps(b))
@@ -192,15 +219,24 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
 
 def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool = False, count_insns: bool = False,
             timeout: float = 300, work_dir: Path | None = None, io: str = "semihost",
-            profile_ops: bool = False) -> McuRun:
-    """Build (or reuse) the harness firmware for ``target``, run it in QEMU, decode the results."""
+            profile_ops: bool = False, transport: str = "files") -> McuRun:
+    """Build (or reuse) the harness firmware for ``target``, run it in QEMU, decode the results.
+
+    transport 'files': semihosting file I/O (cmd.bin / res.bin); 'embedded': commands compiled into the
+    firmware and results as hex lines on the console (the path Renode and real boards use), here over UART.
+    """
     from . import targets
 
     ctx = tempfile.TemporaryDirectory(prefix="nitro-mcu-") if work_dir is None else None
     d = Path(work_dir or ctx.name)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        b = build_mcu(conv, target, None, masks, io, profile_ops)
+        if transport not in ("files", "embedded"):
+            raise ValueError(f"unknown transport '{transport}'")
+        embedded = session.to_bytes() if transport == "embedded" else None
+        if embedded is not None:
+            io = "uart"
+        b = build_mcu(conv, target, None, masks, io, profile_ops, embedded)
         (d / "cmd.bin").write_bytes(session.to_bytes())
         r = targets.run_qemu(b.elf, target, cwd=d, timeout=timeout, count_insns=count_insns, io=io, check=False)
         if r.timed_out:
@@ -210,7 +246,8 @@ def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool =
         for line in r.stdout.splitlines():
             if line.startswith("stack "):
                 stack = int(line.split()[1])
-        res = parse_results((d / "res.bin").read_bytes(), conv, session.expect)
+        blob = parse_console_results(r.stdout) if embedded is not None else (d / "res.bin").read_bytes()
+        res = parse_results(blob, conv, session.expect)
         return McuRun(res, b, r, stack)
     finally:
         if ctx is not None:

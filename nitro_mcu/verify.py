@@ -141,13 +141,37 @@ def _run(conv: Converted, session: Session, target: str, emulator: str, timeout:
     if emulator == "qemu":
         return run_mcu(conv, session, target, count_insns=count_insns, timeout=timeout, profile_ops=profile_ops)
     if emulator == "renode":
-        import shutil
-
-        if shutil.which("renode-test") is None and shutil.which("renode") is None:
-            raise HarnessError("Renode is not installed (renode/renode-test not on PATH); use --emulator qemu")
-        raise HarnessError("Renode runs use the UART build and renode/smoke.robot: "
-                           "run `renode-test renode/smoke.robot --variable ELF:<elf>` (see renode/README.md)")
+        return run_renode(conv, session, target, timeout)
     raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
+
+
+def run_renode(conv: Converted, session: Session, target: str, timeout: float):
+    """Run the embedded-transport harness under Renode (renode/harness.robot) and decode its UART log.
+
+    Unverified on the project machines, where Renode cannot be installed; the same firmware and decoding
+    are tested on QEMU (tests/test_emulator.py::test_embedded_transport_over_uart_matches_python).
+    """
+    import shutil
+    import subprocess
+
+    from .harness import McuRun, build_mcu, check_sentinel, parse_console_results, parse_results
+    from .targets import REPO_ROOT
+
+    exe = shutil.which("renode-test")
+    if exe is None:
+        raise HarnessError("Renode is not installed (renode-test is not on PATH; it has no Debian package, see "
+                           "renode/README.md); use --emulator qemu")
+    if target != "m4":
+        raise HarnessError("the Renode platform in renode/ models mps2-an386: use --target m4")
+    b = build_mcu(conv, target, None, io="uart", embedded_cmd=session.to_bytes())
+    with tempfile.TemporaryDirectory(prefix="nitro-renode-") as d:
+        log = Path(d) / "uart.log"
+        proc = subprocess.run([exe, str(REPO_ROOT / "renode" / "harness.robot"), "--variable", f"ELF:{b.elf}",
+                               "--variable", f"LOG:{log}"], capture_output=True, text=True, timeout=timeout + 60,
+                              stdin=subprocess.DEVNULL)
+        out = log.read_text() if log.is_file() else ""
+    check_sentinel(out, proc.stdout + proc.stderr, 0 if proc.returncode == 0 else proc.returncode)
+    return McuRun(parse_results(parse_console_results(out), conv, session.expect), b, None, None)
 
 
 # ---- cost report -------------------------------------------------------------------------------------

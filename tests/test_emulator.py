@@ -159,3 +159,49 @@ def test_report_measures_memory_and_instructions(bundled):
 def test_unknown_target_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown target 'm9'"):
         get_target("m9")
+
+
+def test_embedded_transport_over_uart_matches_python():
+    """The Renode/board transport (commands compiled in, results as hex on the UART), exercised on QEMU."""
+    model = Model(TINY, "default", 16, seed=4)
+    data = Synthetic((64,))
+    conv = convert(model, batch=4, train=True, name="emb")
+    s = Session(64)
+    for i in range(3):
+        s.train(data.x_train[i * 4:(i + 1) * 4], data.y_train[i * 4:(i + 1) * 4])
+        model.train_step(data.x_train[i * 4:(i + 1) * 4], data.y_train[i * 4:(i + 1) * 4], 512)
+    s.predict(data.x_test[:10])
+    s.weights()
+    r = run_mcu(conv, s, "m4", transport="embedded")
+    assert r.build.io == "uart"
+    weights, rng, _ = r.results[-1]
+    for k, w in model.weights.items():
+        np.testing.assert_array_equal(weights[k], w, err_msg=k)
+    np.testing.assert_array_equal(r.results[-2][0], model.predict_scores(data.x_test[:10]))
+
+
+def test_renode_harness_suite_passes_a_robot_dry_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    renode = Path(__file__).resolve().parents[1] / "renode"
+    proc = subprocess.run([sys.executable, "-m", "robot", "--dryrun", "--output", "NONE", "--report", "NONE", "--log",
+                           "NONE", "--variable", f"RENODEKEYWORDS:{renode / 'stub_keywords.robot'}",
+                           str(renode / "harness.robot")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout
+
+
+@pytest.mark.skipif(__import__("shutil").which("renode-test") is not None, reason="Renode is installed here")
+def test_renode_emulator_without_renode_is_a_clear_error():
+    with pytest.raises(HarnessError, match="Renode is not installed"):
+        verify(Model(TINY, "default", 16), Synthetic((64,)), "m4", steps=1, batch=4, predictions=1,
+               emulator="renode")
+
+
+@pytest.mark.skipif(__import__("shutil").which("renode-test") is None,
+                    reason="renode-test not installed (Renode cannot be installed on this machine)")
+def test_renode_trains_bit_exactly_like_python():
+    rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
+                 emulator="renode", name="ren")
+    assert rep.bit_exact, rep.first_mismatch()
