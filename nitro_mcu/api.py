@@ -26,7 +26,12 @@ def resolve_spec(model: str | dict) -> tuple[dict, dict]:
             spec = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise SpecError(f"{p}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        return spec, {k: spec[k] for k in ("dataset", "augment") if isinstance(spec, dict) and k in spec}
+        defaults = {k: spec[k] for k in ("dataset", "augment") if isinstance(spec, dict) and k in spec}
+        if not isinstance(defaults.get("augment", False), bool):
+            raise SpecError(f"{p}: 'augment' must be true or false, got {defaults['augment']!r}")
+        if not isinstance(defaults.get("dataset", ""), str):
+            raise SpecError(f"{p}: 'dataset' must be a dataset name, got {defaults['dataset']!r}")
+        return spec, defaults
     raise SpecError(f"unknown preset '{model}' (and no such JSON file); presets: {', '.join(PRESETS)}")
 
 

@@ -97,6 +97,8 @@ class Plan:
     weight_bytes: int = 0
     tensors: list = field(default_factory=list)
     kernels: set = field(default_factory=set)
+    fwd_fns: list = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
+    relu_lut: list = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
 
     def memory_table(self) -> list[tuple[str, int]]:
         rows = [("weights (" + ("RAM, trainable" if self.train else "flash, const") + ")", self.weight_bytes),
@@ -156,6 +158,15 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
     def sfx(ctype):
         return "s8" if ctype == "int8_t" else "s16"
 
+    def fwd_fn(op, x, acc, **consts):
+        """The per-layer forward wrapper for input x (one schedule); returns its C name."""
+        label = op["blk"].name if "blk" in op else "output"
+        fname = f"nitro_fwd_{_cname(label)[2:]}_{sfx(x['ctype'])}_{'acc32' if acc == 'int32_t' else 'acc64'}"
+        if all(f["name"] != fname for f in p.fwd_fns):
+            p.fwd_fns.append(dict(name=fname, xt=x["ctype"], sfx=sfx(x["ctype"]),
+                                  acc="acc32" if acc == "int32_t" else "acc64", what=label, **consts))
+        return fname
+
     def check_grad(label, terms, x_bound):
         if terms * nc * 255 * wmax * x_bound >= INT64_MAX:
             raise CodegenError(f"{label}: a gradient sum of {terms} terms could exceed int64; "
@@ -182,10 +193,24 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
                       info=info[st.name + ".fwd"], hinfo=info[st.head.name], cname=_cname(st.name + ".fwd"),
                       chname=_cname(st.head.name), t=t)
             kind = "conv_fwd" if conv else "linear_fwd"
+            if conv:
+                op["xp"] = new_buf(f"xp_{st.name}", "int16_t",
+                                   st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad), t,
+                                   f"{st.name}: one input sample, int16 with a zero border (forward scratch)").name
+                consts = dict(kind="conv", c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad,
+                              sf=st.sf)
+            else:
+                consts = dict(kind="linear", n_in=st.d_in, n_out=st.d_out, sf=st.sf)
             p.kernels.add((kind, sfx(cur_i["ctype"]), op["acc_i"]))
+            if conv:
+                p.kernels.add(("conv_col", sfx(cur_i["ctype"])))
+            op["fn_i"] = fwd_fn(op, cur_i, op["acc_i"], **consts)
             use(cur_i, t)
             if train:
                 p.kernels.add((kind, sfx(cur["ctype"]), op["acc"]))
+                if conv:
+                    p.kernels.add(("conv_col", sfx(cur["ctype"])))
+                op["fn_t"] = fwd_fn(op, cur, op["acc"], **consts)
                 t += 1
                 op["e"] = new_buf(f"e_{st.name}", "int16_t", batch * nc, t, f"{st.name}: head error").name
                 if conv:
@@ -200,19 +225,24 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
                         if st.h_out * st.w_out >= 0xFFFF:
                             raise CodegenError(f"{st.name}: feature map too large for 16-bit pool indices")
                     op["cells"] = cells
-                    op["d"] = new_buf(f"d_{st.name}", p.delta_type, batch * cells, t,
-                                      f"{st.name}: delta of one channel").name
+                    op["d"] = new_buf(f"d_{st.name}", p.delta_type, 2 * batch * cells, t,
+                                      f"{st.name}: non-zero deltas of one channel (delta, input offset)").name
+                    op["xq"] = new_buf(f"xq_{st.name}", cur["ctype"],
+                                       batch * st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad), t,
+                                       f"{st.name}: the batch's input with a zero border (gradient)").name
                     check_grad(st.name, batch * cells, cur["bound"])
                 else:
-                    op["d"] = new_buf(f"d_{st.name}", p.delta_type, batch, t, f"{st.name}: delta of one unit").name
+                    op["d"] = new_buf(f"d_{st.name}", p.delta_type, 2 * batch, t, f"{st.name}: delta of two units").name
                     check_grad(st.name, batch, cur["bound"])
                 check_grad(st.head.name, batch, relu_max)
+                op["hacc"] = "acc32" if acc_type(st.head.d_in, relu_max) == "int32_t" else "acc64"
+                if conv:
+                    op["fn_step"] = f"nitro_step_{st.name}_{sfx(cur['ctype'])}"
                 op["passes"] = 2 if (q.cnn_fc_double_update and not conv
                                      and any(isinstance(b, ConvBlock) for b in model.blocks)) else 1
                 p.kernels.add(("conv_step" if conv else "linear_step", sfx(cur["ctype"])))
                 use(cur, t)
             p.ops.append(op)
-            p.kernels.add(("relu",))
             t += 1
             s_buf.last = t
             shape = (st.c_out, st.h_out, st.w_out) if conv else (st.d_out,)
@@ -260,32 +290,46 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
               acc_i=acc_type(o.d_in, cur_i["bound"]), info=info["output"], cname=_cname("output"),
               scores=sc.name, t=t, d_in=o.d_in)
     p.kernels.add(("linear_fwd", sfx(cur_i["ctype"]), op["acc_i"]))
+    consts = dict(kind="linear", n_in=o.d_in, n_out=nc, sf=o.sf)
+    op["fn_i"] = fwd_fn(op, cur_i, op["acc_i"], **consts)
     if train:
         p.kernels.add(("linear_fwd", sfx(cur["ctype"]), op["acc"]))
+        op["fn_t"] = fwd_fn(op, cur, op["acc"], **consts)
         op["e"] = new_buf("e_output", "int16_t", batch * nc, t, "output error").name
         check_grad("output", batch, cur["bound"])
         p.kernels.add(("output_step", sfx(cur["ctype"])))
     use(cur, t)
     use(cur_i, t)
     p.ops.append(op)
-    # scratch shared by all ops: the int16 im2col / widened-input column of the forward kernels
+    # training: a block followed by a maxpool leaves s as it is; the maxpool pools s and applies the ReLU
+    for a, nxt in zip(p.ops, p.ops[1:]):
+        a["defer_relu"] = bool(train and a["kind"] in ("conv", "linear") and nxt["kind"] == "maxpool"
+                               and a["s"] == nxt["x"]["buf"].name)
+        if nxt["kind"] == "maxpool":
+            nxt["relu_t"] = a["defer_relu"]
+    for a in p.ops:
+        a.setdefault("defer_relu", False)
+        a.setdefault("relu_t", False)
+        if train and a["kind"] in ("conv", "linear") and not a["defer_relu"]:
+            p.kernels.add(("relu",))  # (inference fuses NITRO-ReLU into the forward kernels)
+    # scratch shared by all ops: the int16 im2col / widened-input column of the forward kernels (and the
+    # widened head input of the conv steps)
     col = 2
     for o2 in p.ops:
         if o2["kind"] == "conv":
-            col = max(col, 2 * o2["blk"].fan_in)
+            col = max(col, 2 * o2["blk"].fan_in, o2["blk"].head.d_in if train else 0)
         elif o2["kind"] == "linear":
             col = max(col, o2["blk"].d_in)
         elif o2["kind"] == "output":
             col = max(col, o2["d_in"])
     bufs.append(Buffer("col", "int16_t", col, 0, t + 1, "im2col / widened input column (forward kernels)"))
-    if train and any(o2["kind"] == "conv" for o2 in p.ops):
-        fan = max(o2["blk"].fan_in for o2 in p.ops if o2["kind"] == "conv")
-        bufs.append(Buffer("grow", "int64_t", fan, 0, t + 1, "gradient of one conv output channel (fan_in sums)"))
     p.buffers = bufs
     p.arena_bytes = place_buffers(bufs)
     for wname, shape in model.param_shapes().items():
         p.tensors.append(dict(name=wname, cname=_cname(wname), shape=list(shape), count=int(np.prod(shape)),
                               values=np.asarray(model.weights[wname]).reshape(-1), info=info[wname]))
+    lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), spec["slope_inv"])
+    p.relu_lut = [int(v) for v in lut]
     p.weight_bytes = sum(tt["count"] for tt in p.tensors) * (wbits // 8)
     return p
 

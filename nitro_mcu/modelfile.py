@@ -106,6 +106,8 @@ def load(path) -> tuple[Model, dict]:
         raise ModelFileError(f"{path}: incomplete model file, missing {e}") from None
     except (ValueError, TypeError, OSError) as e:
         raise ModelFileError(f"{path}: unreadable model file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - zlib.error, NotImplementedError ("encrypted", bad method), ...
+        raise ModelFileError(f"{path}: corrupted model file ({type(e).__name__}: {e})") from None
     if _checksum(meta, arrays) != meta.get("sha256"):
         raise ModelFileError(f"{path}: checksum mismatch: the file is corrupted or was edited")
     try:

@@ -34,10 +34,12 @@ class History:
     monitor: str = "val"
 
     def to_csv(self) -> str:
-        cols = ["epoch", "lr_inv", "train_acc", "train_loss", f"{self.monitor}_acc", "test_acc", "seconds"]
+        """Fixed columns; ``val_acc`` is empty when the test set drives the schedule (no validation split)."""
+        cols = ["epoch", "lr_inv", "train_acc", "train_loss", "val_acc", "test_acc", "seconds"]
         lines = [",".join(cols)]
         for r in self.records:
-            lines.append(f"{r.epoch},{r.lr_inv},{_pct(r.train_acc_bp)},{r.train_loss},{_pct(r.monitor_acc_bp)},"
+            val = _pct(r.monitor_acc_bp) if self.monitor == "val" else ""
+            lines.append(f"{r.epoch},{r.lr_inv},{_pct(r.train_acc_bp)},{r.train_loss},{val},"
                          f"{_pct(r.test_acc_bp)},{r.seconds:.2f}")
         return "\n".join(lines) + "\n"
 
