@@ -12,7 +12,10 @@ snapshot ``--repeats`` times and the best time is reported.  The pure-int64 path
 final weight sets must be bit-identical.
 
 ``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
-imported); by default the environment's setting (or the library default) is used.
+imported).  The default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning
+worker threads collapse under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
+``--no-malloc-tune`` disables :func:`nitro_mcu.intmath.tune_malloc` (NITRO_MCU_MALLOC_TUNE=0).
+Besides the best full run, the best 10-step chunk is reported: less sensitive to other processes.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", default="default")
     p.add_argument("--weight-bits", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: environment / library)")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1; 0 = environment / library)")
+    p.add_argument("--no-malloc-tune", action="store_true", help="run with NITRO_MCU_MALLOC_TUNE=0")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: one epoch")
     p.add_argument("--steps", type=int, default=300, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3)
@@ -45,7 +49,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
+    if args.no_malloc_tune:
+        os.environ["NITRO_MCU_MALLOC_TUNE"] = "0"
+    if args.threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
     sys.path.insert(0, str(REPO))
@@ -80,7 +86,9 @@ def main(argv=None) -> int:
 
     print(f"numpy {np.__version__}; BLAS: {_blas_info(np)}")
     print(f"BLAS threads: {_blas_threads()}  (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
-          f"cpus={os.cpu_count()})")
+          f"cpus={os.cpu_count()}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
+    tune = getattr(intmath, "tune_malloc", None)
+    print(f"malloc tuning (intmath.tune_malloc): {'on' if tune and tune() else 'off'}")
     print(f"data: {source}, {n} training images; batch {bs}; warm-up {warm} steps; "
           f"timed {args.steps} steps x {args.repeats} (best); profile {args.profile}, int{args.weight_bits} weights")
 
@@ -96,17 +104,25 @@ def main(argv=None) -> int:
         snap = ({k: v.copy() for k, v in model.weights.items()}, model.dropout_rng.state)
         wmax = max(int(np.abs(v.astype(np.int64)).max()) for k, v in model.weights.items() if k.endswith(".fwd"))
 
-        def run(steps):
+        chunk_best = [float("inf")]
+
+        def run(steps, chunk=10):
             model.load_weights({k: v.copy() for k, v in snap[0].items()})
             model.dropout_rng.state = snap[1]
             t = time.perf_counter()
-            for x, y in timed[:steps]:
-                model.train_step(x, y, lr)
+            for i in range(0, steps, chunk):
+                tc = time.perf_counter()
+                part = timed[i:min(i + chunk, steps)]
+                for x, y in part:
+                    model.train_step(x, y, lr)
+                chunk_best[0] = min(chunk_best[0], (time.perf_counter() - tc) / len(part))
             return time.perf_counter() - t, {k: v.copy() for k, v in model.weights.items()}
 
         best = min(run(args.steps)[0] for _ in range(args.repeats))
         fast_sps = args.steps * bs / best
+        chunk_sps = bs / chunk_best[0]
         row = dict(model=name, warm_sps=warm * bs / t_warm if warm else float("nan"), fast_sps=fast_sps,
+                   chunk_sps=chunk_sps,
                    wmax=wmax, int64_sps=float("nan"), same="skipped")
         if not args.no_int64:
             _, w_fast = run(n64)
@@ -120,15 +136,15 @@ def main(argv=None) -> int:
             all_ok &= same
             row.update(int64_sps=n64 * bs / t64, same="yes" if same else "NO")
         rows.append(row)
-        print(f"  {name}: {fast_sps:,.0f} samples/s", flush=True)
+        print(f"  {name}: {fast_sps:,.0f} samples/s (best 10-step chunk {chunk_sps:,.0f})", flush=True)
 
     print()
-    hdr = f"{'model':<10} {'fast samples/s':>15} {'int64 samples/s':>16} {'speed-up':>9} {'warm-up sps':>12} " \
+    hdr = f"{'model':<10} {'fast samples/s':>15} {'best chunk':>11} {'int64 samples/s':>16} {'speed-up':>9} {'warm-up sps':>12} " \
           f"{'max|W_fwd|':>11} {'identical':>10}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['model']:<10} {r['fast_sps']:>15,.0f} {r['int64_sps']:>16,.0f} "
+        print(f"{r['model']:<10} {r['fast_sps']:>15,.0f} {r['chunk_sps']:>11,.0f} {r['int64_sps']:>16,.0f} "
               f"{r['fast_sps'] / r['int64_sps']:>8.2f}x {r['warm_sps']:>12,.0f} {r['wmax']:>11,d} {r['same']:>10}")
     if not all_ok:
         print("ERROR: the fast path and the pure-int64 path gave different weights")
@@ -145,21 +161,44 @@ def _blas_info(np) -> str:
         return "unknown"
 
 
+def _openblas():
+    """ctypes handle on the OpenBLAS that NumPy loaded (wheel: numpy.libs/; else the configured lib dir)."""
+    import ctypes
+
+    import numpy as np
+
+    dirs = [Path(np.__file__).resolve().parent.parent / "numpy.libs"]
+    try:
+        dirs.append(Path(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["lib directory"]))
+    except Exception:  # noqa: BLE001
+        pass
+    for d in dirs:
+        for lib in sorted(d.glob("lib*openblas*.so*")):
+            try:
+                return ctypes.CDLL(str(lib))
+            except OSError:
+                continue
+    return None
+
+
+def _blas_call(kind: str, *args):
+    h = _openblas()
+    if h is None:
+        return None
+    for sym in (f"scipy_openblas_{kind}_num_threads64_", f"openblas_{kind}_num_threads64_",
+                f"openblas_{kind}_num_threads"):
+        fn = getattr(h, sym, None)
+        if fn is not None:
+            return fn(*args)
+    return None
+
+
 def _blas_threads() -> str:
     """The OpenBLAS thread count, read from the loaded library itself where possible."""
     try:
-        import ctypes
-
-        import numpy as np
-
-        libdir = Path(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["lib directory"])
-        for lib in sorted(libdir.glob("libscipy_openblas*.so*")) + sorted(libdir.glob("libopenblas*.so*")):
-            h = ctypes.CDLL(str(lib))
-            for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                        "openblas_get_num_threads"):
-                fn = getattr(h, sym, None)
-                if fn is not None:
-                    return str(fn())
+        n = _blas_call("get")
+        if n is not None:
+            return str(n)
     except Exception:  # noqa: BLE001
         pass
     return os.environ.get("OPENBLAS_NUM_THREADS", "library default")

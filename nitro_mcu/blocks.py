@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import intmath
 from . import layers as L
-from .intmath import wrap_int8
+from .intmath import max_abs, wrap_int8
 from .optim import sgd_update
 
 
@@ -152,14 +153,41 @@ class ConvBlock:
     def forward(self, weights, x, hp: Hyper, train: bool):
         """x and the result are NHWC (the model converts at its edges; semantics stay NCHW/C-order)."""
         b = x.shape[0]
-        cols = L.im2col(x, self.k, self.pad)
-        z = L.conv_forward_cols(cols, weights[self.name + ".fwd"], b, self.h_out, self.w_out,
-                                a_max=_dtype_bound(x))
-        s = L.scaling(z, self.sf)
+        w = weights[self.name + ".fwd"]
+        x_max = _dtype_bound(x)
+        z = cols = None
+        if not intmath.FORCE_INT64:
+            z, cols = self._forward_float(x, w, x_max if x_max is not None else max_abs(x))
+        if z is None:
+            cols = L.im2col(x, self.k, self.pad)
+            z = L.conv_forward_cols(cols, w, b, self.h_out, self.w_out, a_max=x_max)
+        s = L.scaling(z, self.sf, overwrite=True)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
-            self.cache = (cols, s, h, _dtype_bound(x))
+            self.cache = (cols, s, h, x_max)
         return h
+
+    def _forward_float(self, x, w, x_max):
+        """z = conv(x, W) on exact float BLAS: float32, two float32 halves, or float64; else (None, None).
+
+        Returns z (NHWC, float carrier of exact integers) and the int8/int16 im2col matrix.
+        """
+        b, f, kk = x.shape[0], self.c_out, self.fan_in
+        w_max = max_abs(w)
+        dt = intmath.exact_float_dtype(x_max * w_max * kk)
+        if dt is None:
+            return None, None
+        cols = L.im2col(x, self.k, self.pad)
+        w2 = w.reshape(f, -1).T
+        if dt == np.float32:
+            z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
+        else:
+            sh = intmath.split_shift(x_max, w_max, kk)
+            if sh is not None:
+                z = intmath.matmul_split_f32(cols.astype(np.float32), w2, sh)
+            else:
+                z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
+        return z.reshape(b, self.h_out, self.w_out, f), cols
 
     def head_input(self, h, with_idx=False):
         """Pool (if any), then flatten in C order (c, i, j) as the reference does."""
@@ -175,7 +203,19 @@ class ConvBlock:
         cols, s, h, x_max = self.cache
         xh, idx = self.head_input(h, with_idx=True)
         _, delta = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
-        b = h.shape[0]
+        name = self.name + ".fwd"
+        w = weights[name]
+        amp = hp.lr_amp_factor * self.amp_scale
+        grad = None
+        if self.pool is not None and delta.dtype.kind == "f" and not intmath.FORCE_INT64:
+            grad = self._sparse_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
+        if grad is None:
+            grad = self._dense_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
+        weights[name] = sgd_update(w, grad, lr_inv, amp, hp.fwd_decay_inv, hp.weight_bits)
+
+    def _dense_grad(self, delta, idx, s, cols, x_max, hp, quirks, w_shape):
+        """Scatter through the pool, NITRO-ReLU backward, then G = delta^T @ cols (algorithm.md §2.2)."""
+        b = s.shape[0]
         if self.pool is None:
             delta = delta.reshape(b, self.c_out, self.h_out, self.w_out).transpose(0, 2, 3, 1)
         else:
@@ -183,11 +223,59 @@ class ConvBlock:
             delta = delta.reshape(b, self.c_out, p.oh, p.ow).transpose(0, 2, 3, 1)
             delta = L.maxpool_backward(delta, idx, (b, self.h_out, self.w_out), p.kh, p.kw, p.top, p.left)
         delta = L.relu_backward(np.ascontiguousarray(delta), s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
-        name = self.name + ".fwd"
-        w = weights[name]
-        amp = hp.lr_amp_factor * self.amp_scale
-        weights[name] = sgd_update(w, L.conv_grad_cols(delta, cols, w.shape, b_max=x_max), lr_inv, amp,
-                                   hp.fwd_decay_inv, hp.weight_bits)
+        return L.conv_grad_cols(delta, cols, w_shape, b_max=x_max)
+
+    def _sparse_grad(self, delta, idx, s, cols, x_max, hp, quirks, w_shape):
+        """The same G as :meth:`_dense_grad`, touching only the pooled positions; None if not float-exact.
+
+        Behind a kernel=stride head pool the scattered error is zero except at each window's argmax (one
+        cell per window and channel, the windows do not overlap), and NITRO-ReLU backward keeps zeros
+        at zero.  So G[f, :] = sum over windows w of relu_bwd(delta[w, f], s[pos]) * cols[pos, :] with
+        pos = pos(w, f) the argmax row; windows whose argmax is a padded cell contribute nothing
+        (maxpool_backward drops them).  The sum runs over B*oh*ow terms per f instead of B*H*W, in
+        float64, exact because |delta|max * |x|max * (B*oh*ow) < 2**53 is checked.
+        """
+        p = self.pool
+        b, hh, ww, c = s.shape
+        n = b * p.oh * p.ow
+        x_max = x_max if x_max is not None else max_abs(cols)
+        t = idx.astype(np.int64)  # [B, oh, ow, C], window offset of the argmax
+        r = np.arange(p.oh)[None, :, None, None] * p.kh + t // p.kw - p.top
+        q = np.arange(p.ow)[None, None, :, None] * p.kw + t % p.kw - p.left
+        valid = (r >= 0) & (r < hh) & (q >= 0) & (q < ww)
+        row = (np.arange(b)[:, None, None, None] * hh + r) * ww + q
+        all_valid = bool(valid.all())
+        if not all_valid:
+            row[~valid] = 0
+        # channel-major [C, n]: delta arrives flattened NCHW [B, C, oh, ow]
+        row_c = row.transpose(3, 0, 1, 2).reshape(c, n)
+        d = delta.reshape(b, c, p.oh * p.ow).transpose(1, 0, 2).reshape(c, n).astype(np.float64)
+        s_at = s.reshape(-1, c)[row_c, np.arange(c)[:, None]]
+        d = L.relu_backward(d, s_at, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
+        if not all_valid:
+            d[~valid.transpose(3, 0, 1, 2).reshape(c, n)] = 0
+        d_max = max_abs(d)
+        if p.kh * p.kw > _SPARSE_MIN_WINDOW:
+            if d_max * x_max * n >= intmath._F64_EXACT:
+                return None
+            g = np.take(cols, row_c, axis=0).astype(np.float64)  # [C, n, K]
+            return np.matmul(d[:, None, :], g).reshape(w_shape)
+        # Small windows: scatter the few non-zeros into a dense [B*H*W, C] error and run one GEMM.
+        if d_max * x_max * (b * hh * ww) >= intmath._F64_EXACT:
+            return None
+        ch = np.broadcast_to(np.arange(c)[:, None], (c, n))
+        dense = np.zeros((b * hh * ww, c), dtype=np.float64)
+        if all_valid:
+            dense[row_c, ch] = d
+        else:  # invalid entries all point at row 0: leave them out, they must not overwrite a real value
+            keep = valid.transpose(3, 0, 1, 2).reshape(c, n)
+            dense[row_c[keep], ch[keep]] = d[keep]
+        return np.matmul(dense.T, cols.astype(np.float64)).reshape(w_shape)
+
+
+# Head-pool windows larger than this use the gathered (sparse) gradient; smaller ones scatter into a
+# dense error and run one GEMM (gathering K values per non-zero costs ~8x a BLAS multiply-add).
+_SPARSE_MIN_WINDOW = 8
 
 
 def _dtype_bound(x: np.ndarray) -> int | None:

@@ -6,6 +6,8 @@ guarded exact-GEMM path in :func:`matmul_exact`, whose result is proven exact be
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -113,6 +115,86 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: 
     if bound >= 2**63:
         raise OverflowError(f"integer product bound {bound} exceeds int64")
     return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
+
+
+def exact_float_dtype(bound: int):
+    """The narrowest float type whose BLAS sums are exact for a product bound (|a|max*|b|max*K), else None.
+
+    None also under FORCE_INT64, so every caller falls back to its pure-int64 code.
+    """
+    if FORCE_INT64:
+        return None
+    if bound < _F32_EXACT:
+        return np.float32
+    if bound < _F64_EXACT:
+        return np.float64
+    return None
+
+
+def split_shift(a_max: int, b_max: int, k: int) -> int | None:
+    """A shift s for the two-GEMM float32 product of :func:`matmul_split_f32`, or None.
+
+    With hi = b >> s (floor) and lo = b - hi * 2**s (so 0 <= lo < 2**s), both partial products
+    a @ hi and a @ lo are float32-exact when a_max * k * max(|hi|max, |lo|max) < 2**24, i.e. when
+    a_max * k * (2**s - 1) < 2**24 and a_max * k * ((b_max >> s) + 1) < 2**24.  The smallest such s
+    is returned.  The recombination hi_res * 2**s + lo_res is done in float64 and is exact because
+    |a @ b| <= a_max * b_max * k < 2**53 (also required here).
+    """
+    if FORCE_INT64 or a_max * b_max * k >= _F64_EXACT:
+        return None
+    base = a_max * k
+    for s in range(1, 31):
+        if base * ((1 << s) - 1) >= _F32_EXACT:
+            return None
+        if base * ((b_max >> s) + 1) < _F32_EXACT:
+            return s
+    return None
+
+
+def matmul_split_f32(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
+    """Exact ``a @ b`` as float64 from ONE float32 GEMM against [hi | lo] (see :func:`split_shift`).
+
+    ``a32`` is float32 holding exact integers, ``b`` an integer matrix [K, N]; ``s`` must come from
+    ``split_shift(|a32|max, |b|max, K)``.  Float32 BLAS is several times faster than float64 for the
+    narrow conv GEMMs, so two exact float32 halves beat one float64 product.
+    """
+    n = b.shape[1]
+    bi = b.astype(np.int64)
+    hi = bi >> s
+    lo = bi - (hi << s)
+    r = np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32))
+    z = np.multiply(r[..., :n], float(1 << s), dtype=np.float64)
+    z += r[..., n:]
+    return z
+
+
+_MALLOC_TUNED: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Keep freed heap memory in the process (glibc ``mallopt``); called once by ``Model.train_step``.
+
+    A training step allocates and frees a few MB of NumPy temporaries.  With glibc's default dynamic
+    thresholds those blocks are trimmed back to the OS and page-faulted in again on the next step; on
+    VMs with free-page reporting (e.g. Firecracker) each refault is very expensive, and this halves the
+    MLP training speed.  Setting M_MMAP_THRESHOLD = 32 MiB and M_TRIM_THRESHOLD = 256 MiB keeps up to
+    256 MiB of freed memory for reuse.  Process-wide, numerically irrelevant; no-op off glibc.  Opt out
+    with the environment variable NITRO_MCU_MALLOC_TUNE=0.  Returns whether the setting is active.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is None:
+        _MALLOC_TUNED = False
+        if os.environ.get("NITRO_MCU_MALLOC_TUNE", "1") != "0":
+            try:
+                import ctypes
+
+                mallopt = ctypes.CDLL(None).mallopt
+                mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                _MALLOC_TUNED = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+            except (OSError, AttributeError):
+                pass
+    return _MALLOC_TUNED
 
 
 # --------------------------------------------------------------------------------------------------

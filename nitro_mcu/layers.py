@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import intmath
 from .intmath import INT16_MIN, isqrt, matmul_exact, tdiv
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (algorithm.md §2.4, §4.4).
@@ -50,7 +51,11 @@ def im2col(x: np.ndarray, k: int, pad: int, dtype=None) -> np.ndarray:
     Built from k*k shifted slices (a strided-window copy is several times slower).
     """
     b, h, w, c = x.shape
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    if pad:
+        xp = np.zeros((b, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype)
+        xp[:, pad:pad + h, pad:pad + w, :] = x
+    else:
+        xp = x
     ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
     cols = np.empty((b, ho, wo, c, k, k), dtype=dtype or x.dtype)
     for ky in range(k):
@@ -72,30 +77,73 @@ def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> 
 
 
 # ---- NITRO-Scaling and NITRO-ReLU ---------------------------------------------------------------------
-def scaling(z: np.ndarray, sf: int) -> np.ndarray:
-    """clip(tdiv(z, SF), -127, 127) as int8; backward is the identity."""
+def scaling(z: np.ndarray, sf: int, overwrite: bool = False) -> np.ndarray:
+    """clip(tdiv(z, SF), -127, 127) as int8; backward is the identity.
+
+    Float carriers (exact integers, |z| < 2**24 for float32, < 2**53 for float64, as
+    :func:`~nitro_mcu.intmath.matmul_exact` returns) take a two-pass route: clip z to +-(128*SF - 1),
+    then divide and let the float->int8 cast truncate toward zero (C semantics).  Exact because
+    (1) tdiv is monotone and the clip bounds are integers, so clipping z first to the widest range whose
+    quotient still truncates into [-127, 127] changes nothing after the final clip; (2) trunc(z / SF) of
+    the correctly rounded quotient is tdiv (the proof in :func:`~nitro_mcu.intmath.tdiv`), and the
+    quotient lies in (-128, 128), so the cast is defined.  If 128*SF - 1 is beyond the exactness limit
+    no clip is needed at all (|z| is below it).  ``overwrite`` lets the clip reuse z's memory.
+    """
+    z = np.asarray(z)
+    if z.dtype.kind == "f":
+        b = 128 * sf - 1
+        if b < (2**24 if z.dtype == np.float32 else 2**53):
+            z = np.clip(z, -b, b, out=z if overwrite else None)
+        out = np.empty(z.shape, dtype=np.int8)
+        np.divide(z, sf, out=out, casting="unsafe")
+        return out
     return np.clip(tdiv(z, sf), -127, 127).astype(np.int8)
 
 
 _RELU_LUT = {}
 
 
-def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
-    """clip(s, 0, 127) + tdiv(clip(s, -127, 0), alpha_inv) - mu, as a 256-entry table on the int8 input."""
+def _relu_lut(slope_inv: int) -> np.ndarray:
     lut = _RELU_LUT.get(slope_inv)
     if lut is None:
         v = np.arange(-128, 128, dtype=np.int64)
         lut = (np.maximum(v, 0) + tdiv(np.clip(v, -127, 0), slope_inv) - RELU_MEAN[slope_inv]).astype(np.int8)
         _RELU_LUT[slope_inv] = lut
+    return lut
+
+
+_RELU_LUT_U8 = {}
+
+
+def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
+    """clip(s, 0, 127) + tdiv(clip(s, -127, 0), alpha_inv) - mu, as a 256-entry table on the int8 input."""
+    lut = _relu_lut(slope_inv)
+    if s.dtype == np.int8:
+        # Same table, indexed by the int8 bit pattern (uint8 view): no widening pass over s.
+        lut8 = _RELU_LUT_U8.get(slope_inv)
+        if lut8 is None:
+            lut8 = _RELU_LUT_U8[slope_inv] = lut[(np.arange(256) + 128) & 0xFF]
+        return lut8.take(s.view(np.uint8))
     return lut[s.astype(np.int16) + 128]
 
 
-def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool) -> np.ndarray:
+def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool,
+                  overwrite: bool = False) -> np.ndarray:
     """tdiv(delta, slope(s)): 1 on [0, 126], alpha_inv below 0, zero at 127 (and at -127 unless Q5).
 
     The reference divides by 2**31 - 1 at x = 127; that equals 0 for every |delta| < 2**31 - 1, which
     the forward bounds guarantee.
+
+    A float ``delta`` (exact integers below 2**53) stays float: trunc(delta / alpha_inv) is tdiv by the
+    argument in :func:`~nitro_mcu.intmath.tdiv`, and trunc leaves the other (integer) entries as they
+    are.  ``overwrite`` lets it work in delta's memory.
     """
+    if delta.dtype.kind == "f":
+        out = delta if overwrite else delta.copy()
+        np.divide(out, slope_inv, out=out, where=s < 0)
+        np.trunc(out, out=out)
+        out[(s == 127) if asymmetric_sat else ((s == 127) | (s == -127))] = 0
+        return out
     out = np.where(s < 0, tdiv(delta, slope_inv), delta)
     blocked = (s == 127) if asymmetric_sat else ((s == 127) | (s == -127))
     out[blocked] = 0
@@ -129,6 +177,13 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, oh: int, ow: int, top: int,
     in row-major window order: the running maximum only moves on a strictly greater value.
     """
     b, h, w, c = x.shape
+    covered = top == 0 and left == 0 and oh * kh <= h and ow * kw <= w
+    if not with_idx and covered:
+        return _pool_max_nopad(x, kh, kw, oh, ow), None
+    if with_idx and x.dtype.kind == "i" and x.dtype.itemsize <= 2:
+        r = _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value)
+        if r is not None:
+            return r
     buf = np.full((b, oh * kh, ow * kw, c), pad_value, dtype=np.int16)
     dst, src = _pool_slices(h, w, kh, kw, oh, ow, top, left)
     buf[:, dst[0], dst[1], :] = x[:, src[0], src[1], :]
@@ -144,6 +199,63 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, oh: int, ow: int, top: int,
         else:
             np.maximum(best, v, out=best)
     return best.astype(x.dtype), idx
+
+
+def _pool_max_nopad(x, kh, kw, oh, ow):
+    """Window maxima when the windows lie inside the map (no padding; trailing rows/columns dropped)."""
+    b, c = x.shape[0], x.shape[3]
+    v = x[:, :oh * kh, :ow * kw, :].reshape(b, oh, kh, ow * kw * c)
+    m = v[:, :, 0].copy()
+    for dy in range(1, kh):
+        np.maximum(m, v[:, :, dy], out=m)
+    m = m.reshape(b, oh, ow, kw * c)
+    best = m[..., :c].copy()
+    for dx in range(1, kw):
+        np.maximum(best, m[..., dx * c:(dx + 1) * c], out=best)
+    return best
+
+
+def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
+    """(max, first argmax) of every window through one max-reduction of packed keys, or None.
+
+    key = v * T + (T - 1 - t) with t = dy*kw + dx the row-major window offset and T >= kh*kw a power of
+    two: keys order by value first and, among equal values, by the smaller t, so the maximum key holds
+    the window maximum (key >> log2 T, an arithmetic floor shift) and its first occurrence
+    (T - 1 - (key & (T - 1))) -- the same tie rule as the compare-and-move loop.  A pad value below
+    the input dtype's range (PAD_NEG_INF) is replaced by dtype_min - 1: it still loses to every real
+    cell and every window holds a real cell (checked; else None and the caller's general loop runs).
+    """
+    b, h, w, c = x.shape
+    info = np.iinfo(x.dtype)
+    # every window must contain a real cell
+    if not (top < kh and left < kw and (oh - 1) * kh - top < h and (ow - 1) * kw - left < w):
+        return None
+    if (oh * kh - top) <= 0 or (ow * kw - left) <= 0:
+        return None
+    pad = max(int(pad_value), info.min - 1)
+    bits = max(1, (kh * kw - 1).bit_length())
+    t_n = 1 << bits
+    lo, hi = min(info.min, pad) * t_n, (max(info.max, pad) + 1) * t_n - 1
+    kdt = np.int16 if -(2**15) <= lo and hi < 2**15 else np.int32
+    if not (-(2**31) <= lo and hi < 2**31):
+        return None
+    kb = np.empty((b, oh * kh, ow * kw, c), dtype=kdt)
+    dst, src = _pool_slices(h, w, kh, kw, oh, ow, top, left)
+    if not (top == 0 and left == 0 and oh * kh <= h and ow * kw <= w):
+        kb.fill(pad * t_n)
+    np.multiply(x[:, src[0], src[1], :], t_n, out=kb[:, dst[0], dst[1], :], dtype=kdt)
+    kb6 = kb.reshape(b, oh, kh, ow, kw, c)
+    tix = (t_n - 1 - np.arange(kh * kw)).astype(kdt).reshape(kh, 1, kw, 1)
+    kb6 += tix
+    m = kb6[:, :, 0]
+    for dy in range(1, kh):
+        np.maximum(m, kb6[:, :, dy], out=m)
+    key = m[:, :, :, 0]
+    for dx in range(1, kw):
+        np.maximum(key, m[:, :, :, dx], out=key)
+    best = (key >> bits).astype(x.dtype)
+    idx = ((t_n - 1) - (key & (t_n - 1))).astype(np.int16)
+    return best, idx
 
 
 def maxpool_backward(delta: np.ndarray, idx: np.ndarray, in_shape, kh: int, kw: int, top: int, left: int):

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import layers as L
 from .blocks import ConvBlock, Dropout, Head, Hyper, LinearBlock, MaxPool, output_error
-from .intmath import STREAM_DROPOUT, STREAM_INIT, Rng
+from .intmath import STREAM_DROPOUT, STREAM_INIT, Rng, tune_malloc
 from .profiles import Quirks, get_profile
 
 DEFAULTS = {
@@ -339,6 +339,7 @@ class Model:
         """One step (algorithm.md §3.7): forward, output-layer update, then every block in reverse."""
         if lr_inv <= 0:
             raise SpecError(f"lr_inv must be positive, got {lr_inv}")
+        tune_malloc()  # once per process: keep the step's temporaries' memory (see intmath.tune_malloc)
         target = self.one_hot(y)
         y_hat = self.forward(x, train=True)
         self.last_y_hat = y_hat

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .intmath import saturate, tdiv
+from .intmath import max_abs, saturate, tdiv
 
 
 def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv: int, weight_bits: int):
@@ -14,10 +14,37 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
     Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
     saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
     """
+    grad = np.asarray(grad)
+    if grad.dtype.kind == "f":
+        fast = _sgd_update_float(w, grad, lr_inv * amp, decay_inv, weight_bits)
+        if fast is not None:
+            return fast
     delta = tdiv(grad, lr_inv * amp)
     if decay_inv > 0:
         delta = delta + tdiv(w.astype(np.int64), decay_inv)
     return saturate(w.astype(np.int64) - delta, weight_bits).astype(w.dtype)
+
+
+def _sgd_update_float(w, grad, lr_amp: int, decay_inv: int, weight_bits: int):
+    """:func:`sgd_update` for a float gradient holding exact integers (|G| < 2**53), all in float64.
+
+    Exactness: trunc(G / (lr*amp)) and trunc(W / decay) are tdiv (argument in intmath.tdiv; |W| < 2**31);
+    every later value is an integer of magnitude <= |G|/(lr*amp) + 2 * 2**31, below 2**53 whenever
+    lr*amp >= 2 (else the bound is checked), so the sum, difference and clip are exact too, and the
+    final cast of an in-range integer is exact.  Returns None when the bound cannot be shown.
+    """
+    if lr_amp < 2 and max_abs(grad) + 2**33 >= 2**53:
+        return None
+    t = np.divide(grad, lr_amp, dtype=np.float64)
+    np.trunc(t, out=t)
+    if decay_inv > 0:
+        wd = np.divide(w, decay_inv, dtype=np.float64)
+        np.trunc(wd, out=wd)
+        t += wd
+    np.subtract(w, t, out=t, dtype=np.float64)
+    lo, hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    np.clip(t, lo, hi, out=t)
+    return t.astype(w.dtype)
 
 
 @dataclass
