@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from . import data as D
 from . import modelfile
 from .models import PRESETS, Model, SpecError, preset
@@ -59,7 +61,7 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
 def check_compatible(model: Model, data: D.Prepared) -> None:
     shape = tuple(data.x_train.shape[1:]) if len(data.x_train) else tuple(data.x_test.shape[1:])
     need = model.input_shape
-    flat_ok = model.spec["kind"] == "mlp" and int(__import__("numpy").prod(shape)) == int(__import__("numpy").prod(need))
+    flat_ok = model.spec["kind"] == "mlp" and int(np.prod(shape)) == int(np.prod(need))
     if shape != need and not flat_ok:
         raise SpecError(f"the data has samples of shape {shape}, the model expects {need}")
     if data.num_classes != model.num_classes:

@@ -3,6 +3,7 @@
 Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
 on M4.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a missing tool fails, never skips.
 """
+import shutil
 import struct
 import time
 
@@ -192,14 +193,14 @@ def test_renode_harness_suite_passes_a_robot_dry_run(tmp_path):
     assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout
 
 
-@pytest.mark.skipif(__import__("shutil").which("renode-test") is not None, reason="Renode is installed here")
+@pytest.mark.skipif(shutil.which("renode-test") is not None, reason="Renode is installed here")
 def test_renode_emulator_without_renode_is_a_clear_error():
     with pytest.raises(HarnessError, match="Renode is not installed"):
         verify(Model(TINY, "default", 16), Synthetic((64,)), "m4", steps=1, batch=4, predictions=1,
                emulator="renode")
 
 
-@pytest.mark.skipif(__import__("shutil").which("renode-test") is None,
+@pytest.mark.skipif(shutil.which("renode-test") is None,
                     reason="renode-test not installed (Renode cannot be installed on this machine)")
 def test_renode_trains_bit_exactly_like_python():
     rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
