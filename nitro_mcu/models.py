@@ -179,7 +179,12 @@ class Model:
         self.seed = int(seed)
         self.hp = Hyper(self.spec["lr_amp_factor"], self.spec["fwd_decay_inv"], self.spec["head_decay_inv"],
                         self.spec["slope_inv"], weight_bits)
-        self._build()
+        try:
+            self._build()
+        except SpecError:
+            raise
+        except ValueError as e:  # geometry that does not fit (kernel > map, pool kernel != stride, ...)
+            raise SpecError(str(e)) from None
         self.dropout_rng = Rng(self.seed, STREAM_DROPOUT)
         self.mask_hook = None  # test hook: (site, shape) -> keep-mask, replaces the PRNG draw
         if weights is None:
@@ -329,6 +334,8 @@ class Model:
     # ---- training ---------------------------------------------------------------------------------------
     def one_hot(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y)
+        if y.size and not np.issubdtype(y.dtype, np.integer):
+            raise SpecError(f"labels must be integers, got {y.dtype}")
         if y.size and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise SpecError(f"labels must lie in [0, {self.num_classes - 1}]")
         t = np.zeros((len(y), self.num_classes), dtype=np.int64)

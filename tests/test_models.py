@@ -520,3 +520,18 @@ def test_rng_matches_the_scalar_definition():
         assert Rng(seed, stream).permutation(12).tolist() == p
         keep = [int(((v >> 32) * 1000) >> 32 >= 150) for v in raw[:10]]
         assert Rng(seed, stream).keep_mask(150, (2, 5)).ravel().tolist() == keep
+
+
+def test_geometry_and_label_errors_are_spec_errors_naming_the_problem():
+    import numpy as np
+
+    from nitro_mcu.models import Model, SpecError
+
+    with pytest.raises(SpecError, match="does not fit a 4x4 input"):
+        Model(dict(kind="cnn", input_shape=[1, 4, 4], num_classes=10, features=[["conv", 4, 7, 1, 0]]))
+    with pytest.raises(SpecError, match="kernel 2 != stride 1"):
+        Model(dict(kind="cnn", input_shape=[1, 8, 8], num_classes=10,
+                   features=[["conv", 4, 3, 1, 1], ["maxpool", 2, 1]]))
+    m = Model(dict(kind="mlp", input_shape=[4], num_classes=3, hidden=[3]))
+    with pytest.raises(SpecError, match="labels must be integers"):
+        m.train_step(np.zeros((2, 4), np.int8), np.array([0.5, 1.0]), 512)
