@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import intmath
 from .intmath import INT16_MIN, isqrt, matmul_exact, tdiv
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (algorithm.md §2.4, §4.4).

@@ -11,12 +11,11 @@ import copy
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .blocks import ConvBlock, LinearBlock, MaxPool
 from .codegen import Converted, convert
 from .harness import HarnessError, Session, run_mcu
 from .models import Model
