@@ -10,6 +10,7 @@ from pathlib import Path
 from . import api
 from .models import PRESETS
 from .profiles import PROFILES
+from .training import format_pct
 
 
 class UsageError(ValueError):
@@ -51,10 +52,6 @@ def _non_negative(s: str) -> int:
     return v
 
 
-def _pct(bp: int) -> str:
-    return f"{bp // 100}.{bp % 100:02d} %"
-
-
 def cmd_train(a) -> int:
     spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
@@ -81,7 +78,7 @@ def cmd_train(a) -> int:
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png")
     ev = api.evaluate(model, data)
-    print(f"best epoch {hist.best_epoch}: {hist.monitor} {_pct(hist.best_monitor_bp)}, test {_pct(ev['test_acc_bp'])} "
+    print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, test {format_pct(ev['test_acc_bp'])} "
           f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
     print(f"wrote {model_path}, {out / f'{name}_metrics.csv'}" + (f", {png}" if png else
                                                                   " (no PNG: pip install matplotlib)"))
@@ -126,7 +123,7 @@ def cmd_eval(a) -> int:
     if a.json:
         print(json.dumps(ev))
     else:
-        print(f"{a.model}: test accuracy {_pct(ev['test_acc_bp'])} on {ev['test_images']} images of {data.name}")
+        print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} images of {data.name}")
     return 0
 
 
@@ -195,7 +192,7 @@ def cmd_verify(a) -> int:
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
     print(rep.table())
-    print(f"device: held-out accuracy {_pct(rep.device_accuracy_bp)} on {rep.predictions} images; stack "
+    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images; stack "
           f"{rep.stack_bytes} B; {rep.seconds:.1f} s")
     if rep.bit_exact:
         print("bit-exact")

@@ -5,10 +5,7 @@ import time
 from pathlib import Path
 
 from . import api
-
-
-def _pct(bp: int) -> str:
-    return f"{bp // 100}.{bp % 100:02d} %"
+from .training import format_pct
 
 
 def run_demo(a) -> int:
@@ -27,7 +24,7 @@ def run_demo(a) -> int:
     hist = api.train(model, data, a.epochs, 64, schedule=False, progress=not a.quiet)
     ev = api.evaluate(model, data)
     path = api.save(model, out / "mcu_cnn.nitro", data=data, history=hist)
-    print(f"      test accuracy {_pct(ev['test_acc_bp'])} (best epoch {hist.best_epoch}); model file {path}")
+    print(f"      test accuracy {format_pct(ev['test_acc_bp'])} (best epoch {hist.best_epoch}); model file {path}")
 
     print("[2/5] generating C for on-device training (batch 8)", flush=True)
     conv = convert(model, batch=8, train=True, name="mnist_cnn")
@@ -42,7 +39,7 @@ def run_demo(a) -> int:
     print(f"[3/5] on the emulated Cortex-M4 (QEMU mps2-an386): {steps} training steps, then {preds} predictions "
           f"on held-out images", flush=True)
     rep = verify(model, data, target, steps=steps, batch=8, predictions=preds, name="mnist_cnn")
-    print(f"      device accuracy on the held-out images after on-device training: {_pct(rep.device_accuracy_bp)}")
+    print(f"      device accuracy on the held-out images after on-device training: {format_pct(rep.device_accuracy_bp)}")
 
     print("[4/5] bit-exactness: every weight, score and the PRNG state, device vs Python")
     print("      " + rep.table().replace("\n", "\n      "))

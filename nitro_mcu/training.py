@@ -38,14 +38,19 @@ class History:
         cols = ["epoch", "lr_inv", "train_acc", "train_loss", "val_acc", "test_acc", "seconds"]
         lines = [",".join(cols)]
         for r in self.records:
-            val = _pct(r.monitor_acc_bp) if self.monitor == "val" else ""
-            lines.append(f"{r.epoch},{r.lr_inv},{_pct(r.train_acc_bp)},{r.train_loss},{val},"
-                         f"{_pct(r.test_acc_bp)},{r.seconds:.2f}")
+            val = format_bp(r.monitor_acc_bp) if self.monitor == "val" else ""
+            lines.append(f"{r.epoch},{r.lr_inv},{format_bp(r.train_acc_bp)},{r.train_loss},{val},"
+                         f"{format_bp(r.test_acc_bp)},{r.seconds:.2f}")
         return "\n".join(lines) + "\n"
 
 
-def _pct(bp: int) -> str:
+def format_bp(bp: int) -> str:
+    """Basis points as a percentage with two decimals, from integers only: 9708 -> '97.08'."""
     return f"{bp // 100}.{bp % 100:02d}"
+
+
+def format_pct(bp: int) -> str:
+    return f"{format_bp(bp)} %"
 
 
 def accuracy_bp(model: Model, x: np.ndarray, y: np.ndarray, drop_last: bool = False, batch_size: int = 64) -> int:
@@ -103,7 +108,7 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             if bar is not None:
                 bar.update(1)
                 if b % 20 == 0:
-                    bar.set_postfix(epoch=epoch, acc=_pct(correct * 10000 // seen), loss=loss // seen)
+                    bar.set_postfix(epoch=epoch, acc=format_bp(correct * 10000 // seen), loss=loss // seen)
         test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size)
         mon_bp = test_bp if use_test else accuracy_bp(model, data.x_val, data.y_val, q.drop_last_eval, batch_size)
         rec = EpochRecord(epoch, sched.lr_inv, correct * 10000 // seen, loss // seen, mon_bp, test_bp,
@@ -113,8 +118,8 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             hist.best_epoch, hist.best_monitor_bp, hist.test_at_best_bp = epoch, mon_bp, test_bp
             best_weights = {k: v.copy() for k, v in model.weights.items()}
         if bar is not None:
-            bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {_pct(rec.train_acc_bp)} %  "
-                      f"{hist.monitor} {_pct(mon_bp)} %  test {_pct(test_bp)} %")
+            bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {format_bp(rec.train_acc_bp)} %  "
+                      f"{hist.monitor} {format_bp(mon_bp)} %  test {format_bp(test_bp)} %")
         if on_epoch:
             on_epoch(rec)
         if schedule and sched.end_epoch(epoch, mon_bp):
