@@ -17,6 +17,8 @@ import numpy as np
 from .codegen import Converted
 from .targets import FIRMWARE_DIR, SENTINEL_RE
 
+# Not targets.build_host: its flags carry -fwrapv (as the firmware does), which would make signed overflow
+# defined and hide it from UBSan.  The generated C must be UB-free without it.
 SANITIZE = ["-fsanitize=undefined,address", "-fno-sanitize-recover=all"]
 STRICT = ["-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Werror"]
 
