@@ -6,17 +6,18 @@ The Python API mirrors the CLI verbs::
     model = nm.build("mlp1", profile="default", weight_bits=32, seed=0)
     data = nm.load_data("bundled", seed=0)
     history = nm.train(model, data, epochs=5)
+    model, data, _ = nm.refit(model, data, history)  # optional: retrain on train + validation
     nm.save(model, "mlp1.nitro", data=data)
     print(nm.summary(model)); print(nm.evaluate(model, data))
 """
 from __future__ import annotations
 
-from .api import build, evaluate, load, load_data, save, summary, train
+from .api import build, evaluate, load, load_data, refit, save, summary, train
 from .codegen import convert
 from .compiled import compile_model
 from .models import PRESETS, Model
 from .profiles import PROFILES
 
 __version__ = "0.1.0"
-__all__ = ["build", "evaluate", "load", "load_data", "save", "summary", "train", "convert", "compile_model", "Model",
-           "PRESETS", "PROFILES"]
+__all__ = ["build", "evaluate", "load", "load_data", "refit", "save", "summary", "train", "convert", "compile_model",
+           "Model", "PRESETS", "PROFILES"]

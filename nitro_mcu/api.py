@@ -9,7 +9,7 @@ import numpy as np
 from . import data as D
 from . import modelfile
 from .models import PRESETS, Model, SpecError, preset
-from .training import History, accuracy_bp
+from .training import History, accuracy_bp, refit_schedule
 from .training import train as _train
 
 
@@ -49,6 +49,7 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
     ds = D.load_dataset(name, data_dir)
     prep = D.prepare(ds, seed, val_size=val_size, monitor=monitor)
     prep.name = ds.name
+    prep.source = (name, data_dir)
     if norm:  # a trained model's statistics override the ones computed here
         mu, mad = norm["mu"], norm["mad"]
         prep.x_train = D.normalize(ds.x_train[prep.train_index], mu, mad)
@@ -69,12 +70,39 @@ def check_compatible(model: Model, data: D.Prepared) -> None:
 
 
 def train(model: Model, data: D.Prepared, epochs: int = 5, batch_size: int = 64, lr_inv=None, augment=None,
-          schedule: bool = True, progress: bool = False, on_epoch=None) -> History:
-    """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip)."""
+          schedule: bool = True, progress: bool = False, on_epoch=None, lr_schedule=None) -> History:
+    """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
+
+    ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
+    """
     check_compatible(model, data)
     if augment is True:
         augment = D.augment_defaults(getattr(data, "name", "mnist"))
-    return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch)
+    return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch,
+                  lr_schedule=lr_schedule)
+
+
+def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64, augment=None,
+          progress: bool = False, on_epoch=None) -> tuple[Model, D.Prepared, History]:
+    """Retrain on training + validation images with the schedule a validation-driven run found.
+
+    ``model`` and ``data`` are those of the finished run (its seed, profile, width and dataset are reused;
+    ``model``'s weights are not).  A fresh model from the same seed trains on all training images for
+    ``history.best_epoch`` epochs, each at the lr_inv that run used (:func:`~nitro_mcu.training.refit_schedule`),
+    and keeps its final weights: the test set is never used to choose anything.  Returns the new model,
+    its data (statistics recomputed on all training images) and its history.
+    """
+    lr = refit_schedule(history)
+    if not len(data.x_val) or data.source is None:
+        raise ValueError("a refit needs data loaded by load_data with a validation split")
+    full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val")
+    fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed)
+    check_compatible(fresh, full)
+    if augment is True:
+        augment = D.augment_defaults(getattr(full, "name", "mnist"))
+    hist = _train(fresh, full, len(lr), batch_size, None, augment or None, False, progress, on_epoch,
+                  lr_schedule=lr)
+    return fresh, full, hist
 
 
 def evaluate(model: Model, data: D.Prepared) -> dict:

@@ -138,6 +138,9 @@ class ConvBlock:
         kk = (self.pool.kh * self.pool.kw) if self.pool else 1
         self.amp_scale = (self.h_out * self.w_out) // kk if quirks.conv_amp_adjust else 1
         self.pad_value = 0 if quirks.maxpool_pad_zero else L.PAD_NEG_INF
+        p = self.pool
+        self.pool_windows_real = p is None or (p.top < p.kh and p.left < p.kw and (p.oh - 1) * p.kh - p.top < self.h_out
+                                               and (p.ow - 1) * p.kw - p.left < self.w_out)
         self.cache = None
 
     @property
@@ -183,8 +186,13 @@ class ConvBlock:
             z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
         else:
             sh = intmath.split_shift(x_max, w_max, kk)
-            if sh is not None:
-                z = intmath.matmul_split_f32(cols.astype(np.float32), w2, sh)
+            c32 = cols.astype(np.float32) if sh is not None else None
+            if sh is not None and 128 * self.sf <= intmath._F32_EXACT:
+                # NITRO-Scaling saturates at |z| >= 128*SF, within float32's exact range: exactness beyond
+                # 2**24 is not needed (see matmul_split_f32_sat)
+                z = intmath.matmul_split_f32_sat(c32, w2, sh)
+            elif sh is not None:
+                z = intmath.matmul_split_f32(c32, w2, sh)
             else:
                 z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
         return z.reshape(b, self.h_out, self.w_out, f), cols
@@ -239,27 +247,41 @@ class ConvBlock:
         b, hh, ww, c = s.shape
         n = b * p.oh * p.ow
         x_max = x_max if x_max is not None else max_abs(cols)
-        t = idx.astype(np.int64)  # [B, oh, ow, C], window offset of the argmax
-        r = np.arange(p.oh)[None, :, None, None] * p.kh + t // p.kw - p.top
-        q = np.arange(p.ow)[None, None, :, None] * p.kw + t % p.kw - p.left
-        valid = (r >= 0) & (r < hh) & (q >= 0) & (q < ww)
-        row = (np.arange(b)[:, None, None, None] * hh + r) * ww + q
-        all_valid = bool(valid.all())
-        if not all_valid:
-            row[~valid] = 0
-        # channel-major [C, n]: delta arrives flattened NCHW [B, C, oh, ow]
-        row_c = row.transpose(3, 0, 1, 2).reshape(c, n)
+        # channel-major [C, B, oh, ow] throughout: delta arrives flattened NCHW [B, C, oh, ow]
+        t = idx.transpose(3, 0, 1, 2)  # window offset of the argmax, dy * kw + dx
+        tt = np.arange(p.kh * p.kw)
+        # NHWC row of window (i, j), sample m, offset t: (m*H + i*kh - top + dy) * W + j*kw - left + dx
+        base = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
+            + np.arange(p.ow) * p.kw - p.left
+        row_c = base + ((tt // p.kw) * ww + tt % p.kw)[t]
+        if self.pad_value == L.PAD_NEG_INF and self.pool_windows_real:
+            all_valid = True  # a -infinity pad never wins a window that holds a real cell
+        else:
+            r = np.arange(p.oh)[:, None] * p.kh + t // p.kw - p.top
+            q = np.arange(p.ow) * p.kw + t % p.kw - p.left
+            valid = (r >= 0) & (r < hh) & (q >= 0) & (q < ww)
+            all_valid = bool(valid.all())
+            if not all_valid:
+                row_c[~valid] = 0
+        row_c = row_c.reshape(c, n)
         d = delta.reshape(b, c, p.oh * p.ow).transpose(1, 0, 2).reshape(c, n).astype(np.float64)
-        s_at = s.reshape(-1, c)[row_c, np.arange(c)[:, None]]
+        s_at = np.take(s, row_c * c + np.arange(c)[:, None])  # s[row, f] of the NHWC map, flat
         d = L.relu_backward(d, s_at, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
         if not all_valid:
-            d[~valid.transpose(3, 0, 1, 2).reshape(c, n)] = 0
+            d[~valid.reshape(c, n)] = 0
         d_max = max_abs(d)
         if p.kh * p.kw > _SPARSE_MIN_WINDOW:
             if d_max * x_max * n >= intmath._F64_EXACT:
                 return None
-            g = np.take(cols, row_c, axis=0).astype(np.float64)  # [C, n, K]
-            return np.matmul(d[:, None, :], g).reshape(w_shape)
+            # Gather and widen a few channels at a time: one [C, n, K] float64 block can be many MB, and
+            # streaming it through memory cost ~3x more than chunks that stay in cache (1 MiB each).
+            k_cols = cols.shape[1]
+            out = np.empty((c, 1, k_cols), dtype=np.float64)
+            step = max(1, _GATHER_CHUNK // (n * k_cols))
+            for f in range(0, c, step):
+                g = np.take(cols, row_c[f:f + step], axis=0).astype(np.float64)  # [step, n, K]
+                np.matmul(d[f:f + step, None, :], g, out=out[f:f + step])
+            return out.reshape(w_shape)
         # Small windows: scatter the few non-zeros into a dense [B*H*W, C] error and run one GEMM.
         if d_max * x_max * (b * hh * ww) >= intmath._F64_EXACT:
             return None
@@ -268,7 +290,7 @@ class ConvBlock:
         if all_valid:
             dense[row_c, ch] = d
         else:  # invalid entries all point at row 0: leave them out, they must not overwrite a real value
-            keep = valid.transpose(3, 0, 1, 2).reshape(c, n)
+            keep = valid.reshape(c, n)
             dense[row_c[keep], ch[keep]] = d[keep]
         return np.matmul(dense.T, cols.astype(np.float64)).reshape(w_shape)
 
@@ -276,6 +298,7 @@ class ConvBlock:
 # Head-pool windows larger than this use the gathered (sparse) gradient; smaller ones scatter into a
 # dense error and run one GEMM (gathering K values per non-zero costs ~8x a BLAS multiply-add).
 _SPARSE_MIN_WINDOW = 8
+_GATHER_CHUNK = 1 << 17  # float64 elements gathered per matmul in the sparse gradient (1 MiB)
 
 
 def _dtype_bound(x: np.ndarray) -> int | None:

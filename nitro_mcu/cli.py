@@ -59,6 +59,8 @@ def cmd_train(a) -> int:
         dataset = "bundled"  # presets name their paper dataset; without --data-dir use the bundled subset
     model = api.build(spec, a.profile, a.weights, a.seed)
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
+    if a.refit and (monitor != "val" or a.val_size == 0):
+        raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
     augment = defaults.get("augment", False) if a.augment is None else a.augment
     out = Path(a.out)
@@ -70,18 +72,32 @@ def cmd_train(a) -> int:
                      progress=not a.quiet)
     dt = time.perf_counter() - t0
     name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
-    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist,
-                          extra={"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1),
-                                 "augment": bool(augment)})
+    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
     from .modelfile import atomic_write
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png")
     ev = api.evaluate(model, data)
-    print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, test {format_pct(ev['test_acc_bp'])} "
+    print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
+          f"test {format_pct(ev['test_acc_bp'])} "
           f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
-    print(f"wrote {model_path}, {out / f'{name}_metrics.csv'}" + (f", {png}" if png else
-                                                                  " (no PNG: pip install matplotlib)"))
+    written = [out / f"{name}_metrics.csv"]
+    if a.refit:
+        print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training images for "
+              f"{hist.best_epoch} epoch(s) with the same lr_inv per epoch; final weights kept", flush=True)
+        t1 = time.perf_counter()
+        model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=not a.quiet)
+        extra["refit"] = {"epochs": len(rhist.records), "lr_schedule": [r.lr_inv for r in rhist.records],
+                          "seconds": round(time.perf_counter() - t1, 1), "val_best_epoch": hist.best_epoch,
+                          "val_best_bp": hist.best_monitor_bp, "val_run_test_bp": hist.test_at_best_bp}
+        atomic_write(out / f"{name}_refit_metrics.csv", rhist.to_csv().encode())
+        written.append(out / f"{name}_refit_metrics.csv")
+        print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
+              f"in {time.perf_counter() - t1:.1f} s")
+        hist = rhist
+    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist, extra=extra)
+    print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
+                                                                   " (no PNG: pip install matplotlib)"))
     return 0
 
 
@@ -246,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", dest="augment", action="store_true", default=None)
     t.add_argument("--no-augment", dest="augment", action="store_false")
     t.add_argument("--no-schedule", action="store_true", help="no plateau / early stopping")
+    t.add_argument("--refit", action="store_true",
+                   help="then retrain on training + validation images for the best epoch count and save that")
     t.add_argument("--out", default="out", help="output folder (default: out)")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -466,6 +466,7 @@ class Prepared:
     classes: Optional[Sequence[str]] = None
     train_index: np.ndarray = field(default=None, repr=False)  # indices into dataset.x_train
     val_index: np.ndarray = field(default=None, repr=False)
+    source: tuple = field(default=None, repr=False)  # (name, data_dir) it was loaded from, for a refit
 
     @property
     def input_shape(self) -> tuple:

@@ -168,6 +168,26 @@ def matmul_split_f32(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
     return z
 
 
+def matmul_split_f32_sat(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
+    """``a @ b`` as float32 from one GEMM against [hi | lo]: exact where |a @ b| < 2**24, else of the right
+    sign and magnitude >= 2**24.  Only for a consumer that saturates below 2**24 (NITRO-Scaling with
+    128 * SF <= 2**24): to it the result is as good as the exact product.
+
+    hi_res * 2**s is exact (a power-of-two scaling of an exact integer below 2**24 * 2**s, no overflow)
+    and so is lo_res; their float32 sum is correctly rounded, hence exact whenever the true sum is an
+    integer below 2**24, and rounding is monotone with 2**24 representable, so a true sum at or beyond
+    2**24 cannot round to below it.  Saves the float64 recombination of :func:`matmul_split_f32`.
+    """
+    n = b.shape[1]
+    bi = b.astype(np.int64)
+    hi = bi >> s
+    lo = bi - (hi << s)
+    r = np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32))
+    z = np.multiply(r[..., :n], np.float32(1 << s))
+    z += r[..., n:]
+    return z
+
+
 _MALLOC_TUNED: bool | None = None
 
 

@@ -13,6 +13,7 @@ from .data import augment as augment_batch
 from .models import Model
 from .optim import Schedule
 
+
 @dataclass
 class EpochRecord:
     epoch: int
@@ -66,14 +67,33 @@ def accuracy_bp(model: Model, x: np.ndarray, y: np.ndarray, drop_last: bool = Fa
     return int(np.sum(pred == y)) * 10000 // len(x)
 
 
+def refit_schedule(hist: History) -> list[int]:
+    """lr_inv of each epoch up to the best one: what a refit on train + validation replays.
+
+    Goodfellow, Bengio & Courville, *Deep Learning* (2016), Algorithm 7.2: early stopping on a validation
+    split decides how long to train (the best epoch) and, here, when the plateau rule lowered the rate; the
+    refit trains a fresh model on all training images for that many epochs and keeps its final weights.
+    """
+    if hist.monitor != "val" or hist.best_epoch < 1:
+        raise ValueError("a refit needs a run whose schedule was driven by a validation split")
+    return [r.lr_inv for r in hist.records[: hist.best_epoch]]
+
+
 def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | None = None,
           augment: tuple | None = None, schedule: bool = True, progress: bool = True,
-          on_epoch=None) -> History:
+          on_epoch=None, lr_schedule: list[int] | None = None) -> History:
     """Train ``model`` on prepared data (nitro_mcu.data.Prepared); keeps the best weights by the monitor.
 
     ``augment`` is (crop_pad, flip) or None; draws come from ``data.rng`` (the data stream), so a run is
-    fully determined by the seed.
+    fully determined by the seed.  ``lr_schedule`` (one lr_inv per epoch, see :func:`refit_schedule`)
+    replays a fixed schedule instead: ``epochs`` is its length, nothing is monitored or selected and the
+    final weights are kept (the test accuracy is only logged).
     """
+    if lr_schedule is not None:
+        lr_schedule = [int(v) for v in lr_schedule]
+        if not lr_schedule or min(lr_schedule) <= 0:
+            raise ValueError("lr_schedule must be a non-empty list of positive lr_inv values")
+        epochs, schedule = len(lr_schedule), False
     if epochs <= 0:
         raise ValueError(f"epochs must be positive, got {epochs}")
     if batch_size <= 0:
@@ -83,8 +103,9 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
         raise ValueError(f"the training set ({n} images) is smaller than one batch ({batch_size})")
     sched = Schedule(lr_inv if lr_inv is not None else model.spec["lr_inv"])
     q = model.quirks
+    fixed = lr_schedule is not None
     use_test = q.monitor_test or len(data.x_val) == 0
-    hist = History(monitor="test" if use_test else "val")
+    hist = History(monitor="none" if fixed else "test" if use_test else "val")
     best_weights = None
     bar = None
     if progress:
@@ -94,6 +115,8 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
     rng = data.rng
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
+        if fixed:
+            sched.lr_inv = lr_schedule[epoch - 1]
         perm = rng.permutation(n)
         correct = seen = loss = 0
         for b in range(n // batch_size):
@@ -110,16 +133,21 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
                 if b % 20 == 0:
                     bar.set_postfix(epoch=epoch, acc=format_bp(correct * 10000 // seen), loss=loss // seen)
         test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size)
-        mon_bp = test_bp if use_test else accuracy_bp(model, data.x_val, data.y_val, q.drop_last_eval, batch_size)
+        # in a replayed (fixed) schedule the test accuracy is only logged: nothing reads it
+        mon_bp = test_bp if use_test or fixed else accuracy_bp(model, data.x_val, data.y_val, q.drop_last_eval,
+                                                               batch_size)
         rec = EpochRecord(epoch, sched.lr_inv, correct * 10000 // seen, loss // seen, mon_bp, test_bp,
                           time.perf_counter() - t0)
         hist.records.append(rec)
-        if mon_bp > hist.best_monitor_bp:
+        if fixed:
+            hist.best_epoch, hist.test_at_best_bp = epoch, test_bp
+        elif mon_bp > hist.best_monitor_bp:
             hist.best_epoch, hist.best_monitor_bp, hist.test_at_best_bp = epoch, mon_bp, test_bp
             best_weights = {k: v.copy() for k, v in model.weights.items()}
         if bar is not None:
+            mon = "" if fixed or use_test else f"{hist.monitor} {format_bp(mon_bp)} %  "
             bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {format_bp(rec.train_acc_bp)} %  "
-                      f"{hist.monitor} {format_bp(mon_bp)} %  test {format_bp(test_bp)} %")
+                      f"{mon}test {format_bp(test_bp)} %")
         if on_epoch:
             on_epoch(rec)
         if schedule and sched.end_epoch(epoch, mon_bp):

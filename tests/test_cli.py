@@ -123,6 +123,30 @@ def test_train_json_description_with_options(tmp_path, capsys):
     assert "int16 weights" in text and "profile reference" in text
 
 
+def test_train_refit_saves_the_model_retrained_on_train_plus_val(tmp_path, capsys):
+    out = tmp_path / "o"
+    rc, text, err = run_main(capsys, "train", "mlp1", "--epochs", "2", "--quiet", "--seed", "1", "--refit",
+                             "--val-size", "1000", "--out", str(out))
+    assert rc == 0, err
+    assert "4000 train / 1000 val" in text and "refit: a fresh model on all 5000 training images" in text
+    assert sorted(p.name for p in out.iterdir()) == ["mlp1.nitro", "mlp1_curves.png", "mlp1_metrics.csv",
+                                                     "mlp1_refit_metrics.csv"]
+    first = list(csv.DictReader((out / "mlp1_metrics.csv").open()))
+    refit = list(csv.DictReader((out / "mlp1_refit_metrics.csv").open()))
+    from nitro_mcu import api
+
+    _, meta = api.load(out / "mlp1.nitro")
+    info = meta["training"]["refit"]
+    best = meta["training"]["refit"]["val_best_epoch"]
+    assert len(first) == 2 and 1 <= best <= 2 and len(refit) == best == info["epochs"]
+    assert [int(r["lr_inv"]) for r in refit] == info["lr_schedule"] == [int(r["lr_inv"]) for r in first[:best]]
+    assert all(r["val_acc"] == "" for r in refit) and meta["training"]["monitor"] == "none"
+    # the saved weights are the refit's final ones: eval reproduces its last logged test accuracy
+    rc, js, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
+    bp = json.loads(js)["test_acc_bp"]
+    assert f"{bp // 100}.{bp % 100:02d}" == refit[-1]["test_acc"] and f"refit: test {refit[-1]['test_acc']} %" in text
+
+
 # ------------------------------------------------------------------------------------------------ errors
 def _truncated_idx_dir(d: Path) -> Path:
     d.mkdir()
@@ -187,6 +211,10 @@ def error_cases(tmp_path: Path):
         "val size too big": (["train", "mlp1", "--val-size", "5000", "--out", out], ["val_size"]),
         "shape mismatch": (["train", str(tmp_path / "shape.json"), "--epochs", "1", "--quiet", "--out", out],
                            ["(100,)", "(1, 28, 28)"]),
+        "refit without validation": (["train", "mlp1", "--refit", "--monitor", "test", "--out", out],
+                                     ["--refit", "validation split"]),
+        "refit with reference profile": (["train", "mlp1", "--refit", "--profile", "reference", "--out", out],
+                                         ["--refit", "validation split"]),
     }
 
 
@@ -194,7 +222,8 @@ CASE_NAMES = ["unknown preset", "malformed json", "lr_inv 0", "bad augment value
               "corrupted model summary", "missing model file", "mnist without data dir",
               "truncated idx via data-dir", "truncated idx as folder", "unknown dataset", "weights int8",
               "summary weights int8", "negative epochs", "zero batch", "unknown profile", "no command",
-              "unknown option", "batch larger than data", "val size too big", "shape mismatch"]
+              "unknown option", "batch larger than data", "val size too big", "shape mismatch",
+              "refit without validation", "refit with reference profile"]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)

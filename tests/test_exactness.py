@@ -88,6 +88,34 @@ def test_split_f32_product_exact():
         assert (_as_int(r) == _ref_matmul(a, b)).all()
 
 
+def test_split_f32_saturating_product_is_exact_below_2_24_and_saturates_above():
+    rng = np.random.default_rng(12)
+    seen_big = seen_small = 0
+    for _ in range(40):
+        m, k, n = int(rng.integers(1, 300)), int(rng.integers(1, 150)), int(rng.integers(1, 40))
+        b_max = int(rng.integers(2**10, 2**18))
+        s = intmath.split_shift(128, b_max, k)
+        if s is None:
+            continue
+        a = rng.integers(-128, 128, (m, k))
+        a[0] = -128
+        b = rng.integers(-b_max, b_max + 1, (k, n))
+        b[:, 0] = -b_max
+        exact = _ref_matmul(a, b)
+        z = intmath.matmul_split_f32_sat(a.astype(np.float32), b, s)
+        assert z.dtype == np.float32
+        got = _as_int(z)
+        small = np.abs(exact) < 2**24
+        assert (got[small] == exact[small]).all()
+        assert ((np.sign(got[~small]) == np.sign(exact[~small])) & (np.abs(got[~small]) >= 2**24)).all()
+        seen_big += int((~small).sum())
+        seen_small += int(small.sum())
+        # what the forward pass does with it: NITRO-Scaling with 128 * SF <= 2**24 gives the exact result
+        sf = min(k * 256, 2**17)
+        assert np.array_equal(L.scaling(z, sf), np.clip(intmath.tdiv(exact.astype(np.int64), sf), -127, 127))
+    assert seen_big > 1000 and seen_small > 1000  # both regimes were exercised
+
+
 # ---- (2) tdiv on float carriers ---------------------------------------------------------------------------
 def _tdiv_ref(n, d):
     q = abs(n) // d
@@ -119,6 +147,19 @@ def test_tdiv_float32_carrier_and_scaling():
         assert np.array_equal(L.scaling(n.astype(np.float32), sd), ref)
         assert np.array_equal(L.scaling(n.astype(np.float64), sd), ref)
         assert np.array_equal(L.scaling(n, sd), ref)
+
+
+@pytest.mark.parametrize("shape", [(64, 28, 28, 8), (4096, 3), (2, 2049, 1), (4097,), (3, 5)])
+def test_relu_forward_tables_match_the_formula(shape):
+    """The one- and two-element lookup tables (big even maps take the pair table) equal the §2.4 formula."""
+    for slope in L.RELU_MEAN:
+        s = np.random.default_rng(slope).integers(-128, 128, size=shape).astype(np.int8)
+        s.reshape(-1)[:2] = [-128, 127]
+        s64 = s.astype(np.int64)
+        ref = np.maximum(s64, 0) + intmath.tdiv(np.clip(s64, -127, 0), slope) - L.RELU_MEAN[slope]
+        got = L.relu_forward(s, slope)
+        assert got.shape == s.shape and got.dtype == np.int8 and np.array_equal(got, ref)
+        assert np.array_equal(L.relu_forward(s.astype(np.int16), slope), ref)
 
 
 def test_relu_backward_float_matches_int():
@@ -181,6 +222,15 @@ def test_training_bit_identical_to_int64(name, profile, bits, batches):
         for k in ref:
             assert fast[k].dtype == ref[k].dtype, k
             assert np.array_equal(fast[k], ref[k]), (k, factor)
+
+
+def test_grown_cnn_weights_take_the_saturating_split_path(batches, monkeypatch):
+    """The bit-identity runs above cover matmul_split_f32_sat only if a conv block takes it: check it does."""
+    calls = []
+    real = intmath.matmul_split_f32_sat
+    monkeypatch.setattr(intmath, "matmul_split_f32_sat", lambda *a: calls.append(a[0].shape) or real(*a))
+    _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 150))
+    assert calls
 
 
 @pytest.mark.parametrize("name", ["cnn_small", "mcu_cnn"])

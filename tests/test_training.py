@@ -259,3 +259,66 @@ def test_history_csv_columns():
     assert lines[0] == "epoch,lr_inv,train_acc,train_loss,val_acc,test_acc,seconds"
     assert lines[1] == "1,512,10.06,900,,10.00,1.23"
     assert all(len(ln.split(",")) == 7 for ln in lines)
+
+
+# ------------------------------------------------------------------------------------------------ refit (Alg. 7.2)
+def test_refit_schedule_is_the_lr_of_each_epoch_up_to_the_best():
+    h = History(monitor="val", best_epoch=3)
+    h.records = [EpochRecord(e, lr, 0, 0, 0, 0, 0.0) for e, lr in enumerate([512, 512, 1536, 1536, 4608], 1)]
+    assert training.refit_schedule(h) == [512, 512, 1536]
+    with pytest.raises(ValueError, match="validation split"):
+        training.refit_schedule(replace(h, monitor="test"))
+    with pytest.raises(ValueError, match="validation split"):
+        training.refit_schedule(History(monitor="val"))
+
+
+def test_fixed_lr_schedule_replays_each_epoch_and_keeps_the_final_weights(monkeypatch):
+    """The accuracy stub makes every epoch look equally good: a monitored run would keep epoch 1's weights,
+    a replayed schedule must keep the last epoch's and use exactly the given lr_inv per epoch."""
+    seen_lr = []
+    real_step = Model.train_step
+
+    def spy(self, x, y, lr_inv):
+        seen_lr.append(lr_inv)
+        return real_step(self, x, y, lr_inv)
+
+    monkeypatch.setattr(Model, "train_step", spy)
+    monkeypatch.setattr(training, "accuracy_bp", _FlatAccuracy(5000))
+    data = _tiny_data()
+    steps = len(data.x_train) // 8
+    model = Model(dict(kind="mlp", input_shape=[16], num_classes=3, hidden=[4]), seed=0)
+    hist = nm.train(model, data, epochs=99, batch_size=8, lr_schedule=[64, 192, 576])
+    assert [r.lr_inv for r in hist.records] == [64, 192, 576] and hist.monitor == "none"
+    assert seen_lr == [64] * steps + [192] * steps + [576] * steps
+    assert hist.best_epoch == 3 and not hist.stopped_early
+    # the same three epochs by hand, without any selection, give the same weights
+    manual = Model(model.spec, seed=0)
+    data2 = _tiny_data()
+    for lr in (64, 192, 576):
+        perm = data2.rng.permutation(len(data2.x_train))
+        for b in range(steps):
+            idx = perm[b * 8:(b + 1) * 8]
+            manual.train_step(data2.x_train[idx], data2.y_train[idx], lr)
+    for k in model.weights:
+        np.testing.assert_array_equal(model.weights[k], manual.weights[k])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        nm.train(model, data, epochs=1, lr_schedule=[512, 0])
+
+
+def test_refit_trains_a_fresh_model_on_train_plus_val_for_the_best_epoch_count():
+    data = nm.load_data("bundled", seed=2, val_size=1000)
+    model = nm.build("mlp1", seed=2)
+    hist = nm.train(model, subset(data, 1024), epochs=3)
+    refit_model, full, rh = nm.refit(model, data, hist)
+    assert len(full.x_train) == 5000 and len(full.x_val) == 0 and full.x_test.shape == data.x_test.shape
+    assert [r.lr_inv for r in rh.records] == [r.lr_inv for r in hist.records[:hist.best_epoch]]
+    assert rh.monitor == "none" and rh.test_at_best_bp == nm.evaluate(refit_model, full)["test_acc_bp"]
+    # the same as training a fresh model from the seed on the full set with that schedule, by hand
+    twin = nm.build("mlp1", seed=2)
+    nm.train(twin, nm.load_data("bundled", seed=2, val_size=0), epochs=1,
+             lr_schedule=training.refit_schedule(hist))
+    for k in twin.weights:
+        np.testing.assert_array_equal(refit_model.weights[k], twin.weights[k])
+    assert any(not np.array_equal(refit_model.weights[k], model.weights[k]) for k in model.weights)
+    with pytest.raises(ValueError, match="validation split"):
+        nm.refit(model, nm.load_data("bundled", seed=2, val_size=0, monitor="test"), hist)
