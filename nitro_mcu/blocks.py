@@ -138,9 +138,10 @@ class ConvBlock:
         kk = (self.pool.kh * self.pool.kw) if self.pool else 1
         self.amp_scale = (self.h_out * self.w_out) // kk if quirks.conv_amp_adjust else 1
         self.pad_value = 0 if quirks.maxpool_pad_zero else L.PAD_NEG_INF
-        p = self.pool
-        self.pool_windows_real = p is None or (p.top < p.kh and p.left < p.kw and (p.oh - 1) * p.kh - p.top < self.h_out
-                                               and (p.ow - 1) * p.kw - p.left < self.w_out)
+        p = self.pool  # does every head-pool window hold a real cell (first and last windows checked)?
+        self.pool_windows_real = p is None or (
+            p.top < p.kh and p.left < p.kw
+            and (p.oh - 1) * p.kh - p.top < self.h_out and (p.ow - 1) * p.kw - p.left < self.w_out)
         self.cache = None
 
     @property

@@ -141,6 +141,7 @@ def test_train_refit_saves_the_model_retrained_on_train_plus_val(tmp_path, capsy
     assert len(first) == 2 and 1 <= best <= 2 and len(refit) == best == info["epochs"]
     assert [int(r["lr_inv"]) for r in refit] == info["lr_schedule"] == [int(r["lr_inv"]) for r in first[:best]]
     assert all(r["val_acc"] == "" for r in refit) and meta["training"]["monitor"] == "none"
+    assert meta["training"]["best_monitor_bp"] is None and meta["training"]["best_epoch"] == best
     # the saved weights are the refit's final ones: eval reproduces its last logged test accuracy
     rc, js, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
     bp = json.loads(js)["test_acc_bp"]
