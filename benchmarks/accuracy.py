@@ -67,7 +67,9 @@ def parse_args(argv=None):
 
 
 def pct(bp) -> str:
-    return "" if bp is None else f"{bp // 100}.{bp % 100:02d}"
+    from nitro_mcu.training import format_bp  # imported late: main() sets the BLAS threads before NumPy loads
+
+    return "" if bp is None else format_bp(bp)
 
 
 def run_one(api, name: str, seed: int, a) -> dict:

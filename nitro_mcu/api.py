@@ -97,11 +97,8 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64
         raise ValueError("a refit needs data loaded by load_data with a validation split")
     full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val")
     fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed)
-    check_compatible(fresh, full)
-    if augment is True:
-        augment = D.augment_defaults(getattr(full, "name", "mnist"))
-    hist = _train(fresh, full, len(lr), batch_size, None, augment or None, False, progress, on_epoch,
-                  lr_schedule=lr)
+    hist = train(fresh, full, len(lr), batch_size, augment=augment, schedule=False, progress=progress,
+                 on_epoch=on_epoch, lr_schedule=lr)
     return fresh, full, hist
 
 

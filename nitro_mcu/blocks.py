@@ -187,15 +187,14 @@ class ConvBlock:
             z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
         else:
             sh = intmath.split_shift(x_max, w_max, kk)
-            c32 = cols.astype(np.float32) if sh is not None else None
-            if sh is not None and 128 * self.sf <= intmath._F32_EXACT:
+            if sh is None:
+                z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
+            elif 128 * self.sf <= intmath._F32_EXACT:
                 # NITRO-Scaling saturates at |z| >= 128*SF, within float32's exact range: exactness beyond
                 # 2**24 is not needed (see matmul_split_f32_sat)
-                z = intmath.matmul_split_f32_sat(c32, w2, sh)
-            elif sh is not None:
-                z = intmath.matmul_split_f32(c32, w2, sh)
+                z = intmath.matmul_split_f32_sat(cols.astype(np.float32), w2, sh)
             else:
-                z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
+                z = intmath.matmul_split_f32(cols.astype(np.float32), w2, sh)
         return z.reshape(b, self.h_out, self.w_out, f), cols
 
     def head_input(self, h, with_idx=False):

@@ -158,14 +158,18 @@ def matmul_split_f32(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
     ``split_shift(|a32|max, |b|max, K)``.  Float32 BLAS is several times faster than float64 for the
     narrow conv GEMMs, so two exact float32 halves beat one float64 product.
     """
-    n = b.shape[1]
-    bi = b.astype(np.int64)
-    hi = bi >> s
-    lo = bi - (hi << s)
-    r = np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32))
+    r, n = _split_gemm(a32, b, s)
     z = np.multiply(r[..., :n], float(1 << s), dtype=np.float64)
     z += r[..., n:]
     return z
+
+
+def _split_gemm(a32: np.ndarray, b: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+    """One float32 GEMM of ``a32`` against [hi | lo] of b (hi = b >> s, lo = b - hi * 2**s); -> (result, N)."""
+    bi = b.astype(np.int64)
+    hi = bi >> s
+    lo = bi - (hi << s)
+    return np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32)), b.shape[1]
 
 
 def matmul_split_f32_sat(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
@@ -178,11 +182,7 @@ def matmul_split_f32_sat(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
     integer below 2**24, and rounding is monotone with 2**24 representable, so a true sum at or beyond
     2**24 cannot round to below it.  Saves the float64 recombination of :func:`matmul_split_f32`.
     """
-    n = b.shape[1]
-    bi = b.astype(np.int64)
-    hi = bi >> s
-    lo = bi - (hi << s)
-    r = np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32))
+    r, n = _split_gemm(a32, b, s)
     z = np.multiply(r[..., :n], np.float32(1 << s))
     z += r[..., n:]
     return z

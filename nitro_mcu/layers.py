@@ -115,12 +115,12 @@ _RELU_LUT_U8 = {}
 _RELU_LUT_PAIRS = {}
 
 
-def _relu_lut_pairs(slope_inv: int) -> np.ndarray:
+def _relu_lut_pairs(slope_inv: int, lut8: np.ndarray) -> np.ndarray:
     """65536-entry table mapping two adjacent int8 inputs (one uint16 load) to their two outputs."""
     lut2 = _RELU_LUT_PAIRS.get(slope_inv)
     if lut2 is None:
         pairs = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)  # memory order: any endianness
-        lut2 = _RELU_LUT_PAIRS[slope_inv] = np.ascontiguousarray(_RELU_LUT_U8[slope_inv][pairs]).view(np.uint16).ravel()
+        lut2 = _RELU_LUT_PAIRS[slope_inv] = np.ascontiguousarray(lut8[pairs]).view(np.uint16).ravel()
     return lut2
 
 
@@ -134,7 +134,7 @@ def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
             lut8 = _RELU_LUT_U8[slope_inv] = lut[(np.arange(256) + 128) & 0xFF]
         if s.size % 2 == 0 and s.flags.c_contiguous and s.size >= 4096:
             # Two elements per lookup (take's index conversion dominates): half the work on big maps.
-            return _relu_lut_pairs(slope_inv).take(s.reshape(-1).view(np.uint16)).view(np.int8).reshape(s.shape)
+            return _relu_lut_pairs(slope_inv, lut8).take(s.reshape(-1).view(np.uint16)).view(np.int8).reshape(s.shape)
         return lut8.take(s.view(np.uint8))
     return lut[s.astype(np.int16) + 128]
 
