@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 
 def pct(bp) -> str:
-    from nitro_mcu.training import format_bp  # imported late: main() sets the BLAS threads before NumPy loads
+    from nitro_mcu.trainer.loop import format_bp  # imported late: main() sets the BLAS threads before NumPy loads
 
     return "" if bp is None else format_bp(bp)
 
@@ -185,7 +185,8 @@ def main(argv=None) -> int:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(a.threads)
     sys.path.insert(0, str(REPO))
-    from nitro_mcu import api, modelfile
+    from nitro_mcu import api
+    from nitro_mcu import modelfile
 
     names = [n.strip() for n in a.models.split(",") if n.strip()]
     for n in names:

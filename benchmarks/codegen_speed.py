@@ -9,8 +9,8 @@ import time
 import numpy as np
 
 import nitro_mcu as nm
-from nitro_mcu.compiled import compile_model
-from nitro_mcu.models import Model, preset
+from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.trainer.network import Model, preset
 
 
 def main():

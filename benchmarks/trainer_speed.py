@@ -14,7 +14,7 @@ final weight sets must be bit-identical.
 ``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
 imported).  The default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning
 worker threads collapse under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
-``--no-malloc-tune`` disables :func:`nitro_mcu.intmath.tune_malloc` (NITRO_MCU_MALLOC_TUNE=0).
+``--no-malloc-tune`` disables :func:`nitro_mcu.trainer.intmath.tune_malloc` (NITRO_MCU_MALLOC_TUNE=0).
 Besides the best full run, the best 10-step chunk is reported: less sensitive to other processes.
 """
 from __future__ import annotations
@@ -57,9 +57,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from nitro_mcu import intmath
-    from nitro_mcu.data import load_dataset, prepare
-    from nitro_mcu.models import Model, preset
+    from nitro_mcu.trainer import intmath
+    from nitro_mcu.trainer.data import load_dataset, prepare
+    from nitro_mcu.trainer.network import Model, preset
 
     data_dir = Path(args.data_dir)
     if any(data_dir.glob("train-images*")):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from .api import build, evaluate, load, load_data, refit, save, summary, train
 from .codegen import convert
-from .compiled import compile_model
-from .models import PRESETS, Model
-from .profiles import PROFILES
+from .codegen.compiled import compile_model
+from .trainer.network import PRESETS, Model
+from .trainer.profiles import PROFILES
 
 __version__ = "0.1.0"
 __all__ = ["build", "evaluate", "load", "load_data", "refit", "save", "summary", "train", "convert", "compile_model",

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as D
+from .trainer import data as D
 from . import modelfile
-from .models import PRESETS, Model, SpecError, preset
-from .training import History, accuracy_bp, refit_schedule
-from .training import train as _train
+from .trainer.network import PRESETS, Model, SpecError, preset
+from .trainer.loop import History, accuracy_bp, refit_schedule
+from .trainer.loop import train as _train
 
 
 def resolve_spec(model: str | dict) -> tuple[dict, dict]:
@@ -88,7 +88,7 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64
 
     ``model`` and ``data`` are those of the finished run (its seed, profile, width and dataset are reused;
     ``model``'s weights are not).  A fresh model from the same seed trains on all training images for
-    ``history.best_epoch`` epochs, each at the lr_inv that run used (:func:`~nitro_mcu.training.refit_schedule`),
+    ``history.best_epoch`` epochs, each at the lr_inv that run used (:func:`~nitro_mcu.trainer.loop.refit_schedule`),
     and keeps its final weights: the test set is never used to choose anything.  Returns the new model,
     its data (statistics recomputed on all training images) and its history.
     """
@@ -150,7 +150,7 @@ def summary(model: Model) -> str:
 
 
 def profile_name(model: Model) -> str:
-    from .profiles import PROFILES
+    from .trainer.profiles import PROFILES
 
     for name, q in PROFILES.items():
         if q == model.quirks:

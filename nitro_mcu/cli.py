@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from . import api
-from .models import PRESETS
-from .profiles import PROFILES
-from .training import format_pct
+from .trainer.network import PRESETS
+from .trainer.profiles import PROFILES
+from .trainer.loop import format_pct
 
 
 class UsageError(ValueError):
@@ -161,7 +161,7 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0):
     if model.endswith(".nitro") or (Path(model).is_file() and not model.endswith(".json")):
         m, _ = api.load(model)
         if weights is not None and weights != m.weight_bits:
-            from .models import Model
+            from .trainer.network import Model
 
             m = Model(m.spec, m.quirks, weights, m.seed, m.weights)  # load_weights checks the range
         return m
@@ -199,8 +199,8 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .targets import get_target
-    from .verify import verify
+    from .device.targets import get_target
+    from .device.verify import verify
 
     get_target(a.target)  # unknown target: a one-line error before any work
     model, data = _model_and_data(a)
@@ -219,8 +219,8 @@ def cmd_verify(a) -> int:
 
 def cmd_report(a) -> int:
     from .modelfile import atomic_write
-    from .targets import get_target
-    from .verify import plot_report, report, report_json, report_text
+    from .device.targets import get_target
+    from .device.verify import plot_report, report, report_json, report_text
 
     get_target(a.target)
     model, data = _model_and_data(a)

@@ -5,13 +5,13 @@ import time
 from pathlib import Path
 
 from . import api
-from .training import format_pct
+from .trainer.loop import format_pct
 
 
 def run_demo(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
     from .modelfile import atomic_write
-    from .verify import plot_report, report, report_json, report_text, verify
+    from .device.verify import plot_report, report, report_json, report_text, verify
 
     t0 = time.perf_counter()
     out = Path(a.out)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .intmath import Rng
-from .models import Model, SpecError
-from .profiles import Quirks
+from .trainer.intmath import Rng
+from .trainer.network import Model, SpecError
+from .trainer.profiles import Quirks
 
 FORMAT = "nitro-mcu-model"
 VERSION = 1

@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nitro_mcu.data import _IDX_FILES, _find_idx, load_idx  # noqa: E402
+from nitro_mcu.trainer.data import _IDX_FILES, _find_idx, load_idx  # noqa: E402
 
 
 def first_per_class(y: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nitro_mcu.models import Model
+from nitro_mcu.trainer.network import Model
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 CASES = ["appendixB", "micro_wrap", "mlp1_mnist_10steps", "mlp2_fmnist_10steps", "cnn_small_mnist_5steps",

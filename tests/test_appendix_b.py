@@ -1,8 +1,8 @@
 """The worked micro-example of algorithm.md Appendix B, every number typed from the document."""
 import numpy as np
 
-from nitro_mcu import layers as L
-from nitro_mcu.models import Model
+from nitro_mcu.trainer import layers as L
+from nitro_mcu.trainer.network import Model
 
 SPEC = dict(kind="mlp", input_shape=[4], num_classes=2, hidden=[3], lr_inv=4, lr_amp_factor=8,
             fwd_decay_inv=500, head_decay_inv=300)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nitro_mcu import cli
-from nitro_mcu.models import PRESETS
+from nitro_mcu.trainer.network import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def _truncated_idx_dir(d: Path) -> Path:
 
 def _corrupt_model(tmp_path: Path) -> Path:
     from nitro_mcu import modelfile
-    from nitro_mcu.models import Model
+    from nitro_mcu.trainer.network import Model
 
     p = modelfile.save(Model(dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[8])), tmp_path / "c.nitro")
     raw = bytearray(p.read_bytes())

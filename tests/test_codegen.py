@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from golden_cases import CASES, MaskFeeder, build_golden_model
-from nitro_mcu import data as D
+from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import CodegenError, convert, fp32_backprop_bytes, plan
-from nitro_mcu.compiled import compile_model
-from nitro_mcu.harness import Session, run_host
-from nitro_mcu.models import Model, preset
+from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.device.harness import Session, run_host
+from nitro_mcu.trainer.network import Model, preset
 
 STRICT = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Werror"]
 

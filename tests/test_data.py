@@ -1,4 +1,4 @@
-"""Tests of nitro_mcu.data: loaders, integer normalisation (golden), prepare, batching, augmentation."""
+"""Tests of nitro_mcu.trainer.data: loaders, integer normalisation (golden), prepare, batching, augmentation."""
 from __future__ import annotations
 
 import gzip
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nitro_mcu import data as D
-from nitro_mcu.data import DataError
-from nitro_mcu.intmath import GAMMA, STREAM_DATA, Rng, tdiv
+from nitro_mcu.trainer import data as D
+from nitro_mcu.trainer.data import DataError
+from nitro_mcu.trainer.intmath import GAMMA, STREAM_DATA, Rng, tdiv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from nitro_mcu import data as D
+from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import convert
-from nitro_mcu.harness import HarnessError, Session, parse_results, run_mcu
-from nitro_mcu.intmath import Rng
-from nitro_mcu.models import Model, preset
-from nitro_mcu.targets import get_target
-from nitro_mcu.verify import report, verify
+from nitro_mcu.device.harness import HarnessError, Session, parse_results, run_mcu
+from nitro_mcu.trainer.intmath import Rng
+from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.device.targets import get_target
+from nitro_mcu.device.verify import report, verify
 
 K_STEPS = 20
 TINY = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16], fwd_decay_inv=12000, head_decay_inv=3000)
@@ -84,7 +84,7 @@ def test_learning_rate_schedule_reaches_the_device(bundled):
 
 def test_a_mismatch_is_reported_never_hidden(monkeypatch):
     """The device starts from weights one unit away from Python's: verify must report, never say bit-exact."""
-    import nitro_mcu.verify as V
+    import nitro_mcu.device.verify as V
 
     device_model = Model(TINY, "default", 16, seed=3)
     python_model = Model(TINY, "default", 16, seed=3)
@@ -124,9 +124,9 @@ def test_crash_timeout_and_garbled_output_are_errors(bundled):
 
 
 def test_instruction_counts_of_qemu_plugin_equal_unicorn():
-    from nitro_mcu.harness import build_mcu
-    from nitro_mcu.targets import run_qemu
-    from nitro_mcu.unicorn_runner import run_unicorn
+    from nitro_mcu.device.harness import build_mcu
+    from nitro_mcu.device.targets import run_qemu
+    from nitro_mcu.device.unicorn import run_unicorn
 
     model = Model(TINY, "default", 16, seed=3)
     conv = convert(model, batch=4, train=True, name="uc")

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nitro_mcu import intmath
-from nitro_mcu import layers as L
-from nitro_mcu.data import load_dataset, prepare
-from nitro_mcu.models import Model, preset
+from nitro_mcu.trainer import intmath
+from nitro_mcu.trainer import layers as L
+from nitro_mcu.trainer.data import load_dataset, prepare
+from nitro_mcu.trainer.network import Model, preset
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 

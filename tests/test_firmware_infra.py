@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nitro_mcu import targets as T
-from nitro_mcu.targets import EmulatorError, NoFloatProofError, ToolchainError
+from nitro_mcu.device import targets as T
+from nitro_mcu.device.targets import EmulatorError, NoFloatProofError, ToolchainError
 
 REPO = Path(__file__).resolve().parent.parent
 FW = REPO / "firmware"
@@ -261,7 +261,7 @@ def test_insn_regex_ignores_literal_pools():
 
 @pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("m4", "uart")])
 def test_plugin_counts_equal_unicorn(target, io, build_cache, tmp_path):
-    from nitro_mcu.unicorn_runner import run_unicorn
+    from nitro_mcu.device.unicorn import run_unicorn
     b = build_cache(target, io)
     q = T.run_qemu(b, cwd=_workdir(tmp_path / "q"), timeout=30, count_insns=True)
     u = run_unicorn(b.elf, target, cwd=_workdir(tmp_path / "u"), timeout=60)
@@ -311,7 +311,7 @@ int main(void)
 
 
 def test_crash_is_emulator_error_unicorn(tmp_path):
-    from nitro_mcu.unicorn_runner import run_unicorn
+    from nitro_mcu.device.unicorn import run_unicorn
     src = _write_src(tmp_path, "crash.c", 'int main(void){ __asm__ volatile ("udf #0"); return 0; }\n')
     b = T.build_firmware([src], "m4", tmp_path / "b")
     with pytest.raises(EmulatorError):

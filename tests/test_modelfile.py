@@ -12,10 +12,10 @@ import pytest
 
 import nitro_mcu as nm
 from nitro_mcu import modelfile
-from nitro_mcu.intmath import Rng
+from nitro_mcu.trainer.intmath import Rng
 from nitro_mcu.modelfile import ModelFileError
-from nitro_mcu.models import Model, preset
-from nitro_mcu.profiles import DEFAULT
+from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.trainer.profiles import DEFAULT
 
 
 def trained_model(name="cnn_small", quirks=DEFAULT, weight_bits=32, seed=3, steps=2):

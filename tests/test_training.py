@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import nitro_mcu as nm
-from nitro_mcu import data as D
-from nitro_mcu import training
-from nitro_mcu.intmath import Rng
-from nitro_mcu.models import Model
-from nitro_mcu.optim import Monitor, Schedule
-from nitro_mcu.training import EpochRecord, History, accuracy_bp
+from nitro_mcu.trainer import data as D
+from nitro_mcu.trainer import loop as training
+from nitro_mcu.trainer.intmath import Rng
+from nitro_mcu.trainer.network import Model
+from nitro_mcu.trainer.optim import Monitor, Schedule
+from nitro_mcu.trainer.loop import EpochRecord, History, accuracy_bp
 
 
 def subset(data, n_train):
@@ -64,7 +64,7 @@ def test_same_seed_gives_identical_runs():
 
 
 def test_same_seed_identical_with_dropout_and_augmentation():
-    spec = dict(nm.models.preset("mlp1"), dropout=0.1)
+    spec = dict(nm.trainer.network.preset("mlp1"), dropout=0.1)
     runs = []
     for _ in range(2):
         data = subset(nm.load_data("bundled", seed=1), 512)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codegen import Converted
+from ..codegen import Converted
 from .targets import FIRMWARE_DIR, SENTINEL_RE
 
 # Not targets.build_host: its flags carry -fwrapv (as the firmware does), which would make signed overflow
@@ -196,7 +196,7 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
     import pickle
 
     from . import targets
-    from .compiled import _cache_dir
+    from ..codegen.compiled import _cache_dir
 
     defines = model_defines(conv, masks) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
     if embedded_cmd is not None:

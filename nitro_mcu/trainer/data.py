@@ -2,7 +2,7 @@
 
 Everything here is integer-only: images are loaded as uint8, normalised to int8 with the integer
 statistics of §5.1, and augmented in int8.  All randomness comes from the project PRNG
-(:class:`nitro_mcu.intmath.Rng`, stream ``STREAM_DATA``), in a documented draw order, so that C code
+(:class:`nitro_mcu.trainer.intmath.Rng`, stream ``STREAM_DATA``), in a documented draw order, so that C code
 can reproduce every draw.
 
 Public API

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import augment as augment_batch
-from .models import Model
+from .network import Model
 from .optim import Schedule
 
 
@@ -82,7 +82,7 @@ def refit_schedule(hist: History) -> list[int]:
 def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | None = None,
           augment: tuple | None = None, schedule: bool = True, progress: bool = True,
           on_epoch=None, lr_schedule: list[int] | None = None) -> History:
-    """Train ``model`` on prepared data (nitro_mcu.data.Prepared); keeps the best weights by the monitor.
+    """Train ``model`` on prepared data (nitro_mcu.trainer.data.Prepared); keeps the best weights by the monitor.
 
     ``augment`` is (crop_pad, flip) or None; draws come from ``data.rng`` (the data stream), so a run is
     fully determined by the seed.  ``lr_schedule`` (one lr_inv per epoch, see :func:`refit_schedule`)

@@ -28,10 +28,11 @@ __all__ = [
     "symbol_address", "build_host", "run_host", "SENTINEL_RE",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_PKG_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = _PKG_DIR.parent
 # a checkout has firmware/ at the repository root; an installed wheel carries it as nitro_mcu/firmware
 _FW_DEFAULT = REPO_ROOT / "firmware" if (REPO_ROOT / "firmware" / "harness.c").is_file() \
-    else Path(__file__).resolve().parent / "firmware"
+    else _PKG_DIR / "firmware"
 FIRMWARE_DIR = Path(os.environ.get("NITRO_FIRMWARE_DIR", _FW_DEFAULT))
 LD_DIR = FIRMWARE_DIR / "ld"
 PLUGIN_DIR = FIRMWARE_DIR / "qemu_plugin"

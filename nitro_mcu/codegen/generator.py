@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layers as L
-from .blocks import ConvBlock, Dropout, LinearBlock, MaxPool
-from .models import Model
+from ..trainer import layers as L
+from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
+from ..trainer.network import Model
 
 try:  # the templates ship inside the package (wheel) and sit at the repo root in a checkout
     from importlib.resources import files as _res_files
@@ -29,7 +29,9 @@ try:  # the templates ship inside the package (wheel) and sit at the repo root i
 except Exception:  # pragma: no cover
     _PKG_TEMPLATES = None
 
-TEMPLATE_DIRS = [Path(__file__).resolve().parent / "templates", Path(__file__).resolve().parent.parent / "templates"]
+_PKG_DIR = Path(__file__).resolve().parent.parent
+# a wheel carries the templates as nitro_mcu/templates; a checkout has them at the repository root
+TEMPLATE_DIRS = [_PKG_DIR / "templates", _PKG_DIR.parent / "templates"]
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -367,7 +369,7 @@ def render(p: Plan) -> dict[str, str]:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .codegen import Converted, convert
+from ..codegen import Converted, convert
 from .harness import HarnessError, Session, run_mcu
-from .models import Model
+from ..trainer.network import Model
 
 
 @dataclass
@@ -316,7 +316,7 @@ def plot_report(r: dict, path: Path) -> Path | None:
         return None
     import io
 
-    from .modelfile import atomic_write
+    from ..modelfile import atomic_write
 
     layers = r["layers"]
     if not layers:

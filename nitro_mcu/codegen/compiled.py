@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .codegen import Converted, convert
-from .models import Model
+from . import Converted, convert
+from ..trainer.network import Model
 
 HOST_CFLAGS = ["-std=c11", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion",
                "-Werror", "-DNITRO_TEST_HOOKS"]
