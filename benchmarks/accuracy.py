@@ -132,14 +132,14 @@ def summarize(runs):
     return out
 
 
-def write_reports(stem: Path, runs, a, modelfile):
+def write_reports(stem: Path, runs, a, fileio):
     stem.parent.mkdir(parents=True, exist_ok=True)
     lines = [",".join(CSV_COLS)]
     for r in runs:
         row = {**r, "train_acc": pct(r["train_acc_bp"]), "val_acc": pct(r["val_acc_bp"]),
                "test_acc": pct(r["test_acc_bp"]), "refit_test_acc": pct(r["refit_test_acc_bp"])}
         lines.append(",".join("" if row[c] is None else str(row[c]) for c in CSV_COLS))
-    modelfile.atomic_write(stem.with_suffix(".csv"), ("\n".join(lines) + "\n").encode())
+    fileio.atomic_write(stem.with_suffix(".csv"), ("\n".join(lines) + "\n").encode())
 
     on_val = all(r["monitor"] == "val" for r in runs)
     md = [f"# Accuracy benchmark ({a.profile} profile, {'validation' if on_val else 'test-set'} monitor)", "",
@@ -176,7 +176,7 @@ def write_reports(stem: Path, runs, a, modelfile):
            "column (validation monitor only) retrains a fresh model (same seed) on all 60 000 images for the best "
            "validation epoch count, replaying each epoch's lr_inv, and reports its final test accuracy: no choice "
            "is made on the test set.", ""]
-    modelfile.atomic_write(stem.with_suffix(".md"), "\n".join(md).encode())
+    fileio.atomic_write(stem.with_suffix(".md"), "\n".join(md).encode())
 
 
 def main(argv=None) -> int:
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
             os.environ[var] = str(a.threads)
     sys.path.insert(0, str(REPO))
     from nitro_mcu import api
-    from nitro_mcu import modelfile
+    from nitro_mcu import fileio
 
     names = [n.strip() for n in a.models.split(",") if n.strip()]
     for n in names:
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                 f"; refit on {r['refit_images']}: test {pct(r['refit_test_acc_bp'])} %, {r['refit_seconds']:.1f} s"
             print(f"  {name:8s} {r['dataset']:14s} seed {seed}: test {pct(r['test_acc_bp'])} %{val}, "
                   f"best epoch {r['best_epoch']} of {r['epochs_run']}, {r['seconds']:.1f} s{refit}", flush=True)
-            write_reports(stem, runs, a, modelfile)
+            write_reports(stem, runs, a, fileio)
     print("summary (test accuracy at the best epoch):")
     for s in summarize(runs):
         print(f"  {s['model']:8s} {s['dataset']:14s} mean {s['mean']:.2f} %  std {s['std']:.2f}  "

@@ -6,7 +6,8 @@ pool masks, dropout masks) for the whole batch.  Usage: python benchmarks/memory
 """
 import argparse
 
-from nitro_mcu.codegen import fp32_backprop_bytes, plan
+from nitro_mcu.codegen.cost import fp32_backprop_bytes
+from nitro_mcu.codegen.plan import plan
 from nitro_mcu.trainer.network import Model, preset
 
 

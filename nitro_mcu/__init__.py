@@ -12,12 +12,12 @@ The Python API mirrors the CLI verbs::
 """
 from __future__ import annotations
 
+from ._version import __version__
 from .api import build, evaluate, load, load_data, refit, save, summary, train
 from .codegen import convert
 from .codegen.compiled import compile_model
 from .trainer.network import PRESETS, Model
 from .trainer.profiles import PROFILES
 
-__version__ = "0.1.0"
-__all__ = ["build", "evaluate", "load", "load_data", "refit", "save", "summary", "train", "convert", "compile_model",
-           "Model", "PRESETS", "PROFILES"]
+__all__ = ["__version__", "build", "evaluate", "load", "load_data", "refit", "save", "summary", "train", "convert",
+           "compile_model", "Model", "PRESETS", "PROFILES"]

@@ -8,6 +8,7 @@ import numpy as np
 
 from .trainer import data as D
 from . import modelfile
+from .codegen.cost import tensor_macs
 from .trainer.network import PRESETS, Model, SpecError, preset
 from .trainer.loop import History, accuracy_bp, refit_schedule
 from .trainer.loop import train as _train
@@ -132,20 +133,29 @@ def load(path) -> tuple[Model, dict]:
     return modelfile.load(path)
 
 
+def summary_rows(model: Model) -> list[dict]:
+    """:meth:`Model.describe` rows plus MACs per sample from the generator's plan: ``macs`` at inference
+    (0 for heads, which run only in training) and ``train_macs`` in a training step."""
+    macs = tensor_macs(model)
+    return [dict(r, macs=macs[r["name"]][0], train_macs=macs[r["name"]][1]) for r in model.describe()]
+
+
 def summary(model: Model) -> str:
     """Per-layer table: shape, scaling factor, init bound, weights, MACs per sample, bytes."""
-    rows = model.describe()
-    head = f"{'layer':<12} {'what':<46} {'SF':>9} {'b':>3} {'amp':>6} {'decay':>6} {'weights':>9} {'MACs':>10} {'bytes':>9}"
-    lines = [f"{model.spec['kind']} | profile {profile_name(model)} | int{model.weight_bits} weights", head,
-             "-" * len(head)]
+    rows = summary_rows(model)
+    head = (f"{'layer':<12} {'what':<46} {'SF':>9} {'b':>3} {'amp':>6} {'decay':>6} {'weights':>9} {'infer MACs':>10} "
+            f"{'train MACs':>10} {'bytes':>9}")
+    lines = [f"{model.spec['kind']} | profile {profile_name(model)} | int{model.weight_bits} weights | MACs per sample",
+             head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['name']:<12} {r['desc']:<46} {r['sf']:>9} {r['bound']:>3} {r['amp']:>6} {r['decay']:>6} "
-                     f"{r['weights']:>9} {r['macs']:>10} {r['bytes']:>9}")
+                     f"{r['weights']:>9} {r['macs']:>10} {r['train_macs']:>10} {r['bytes']:>9}")
     tw = sum(r["weights"] for r in rows)
     lines.append("-" * len(head))
     heads = sum(r["weights"] for r in rows if r["name"].endswith(".head"))
     lines.append(f"{'total':<12} {f'{heads} weights in heads':<46} {'':>9} {'':>3} {'':>6} {'':>6} {tw:>9} "
-                 f"{sum(r['macs'] for r in rows):>10} {sum(r['bytes'] for r in rows):>9}")
+                 f"{sum(r['macs'] for r in rows):>10} {sum(r['train_macs'] for r in rows):>10} "
+                 f"{sum(r['bytes'] for r in rows):>9}")
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def cmd_train(a) -> int:
     dt = time.perf_counter() - t0
     name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
-    from .modelfile import atomic_write
+    from .fileio import atomic_write
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png")
@@ -111,7 +111,7 @@ def plot_curves(hist, path: Path):
         return None
     import io
 
-    from .modelfile import atomic_write
+    from .fileio import atomic_write
 
     ep = [r.epoch for r in hist.records]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -150,7 +150,7 @@ def cmd_summary(a) -> int:
     else:
         model = api.build(a.model, a.profile, a.weights)
     if a.json:
-        print(json.dumps(model.describe(), indent=1))
+        print(json.dumps(api.summary_rows(model), indent=1))
     else:
         print(api.summary(model))
     return 0
@@ -218,7 +218,7 @@ def cmd_verify(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from .modelfile import atomic_write
+    from .fileio import atomic_write
     from .device.targets import get_target
     from .device.verify import plot_report, report, report_json, report_text
 

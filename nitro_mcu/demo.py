@@ -10,7 +10,7 @@ from .trainer.loop import format_pct
 
 def run_demo(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
-    from .modelfile import atomic_write
+    from .fileio import atomic_write
     from .device.verify import plot_report, report, report_json, report_text, verify
 
     t0 = time.perf_counter()

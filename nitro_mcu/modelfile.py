@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write
 from .trainer.intmath import Rng
 from .trainer.network import Model, SpecError
 from .trainer.profiles import Quirks
@@ -26,23 +25,6 @@ VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that cannot be read; the message names the file and the problem."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _checksum(meta: dict, arrays: dict) -> str:

@@ -10,8 +10,12 @@ import pytest
 
 from golden_cases import CASES, MaskFeeder, build_golden_model
 from nitro_mcu.trainer import data as D
-from nitro_mcu.codegen import CodegenError, convert, fp32_backprop_bytes, plan
+from nitro_mcu.codegen import ops
 from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.codegen.cost import fp32_backprop_bytes
+from nitro_mcu.codegen.memory import Buffer
+from nitro_mcu.codegen.plan import CodegenError, plan
+from nitro_mcu.codegen.render import convert
 from nitro_mcu.device.harness import Session, run_host
 from nitro_mcu.trainer.network import Model, preset
 
@@ -62,7 +66,7 @@ def test_generated_c_reproduces_the_official_golden_vectors(case):
     model, meta, arr = build_golden_model(case)
     feeder = MaskFeeder(arr)
     cm = compile_model(model, batch=meta["batch_size"], train=True, name="golden")
-    sites = [o["site"] for o in cm.plan.ops if o["kind"] == "dropout"]
+    sites = [o.site for o in cm.plan.ops if o.kind == "dropout"]
     assert sorted(sites) == sorted(feeder.masks)
     scores, _ = cm.predict_scores(arr["x"][0])
     np.testing.assert_array_equal(scores, arr["logits_before"])
@@ -150,6 +154,37 @@ def test_memory_plan_never_overlaps_buffers_that_are_alive_together():
                 if a is b or a.last < b.first or b.last < a.first:
                     continue
                 assert a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset, (label, a.name, b.name)
+
+
+def test_every_op_record_kind_is_planned_and_rendered():
+    """The typed plan: one record class per op kind, each op's calls in the C, every buffer it names in the arena."""
+    model, batch, train = _variants()["cnn_dropout_train_ref"]
+    conv = convert(model, batch=batch, train=train, name="kinds")
+    p, c = conv.plan, conv.sources["kinds.c"]
+    classes = {"conv": ops.ConvOp, "linear": ops.LinearOp, "maxpool": ops.MaxPoolOp, "dropout": ops.DropoutOp,
+               "output": ops.OutputOp}
+    assert {o.kind for o in p.ops} == set(classes) and isinstance(p.ops[-1], ops.OutputOp)
+    for i, o in enumerate(p.ops):
+        assert type(o) is classes[o.kind] and o["kind"] == o.kind  # read by key too (the device wing)
+        assert f"NITRO_OP_BEGIN({100 + i});" in c
+        if o.kind != "dropout":
+            assert f"NITRO_OP_BEGIN({i});" in c
+        for name in ("fwd_infer", "fwd_train", "step_fn"):
+            if getattr(o, name, None):
+                assert f"{getattr(o, name)}(" in c, (i, name)
+        for v in vars(o).values():
+            if isinstance(v, ops.Activation):
+                v = v.buf
+            if isinstance(v, Buffer):
+                assert any(v is b for b in p.buffers), (i, v.name)
+                assert f"arena.{v.name}.v" in c, (i, v.name)
+    kernels = conv.sources["kinds_kernels.h"]
+    for k in p.kernels:
+        fn = "nitro_" + {"conv_col": "pad", "relu": "relu_inplace", "headpool": "headpool_s8"}.get(k.kind, k.kind)
+        fn += (f"_{k.sfx}" if k.sfx else "") + {"int32_t": "_acc32", "int64_t": "_acc64"}.get(k.acc, "")
+        assert re.search(rf"\n(static|NITRO_INLINE) void {fn}\(", kernels), k
+    for f in p.fwd_fns:
+        assert f"static void {f.name}(" in kernels
 
 
 def test_generated_files_are_self_contained_and_float_free(tmp_path):

@@ -71,7 +71,7 @@ class CompiledModel:
         n = self.name
         self.num_classes = conv.plan.model.num_classes
         self.input_size = int(np.prod(conv.plan.model.input_shape))
-        self.num_weights = sum(t["count"] for t in conv.plan.tensors)
+        self.num_weights = sum(t.count for t in conv.plan.tensors)
         self._f = {}
         for fname, res, args in [
             ("init", None, []),
@@ -155,15 +155,15 @@ class CompiledModel:
             if self._f["export_weights"](flat.ctypes.data, self.num_weights) != self.num_weights:
                 raise RuntimeError("export_weights failed")
         else:
-            flat = np.concatenate([t["values"] for t in self.plan.tensors]).astype(np.int32)
+            flat = np.concatenate([t.values for t in self.plan.tensors]).astype(np.int32)
         out, i = {}, 0
         for t in self.plan.tensors:
-            out[t["name"]] = flat[i:i + t["count"]].reshape(t["shape"])
-            i += t["count"]
+            out[t.name] = flat[i:i + t.count].reshape(t.shape)
+            i += t.count
         return out
 
     def set_weights(self, weights: dict):
-        flat = np.ascontiguousarray(np.concatenate([np.asarray(weights[t["name"]]).reshape(-1)
+        flat = np.ascontiguousarray(np.concatenate([np.asarray(weights[t.name]).reshape(-1)
                                                     for t in self.plan.tensors]).astype(np.int32))
         if self._f["import_weights"](flat.ctypes.data, len(flat)) != len(flat):
             raise ValueError("import_weights rejected the weights (count or range)")

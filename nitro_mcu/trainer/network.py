@@ -372,7 +372,8 @@ class Model:
 
     # ---- description --------------------------------------------------------------------------------
     def describe(self) -> list[dict]:
-        """One row per layer: name, shape, SF, init bound, weights, MACs per sample, bytes."""
+        """One row per weight tensor: name, what it computes, shape, SF, init bound, amp, decay, weights, bytes
+        (MACs come from the generator's plan: nitro_mcu.codegen.cost)."""
         rows = []
         info, shapes = self.param_info(), self.param_shapes()
         wbytes = self.weight_bits // 8
@@ -381,21 +382,18 @@ class Model:
                 shape = shapes[name]
                 n = int(np.prod(shape))
                 if name.endswith(".fwd") and b.kind == "conv":
-                    macs = n * b.h_out * b.w_out
                     desc = f"conv {b.c_in}x{b.h_in}x{b.w_in} -> {b.c_out}x{b.h_out}x{b.w_out} k{b.k} p{b.pad}"
                 elif name.endswith(".fwd"):
-                    macs, desc = n, f"linear {b.d_in} -> {b.d_out}"
+                    desc = f"linear {b.d_in} -> {b.d_out}"
                 else:
-                    macs = n
                     pool = getattr(b, "pool", None)
                     desc = (f"head pool {pool.kh}x{pool.kw} pad {pool.ph},{pool.pw} -> " if pool else "head ") + \
                         f"linear {shape[1]} -> {shape[0]}"
-                rows.append(dict(name=name, desc=desc, shape=list(shape), weights=n, macs=macs,
-                                 bytes=n * wbytes, **info[name]))
+                rows.append(dict(name=name, desc=desc, shape=list(shape), weights=n, bytes=n * wbytes, **info[name]))
         o = shapes["output"]
         n = int(np.prod(o))
-        rows.append(dict(name="output", desc=f"linear {o[1]} -> {o[0]}", shape=list(o), weights=n, macs=n,
-                         bytes=n * wbytes, **info["output"]))
+        rows.append(dict(name="output", desc=f"linear {o[1]} -> {o[0]}", shape=list(o), weights=n, bytes=n * wbytes,
+                         **info["output"]))
         return rows
 
     def to_json(self) -> str:

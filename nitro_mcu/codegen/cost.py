@@ -1,0 +1,81 @@
+"""Costs derived from the plan, the one walk over the network: multiply-accumulates per op and per weight
+tensor (what ``summary`` and the cost report print), and the memory float32 back-propagation would need.
+
+MACs count forward, head, back-propagated head error and weight-gradient products; only the argmax taps
+of a pooled head carry gradient.  Heads run only in training, so their inference MACs are 0.  Every
+training term is proportional to the batch.
+"""
+from __future__ import annotations
+
+from ..trainer.network import Model
+from .ops import BlockOp, ConvOp, DropoutOp, MaxPoolOp, Op, OutputOp
+from .plan import Plan, build
+
+
+def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
+    """(weight tensor, inference MACs per sample, training MACs per sample) for each tensor ``op`` uses."""
+    if isinstance(op, BlockOp):
+        blk = op.blk
+        fwd = blk.fan_in * op.out_count
+        head = blk.head.d_in * nc
+        if isinstance(op, ConvOp):
+            grad = op.cells * blk.c_out * blk.fan_in
+            delta = op.cells * blk.c_out * nc
+            passes = 1
+        else:
+            grad = blk.d_in * blk.d_out
+            delta = blk.d_out * nc
+            passes = op.passes
+        return [(blk.name + ".fwd", fwd, fwd + passes * grad), (blk.head.name, 0, passes * (2 * head + delta))]
+    if isinstance(op, OutputOp):
+        fwd = op.d_in * nc
+        return [("output", fwd, 2 * fwd)]
+    return []
+
+
+def op_label(i: int, op: Op) -> str:
+    if isinstance(op, BlockOp):
+        return op.blk.name
+    if isinstance(op, MaxPoolOp):
+        return f"maxpool{i}"
+    if isinstance(op, DropoutOp):
+        return f"dropout@{op.site}"
+    return op.kind
+
+
+def op_macs(p: Plan) -> list[dict]:
+    """Multiply-accumulates per op: inference (one sample) and one training step (the whole batch; 0 in an
+    inference plan)."""
+    nc = p.model.num_classes
+    rows = []
+    for i, op in enumerate(p.ops):
+        terms = op_tensor_macs(op, nc)
+        train = p.batch * sum(t for _, _, t in terms) if p.train else 0
+        rows.append(dict(op=i, name=op_label(i, op), kind=op.kind, infer_macs=sum(f for _, f, _ in terms),
+                         train_macs=train))
+    return rows
+
+
+def tensor_macs(model: Model) -> dict[str, tuple[int, int]]:
+    """Per weight tensor: (inference MACs per sample, MACs per sample of a training step)."""
+    p = build(model, 1, True)
+    return {name: (infer, train) for op in p.ops for name, infer, train in op_tensor_macs(op, model.num_classes)}
+
+
+def fp32_backprop_bytes(model: Model, batch: int) -> dict:
+    """Memory of training the same network by float32 back-propagation (no heads): weights, gradients and
+    every activation kept for the backward pass (each layer's input and pre-activation), batch ``batch``."""
+    p = build(model, batch, True)
+    weights = sum(t.count for t in p.tensors if not t.name.endswith(".head"))
+    acts = 0
+    for op in p.ops:
+        if isinstance(op, BlockOp):
+            acts += op.in_count + 2 * op.out_count  # input, pre-activation, output
+        elif isinstance(op, MaxPoolOp):
+            acts += op.out_count  # argmax mask / pooled output
+        elif isinstance(op, DropoutOp):
+            acts += op.count  # dropout mask
+        else:
+            acts += op.d_in + model.num_classes
+    return dict(weights=4 * weights, gradients=4 * weights, activations=4 * batch * acts,
+                total=8 * weights + 4 * batch * acts)

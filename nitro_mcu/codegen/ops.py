@@ -1,0 +1,206 @@
+"""The typed records of a plan: one dataclass per op kind, plus the forward wrappers, kernels and weight
+tensors the templates emit.  Their fields are the contract with templates/*.j2.
+
+An op reads its input in two schedules that share the arena: training (dropout active, int16 after it)
+and inference (dropout is the identity), hence ``x_train`` and ``x_infer``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Union
+
+import numpy as np
+
+from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
+from .memory import Buffer
+
+
+class ByKey:
+    """Read access by key (``op["kind"]``, ``t.get("count")``) for the device wing, which still reads ops
+    and tensors that way; drop once nitro_mcu/device reads attributes."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An op's input in one schedule: its arena buffer (None: the caller's ``x``), element type, proven
+    magnitude bound and shape."""
+
+    buf: Buffer | None
+    ctype: str
+    bound: int
+    shape: tuple
+
+    @property
+    def sfx(self) -> str:
+        """The kernel-name suffix of this element type."""
+        return kernel_sfx(self.ctype)
+
+
+def kernel_sfx(ctype: str) -> str:
+    return "s8" if ctype == "int8_t" else "s16"
+
+
+def acc_name(acc_ctype: str) -> str:
+    return "acc32" if acc_ctype == "int32_t" else "acc64"
+
+
+class Kernel(NamedTuple):
+    """One generic kernel of <name>_kernels.h: its kind, input suffix (s8/s16) and accumulator type."""
+
+    kind: str
+    sfx: str = ""
+    acc: str = ""
+
+
+@dataclass(frozen=True)
+class FwdFn:
+    """A per-layer forward wrapper: the generic kernel for input type ``xt`` with the layer's constants."""
+
+    name: str
+    xt: str
+    acc: str
+    what: str
+
+    @property
+    def sfx(self) -> str:
+        return kernel_sfx(self.xt)
+
+
+@dataclass(frozen=True)
+class ConvFwd(FwdFn):
+    """A conv block's (stride 1, square kernel, zero padding)."""
+
+    kind: ClassVar[str] = "conv"
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    k: int
+    pad: int
+    sf: int
+
+
+@dataclass(frozen=True)
+class LinearFwd(FwdFn):
+    """A hidden linear block's or the output layer's."""
+
+    kind: ClassVar[str] = "linear"
+    n_in: int
+    n_out: int
+    sf: int
+
+
+@dataclass(frozen=True, eq=False)
+class WeightTensor(ByKey):
+    """One weight tensor as emitted: C name, shape, flat values and its init/SGD constants."""
+
+    name: str
+    cname: str
+    shape: list
+    count: int
+    values: np.ndarray
+    info: dict
+
+
+@dataclass(kw_only=True)
+class LayerOp(ByKey):
+    """An op with weights: its forward wrapper and accumulator in each schedule and, when training, its
+    error buffer.  The training-only fields are None in an inference plan."""
+
+    x_train: Activation
+    x_infer: Activation
+    acc_train: str
+    acc_infer: str
+    info: dict  # init/SGD constants of its (forward) weights
+    cname: str
+    fwd_infer: str = ""
+    fwd_train: str | None = None
+    err: Buffer | None = None
+
+
+@dataclass(kw_only=True)
+class BlockOp(LayerOp):
+    """What conv and linear blocks share: the scaled output, the head, the local step's deltas, the ReLU."""
+
+    out: Buffer  # the scaled output s, then (ReLU in place) the block output
+    in_count: int
+    out_count: int
+    head_info: dict
+    head_cname: str
+    deltas: Buffer | None = None
+    relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
+
+
+@dataclass(kw_only=True)
+class ConvOp(BlockOp):
+    """A conv block (+ head pool when its map is larger than the head input)."""
+
+    kind: ClassVar[str] = "conv"
+    blk: ConvBlock
+    xpad: Buffer  # one input sample with a zero border (forward scratch)
+    cells: int  # output positions that carry head gradient: pooled cells, or the whole map
+    xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
+    pooled: Buffer | None = None  # pooled head input (head pool only)
+    pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
+    head_acc32: bool = False  # the head's dot products provably fit int32
+    step_fn: str | None = None
+
+
+@dataclass(kw_only=True)
+class LinearOp(BlockOp):
+    """A hidden linear block."""
+
+    kind: ClassVar[str] = "linear"
+    blk: LinearBlock
+    passes: int  # block steps per batch: 2 under Q2 (a CNN's FC blocks), else 1
+
+
+@dataclass(kw_only=True)
+class MaxPoolOp(ByKey):
+    """A between-block max-pool; in training it may also apply the previous block's ReLU."""
+
+    kind: ClassVar[str] = "maxpool"
+    pool: MaxPool
+    x_train: Activation
+    x_infer: Activation
+    out: Buffer
+    out_infer: Buffer  # its own int8 buffer when a training-only dropout precedes, else ``out``
+    in_shape: tuple
+    in_count: int
+    out_count: int
+    applies_relu: bool = False
+
+
+@dataclass(kw_only=True)
+class DropoutOp(ByKey):
+    """A training-only dropout site (inference skips it)."""
+
+    kind: ClassVar[str] = "dropout"
+    drop: Dropout
+    x_train: Activation
+    out: Buffer
+    count: int
+    rescale: int
+    site: str
+    site_index: int
+
+
+@dataclass(kw_only=True)
+class OutputOp(LayerOp):
+    """The output layer: forward, and in training its global-error step."""
+
+    kind: ClassVar[str] = "output"
+    d_in: int
+    scores: Buffer
+
+
+Op = Union[ConvOp, LinearOp, MaxPoolOp, DropoutOp, OutputOp]

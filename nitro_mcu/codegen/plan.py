@@ -1,0 +1,326 @@
+"""The plan: a walk over the model's stages that records one typed op per stage (ops.py), chooses
+accumulator widths from proven bounds and lays out the static arena (memory.py); :func:`check` then
+refuses what the C could not compute exactly."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..trainer import layers as L
+from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
+from ..trainer.network import Model
+from .memory import Arena, Buffer, place_buffers
+from .ops import (Activation, BlockOp, ConvFwd, ConvOp, DropoutOp, FwdFn, Kernel, LinearFwd, LinearOp, MaxPoolOp, Op,
+                  OutputOp, WeightTensor, acc_name)
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+class CodegenError(ValueError):
+    """A model the generator cannot emit, or a memory plan over the limit; one line, names the cause."""
+
+
+@dataclass
+class Plan:
+    """Everything the templates render and the cost model reads: ops in forward order, the arena's buffers
+    at their offsets, the weight tensors, the kernels and forward wrappers to emit."""
+
+    name: str
+    model: Model
+    batch: int
+    train: bool
+    wtype: str
+    delta_type: str  # the back-propagated head error: int32 when classes*255*|w|max fits
+    relu_max: int  # the proven bound of a block output (NITRO-ReLU of an int8)
+    ops: list[Op] = field(default_factory=list)
+    buffers: list[Buffer] = field(default_factory=list)
+    arena_bytes: int = 0
+    weight_bytes: int = 0
+    tensors: list[WeightTensor] = field(default_factory=list)
+    kernels: set[Kernel] = field(default_factory=set)
+    fwd_fns: list[FwdFn] = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
+    relu_lut: list[int] = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
+
+    def memory_table(self) -> list[tuple[str, int]]:
+        rows = [("weights (" + ("RAM, trainable" if self.train else "flash, const") + ")", self.weight_bytes),
+                (f"arena (batch {self.batch}, {'training' if self.train else 'inference'})", self.arena_bytes)]
+        if self.train:
+            rows.append(("initial weights (flash, for reset)", self.weight_bytes))
+        return rows
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.arena_bytes + (self.weight_bytes if self.train else 0)
+
+    @property
+    def col(self) -> Buffer:
+        """The int16 scratch column shared by all forward kernels."""
+        return next(b for b in self.buffers if b.name == "col")
+
+    @property
+    def scores(self) -> Buffer:
+        """The output layer's int8 scores."""
+        return self.ops[-1].scores
+
+
+def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_model") -> Plan:
+    """The checked plan of ``model``: what :func:`convert` renders."""
+    return check(build(model, batch, train, name))
+
+
+def build(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_model") -> Plan:
+    """Walk the model into a plan without the bound checks (the cost model reads any model's plan)."""
+    if not name.isidentifier() or name.startswith("_"):
+        raise CodegenError(f"the model name must be a C identifier, got '{name}'")
+    if not 1 <= batch <= 4096:
+        raise CodegenError(f"batch must be in 1..4096, got {batch}")
+    return _Walk(model, batch if train else 1, train, name).run()
+
+
+def check(p: Plan) -> Plan:
+    """Refuse labels over uint8, scaling factors over int32 and gradient sums that could overflow int64."""
+    nc = p.model.num_classes
+    if nc > 255:
+        raise CodegenError("more than 255 classes are not supported (labels are uint8)")
+    wmax = 2 ** (p.model.weight_bits - 1)
+
+    def grad(label, terms, x_bound):
+        if terms * nc * 255 * wmax * x_bound >= INT64_MAX:
+            raise CodegenError(f"{label}: a gradient sum of {terms} terms could exceed int64; "
+                               "use int16 weights or a smaller batch")
+
+    def sf(label, value):
+        if value * 128 > INT32_MAX:
+            raise CodegenError(f"{label}: scaling factor {value} too large (fan_in must be below 65536)")
+
+    for op in p.ops:
+        if isinstance(op, BlockOp):
+            st = op.blk
+            sf(st.name, st.sf)
+            sf(st.head.name, st.head.sf)
+            if not p.train:
+                continue
+            if isinstance(op, ConvOp) and st.pool and st.h_out * st.w_out >= 0xFFFF:
+                raise CodegenError(f"{st.name}: feature map too large for 16-bit pool indices")
+            grad(st.name, p.batch * (op.cells if isinstance(op, ConvOp) else 1), op.x_train.bound)
+            grad(st.head.name, p.batch, p.relu_max)
+        elif isinstance(op, OutputOp):
+            sf("output", p.model.output.sf)
+            if p.train:
+                grad("output", p.batch, op.x_train.bound)
+    return p
+
+
+def cname(wname: str) -> str:
+    """The C name of a weight tensor."""
+    return "w_" + wname.replace(".", "_")
+
+
+class _Walk:
+    """The state of one walk: the plan so far, the arena, the op index and both schedules' current input."""
+
+    def __init__(self, model: Model, batch: int, train: bool, name: str):
+        spec = model.spec
+        self.model, self.nc, self.info = model, model.num_classes, model.param_info()
+        self.wmax = 2 ** (model.weight_bits - 1)
+        relu_max = int(np.abs(L.relu_forward(np.arange(-127, 128).astype(np.int8), spec["slope_inv"])
+                              .astype(np.int64)).max())
+        delta_type = "int32_t" if self.nc * 255 * self.wmax < INT32_MAX else "int64_t"
+        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max)
+        self.arena = Arena()
+        self.t = 0
+        self.x = Activation(None, "int8_t", 128, tuple(spec["input_shape"]))  # training schedule
+        self.xi = self.x  # inference schedule
+
+    def run(self) -> Plan:
+        for st in self.model.stages:
+            if isinstance(st, ConvBlock):
+                self.conv(st)
+            elif isinstance(st, LinearBlock):
+                self.linear(st)
+            elif isinstance(st, MaxPool):
+                self.maxpool(st)
+            elif isinstance(st, Dropout) and self.p.train:
+                self.dropout(st)
+        self.output()
+        self.link_relus()
+        self.scratch_column()
+        self.p.buffers = self.arena.buffers
+        self.p.arena_bytes = place_buffers(self.p.buffers)
+        self.weights()
+        return self.p
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    def acc(self, fan_in: int, x_bound: int) -> str:
+        return "int32_t" if fan_in * x_bound * self.wmax < INT32_MAX else "int64_t"
+
+    def fwd_fn(self, label: str, x: Activation, acc: str, geometry: type, **consts) -> str:
+        """The per-layer forward wrapper for input ``x`` (one schedule); returns its C name."""
+        fname = f"nitro_fwd_{label.replace('.', '_')}_{x.sfx}_{acc_name(acc)}"
+        if all(f.name != fname for f in self.p.fwd_fns):
+            self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, **consts))
+        return fname
+
+    def new(self, name: str, ctype: str, count: int, what: str) -> Buffer:
+        return self.arena.new(name, ctype, count, self.t, what)
+
+    def block_fields(self, st: ConvBlock | LinearBlock, out_count: int) -> dict:
+        """The fields of a block's op that follow from the block and the current inputs."""
+        return dict(acc_train=self.acc(st.fan_in, self.x.bound), acc_infer=self.acc(st.fan_in, self.xi.bound),
+                    in_count=int(np.prod(self.x.shape)), out_count=out_count,
+                    info=self.info[st.name + ".fwd"], head_info=self.info[st.head.name],
+                    cname=cname(st.name + ".fwd"), head_cname=cname(st.head.name))
+
+    def block_done(self, op: BlockOp, shape: tuple) -> None:
+        self.p.ops.append(op)
+        self.t += 1
+        op.out.last = self.t
+        self.x = self.xi = Activation(op.out, "int8_t", self.p.relu_max, shape)
+
+    # ---- one function per op kind ----------------------------------------------------------------------
+    def conv(self, st: ConvBlock) -> None:
+        p, n_out = self.p, st.c_out * st.h_out * st.w_out
+        out = self.new(f"s_{st.name}", "int8_t", p.batch * n_out,
+                       f"{st.name}: scaled output, then (relu in place) the block output")
+        xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
+                        f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
+        op = ConvOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, xpad=xpad,
+                    cells=st.pool.oh * st.pool.ow if st.pool else st.h_out * st.w_out, **self.block_fields(st, n_out))
+        geo = dict(c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad, sf=st.sf)
+        p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
+        op.fwd_infer = self.fwd_fn(st.name, self.xi, op.acc_infer, ConvFwd, **geo)
+        self.arena.use(self.xi.buf, self.t)
+        if p.train:
+            p.kernels |= {Kernel("conv_fwd", self.x.sfx, op.acc_train), Kernel("conv_col", self.x.sfx)}
+            op.fwd_train = self.fwd_fn(st.name, self.x, op.acc_train, ConvFwd, **geo)
+            self.t += 1
+            self.conv_step(op, xpad.count)
+            self.arena.use(self.x.buf, self.t)
+        self.block_done(op, (st.c_out, st.h_out, st.w_out))
+
+    def conv_step(self, op: ConvOp, padded: int) -> None:
+        """The training buffers of a conv block's local step (head pool, head error, deltas, padded batch)."""
+        p, b, st = self.p, self.p.batch, op.blk
+        op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
+        if st.pool:
+            op.pooled = self.new(f"ph_{st.name}", "int8_t", b * st.head.d_in, f"{st.name}: pooled head input")
+            op.pool_idx = self.new(f"pi_{st.name}", "uint16_t", b * st.head.d_in, f"{st.name}: head-pool argmax")
+            p.kernels.add(Kernel("headpool"))
+        op.deltas = self.new(f"d_{st.name}", p.delta_type, 2 * b * op.cells,
+                             f"{st.name}: non-zero deltas of one channel (delta, input offset)")
+        op.xpad_batch = self.new(f"xq_{st.name}", self.x.ctype, b * padded,
+                                 f"{st.name}: the batch's input with a zero border (gradient)")
+        op.head_acc32 = self.acc(st.head.d_in, p.relu_max) == "int32_t"
+        op.step_fn = f"nitro_step_{st.name}_{self.x.sfx}"
+        p.kernels.add(Kernel("conv_step", self.x.sfx))
+
+    def linear(self, st: LinearBlock) -> None:
+        p, b, q = self.p, self.p.batch, self.model.quirks
+        out = self.new(f"s_{st.name}", "int8_t", b * st.d_out,
+                       f"{st.name}: scaled output, then (relu in place) the block output")
+        passes = 2 if q.cnn_fc_double_update and any(isinstance(k, ConvBlock) for k in self.model.blocks) else 1
+        op = LinearOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, passes=passes,
+                      **self.block_fields(st, st.d_out))
+        geo = dict(n_in=st.d_in, n_out=st.d_out, sf=st.sf)
+        p.kernels.add(Kernel("linear_fwd", self.xi.sfx, op.acc_infer))
+        op.fwd_infer = self.fwd_fn(st.name, self.xi, op.acc_infer, LinearFwd, **geo)
+        self.arena.use(self.xi.buf, self.t)
+        if p.train:
+            p.kernels.add(Kernel("linear_fwd", self.x.sfx, op.acc_train))
+            op.fwd_train = self.fwd_fn(st.name, self.x, op.acc_train, LinearFwd, **geo)
+            self.t += 1
+            op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
+            op.deltas = self.new(f"d_{st.name}", p.delta_type, 2 * b, f"{st.name}: delta of two units")
+            p.kernels.add(Kernel("linear_step", self.x.sfx))
+            self.arena.use(self.x.buf, self.t)
+        self.block_done(op, (st.d_out,))
+
+    def maxpool(self, st: MaxPool) -> None:
+        p, b, x, xi = self.p, self.p.batch, self.x, self.xi
+        c, h, w = x.shape
+        n_out = c * st.h_out * st.w_out
+        out = self.new(f"x_pool{self.t}", x.ctype, b * n_out, f"maxpool {st.k}x{st.k} output")
+        out_infer = out
+        if xi.ctype != x.ctype:  # after a training-only dropout: inference needs an int8 buffer
+            out_infer = self.new(f"x_pool{self.t}_inf", xi.ctype, b * n_out,
+                                 f"maxpool {st.k}x{st.k} output (inference)")
+        p.ops.append(MaxPoolOp(pool=st, x_train=x, x_infer=xi, out=out, out_infer=out_infer, in_shape=(c, h, w),
+                               in_count=c * h * w, out_count=n_out))
+        p.kernels.add(Kernel("maxpool", xi.sfx))
+        if p.train:
+            p.kernels.add(Kernel("maxpool", x.sfx))
+        self.arena.use(x.buf, self.t)
+        self.arena.use(xi.buf, self.t)
+        self.t += 1
+        out.last = out_infer.last = self.t
+        shape = (c, st.h_out, st.w_out)
+        self.x = Activation(out, x.ctype, x.bound, shape)
+        self.xi = self.x if out_infer is out else Activation(out_infer, xi.ctype, xi.bound, shape)
+
+    def dropout(self, st: Dropout) -> None:
+        p, x = self.p, self.x
+        n = int(np.prod(x.shape))
+        out = self.new(f"x_drop{self.t}", "int16_t", p.batch * n, f"dropout {st.rate / 10:g} % after {st.site}")
+        rescale = L.dropout_rescale(st.rate)
+        p.ops.append(DropoutOp(drop=st, x_train=x, out=out, count=n, rescale=rescale, site=st.site,
+                               site_index=sum(isinstance(o, DropoutOp) for o in p.ops)))
+        p.kernels.add(Kernel("dropout", x.sfx))
+        self.arena.use(x.buf, self.t)
+        self.arena.use(self.xi.buf, self.t + 1)  # inference skips the dropout: its input feeds the next op
+        self.t += 1
+        out.last = self.t
+        self.x = Activation(out, "int16_t", (x.bound * rescale) // 1000, x.shape)
+
+    def output(self) -> None:
+        p, o, x, xi = self.p, self.model.output, self.x, self.xi
+        scores = self.new("scores", "int8_t", p.batch * self.nc, "output scores")
+        op = OutputOp(x_train=x, x_infer=xi, acc_train=self.acc(o.d_in, x.bound),
+                      acc_infer=self.acc(o.d_in, xi.bound), d_in=o.d_in, info=self.info["output"],
+                      cname=cname("output"), scores=scores)
+        geo = dict(n_in=o.d_in, n_out=self.nc, sf=o.sf)
+        p.kernels.add(Kernel("linear_fwd", xi.sfx, op.acc_infer))
+        op.fwd_infer = self.fwd_fn("output", xi, op.acc_infer, LinearFwd, **geo)
+        if p.train:
+            p.kernels.add(Kernel("linear_fwd", x.sfx, op.acc_train))
+            op.fwd_train = self.fwd_fn("output", x, op.acc_train, LinearFwd, **geo)
+            op.err = self.new("e_output", "int16_t", p.batch * self.nc, "output error")
+            p.kernels.add(Kernel("output_step", x.sfx))
+        self.arena.use(x.buf, self.t)
+        self.arena.use(xi.buf, self.t)
+        p.ops.append(op)
+
+    # ---- whole-plan stages -----------------------------------------------------------------------------
+    def link_relus(self) -> None:
+        """Training: a block followed by a maxpool leaves s as it is; the maxpool pools s and applies the ReLU
+        (inference fuses NITRO-ReLU into the forward kernels)."""
+        p = self.p
+        for a, nxt in zip(p.ops, p.ops[1:]):
+            if isinstance(nxt, MaxPoolOp) and isinstance(a, BlockOp):
+                a.relu_in_pool = nxt.applies_relu = p.train and a.out is nxt.x_train.buf
+        if p.train and any(isinstance(a, BlockOp) and not a.relu_in_pool for a in p.ops):
+            p.kernels.add(Kernel("relu"))
+
+    def scratch_column(self) -> None:
+        """The int16 im2col / widened-input column of the forward kernels (and the widened head input of
+        the conv steps), shared by all ops."""
+        col = 2
+        for op in self.p.ops:
+            if isinstance(op, ConvOp):
+                col = max(col, 2 * op.blk.fan_in, op.blk.head.d_in if self.p.train else 0)
+            elif isinstance(op, LinearOp):
+                col = max(col, op.blk.d_in)
+            elif isinstance(op, OutputOp):
+                col = max(col, op.d_in)
+        self.arena.buffers.append(Buffer("col", "int16_t", col, 0, self.t + 1,
+                                         "im2col / widened input column (forward kernels)"))
+
+    def weights(self) -> None:
+        p, model = self.p, self.model
+        for wname, shape in model.param_shapes().items():
+            p.tensors.append(WeightTensor(wname, cname(wname), list(shape), int(np.prod(shape)),
+                                          np.asarray(model.weights[wname]).reshape(-1), self.info[wname]))
+        lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), model.spec["slope_inv"])
+        p.relu_lut = [int(v) for v in lut]
+        p.weight_bytes = sum(t.count for t in p.tensors) * (model.weight_bits // 8)
