@@ -7,7 +7,8 @@ pool masks, dropout masks) for the whole batch.  Usage: python benchmarks/memory
 import argparse
 
 from nitro_mcu.codegen import fp32_backprop_bytes, plan
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
 
 
 def main():

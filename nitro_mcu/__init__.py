@@ -15,7 +15,8 @@ from __future__ import annotations
 from .api import build, evaluate, load, load_data, refit, save, summary, train
 from .codegen import convert
 from .codegen.compiled import compile_model
-from .trainer.network import PRESETS, Model
+from .spec import PRESETS
+from .trainer.network import Model
 from .trainer.profiles import PROFILES
 
 __version__ = "0.1.0"
