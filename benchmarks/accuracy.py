@@ -187,6 +187,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from nitro_mcu import api
     from nitro_mcu import fileio
+    from nitro_mcu.trainer.malloc import tune_malloc
+
+    tune_malloc()  # this process only trains: keep the step temporaries' heap
 
     names = [n.strip() for n in a.models.split(",") if n.strip()]
     for n in names:

@@ -8,7 +8,8 @@ import argparse
 
 from nitro_mcu.codegen.cost import fp32_backprop_bytes
 from nitro_mcu.codegen.plan import plan
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
 
 
 def main():

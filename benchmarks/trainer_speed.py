@@ -8,13 +8,14 @@ Method: each model first trains ``--warmup-steps`` steps (default: one epoch) so
 a realistic size (forward-layer weights in the thousands, where the float32 GEMM path no longer applies
 and float64 does).  That state is snapshotted; then the same ``--steps`` batches are trained from the
 snapshot ``--repeats`` times and the best time is reported.  The pure-int64 path
-(``intmath.FORCE_INT64 = True``) then trains the same batches from the same snapshot once, and the two
+(``gemm.FORCE_INT64 = True``) then trains the same batches from the same snapshot once, and the two
 final weight sets must be bit-identical.
 
 ``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
 imported).  The default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning
 worker threads collapse under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
-``--no-malloc-tune`` disables :func:`nitro_mcu.trainer.intmath.tune_malloc` (NITRO_MCU_MALLOC_TUNE=0).
+The benchmark opts in to :func:`nitro_mcu.trainer.malloc.tune_malloc`; ``--no-malloc-tune`` disables it
+(NITRO_MCU_MALLOC_TUNE=0).
 Besides the best full run, the best 10-step chunk is reported: less sensitive to other processes.
 """
 from __future__ import annotations
@@ -57,9 +58,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     import numpy as np
 
-    from nitro_mcu.trainer import intmath
+    from nitro_mcu.spec import preset
+    from nitro_mcu.trainer import gemm
     from nitro_mcu.trainer.data import load_dataset, prepare
-    from nitro_mcu.trainer.network import Model, preset
+    from nitro_mcu.trainer.malloc import tune_malloc
+    from nitro_mcu.trainer.network import Model
 
     data_dir = Path(args.data_dir)
     if any(data_dir.glob("train-images*")):
@@ -87,8 +90,7 @@ def main(argv=None) -> int:
     print(f"numpy {np.__version__}; BLAS: {_blas_info(np)}")
     print(f"BLAS threads: {_blas_threads()}  (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
           f"cpus={os.cpu_count()}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
-    tune = getattr(intmath, "tune_malloc", None)
-    print(f"malloc tuning (intmath.tune_malloc): {'on' if tune and tune() else 'off'}")
+    print(f"malloc tuning (trainer.malloc.tune_malloc): {'on' if tune_malloc() else 'off'}")
     print(f"data: {source}, {n} training images; batch {bs}; warm-up {warm} steps; "
           f"timed {args.steps} steps x {args.repeats} (best); profile {args.profile}, int{args.weight_bits} weights")
 
@@ -126,12 +128,12 @@ def main(argv=None) -> int:
                    wmax=wmax, int64_sps=float("nan"), same="skipped")
         if not args.no_int64:
             _, w_fast = run(n64)
-            old = intmath.FORCE_INT64
-            intmath.FORCE_INT64 = True
+            old = gemm.FORCE_INT64
+            gemm.FORCE_INT64 = True
             try:
                 t64, w64 = run(n64)
             finally:
-                intmath.FORCE_INT64 = old
+                gemm.FORCE_INT64 = old
             same = all(np.array_equal(w_fast[k], w64[k]) and w_fast[k].dtype == w64[k].dtype for k in w_fast)
             all_ok &= same
             row.update(int64_sps=n64 * bs / t64, same="yes" if same else "NO")

@@ -16,7 +16,8 @@ from ._version import __version__
 from .api import build, evaluate, load, load_data, refit, save, summary, train
 from .codegen import convert
 from .codegen.compiled import compile_model
-from .trainer.network import PRESETS, Model
+from .spec import PRESETS
+from .trainer.network import Model
 from .trainer.profiles import PROFILES
 
 __all__ = ["__version__", "build", "evaluate", "load", "load_data", "refit", "save", "summary", "train", "convert",

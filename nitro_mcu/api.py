@@ -9,7 +9,8 @@ import numpy as np
 from .trainer import data as D
 from . import modelfile
 from .codegen.cost import tensor_macs
-from .trainer.network import PRESETS, Model, SpecError, preset
+from .spec import PRESETS, SpecError, preset
+from .trainer.network import Model
 from .trainer.loop import History, accuracy_bp, refit_schedule
 from .trainer.loop import train as _train
 

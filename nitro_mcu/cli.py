@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 from . import api
-from .trainer.network import PRESETS
-from .trainer.profiles import PROFILES
+from .spec import PRESETS
 from .trainer.loop import format_pct
+from .trainer.malloc import tune_malloc
+from .trainer.profiles import PROFILES
 
 
 class UsageError(ValueError):
@@ -53,6 +54,7 @@ def _non_negative(s: str) -> int:
 
 
 def cmd_train(a) -> int:
+    tune_malloc()  # this process trains: keep the step temporaries' heap (opt-in; see trainer/malloc.py)
     spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
     if a.data is None and dataset != "bundled" and a.data_dir is None:
@@ -239,6 +241,7 @@ def cmd_report(a) -> int:
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
+    tune_malloc()
     return run_demo(a)
 
 

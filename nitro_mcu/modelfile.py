@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write
-from .trainer.intmath import Rng
-from .trainer.network import Model, SpecError
+from .spec import SpecError
+from .trainer.network import Model
 from .trainer.profiles import Quirks
+from .trainer.rng import Rng
 
 FORMAT = "nitro-mcu-model"
 VERSION = 1

@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nitro_mcu.trainer.data import _IDX_FILES, _find_idx, load_idx  # noqa: E402
+from nitro_mcu.trainer.data.formats import find_idx_files, load_idx  # noqa: E402
 
 
 def first_per_class(y: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test-per-class", type=int, default=100)
     args = ap.parse_args(argv)
 
-    files = {role: _find_idx(args.src, stem) for role, stem in _IDX_FILES.items()}
+    files = find_idx_files(args.src)
     missing = [r for r, p in files.items() if p is None]
     if missing:
         raise SystemExit(f"{args.src}: missing MNIST IDX files for {missing}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nitro_mcu import cli
-from nitro_mcu.trainer.network import PRESETS
+from nitro_mcu.spec import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from nitro_mcu.codegen.memory import Buffer
 from nitro_mcu.codegen.plan import CodegenError, plan
 from nitro_mcu.codegen.render import convert
 from nitro_mcu.device.harness import Session, run_host
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
 
 STRICT = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Werror"]
 
@@ -286,6 +287,7 @@ def test_wheel_install_generates_from_packaged_templates(tmp_path):
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import nitro_mcu, nitro_mcu.codegen as c;"
             "assert nitro_mcu.__file__.startswith(sys.argv[1]), nitro_mcu.__file__;"
             "print(c.template_dir());"
+            "import nitro_mcu.spec as s; assert s.schema()['title'] == 'nitro_mcu model description';"
             "c.convert(nitro_mcu.build('mlp1'), name='w').save(file=sys.argv[2])")
     r = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "out")], capture_output=True,
                        text=True, cwd=tmp_path)

@@ -4,7 +4,8 @@ import pytest
 from nitro_mcu import api
 from nitro_mcu.codegen.cost import fp32_backprop_bytes, op_macs, tensor_macs
 from nitro_mcu.codegen.plan import plan
-from nitro_mcu.trainer.network import PRESETS, Model, preset
+from nitro_mcu.spec import PRESETS, preset
+from nitro_mcu.trainer.network import Model
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

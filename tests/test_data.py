@@ -13,7 +13,8 @@ import pytest
 
 from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer.data import DataError
-from nitro_mcu.trainer.intmath import GAMMA, STREAM_DATA, Rng, tdiv
+from nitro_mcu.trainer.arith import tdiv
+from nitro_mcu.trainer.rng import GAMMA, STREAM_DATA, Rng
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

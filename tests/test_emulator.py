@@ -13,8 +13,9 @@ import pytest
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import convert
 from nitro_mcu.device.harness import HarnessError, Session, parse_results, run_mcu
-from nitro_mcu.trainer.intmath import Rng
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
+from nitro_mcu.trainer.rng import Rng
 from nitro_mcu.device.targets import get_target
 from nitro_mcu.device.verify import report, verify
 

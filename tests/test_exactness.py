@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nitro_mcu.trainer import intmath
+from nitro_mcu.trainer import arith, gemm
 from nitro_mcu.trainer import layers as L
 from nitro_mcu.trainer.data import load_dataset, prepare
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
 
@@ -39,7 +40,7 @@ def test_matmul_exact_near_float_bounds(limit, expect_kind):
         b = rng.integers(-b_max, b_max + 1, (k, n))
         a[0, :] = a_max  # extreme values: every partial sum as large as the bound allows
         b[:, 0] = b_max
-        r = intmath.matmul_exact(a, b, a_max=a_max, b_max=b_max)
+        r = gemm.matmul_exact(a, b, a_max=a_max, b_max=b_max)
         assert r.dtype.str[1:] == expect_kind
         assert (_as_int(r) == _ref_matmul(a, b)).all()
 
@@ -51,23 +52,23 @@ def test_matmul_exact_falls_back_to_int64():
     b = rng.integers(-(2**30), 2**30, (k, 6))
     a[0] = 2**20
     b[:, 0] = 2**30
-    r = intmath.matmul_exact(a, b)  # bound 2**54 >= 2**53: the int64 path
+    r = gemm.matmul_exact(a, b)  # bound 2**54 >= 2**53: the int64 path
     assert r.dtype == np.int64
     assert (_as_int(r) == _ref_matmul(a, b)).all()
     with pytest.raises(OverflowError):
-        intmath.matmul_exact(np.full((1, 4), 2**31), np.full((4, 1), 2**31))
+        gemm.matmul_exact(np.full((1, 4), 2**31), np.full((4, 1), 2**31))
 
 
 def test_matmul_exact_force_int64():
     a = np.arange(12).reshape(3, 4)
     b = np.arange(8).reshape(4, 2)
-    old = intmath.FORCE_INT64
-    intmath.FORCE_INT64 = True
+    old = gemm.FORCE_INT64
+    gemm.FORCE_INT64 = True
     try:
-        assert intmath.matmul_exact(a, b).dtype == np.int64
-        assert intmath.exact_float_dtype(10) is None and intmath.split_shift(1, 1, 1) is None
+        assert gemm.matmul_exact(a, b).dtype == np.int64
+        assert gemm.exact_float_dtype(10) is None and gemm.split_shift(1, 1, 1) is None
     finally:
-        intmath.FORCE_INT64 = old
+        gemm.FORCE_INT64 = old
 
 
 def test_split_f32_product_exact():
@@ -76,14 +77,14 @@ def test_split_f32_product_exact():
         m, k, n = int(rng.integers(1, 300)), int(rng.integers(1, 150)), int(rng.integers(1, 40))
         a_max = 128
         b_max = int(rng.integers(1, 2**21))
-        s = intmath.split_shift(a_max, b_max, k)
+        s = gemm.split_shift(a_max, b_max, k)
         if s is None:
             continue
         a = rng.integers(-a_max, a_max, (m, k))
         a[0] = -a_max
         b = rng.integers(-b_max, b_max + 1, (k, n))
         b[:, 0] = -b_max
-        r = intmath.matmul_split_f32(a.astype(np.float32), b, s)
+        r = gemm.matmul_split_f32(a.astype(np.float32), b, s)
         assert r.dtype == np.float64
         assert (_as_int(r) == _ref_matmul(a, b)).all()
 
@@ -94,7 +95,7 @@ def test_split_f32_saturating_product_is_exact_below_2_24_and_saturates_above():
     for _ in range(40):
         m, k, n = int(rng.integers(1, 300)), int(rng.integers(1, 150)), int(rng.integers(1, 40))
         b_max = int(rng.integers(2**10, 2**18))
-        s = intmath.split_shift(128, b_max, k)
+        s = gemm.split_shift(128, b_max, k)
         if s is None:
             continue
         a = rng.integers(-128, 128, (m, k))
@@ -102,7 +103,7 @@ def test_split_f32_saturating_product_is_exact_below_2_24_and_saturates_above():
         b = rng.integers(-b_max, b_max + 1, (k, n))
         b[:, 0] = -b_max
         exact = _ref_matmul(a, b)
-        z = intmath.matmul_split_f32_sat(a.astype(np.float32), b, s)
+        z = gemm.matmul_split_f32_sat(a.astype(np.float32), b, s)
         assert z.dtype == np.float32
         got = _as_int(z)
         small = np.abs(exact) < 2**24
@@ -112,7 +113,7 @@ def test_split_f32_saturating_product_is_exact_below_2_24_and_saturates_above():
         seen_small += int(small.sum())
         # what the forward pass does with it: NITRO-Scaling with 128 * SF <= 2**24 gives the exact result
         sf = min(k * 256, 2**17)
-        assert np.array_equal(L.scaling(z, sf), np.clip(intmath.tdiv(exact.astype(np.int64), sf), -127, 127))
+        assert np.array_equal(L.scaling(z, sf), np.clip(arith.tdiv(exact.astype(np.int64), sf), -127, 127))
     assert seen_big > 1000 and seen_small > 1000  # both regimes were exercised
 
 
@@ -131,19 +132,19 @@ def test_tdiv_float64_carrier():
     n[500:1000] = (rng.integers(-(2**20), 2**20, 500) * d[500:1000])  # exact multiples
     n[1000:1500] = n[500:1000] + np.where(n[500:1000] < 0, 1, -1)  # just inside a multiple
     n[1500:1600] = -(d[1500:1600] - 1)  # small negatives: truncate to 0
-    q = intmath.tdiv(n.astype(np.float64), d)
+    q = arith.tdiv(n.astype(np.float64), d)
     assert q.dtype == np.int64
     assert q.tolist() == [_tdiv_ref(int(a), int(b)) for a, b in zip(n, d)]
     for sd in (1, 3, 7, 256, 1000, 327680):  # scalar divisors
-        assert intmath.tdiv(n.astype(np.float64), sd).tolist() == [_tdiv_ref(int(a), sd) for a in n]
+        assert arith.tdiv(n.astype(np.float64), sd).tolist() == [_tdiv_ref(int(a), sd) for a in n]
 
 
 def test_tdiv_float32_carrier_and_scaling():
     rng = np.random.default_rng(3)
     n = rng.integers(-(2**24) + 1, 2**24, 5000)
     for sd in (3, 256, 2304, 200704):
-        assert intmath.tdiv(n.astype(np.float32), sd).tolist() == [_tdiv_ref(int(a), sd) for a in n]
-        ref = np.clip(intmath.tdiv(n, sd), -127, 127).astype(np.int8)
+        assert arith.tdiv(n.astype(np.float32), sd).tolist() == [_tdiv_ref(int(a), sd) for a in n]
+        ref = np.clip(arith.tdiv(n, sd), -127, 127).astype(np.int8)
         assert np.array_equal(L.scaling(n.astype(np.float32), sd), ref)
         assert np.array_equal(L.scaling(n.astype(np.float64), sd), ref)
         assert np.array_equal(L.scaling(n, sd), ref)
@@ -156,7 +157,7 @@ def test_relu_forward_tables_match_the_formula(shape):
         s = np.random.default_rng(slope).integers(-128, 128, size=shape).astype(np.int8)
         s.reshape(-1)[:2] = [-128, 127]
         s64 = s.astype(np.int64)
-        ref = np.maximum(s64, 0) + intmath.tdiv(np.clip(s64, -127, 0), slope) - L.RELU_MEAN[slope]
+        ref = np.maximum(s64, 0) + arith.tdiv(np.clip(s64, -127, 0), slope) - L.RELU_MEAN[slope]
         got = L.relu_forward(s, slope)
         assert got.shape == s.shape and got.dtype == np.int8 and np.array_equal(got, ref)
         assert np.array_equal(L.relu_forward(s.astype(np.int16), slope), ref)
@@ -189,15 +190,15 @@ def batches():
 
 
 def _train(name, profile, bits, batches, steps, force, weights=None, lr_inv=512):
-    old = intmath.FORCE_INT64
-    intmath.FORCE_INT64 = force
+    old = gemm.FORCE_INT64
+    gemm.FORCE_INT64 = force
     try:
         m = Model(preset(name), profile, weight_bits=bits, seed=1, weights=weights)
         for x, y in batches[:steps]:
             m.train_step(x, y, lr_inv)
         return m.weights
     finally:
-        intmath.FORCE_INT64 = old
+        gemm.FORCE_INT64 = old
 
 
 def _grown(name, profile, bits, factor):
@@ -227,8 +228,8 @@ def test_training_bit_identical_to_int64(name, profile, bits, batches):
 def test_grown_cnn_weights_take_the_saturating_split_path(batches, monkeypatch):
     """The bit-identity runs above cover matmul_split_f32_sat only if a conv block takes it: check it does."""
     calls = []
-    real = intmath.matmul_split_f32_sat
-    monkeypatch.setattr(intmath, "matmul_split_f32_sat", lambda *a: calls.append(a[0].shape) or real(*a))
+    real = gemm.matmul_split_f32_sat
+    monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: calls.append(a[0].shape) or real(*a))
     _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 150))
     assert calls
 
@@ -239,7 +240,7 @@ def test_fallbacks_inside_fast_path(name, limit, batches, monkeypatch):
     """A lowered float64 limit makes some products fall back to int64 mid-step: still bit-identical."""
     w0 = _grown(name, "default", 32, 150)
     ref = _train(name, "default", 32, batches, 3, True, w0)
-    monkeypatch.setattr(intmath, "_F64_EXACT", limit)
+    monkeypatch.setattr(gemm, "F64_EXACT", limit)
     fast = _train(name, "default", 32, batches, 3, False, w0)
     for k in ref:
         assert np.array_equal(fast[k], ref[k]), k

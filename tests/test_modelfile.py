@@ -12,9 +12,10 @@ import pytest
 
 import nitro_mcu as nm
 from nitro_mcu import modelfile
-from nitro_mcu.trainer.intmath import Rng
 from nitro_mcu.modelfile import ModelFileError
-from nitro_mcu.trainer.network import Model, preset
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
+from nitro_mcu.trainer.rng import Rng
 from nitro_mcu.trainer.profiles import DEFAULT
 
 

@@ -15,8 +15,9 @@ import pytest
 import nitro_mcu as nm
 from nitro_mcu.trainer import layers as L
 from nitro_mcu.trainer.blocks import output_error
-from nitro_mcu.trainer.intmath import Rng
-from nitro_mcu.trainer.network import PRESETS, Model, SpecError, preset
+from nitro_mcu.spec import PRESETS, SpecError, preset
+from nitro_mcu.trainer.network import Model
+from nitro_mcu.trainer.rng import Rng
 from nitro_mcu.trainer.profiles import DEFAULT, REFERENCE, Quirks, get_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -525,7 +526,8 @@ def test_rng_matches_the_scalar_definition():
 def test_geometry_and_label_errors_are_spec_errors_naming_the_problem():
     import numpy as np
 
-    from nitro_mcu.trainer.network import Model, SpecError
+    from nitro_mcu.spec import SpecError
+    from nitro_mcu.trainer.network import Model
 
     with pytest.raises(SpecError, match="does not fit a 4x4 input"):
         Model(dict(kind="cnn", input_shape=[1, 4, 4], num_classes=10, features=[["conv", 4, 7, 1, 0]]))

@@ -9,8 +9,8 @@ import pytest
 import nitro_mcu as nm
 from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer import loop as training
-from nitro_mcu.trainer.intmath import Rng
 from nitro_mcu.trainer.network import Model
+from nitro_mcu.trainer.rng import Rng
 from nitro_mcu.trainer.optim import Monitor, Schedule
 from nitro_mcu.trainer.loop import EpochRecord, History, accuracy_bp
 
@@ -64,7 +64,7 @@ def test_same_seed_gives_identical_runs():
 
 
 def test_same_seed_identical_with_dropout_and_augmentation():
-    spec = dict(nm.trainer.network.preset("mlp1"), dropout=0.1)
+    spec = dict(nm.spec.preset("mlp1"), dropout=0.1)
     runs = []
     for _ in range(2):
         data = subset(nm.load_data("bundled", seed=1), 512)

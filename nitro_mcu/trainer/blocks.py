@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import intmath
+from . import gemm
 from . import layers as L
-from .intmath import max_abs, wrap_int8
+from .arith import max_abs, wrap_int8
 from .optim import sgd_update
 
 
@@ -160,7 +160,7 @@ class ConvBlock:
         w = weights[self.name + ".fwd"]
         x_max = _dtype_bound(x)
         z = cols = None
-        if not intmath.FORCE_INT64:
+        if not gemm.FORCE_INT64:
             z, cols = self._forward_float(x, w, x_max if x_max is not None else max_abs(x))
         if z is None:
             cols = L.im2col(x, self.k, self.pad)
@@ -178,7 +178,7 @@ class ConvBlock:
         """
         b, f, kk = x.shape[0], self.c_out, self.fan_in
         w_max = max_abs(w)
-        dt = intmath.exact_float_dtype(x_max * w_max * kk)
+        dt = gemm.exact_float_dtype(x_max * w_max * kk)
         if dt is None:
             return None, None
         cols = L.im2col(x, self.k, self.pad)
@@ -186,15 +186,15 @@ class ConvBlock:
         if dt == np.float32:
             z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
         else:
-            sh = intmath.split_shift(x_max, w_max, kk)
+            sh = gemm.split_shift(x_max, w_max, kk)
             if sh is None:
                 z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
-            elif 128 * self.sf <= intmath._F32_EXACT:
+            elif 128 * self.sf <= gemm.F32_EXACT:
                 # NITRO-Scaling saturates at |z| >= 128*SF, within float32's exact range: exactness beyond
                 # 2**24 is not needed (see matmul_split_f32_sat)
-                z = intmath.matmul_split_f32_sat(cols.astype(np.float32), w2, sh)
+                z = gemm.matmul_split_f32_sat(cols.astype(np.float32), w2, sh)
             else:
-                z = intmath.matmul_split_f32(cols.astype(np.float32), w2, sh)
+                z = gemm.matmul_split_f32(cols.astype(np.float32), w2, sh)
         return z.reshape(b, self.h_out, self.w_out, f), cols
 
     def head_input(self, h, with_idx=False):
@@ -215,7 +215,7 @@ class ConvBlock:
         w = weights[name]
         amp = hp.lr_amp_factor * self.amp_scale
         grad = None
-        if self.pool is not None and delta.dtype.kind == "f" and not intmath.FORCE_INT64:
+        if self.pool is not None and delta.dtype.kind == "f" and not gemm.FORCE_INT64:
             grad = self._sparse_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
         if grad is None:
             grad = self._dense_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
@@ -271,7 +271,7 @@ class ConvBlock:
             d[~valid.reshape(c, n)] = 0
         d_max = max_abs(d)
         if p.kh * p.kw > _SPARSE_MIN_WINDOW:
-            if d_max * x_max * n >= intmath._F64_EXACT:
+            if d_max * x_max * n >= gemm.F64_EXACT:
                 return None
             # Gather and widen a few channels at a time: one [C, n, K] float64 block can be many MB, and
             # streaming it through memory cost ~3x more than chunks that stay in cache (1 MiB each).
@@ -283,7 +283,7 @@ class ConvBlock:
                 np.matmul(d[f:f + step, None, :], g, out=out[f:f + step])
             return out.reshape(w_shape)
         # Small windows: scatter the few non-zeros into a dense [B*H*W, C] error and run one GEMM.
-        if d_max * x_max * (b * hh * ww) >= intmath._F64_EXACT:
+        if d_max * x_max * (b * hh * ww) >= gemm.F64_EXACT:
             return None
         ch = np.broadcast_to(np.arange(c)[:, None], (c, n))
         dense = np.zeros((b * hh * ww, c), dtype=np.float64)

@@ -2,13 +2,14 @@
 
 Functions, not objects: each takes NumPy integer arrays and returns new ones, so the block code reads
 like the specification and the C templates can mirror it line by line.  All products go through
-:func:`nitro_mcu.trainer.intmath.matmul_exact`, so sums are exact (the contract's accumulator is int64).
+:func:`nitro_mcu.trainer.gemm.matmul_exact`, so sums are exact (the contract's accumulator is int64).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .intmath import INT16_MIN, isqrt, matmul_exact, tdiv
+from .arith import INT16_MIN, isqrt, tdiv
+from .gemm import matmul_exact
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (algorithm.md §2.4, §4.4).
 RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
@@ -80,11 +81,11 @@ def scaling(z: np.ndarray, sf: int, overwrite: bool = False) -> np.ndarray:
     """clip(tdiv(z, SF), -127, 127) as int8; backward is the identity.
 
     Float carriers (exact integers, |z| < 2**24 for float32, < 2**53 for float64, as
-    :func:`~nitro_mcu.trainer.intmath.matmul_exact` returns) take a two-pass route: clip z to +-(128*SF - 1),
+    :func:`~nitro_mcu.trainer.gemm.matmul_exact` returns) take a two-pass route: clip z to +-(128*SF - 1),
     then divide and let the float->int8 cast truncate toward zero (C semantics).  Exact because
     (1) tdiv is monotone and the clip bounds are integers, so clipping z first to the widest range whose
     quotient still truncates into [-127, 127] changes nothing after the final clip; (2) trunc(z / SF) of
-    the correctly rounded quotient is tdiv (the proof in :func:`~nitro_mcu.trainer.intmath.tdiv`), and the
+    the correctly rounded quotient is tdiv (the proof in :func:`~nitro_mcu.trainer.arith.tdiv`), and the
     quotient lies in (-128, 128), so the cast is defined.  If 128*SF - 1 is beyond the exactness limit
     no clip is needed at all (|z| is below it).  ``overwrite`` lets the clip reuse z's memory.
     """
@@ -147,7 +148,7 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
     the forward bounds guarantee.
 
     A float ``delta`` (exact integers below 2**53) stays float: trunc(delta / alpha_inv) is tdiv by the
-    argument in :func:`~nitro_mcu.trainer.intmath.tdiv`, and trunc leaves the other (integer) entries as they
+    argument in :func:`~nitro_mcu.trainer.arith.tdiv`, and trunc leaves the other (integer) entries as they
     are.  ``overwrite`` lets it work in delta's memory.
     """
     if delta.dtype.kind == "f":

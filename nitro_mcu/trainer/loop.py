@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import augment as augment_batch
+from .data.augmentation import augment as augment_batch
 from .network import Model
 from .optim import Schedule
 

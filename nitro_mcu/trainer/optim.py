@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .intmath import max_abs, saturate, tdiv
+from .arith import max_abs, saturate, tdiv
 
 
 def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv: int, weight_bits: int):
@@ -28,7 +28,7 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
 def _sgd_update_float(w, grad, lr_amp: int, decay_inv: int, weight_bits: int):
     """:func:`sgd_update` for a float gradient holding exact integers (|G| < 2**53), all in float64.
 
-    Exactness: trunc(G / (lr*amp)) and trunc(W / decay) are tdiv (argument in intmath.tdiv; |W| < 2**31);
+    Exactness: trunc(G / (lr*amp)) and trunc(W / decay) are tdiv (argument in arith.tdiv; |W| < 2**31);
     every later value is an integer of magnitude <= |G|/(lr*amp) + 2 * 2**31, below 2**53 whenever
     lr*amp >= 2 (else the bound is checked), so the sum, difference and clip are exact too, and the
     final cast of an in-range integer is exact.  Returns None when the bound cannot be shown.

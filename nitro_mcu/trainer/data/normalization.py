@@ -1,0 +1,82 @@
+"""Integer input normalisation (algorithm.md §5.1): per-channel statistics and the uint8 -> int8 lookup table.
+
+With x = pixel - 128:  mu_c = tdiv(sum x, count),  mad_c = tdiv(sum |x - mu_c|, count), and
+pixel -> clip(tdiv((pixel - 128 - mu_c) * 51, mad_c), -128, 127).  No float anywhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arith import tdiv
+from .errors import DataError
+
+NORM_CENTRE = 128  # pixel - 128
+NORM_CONSTANT = 51  # 51 ~ 64 / 1.25: targets a standard deviation of ~64
+
+
+def _check_images(x, what: str = "images") -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{what} must be a NumPy uint8 array, got {type(x).__name__}")
+    if x.dtype != np.uint8:
+        kind = "float" if np.issubdtype(x.dtype, np.floating) else str(x.dtype)
+        raise DataError(f"{what} must be uint8 pixels, got {kind} ({x.dtype}); no floats in the data path")
+    if x.ndim != 4:
+        raise DataError(f"{what} must be 4-D [N, C, H, W], have shape {list(x.shape)}")
+    return x
+
+
+def compute_norm_stats(x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel integer statistics of uint8 images [N, C, H, W] (§5.1), as int64 arrays [C].
+
+    With x = pixel - 128:  mu_c = int_mean(x over N,H,W) = tdiv(sum x, count);
+    mad_c = int_mean(|x - mu_c|).  Sums are exact (int64); computed from a 256-bin pixel histogram,
+    which gives the same sums as the element-wise definition.
+    """
+    x = _check_images(x_uint8)
+    n, c = x.shape[0], x.shape[1]
+    if n == 0:
+        raise DataError("cannot compute normalisation statistics of 0 images")
+    count = n * x.shape[2] * x.shape[3]
+    centred = np.arange(256, dtype=np.int64) - NORM_CENTRE
+    mu = np.zeros(c, dtype=np.int64)
+    mad = np.zeros(c, dtype=np.int64)
+    for ch in range(c):
+        hist = np.bincount(x[:, ch].reshape(-1), minlength=256).astype(np.int64)
+        m = tdiv(int(hist @ centred), count)
+        mu[ch] = m
+        mad[ch] = tdiv(int(hist @ np.abs(centred - m)), count)
+    return mu, mad
+
+
+def _as_stats(v, c: int, what: str) -> np.ndarray:
+    a = np.asarray(v)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"normalisation {what} must be integers, got {a.dtype}")
+    a = a.astype(np.int64).reshape(-1)
+    if a.shape[0] != c:
+        raise DataError(f"normalisation {what} has {a.shape[0]} entries for {c} channels")
+    return a
+
+
+def normalization_lut(mu, mad) -> np.ndarray:
+    """int8 table [C, 256]: lut[c, p] = clip(tdiv((p - 128 - mu_c) * 51, mad_c), -128, 127)."""
+    mu = np.asarray(mu, dtype=np.int64).reshape(-1)
+    mad = np.asarray(mad, dtype=np.int64).reshape(-1)
+    if np.any(mad <= 0):
+        raise DataError(f"normalisation mad must be positive, got {mad.tolist()} (constant images?)")
+    centred = np.arange(256, dtype=np.int64)[None, :] - NORM_CENTRE - mu[:, None]
+    return np.clip(tdiv(centred * NORM_CONSTANT, mad[:, None]), -128, 127).astype(np.int8)
+
+
+def normalize(x_uint8: np.ndarray, mu, mad) -> np.ndarray:
+    """uint8 images [N, C, H, W] -> int8: clip(tdiv((pixel - 128 - mu_c) * 51, mad_c), -128, 127).
+
+    tdiv truncates toward zero (C ``/``).  Implemented as a per-channel 256-entry lookup table.
+    """
+    x = _check_images(x_uint8)
+    c = x.shape[1]
+    lut = normalization_lut(_as_stats(mu, c, "mu"), _as_stats(mad, c, "mad"))
+    out = np.empty(x.shape, dtype=np.int8)
+    for ch in range(c):
+        out[:, ch] = lut[ch][x[:, ch]]
+    return out

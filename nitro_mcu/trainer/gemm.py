@@ -1,0 +1,114 @@
+"""Exact integer matrix products on float BLAS: the carriers and the proofs that make them exact.
+
+float64 represents every integer of magnitude <= 2**53 exactly, and BLAS sums of such integers stay exact
+as long as every partial sum does too; we require the bound on the *sum of magnitudes* (|a|max * |b|max * K).
+float32 gives the same argument below 2**24.  Every result here is an exact integer (or, for
+:func:`matmul_split_f32_sat`, exact wherever a saturating consumer can tell), so :func:`~nitro_mcu.trainer.arith.tdiv`,
+comparisons and casts treat it like int64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .arith import max_abs
+
+F64_EXACT = 2**53
+F32_EXACT = 2**24
+
+# Tests and benchmarks/trainer_speed.py flip this to prove the float paths bit-identical to pure int64; every
+# caller reads it as ``gemm.FORCE_INT64`` at call time.
+FORCE_INT64 = False
+
+
+def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: int | None = None) -> np.ndarray:
+    """Exact integer product ``a @ b``: float64 holding exact integers, or int64.
+
+    Uses float32 (bound < 2**24) or float64 (bound < 2**53) BLAS when |a|max * |b|max * K proves every
+    partial sum exact,
+    otherwise (or with FORCE_INT64) falls back to int64, itself checked against 2**63.  Callers treat
+    both results alike: :func:`~nitro_mcu.trainer.arith.tdiv`, comparisons and casts are exact on either.
+    """
+    k = a.shape[-1]
+    a_max = max_abs(a) if a_max is None else a_max
+    b_max = max_abs(b) if b_max is None else b_max
+    bound = a_max * b_max * k
+    if FORCE_INT64:
+        pass
+    elif bound < F32_EXACT:
+        return np.matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False))
+    elif bound < F64_EXACT:
+        return np.matmul(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False))
+    if bound >= 2**63:
+        raise OverflowError(f"integer product bound {bound} exceeds int64")
+    return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
+
+
+def exact_float_dtype(bound: int):
+    """The narrowest float type whose BLAS sums are exact for a product bound (|a|max*|b|max*K), else None.
+
+    None also under FORCE_INT64, so every caller falls back to its pure-int64 code.
+    """
+    if FORCE_INT64:
+        return None
+    if bound < F32_EXACT:
+        return np.float32
+    if bound < F64_EXACT:
+        return np.float64
+    return None
+
+
+def split_shift(a_max: int, b_max: int, k: int) -> int | None:
+    """A shift s for the two-GEMM float32 product of :func:`matmul_split_f32`, or None.
+
+    With hi = b >> s (floor) and lo = b - hi * 2**s (so 0 <= lo < 2**s), both partial products
+    a @ hi and a @ lo are float32-exact when a_max * k * max(|hi|max, |lo|max) < 2**24, i.e. when
+    a_max * k * (2**s - 1) < 2**24 and a_max * k * ((b_max >> s) + 1) < 2**24.  The smallest such s
+    is returned.  The recombination hi_res * 2**s + lo_res is done in float64 and is exact because
+    |a @ b| <= a_max * b_max * k < 2**53 (also required here).
+    """
+    if FORCE_INT64 or a_max * b_max * k >= F64_EXACT:
+        return None
+    base = a_max * k
+    for s in range(1, 31):
+        if base * ((1 << s) - 1) >= F32_EXACT:
+            return None
+        if base * ((b_max >> s) + 1) < F32_EXACT:
+            return s
+    return None
+
+
+def matmul_split_f32(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
+    """Exact ``a @ b`` as float64 from ONE float32 GEMM against [hi | lo] (see :func:`split_shift`).
+
+    ``a32`` is float32 holding exact integers, ``b`` an integer matrix [K, N]; ``s`` must come from
+    ``split_shift(|a32|max, |b|max, K)``.  Float32 BLAS is several times faster than float64 for the
+    narrow conv GEMMs, so two exact float32 halves beat one float64 product.
+    """
+    r, n = _split_gemm(a32, b, s)
+    z = np.multiply(r[..., :n], float(1 << s), dtype=np.float64)
+    z += r[..., n:]
+    return z
+
+
+def _split_gemm(a32: np.ndarray, b: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+    """One float32 GEMM of ``a32`` against [hi | lo] of b (hi = b >> s, lo = b - hi * 2**s); -> (result, N)."""
+    bi = b.astype(np.int64)
+    hi = bi >> s
+    lo = bi - (hi << s)
+    return np.matmul(a32, np.concatenate([hi, lo], axis=1).astype(np.float32)), b.shape[1]
+
+
+def matmul_split_f32_sat(a32: np.ndarray, b: np.ndarray, s: int) -> np.ndarray:
+    """``a @ b`` as float32 from one GEMM against [hi | lo]: exact where |a @ b| < 2**24, else of the right
+    sign and magnitude >= 2**24.  Only for a consumer that saturates below 2**24 (NITRO-Scaling with
+    128 * SF <= 2**24): to it the result is as good as the exact product.
+
+    hi_res * 2**s is exact (a power-of-two scaling of an exact integer below 2**24 * 2**s, no overflow)
+    and so is lo_res; their float32 sum is correctly rounded, hence exact whenever the true sum is an
+    integer below 2**24, and rounding is monotone with 2**24 representable, so a true sum at or beyond
+    2**24 cannot round to below it.  Saves the float64 recombination of :func:`matmul_split_f32`.
+    """
+    r, n = _split_gemm(a32, b, s)
+    z = np.multiply(r[..., :n], np.float32(1 << s))
+    z += r[..., n:]
+    return z
