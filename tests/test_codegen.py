@@ -12,10 +12,10 @@ from golden_cases import CASES, MaskFeeder, build_golden_model
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import CodegenError, convert, fp32_backprop_bytes, plan
 from nitro_mcu.codegen.compiled import compile_model
-from nitro_mcu.device.harness import Session, run_host
+from nitro_mcu.device.flags import STRICT_CFLAGS as STRICT
+from nitro_mcu.device.harness import run_host_harness
+from nitro_mcu.device.protocol import Session
 from nitro_mcu.trainer.network import Model, preset
-
-STRICT = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Wshadow", "-Werror"]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_generated_training_runs_clean_under_ubsan_and_asan(bundled, cc):
             model.train_step(x, y, 512)
         s.predict(bundled.x_test[:50])
         s.weights()
-        res = run_host(conv, s, cc=cc, sanitize=True)
+        res = run_host_harness(conv, s, cc=cc, sanitize=True)
         weights, rng, lr = res[-1]
         for k, w in model.weights.items():
             np.testing.assert_array_equal(weights[k], w, err_msg=k)
