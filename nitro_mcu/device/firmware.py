@@ -125,8 +125,8 @@ def build_firmware(sources: Iterable["str | Path"], target: "str | Target", out_
 def build_key(cmd: Sequence[str], out_dir: "str | Path", generated: Mapping[str, "str | bytes"] = {}) -> str:
     """The cache key of the cross build ``cmd``: its argv, the compiler's version and every file it reads.
 
-    Read are the ``.c`` sources, the ``.h`` files of each ``-I`` folder and the ``.ld`` files of each
-    ``-L`` folder and of ``-T``.  Files of ``out_dir`` come from ``generated`` (name -> contents): on a
+    Read are the sources (every argument that is not an option), the ``.h`` files of each ``-I`` folder
+    and the ``.ld`` files of each ``-L`` folder and of ``-T``.  Files of ``out_dir`` come from ``generated`` (name -> contents): on a
     cache miss they are written there only after the key is known.
     """
     out_dir = Path(out_dir)
