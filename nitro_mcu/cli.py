@@ -222,7 +222,7 @@ def cmd_verify(a) -> int:
 def cmd_report(a) -> int:
     from .fileio import atomic_write
     from .device.targets import get_target
-    from .device.verify import plot_report, report, report_json, report_text
+    from .device.report import plot_report, report, report_json, report_text
 
     get_target(a.target)
     model, data = _model_and_data(a)

@@ -11,7 +11,8 @@ from .trainer.loop import format_pct
 def run_demo(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
     from .fileio import atomic_write
-    from .device.verify import plot_report, report, report_json, report_text, verify
+    from .device.report import plot_report, report, report_json, report_text
+    from .device.verify import verify
 
     t0 = time.perf_counter()
     out = Path(a.out)

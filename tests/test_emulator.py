@@ -12,12 +12,14 @@ import pytest
 
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import convert
-from nitro_mcu.device.harness import HarnessError, Session, parse_results, run_mcu
+from nitro_mcu.device.harness import run_mcu
+from nitro_mcu.device.protocol import HarnessError, Session, parse_results
+from nitro_mcu.device.report import report
 from nitro_mcu.spec import preset
 from nitro_mcu.trainer.network import Model
 from nitro_mcu.trainer.rng import Rng
 from nitro_mcu.device.targets import get_target
-from nitro_mcu.device.verify import report, verify
+from nitro_mcu.device.verify import verify
 
 K_STEPS = 20
 TINY = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16], fwd_decay_inv=12000, head_decay_inv=3000)
@@ -126,7 +128,7 @@ def test_crash_timeout_and_garbled_output_are_errors(bundled):
 
 def test_instruction_counts_of_qemu_plugin_equal_unicorn():
     from nitro_mcu.device.harness import build_mcu
-    from nitro_mcu.device.targets import run_qemu
+    from nitro_mcu.device.qemu import run_qemu
     from nitro_mcu.device.unicorn import run_unicorn
 
     model = Model(TINY, "default", 16, seed=3)

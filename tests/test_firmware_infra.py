@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nitro_mcu.device import targets as T
-from nitro_mcu.device.targets import EmulatorError, NoFloatProofError, ToolchainError
+from nitro_mcu import device as T
+from nitro_mcu.device import EmulatorError, NoFloatProofError, ToolchainError, toolchain
 
 REPO = Path(__file__).resolve().parent.parent
 FW = REPO / "firmware"
@@ -102,7 +102,7 @@ def test_check_toolchain_ok():
                                              ("arm-none-eabi-objdump", "binutils-arm-none-eabi")])
 def test_check_toolchain_missing(monkeypatch, missing, package):
     real = shutil.which
-    monkeypatch.setattr(T.shutil, "which", lambda n, *a, **k: None if n == missing else real(n, *a, **k))
+    monkeypatch.setattr(shutil, "which", lambda n, *a, **k: None if n == missing else real(n, *a, **k))
     with pytest.raises(ToolchainError) as ei:
         T.check_toolchain()
     msg = str(ei.value)
@@ -110,14 +110,14 @@ def test_check_toolchain_missing(monkeypatch, missing, package):
 
 
 def test_check_toolchain_missing_newlib(monkeypatch):
-    monkeypatch.setattr(T, "_checked", set())
+    monkeypatch.setattr(toolchain, "_checked", set())
     real_run = subprocess.run
 
     def fake_run(cmd, *a, **k):
         if any("-print-file-name=libc_nano.a" in str(c) for c in cmd):
             return subprocess.CompletedProcess(cmd, 0, "libc_nano.a\n", "")
         return real_run(cmd, *a, **k)
-    monkeypatch.setattr(T.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(ToolchainError, match="libnewlib-arm-none-eabi"):
         T.check_toolchain()
 

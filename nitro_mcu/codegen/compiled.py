@@ -8,49 +8,40 @@ The shared library is built with the host C compiler (``cc``/``gcc``) and cached
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import Converted, convert
+from ..device.cache import cache_dir, input_key
+from ..device.flags import HOST_SHARED_CFLAGS
+from ..device.toolchain import compiler_version
 from ..trainer.network import Model
-
-HOST_CFLAGS = ["-std=c11", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion",
-               "-Werror", "-DNITRO_TEST_HOOKS"]
 
 
 class CompileError(RuntimeError):
     pass
 
 
-def _cache_dir() -> Path:
-    d = Path(os.environ.get("NITRO_MCU_CACHE", Path(tempfile.gettempdir()) / "nitro_mcu_cache"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path:
-    """Write the sources and compile them into a shared library; returns its path (cached)."""
+    """Write the sources and compile them into a shared library; returns its path (cached).
+
+    The cache key covers the sources, the compiler, all flags and the compiler's version string."""
     cc = cc or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise CompileError("no host C compiler found (apt-get install gcc)")
-    h = hashlib.sha256()
-    for k in sorted(conv.sources):
-        h.update(k.encode() + conv.sources[k].encode())
-    h.update(" ".join([cc, *HOST_CFLAGS, *extra_flags]).encode())
-    out = _cache_dir() / f"{conv.plan.name}_{h.hexdigest()[:16]}"
+    flags = [*HOST_SHARED_CFLAGS, *extra_flags]
+    out = cache_dir() / f"{conv.plan.name}_{input_key([cc, *flags], conv.sources, compiler_version(cc))}"
     lib = out / f"lib{conv.plan.name}.so"
     if lib.is_file():
         return lib
     out.mkdir(parents=True, exist_ok=True)
     conv.save(file=out)
     tmp = out / f".lib{conv.plan.name}.so.{os.getpid()}"
-    cmd = [cc, *HOST_CFLAGS, *extra_flags, "-o", str(tmp), str(out / f"{conv.plan.name}.c")]
+    cmd = [cc, *flags, "-o", str(tmp), str(out / f"{conv.plan.name}.c")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompileError(f"compiling the generated C failed: {proc.stderr.strip().splitlines()[0] if proc.stderr else ''}"

@@ -7,26 +7,12 @@ and inference (dropout is the identity), hence ``x_train`` and ``x_infer``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Union
+from typing import ClassVar, NamedTuple, Union
 
 import numpy as np
 
 from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
 from .memory import Buffer
-
-
-class ByKey:
-    """Read access by key (``op["kind"]``, ``t.get("count")``) for the device wing, which still reads ops
-    and tensors that way; drop once nitro_mcu/device reads attributes."""
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
 
 
 @dataclass(frozen=True)
@@ -100,7 +86,7 @@ class LinearFwd(FwdFn):
 
 
 @dataclass(frozen=True, eq=False)
-class WeightTensor(ByKey):
+class WeightTensor:
     """One weight tensor as emitted: C name, shape, flat values and its init/SGD constants."""
 
     name: str
@@ -112,7 +98,7 @@ class WeightTensor(ByKey):
 
 
 @dataclass(kw_only=True)
-class LayerOp(ByKey):
+class LayerOp:
     """An op with weights: its forward wrapper and accumulator in each schedule and, when training, its
     error buffer.  The training-only fields are None in an inference plan."""
 
@@ -165,7 +151,7 @@ class LinearOp(BlockOp):
 
 
 @dataclass(kw_only=True)
-class MaxPoolOp(ByKey):
+class MaxPoolOp:
     """A between-block max-pool; in training it may also apply the previous block's ReLU."""
 
     kind: ClassVar[str] = "maxpool"
@@ -181,7 +167,7 @@ class MaxPoolOp(ByKey):
 
 
 @dataclass(kw_only=True)
-class DropoutOp(ByKey):
+class DropoutOp:
     """A training-only dropout site (inference skips it)."""
 
     kind: ClassVar[str] = "dropout"

@@ -13,14 +13,14 @@ unicorn, capstone and pyelftools are imported lazily:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
 
-from .targets import EmulatorError, Target, get_target, SENTINEL_RE
+from .protocol import EmulatorError, RunResult, sentinel_status
+from .targets import Target, get_target
 
-__all__ = ["UnicornResult", "run_unicorn", "UnicornMissingError"]
+__all__ = ["run_unicorn", "UnicornMissingError"]
 
 SEMIHOST_BKPT = 0xBEAB          # Thumb encoding of bkpt 0xAB
 EXIT_SENTINEL = "__nitro_exit__"
@@ -43,22 +43,6 @@ def _imports():
     return unicorn, arm, capstone, ELFFile
 
 
-@dataclasses.dataclass
-class UnicornResult:
-    stdout: str
-    exit_status: int | None
-    sentinel_found: bool
-    sentinel_status: int | None
-    insns_total: int
-    insns_region: int
-    regions: int
-    wall_s: float
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
 def _page_align(lo: int, hi: int, page: int = 0x1000) -> tuple[int, int]:
     lo &= ~(page - 1)
     hi = (hi + page - 1) & ~(page - 1)
@@ -67,7 +51,7 @@ def _page_align(lo: int, hi: int, page: int = 0x1000) -> tuple[int, int]:
 
 def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Path | None" = None,
                 timeout: float = 60, *, max_insns: int = 0, check: bool = True,
-                expect_status: int = 0) -> UnicornResult:
+                expect_status: int = 0) -> RunResult:
     """Run ``elf`` on Unicorn's model of ``target``'s core; returns output and counts.
 
     Semihosting file paths are relative to ``cwd`` (default: the ELF's folder).  UART output
@@ -280,12 +264,9 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
                 fh.close()
 
     stdout = "".join(out)
-    m = None
-    for m in SENTINEL_RE.finditer(stdout):
-        pass
-    res = UnicornResult(stdout=stdout, exit_status=st["exit"], sentinel_found=m is not None,
-                        sentinel_status=int(m.group(1)) if m else None, insns_total=st["count"],
-                        insns_region=st["region"], regions=st["regions"], wall_s=time.monotonic() - t0)
+    res = RunResult(stdout=stdout, stderr="", exit_status=st["exit"], sentinel_status=sentinel_status(stdout),
+                    cmd=["unicorn", t.unicorn_cpu, str(elf)], wall_s=time.monotonic() - t0, insns_total=st["count"],
+                    insns_region=st["region"], regions=st["regions"], timed_out=timed_out)
     if check:
         where = f"{elf.name} on Unicorn {t.unicorn_cpu}"
         if timed_out:

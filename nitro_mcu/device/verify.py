@@ -1,24 +1,22 @@
-"""Train on the emulated microcontroller, prove it equals Python, and measure what it costs.
+"""Train on the emulated microcontroller and prove it equals Python.
 
 :func:`verify` generates the C, builds the harness firmware for a target, runs K training steps and N
 predictions in the emulator and compares every weight tensor, the PRNG state and the scores with the
-NumPy trainer doing the same steps.  :func:`report` measures flash, static RAM, stack and instructions
-(QEMU TCG plugin), per inference, per training step and per layer.
+NumPy trainer doing the same steps.
 """
 from __future__ import annotations
 
 import copy
-import json
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..codegen import Converted, convert
-from .harness import HarnessError, Session, run_mcu
 from ..trainer.network import Model
+from .harness import McuRun, run_mcu
+from .protocol import Session
+from .renode import run_renode
 
 
 @dataclass
@@ -75,7 +73,8 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _batches(data, steps: int, batch: int):
+def batches(data, steps: int, batch: int):
+    """The ``steps`` training batches that the device and Python both see."""
     n = len(data.x_train)
     if n < batch:
         raise ValueError(f"the training data ({n} images) is smaller than one batch ({batch})")
@@ -97,7 +96,7 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     py = copy.deepcopy(model)
     lr = py.spec["lr_inv"]
     py_correct = []
-    for s, (x, y) in enumerate(_batches(data, steps, batch)):
+    for s, (x, y) in enumerate(batches(data, steps, batch)):
         if lr_schedule and s in lr_schedule:
             lr = lr_schedule[s]
             session.lr(lr)
@@ -108,7 +107,7 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     if predictions:
         session.predict(xp)
     session.weights()
-    res = _run(conv, session, target, emulator, timeout)
+    res = run_session(conv, session, target, emulator, timeout)
     results = res.results
     dev_weights, dev_rng, _ = results[-1]
     rep = VerifyReport(target, emulator, steps, batch, len(xp), seconds=0.0, stack_bytes=res.stack_bytes)
@@ -135,211 +134,12 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     return rep
 
 
-def _run(conv: Converted, session: Session, target: str, emulator: str, timeout: float, count_insns=False,
-         profile_ops=False):
+def run_session(conv: Converted, session: Session, target: str, emulator: str, timeout: float, count_insns=False,
+                profile_ops=False) -> McuRun:
+    """Run ``session`` on the harness firmware in ``emulator`` (qemu or renode)."""
     if emulator == "qemu":
         return run_mcu(conv, session, target, count_insns=count_insns, timeout=timeout, profile_ops=profile_ops)
     if emulator == "renode":
         return run_renode(conv, session, target, timeout)
     raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
 
-
-def run_renode(conv: Converted, session: Session, target: str, timeout: float):
-    """Run the embedded-transport harness under Renode (renode/harness.robot) and decode its UART log.
-
-    Unverified on the project machines, where Renode cannot be installed; the same firmware and decoding
-    are tested on QEMU (tests/test_emulator.py::test_embedded_transport_over_uart_matches_python).
-    """
-    import shutil
-    import subprocess
-
-    from .harness import McuRun, build_mcu, check_sentinel, parse_console_results, parse_results
-    from .targets import REPO_ROOT
-
-    exe = shutil.which("renode-test")
-    if exe is None:
-        raise HarnessError("Renode is not installed (renode-test is not on PATH; it has no Debian package, see "
-                           "renode/README.md); use --emulator qemu")
-    if target != "m4":
-        raise HarnessError("the Renode platform in renode/ models mps2-an386: use --target m4")
-    b = build_mcu(conv, target, None, io="uart", embedded_cmd=session.to_bytes())
-    with tempfile.TemporaryDirectory(prefix="nitro-renode-") as d:
-        log = Path(d) / "uart.log"
-        proc = subprocess.run([exe, str(REPO_ROOT / "renode" / "harness.robot"), "--variable", f"ELF:{b.elf}",
-                               "--variable", f"LOG:{log}"], capture_output=True, text=True, timeout=timeout + 60,
-                              stdin=subprocess.DEVNULL)
-        out = log.read_text() if log.is_file() else ""
-    check_sentinel(out, proc.stdout + proc.stderr, 0 if proc.returncode == 0 else proc.returncode)
-    return McuRun(parse_results(parse_console_results(out), conv, session.expect), b, None, None)
-
-
-# ---- cost report -------------------------------------------------------------------------------------
-def op_macs(conv: Converted) -> list[dict]:
-    """Multiply-accumulates per op: inference (one sample) and one training step (the whole batch)."""
-    p = conv.plan
-    b, nc = p.batch, p.model.num_classes
-    rows = []
-    for i, op in enumerate(p.ops):
-        k = op["kind"]
-        if k in ("conv", "linear"):
-            blk = op["blk"]
-            fwd = blk.fan_in * op["out_count"]  # per sample
-            head = blk.head.d_in * nc
-            if k == "conv":
-                cells = op.get("cells", blk.h_out * blk.w_out)
-                grad = b * cells * blk.c_out * blk.fan_in  # only argmax taps carry gradient
-                delta = b * cells * blk.c_out * nc
-            else:
-                grad = b * blk.d_in * blk.d_out
-                delta = b * blk.d_out * nc
-            passes = op.get("passes", 1)
-            train = b * fwd + passes * (2 * b * head + delta + grad)
-            label = blk.name
-        elif k == "output":
-            fwd = op["d_in"] * nc
-            train = 2 * b * fwd
-            label = "output"
-        else:
-            fwd, train = 0, 0
-            label = k if k != "maxpool" else f"maxpool{i}"
-            if k == "dropout":
-                label = f"dropout@{op['site']}"
-        rows.append(dict(op=i, name=label, kind=k, infer_macs=fwd, train_macs=train))
-    return rows
-
-
-def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: int = 2, predictions: int = 5,
-           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600) -> dict:
-    """Flash, static RAM, stack, instructions per inference / training step / MAC (and per layer)."""
-    conv = convert(copy.deepcopy(model), batch=batch, train=True, name=name)
-    xs = [(x, y) for x, y in _batches(data, steps, batch)]
-    xp = data.x_test[:predictions]
-
-    t0 = time.perf_counter()
-    # run 1: training steps counted; run 2: predictions counted (same firmware, same inputs)
-    s_train = Session(int(np.prod(model.input_shape)))
-    s_train.prof(1)
-    for x, y in xs:
-        s_train.train(x, y)
-    s_train.prof(0)
-    s_train.predict(xp)
-    # totals come from a build without the per-op markers, so they carry no measuring overhead
-    r_train = _run(conv, s_train, target, "qemu", timeout, count_insns=True)
-    s_pred = Session(int(np.prod(model.input_shape)))
-    for x, y in xs:
-        s_pred.train(x, y)
-    s_pred.prof(2)
-    s_pred.predict(xp)
-    r_pred = _run(conv, s_pred, target, "qemu", timeout, count_insns=True)
-    macs = op_macs(conv)
-    infer_macs = sum(r["infer_macs"] for r in macs)
-    train_macs = sum(r["train_macs"] for r in macs)
-    per_step = r_train.run.insns_region / max(1, r_train.run.regions)
-    per_inf = r_pred.run.insns_region / max(1, r_pred.run.regions)
-    b = r_train.build
-    out = dict(
-        target=target, model=model.spec.get("name") or model.spec["kind"], weight_bits=model.weight_bits,
-        batch=batch, compiler=b.compiler_version, cflags=_flags(b),
-        flash_bytes=b.flash_bytes, static_ram_bytes=b.static_ram_bytes, stack_bytes=r_train.stack_bytes,
-        total_ram_bytes=b.static_ram_bytes + (r_train.stack_bytes or 0),
-        harness_ram_bytes=b.static_ram_bytes - conv.plan.ram_bytes,
-        model_ram_bytes=conv.plan.ram_bytes, arena_bytes=conv.plan.arena_bytes,
-        weight_bytes=conv.plan.weight_bytes,
-        insns_per_train_step=int(per_step), insns_per_inference=int(per_inf),
-        train_macs=train_macs, infer_macs=infer_macs,
-        insns_per_mac_train=round(per_step / train_macs, 3) if train_macs else None,
-        insns_per_mac_infer=round(per_inf / infer_macs, 3) if infer_macs else None,
-        layers=[],
-    )
-    if per_layer:
-        for row in macs:
-            if row["kind"] == "dropout":
-                continue
-            rt = _op_count(conv, xs, xp, 100 + row["op"], target, timeout, train=True)
-            ri = _op_count(conv, xs, xp, row["op"], target, timeout, train=False)
-            out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp))))
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
-
-def _flags(b) -> str:
-    keep = [f for f in b.cmd[1:] if f.startswith(("-m", "-O", "-std", "-f")) and "=" not in f or
-            f.startswith(("-mcpu", "-mfloat-abi"))]
-    return " ".join(dict.fromkeys(keep))
-
-
-def _op_count(conv, xs, xp, op_id, target, timeout, train: bool) -> int:
-    s = Session(int(np.prod(conv.plan.model.input_shape)))
-    s.prof(1000 + op_id)
-    if train:
-        for x, y in xs:
-            s.train(x, y)
-    else:
-        s.predict(xp)
-    r = _run(conv, s, target, "qemu", timeout, count_insns=True, profile_ops=True)
-    return int(r.run.insns_region or 0)
-
-
-def report_text(r: dict) -> str:
-    kb = 1024
-    lines = [
-        f"cost on {r['target']} ({r['compiler']}; {r['cflags']})",
-        f"  flash (text+rodata+data)      {r['flash_bytes']:>10} B  ({r['flash_bytes'] / kb:.1f} KiB)",
-        f"  static RAM (data+bss)         {r['static_ram_bytes']:>10} B  (model {r['model_ram_bytes']}: weights "
-        f"{r['weight_bytes']} + arena {r['arena_bytes']}; harness buffers {r['harness_ram_bytes']})",
-        f"  stack high-water              {r['stack_bytes']:>10} B",
-        f"  RAM total (static + stack)    {r['total_ram_bytes']:>10} B  ({r['total_ram_bytes'] / kb:.1f} KiB)",
-        f"  instructions per training step {r['insns_per_train_step']:>9}  (batch {r['batch']}, {r['train_macs']} MACs: "
-        f"{r['insns_per_mac_train']} per MAC)",
-        f"  instructions per inference    {r['insns_per_inference']:>10}  ({r['infer_macs']} MACs: "
-        f"{r['insns_per_mac_infer']} per MAC)",
-    ]
-    if r["layers"]:
-        lines.append(f"  {'layer':<14} {'train insns':>12} {'train MACs':>11} {'/MAC':>6} {'infer insns':>12} "
-                     f"{'infer MACs':>11} {'/MAC':>6}")
-        for L in r["layers"]:
-            tpm = f"{L['train_insns'] / L['train_macs']:.2f}" if L["train_macs"] else "-"
-            ipm = f"{L['infer_insns'] / L['infer_macs']:.2f}" if L["infer_macs"] else "-"
-            lines.append(f"  {L['name']:<14} {L['train_insns']:>12} {L['train_macs']:>11} {tpm:>6} "
-                         f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6}")
-    return "\n".join(lines)
-
-
-def plot_report(r: dict, path: Path) -> Path | None:
-    """PNG bar chart of instructions per layer (training step and inference)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    import io
-
-    from ..modelfile import atomic_write
-
-    layers = r["layers"]
-    if not layers:
-        return None
-    names = [L["name"] for L in layers]
-    x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].bar(x, [L["train_insns"] for L in layers], color="tab:orange")
-    axes[0].set_title(f"training step (batch {r['batch']}) on {r['target']}")
-    axes[1].bar(x, [L["infer_insns"] for L in layers], color="tab:blue")
-    axes[1].set_title(f"inference on {r['target']}")
-    for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=45, ha="right")
-        ax.set_ylabel("instructions")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(Path(path), buf.getvalue())
-    return Path(path)
-
-
-def report_json(r: dict) -> str:
-    return json.dumps(r, indent=1)

@@ -1,0 +1,177 @@
+"""The wire protocol between Python and the firmware.
+
+Out: a :class:`Session` is the command blob (``cmd.bin``, or compiled in as a C array).  Back: the console ends
+with the sentinel line ``NITRO-DONE <status>``, parsed here and nowhere else, and the harness answers in
+``res.bin`` (or as ``RES <hex>`` console lines), decoded by :func:`parse_results`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..codegen import Converted
+
+SENTINEL_RE = re.compile(r"^NITRO-DONE (-?\d+)\s*$", re.M)
+
+
+def sentinel_status(stdout: str) -> int | None:
+    """The status of the last ``NITRO-DONE <status>`` line, or None when there is none."""
+    m = None
+    for m in SENTINEL_RE.finditer(stdout):
+        pass
+    return int(m.group(1)) if m else None
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One run of a firmware image (emulator) or host build: its console, exit status and counts."""
+    stdout: str
+    stderr: str
+    exit_status: int | None       # None on timeout
+    sentinel_status: int | None   # from the last sentinel line; None when there is none
+    cmd: list
+    wall_s: float
+    insns_total: int | None = None
+    insns_region: int | None = None
+    regions: int | None = None
+    timed_out: bool = False
+
+    @property
+    def sentinel_found(self) -> bool:
+        return self.sentinel_status is not None
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+class EmulatorError(RuntimeError):
+    """The firmware did not run to a clean exit with the sentinel line."""
+
+    def __init__(self, message: str, result: RunResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+class HarnessError(RuntimeError):
+    """The harness did not complete: crash, sanitizer report, missing sentinel or garbled output."""
+
+
+def check_sentinel(stdout: str, stderr: str, rc: int | None) -> None:
+    """HarnessError unless the harness exited 0 and its last sentinel line says 0."""
+    status = sentinel_status(stdout)
+    if rc != 0 or status != 0:
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        seen = f"NITRO-DONE {status}" if status is not None else "missing"
+        raise HarnessError(f"harness failed (exit {rc}, sentinel {seen}): " + " | ".join(tail))
+
+
+def stack_high_water(stdout: str) -> int | None:
+    """Bytes of stack used, from the harness's last ``stack <used> <size>`` line (None without one)."""
+    used = None
+    for line in stdout.splitlines():
+        if line.startswith("stack "):
+            used = int(line.split()[1])
+    return used
+
+
+@dataclasses.dataclass
+class Session:
+    """The commands of one harness run, in order, and the kinds of answer they expect."""
+    input_size: int
+    commands: list = dataclasses.field(default_factory=list)
+    expect: list = dataclasses.field(default_factory=list)  # response kinds, in order
+
+    def lr(self, lr_inv: int):
+        self.commands.append(b"LRIV" + struct.pack("<i", lr_inv))
+
+    def prof(self, mode: int):
+        self.commands.append(b"PROF" + struct.pack("<i", mode))
+
+    def masks(self, masks: list):
+        blob = b"MASK" + struct.pack("<i", len(masks))
+        for m in masks:
+            m = np.ascontiguousarray(m, dtype=np.uint8).reshape(-1)
+            blob += struct.pack("<i", m.size) + m.tobytes()
+        self.commands.append(blob)
+
+    def train(self, x: np.ndarray, y: np.ndarray):
+        x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
+        self.commands.append(b"TRAN" + struct.pack("<i", len(x)) + x.tobytes() +
+                             np.asarray(y, dtype=np.uint8).tobytes())
+        self.expect.append("TRAN")
+
+    def predict(self, x: np.ndarray):
+        x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
+        self.commands.append(b"PRED" + struct.pack("<i", len(x)) + x.tobytes())
+        self.expect.append("PRED")
+
+    def weights(self):
+        self.commands.append(b"WGHT")
+        self.expect.append("WGHT")
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.commands) + b"DONE"
+
+
+def cmd_blob_c(blob: bytes) -> str:
+    """The command file as a C array, for the embedded transport (no semihosting files needed)."""
+    rows = [", ".join(str(b) for b in blob[i:i + 24]) for i in range(0, len(blob), 24)]
+    return ("/* nitro_mcu harness commands, compiled in (NITRO_EMBEDDED_CMD) */\n#include <stdint.h>\n"
+            f"const uint32_t nitro_cmd_len = {len(blob)}u;\n"
+            f"const uint8_t nitro_cmd_blob[{max(1, len(blob))}] = {{\n    " + ",\n    ".join(rows) + "\n};\n")
+
+
+def parse_console_results(stdout: str) -> bytes:
+    """Concatenate the 'RES <hex>' lines of the embedded transport."""
+    out = bytearray()
+    for line in stdout.splitlines():
+        if line.startswith("RES "):
+            try:
+                out += bytes.fromhex(line[4:].strip())
+            except ValueError:
+                raise HarnessError(f"garbled harness output: bad hex line {line[:40]!r}") from None
+    return bytes(out)
+
+
+def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
+    """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> (weights dict, rng, lr_inv)."""
+    p = conv.plan
+    nc = p.model.num_classes
+    out, pos = [], 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(blob):
+            raise HarnessError(f"garbled harness output: truncated at byte {pos} of {len(blob)}")
+        b = blob[pos:pos + n]
+        pos += n
+        return b
+
+    for kind in expect:
+        tag = take(4).decode("ascii", "replace")
+        if tag != kind:
+            raise HarnessError(f"garbled harness output: expected {kind}, got {tag!r} at byte {pos - 4}")
+        if kind == "TRAN":
+            out.append(struct.unpack("<i", take(4))[0])
+        elif kind == "PRED":
+            n = struct.unpack("<i", take(4))[0]
+            rec = np.frombuffer(take(n * (nc + 1)), dtype=np.uint8).reshape(n, nc + 1)
+            out.append((rec[:, :nc].view(np.int8).copy(), rec[:, nc].astype(np.int64)))
+        else:
+            n = struct.unpack("<i", take(4))[0]
+            flat = np.frombuffer(take(4 * n), dtype="<i4")
+            rng_lo, rng_hi, lr = struct.unpack("<IIi", take(12))
+            ws, i = {}, 0
+            for t in p.tensors:
+                ws[t.name] = flat[i:i + t.count].reshape(t.shape).astype(np.int64)
+                i += t.count
+            out.append((ws, rng_lo | (rng_hi << 32), lr))
+    if pos != len(blob):
+        raise HarnessError(f"garbled harness output: {len(blob) - pos} unexpected trailing bytes")
+    return out

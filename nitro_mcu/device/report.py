@@ -1,0 +1,152 @@
+"""What training and inference cost on a target: flash, static RAM, stack and instructions (QEMU TCG plugin),
+per inference, per training step and per layer, as a dict, text, JSON or a PNG chart.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen import convert
+from ..codegen.cost import op_macs
+from ..fileio import atomic_write
+from ..trainer.network import Model
+from .protocol import Session
+from .verify import batches, run_session
+
+
+def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: int = 2, predictions: int = 5,
+           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600) -> dict:
+    """Flash, static RAM, stack, instructions per inference / training step / MAC (and per layer)."""
+    conv = convert(copy.deepcopy(model), batch=batch, train=True, name=name)
+    xs = [(x, y) for x, y in batches(data, steps, batch)]
+    xp = data.x_test[:predictions]
+
+    t0 = time.perf_counter()
+    # run 1: training steps counted; run 2: predictions counted (same firmware, same inputs)
+    s_train = Session(int(np.prod(model.input_shape)))
+    s_train.prof(1)
+    for x, y in xs:
+        s_train.train(x, y)
+    s_train.prof(0)
+    s_train.predict(xp)
+    # totals come from a build without the per-op markers, so they carry no measuring overhead
+    r_train = run_session(conv, s_train, target, "qemu", timeout, count_insns=True)
+    s_pred = Session(int(np.prod(model.input_shape)))
+    for x, y in xs:
+        s_pred.train(x, y)
+    s_pred.prof(2)
+    s_pred.predict(xp)
+    r_pred = run_session(conv, s_pred, target, "qemu", timeout, count_insns=True)
+    macs = op_macs(conv.plan)
+    infer_macs = sum(r["infer_macs"] for r in macs)
+    train_macs = sum(r["train_macs"] for r in macs)
+    per_step = r_train.run.insns_region / max(1, r_train.run.regions)
+    per_inf = r_pred.run.insns_region / max(1, r_pred.run.regions)
+    b = r_train.build
+    out = dict(
+        target=target, model=model.spec.get("name") or model.spec["kind"], weight_bits=model.weight_bits,
+        batch=batch, compiler=b.compiler_version, cflags=_flags(b),
+        flash_bytes=b.flash_bytes, static_ram_bytes=b.static_ram_bytes, stack_bytes=r_train.stack_bytes,
+        total_ram_bytes=b.static_ram_bytes + (r_train.stack_bytes or 0),
+        harness_ram_bytes=b.static_ram_bytes - conv.plan.ram_bytes,
+        model_ram_bytes=conv.plan.ram_bytes, arena_bytes=conv.plan.arena_bytes,
+        weight_bytes=conv.plan.weight_bytes,
+        insns_per_train_step=int(per_step), insns_per_inference=int(per_inf),
+        train_macs=train_macs, infer_macs=infer_macs,
+        insns_per_mac_train=round(per_step / train_macs, 3) if train_macs else None,
+        insns_per_mac_infer=round(per_inf / infer_macs, 3) if infer_macs else None,
+        layers=[],
+    )
+    if per_layer:
+        for row in macs:
+            if row["kind"] == "dropout":
+                continue
+            rt = _op_count(conv, xs, xp, 100 + row["op"], target, timeout, train=True)
+            ri = _op_count(conv, xs, xp, row["op"], target, timeout, train=False)
+            out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp))))
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _flags(b) -> str:
+    keep = [f for f in b.cmd[1:] if f.startswith(("-m", "-O", "-std", "-f")) and "=" not in f or
+            f.startswith(("-mcpu", "-mfloat-abi"))]
+    return " ".join(dict.fromkeys(keep))
+
+
+def _op_count(conv, xs, xp, op_id, target, timeout, train: bool) -> int:
+    s = Session(int(np.prod(conv.plan.model.input_shape)))
+    s.prof(1000 + op_id)
+    if train:
+        for x, y in xs:
+            s.train(x, y)
+    else:
+        s.predict(xp)
+    r = run_session(conv, s, target, "qemu", timeout, count_insns=True, profile_ops=True)
+    return int(r.run.insns_region or 0)
+
+
+def report_text(r: dict) -> str:
+    kb = 1024
+    lines = [
+        f"cost on {r['target']} ({r['compiler']}; {r['cflags']})",
+        f"  flash (text+rodata+data)      {r['flash_bytes']:>10} B  ({r['flash_bytes'] / kb:.1f} KiB)",
+        f"  static RAM (data+bss)         {r['static_ram_bytes']:>10} B  (model {r['model_ram_bytes']}: weights "
+        f"{r['weight_bytes']} + arena {r['arena_bytes']}; harness buffers {r['harness_ram_bytes']})",
+        f"  stack high-water              {r['stack_bytes']:>10} B",
+        f"  RAM total (static + stack)    {r['total_ram_bytes']:>10} B  ({r['total_ram_bytes'] / kb:.1f} KiB)",
+        f"  instructions per training step {r['insns_per_train_step']:>9}  (batch {r['batch']}, {r['train_macs']} MACs: "
+        f"{r['insns_per_mac_train']} per MAC)",
+        f"  instructions per inference    {r['insns_per_inference']:>10}  ({r['infer_macs']} MACs: "
+        f"{r['insns_per_mac_infer']} per MAC)",
+    ]
+    if r["layers"]:
+        lines.append(f"  {'layer':<14} {'train insns':>12} {'train MACs':>11} {'/MAC':>6} {'infer insns':>12} "
+                     f"{'infer MACs':>11} {'/MAC':>6}")
+        for L in r["layers"]:
+            tpm = f"{L['train_insns'] / L['train_macs']:.2f}" if L["train_macs"] else "-"
+            ipm = f"{L['infer_insns'] / L['infer_macs']:.2f}" if L["infer_macs"] else "-"
+            lines.append(f"  {L['name']:<14} {L['train_insns']:>12} {L['train_macs']:>11} {tpm:>6} "
+                         f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6}")
+    return "\n".join(lines)
+
+
+def plot_report(r: dict, path: Path) -> Path | None:
+    """PNG bar chart of instructions per layer (training step and inference)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    layers = r["layers"]
+    if not layers:
+        return None
+    names = [L["name"] for L in layers]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].bar(x, [L["train_insns"] for L in layers], color="tab:orange")
+    axes[0].set_title(f"training step (batch {r['batch']}) on {r['target']}")
+    axes[1].bar(x, [L["infer_insns"] for L in layers], color="tab:blue")
+    axes[1].set_title(f"inference on {r['target']}")
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=45, ha="right")
+        ax.set_ylabel("instructions")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def report_json(r: dict) -> str:
+    return json.dumps(r, indent=1)
