@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Test accuracy of full training runs, compared with the paper (algorithm.md §7).
+"""Test accuracy of full training runs, compared with the paper (docs/algorithm.md §7).
 
     python benchmarks/accuracy.py [--data-dir DIR] [--models mlp1,mlp2,mcu_cnn] [--seeds 3] [--seed-base 42]
                                   [--max-epochs 150] [--profile default] [--out benchmarks/results/accuracy]
@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# algorithm.md §7: reference results (10 seeds, best-epoch test accuracy, test-set monitor)
+# docs/algorithm.md §7: reference results (10 seeds, best-epoch test accuracy, test-set monitor)
 PAPER = {("mlp1", "mnist"): "97.36 ± 0.11", ("mlp2", "fashion-mnist"): "88.66 ± 0.23"}
 
 
@@ -170,7 +170,7 @@ def write_reports(stem: Path, runs, a, fileio):
                   + ("–" if r["refit_test_acc_bp"] is None else
                      f"{r['refit_images']} / {r['refit_epochs']} / {pct(r['refit_test_acc_bp'])} / "
                      f"{r['refit_seconds']:.0f}") + " |")
-    md += ["", "The paper's numbers (algorithm.md §7) select the best epoch on the test set and train on all "
+    md += ["", "The paper's numbers (docs/algorithm.md §7) select the best epoch on the test set and train on all "
            "60 000 images. With a validation monitor the run trains on 54 000 images and selects on a 6 000-image "
            "validation split instead, so those figures are not strictly comparable with the paper's. The refit "
            "column (validation monitor only) retrains a fresh model (same seed) on all 60 000 images for the best "

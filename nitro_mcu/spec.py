@@ -46,7 +46,7 @@ _VGG11B = [["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1
            ["conv", 512, 3, 1, 1], ["conv", 512, 3, 1, 1], ["maxpool", 2, 2], ["conv", 512, 3, 1, 1],
            ["maxpool", 2, 2]]
 
-# The paper's configurations (algorithm.md §6), plus the golden-test CNN and our MCU-sized CNN.
+# The paper's configurations (docs/algorithm.md §6), plus the golden-test CNN and our MCU-sized CNN.
 # "dataset" and "augment" are training defaults for the preset, not part of the architecture.
 PRESETS = {
     "mlp1": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[100, 50],

@@ -1,7 +1,7 @@
 *** Comments ***
 Stub versions of the Renode keywords used by renode/*.robot, with empty bodies, so that
 `robot --dryrun --variable RENODEKEYWORDS:<abs path of this file> renode/smoke.robot`
-checks syntax and keyword names without Renode (toolchain.md section 8.3).
+checks syntax and keyword names without Renode (docs/toolchain.md §8.3).
 Add a stub here whenever a suite starts using another Renode keyword.
 
 *** Keywords ***

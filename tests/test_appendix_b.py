@@ -1,4 +1,4 @@
-"""The worked micro-example of algorithm.md Appendix B, every number typed from the document."""
+"""The worked micro-example of docs/algorithm.md Appendix B, every number typed from the document."""
 import numpy as np
 
 from nitro_mcu.trainer import layers as L

@@ -1,4 +1,4 @@
-"""Model descriptions, the paper presets (algorithm.md §6), initialisation (§4.4), input checks and the
+"""Model descriptions, the paper presets (docs/algorithm.md §6), initialisation (§4.4), input checks and the
 quirk switches of the two profiles (§9)."""
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def totals(model: Model):
 
 
 # ------------------------------------------------------------------------------------------------ presets
-# algorithm.md §6 "Weight counts": (total, in heads)
+# docs/algorithm.md §6 "Weight counts": (total, in heads)
 WEIGHT_COUNTS = {
     "mlp1": (85_400, 1_500),
     "mlp2": (185_800, 3_500),
@@ -90,7 +90,7 @@ def test_every_preset_builds_and_trains_two_steps(name):
 
 
 def test_vgg8b_28x28_head_pool_table():
-    """algorithm.md §6, "VGG8B, 28x28 input": conv SF, init b, head pool, head d and SF."""
+    """docs/algorithm.md §6, "VGG8B, 28x28 input": conv SF, init b, head pool, head d and SF."""
     table = [  # c_in, c_out, H, conv SF, b, (kh, kw), (ph, pw), d, head SF
         (1, 128, 28, 2_304, 64, (8, 4), (4, 0), 3_584, 917_504),
         (128, 256, 28, 294_912, 9, (8, 8), (4, 4), 4_096, 1_048_576),
@@ -135,7 +135,7 @@ def test_vgg8b_cifar_and_vgg11b_head_pools():
     assert m.param_shapes()["fc0.fwd"] == (1024, 2048)
 
 
-MLP_TABLE = {  # algorithm.md §6 per-layer MLP tables: name -> (shape, SF, b, A, eta)
+MLP_TABLE = {  # docs/algorithm.md §6 per-layer MLP tables: name -> (shape, SF, b, A, eta)
     "mlp1": {"block0.fwd": ((100, 784), 200_704, 10, 640, 12_000), "block0.head": ((10, 100), 25_600, 30, 1, 3_000),
              "block1.fwd": ((50, 100), 25_600, 30, 640, 12_000), "block1.head": ((10, 50), 12_800, 43, 1, 3_000),
              "output": ((10, 50), 12_800, 43, 1, 3_000)},

@@ -1,4 +1,4 @@
-"""The epoch loop, the schedule (algorithm.md §4.5, §5.3), evaluation (Q9) and the history CSV."""
+"""The epoch loop, the schedule (docs/algorithm.md §4.5, §5.3), evaluation (Q9) and the history CSV."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -24,7 +24,7 @@ def subset(data, n_train):
 def test_short_mlp1_run_on_bundled_data_learns():
     """8 epochs of the paper's MLP1 on the bundled 4 500/500/1 000 split.
 
-    Measured (seeds 0, 1, 2): test 74.7 / 72.0 / 73.2 % after 8 epochs; the dead start (algorithm.md §4.4)
+    Measured (seeds 0, 1, 2): test 74.7 / 72.0 / 73.2 % after 8 epochs; the dead start (docs/algorithm.md §4.4)
     keeps every run near 10 % for the first 3-4 epochs.  The threshold leaves a wide margin.
     """
     data = nm.load_data("bundled", seed=0)
@@ -124,7 +124,7 @@ def test_schedule_constant_accuracy():
     """Hand-worked: the plateau monitor starts at epoch 10 (best = the epoch-10 value), counts epochs 11..25 and
     fires at 25 (patience 15) -> lr x3 from epoch 26; it resets and fires again at 40 and 55.  The stopper starts
     at epoch 30 and stops at 30 + 35 = 65, checked before the plateau (no fourth cut at 70).  This is the
-    'lr x3 at 25, 40, 55, stop at 65' of the vgg8b_mnist logs (algorithm.md §7)."""
+    'lr x3 at 25, 40, 55, stop at 65' of the vgg8b_mnist logs (docs/algorithm.md §7)."""
     used, stop = run_schedule([5000] * 150)
     assert stop == 65
     assert lr_profile(used) == [(1, 512), (26, 1536), (41, 4608), (56, 13824)]

@@ -1,4 +1,4 @@
-"""Unicorn cross-check for instruction counts (toolchain.md §6.3).
+"""Unicorn cross-check for instruction counts (docs/toolchain.md §6.3).
 
 Runs the same ELF as QEMU: loads its segments (pyelftools), maps the board's memory,
 takes SP/PC from the vector table, services semihosting (``bkpt 0xAB``: WRITEC,

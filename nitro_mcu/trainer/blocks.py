@@ -1,4 +1,4 @@
-"""Local-loss blocks, the output layer and the between-block layers (algorithm.md §3).
+"""Local-loss blocks, the output layer and the between-block layers (docs/algorithm.md §3).
 
 Each trainable piece owns its weights by name and knows its hyper-parameters (SF, amp, decay); the
 model strings them together.  ``forward(train=True)`` caches what the block step needs; ``step``
@@ -33,7 +33,7 @@ def output_error(y_hat: np.ndarray, target: np.ndarray, wrap: bool) -> np.ndarra
 
 @dataclass
 class HeadPool:
-    """The conv-head max-pool chosen by the pred_decoder_dim rule (algorithm.md §3.2)."""
+    """The conv-head max-pool chosen by the pred_decoder_dim rule (docs/algorithm.md §3.2)."""
 
     kh: int
     kw: int
@@ -222,7 +222,7 @@ class ConvBlock:
         weights[name] = sgd_update(w, grad, lr_inv, amp, hp.fwd_decay_inv, hp.weight_bits)
 
     def _dense_grad(self, delta, idx, s, cols, x_max, hp, quirks, w_shape):
-        """Scatter through the pool, NITRO-ReLU backward, then G = delta^T @ cols (algorithm.md §2.2)."""
+        """Scatter through the pool, NITRO-ReLU backward, then G = delta^T @ cols (docs/algorithm.md §2.2)."""
         b = s.shape[0]
         if self.pool is None:
             delta = delta.reshape(b, self.c_out, self.h_out, self.w_out).transpose(0, 2, 3, 1)

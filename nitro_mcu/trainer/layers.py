@@ -1,4 +1,4 @@
-"""NITRO-D layers as integer kernels (algorithm.md §2).
+"""NITRO-D layers as integer kernels (docs/algorithm.md §2).
 
 Functions, not objects: each takes NumPy integer arrays and returns new ones, so the block code reads
 like the specification and the C templates can mirror it line by line.  All products go through
@@ -11,7 +11,7 @@ import numpy as np
 from .arith import INT16_MIN, isqrt, tdiv
 from .gemm import matmul_exact
 
-# NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (algorithm.md §2.4, §4.4).
+# NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (docs/algorithm.md §2.4, §4.4).
 RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
 LEAKY_GAIN = {3: 1342, 4: 1372, 5: 1387, 7: 1400, 8: 1403, 10: 1407, 15: 1411, 16: 1411, 20: 1412}
 SCALE_SHIFT = 8  # SF = 2**8 * fan_in
@@ -294,7 +294,7 @@ PAD_NEG_INF = INT16_MIN  # below every int8/int16 activation: a padded cell neve
 
 # ---- Dropout ------------------------------------------------------------------------------------------
 def dropout_rescale(rate_permille: int) -> int:
-    """R_p = floor(1000 / (1 - p)), p = rate_permille / 1000 (algorithm.md §2.9 table)."""
+    """R_p = floor(1000 / (1 - p)), p = rate_permille / 1000 (docs/algorithm.md §2.9 table)."""
     return (1000 * 1000) // (1000 - rate_permille)
 
 

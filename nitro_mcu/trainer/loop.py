@@ -1,4 +1,4 @@
-"""The epoch loop: shuffling, augmentation, the schedule, evaluation and model selection (algorithm.md §5.3).
+"""The epoch loop: shuffling, augmentation, the schedule, evaluation and model selection (docs/algorithm.md §5.3).
 
 Accuracies are integers in basis points (1/10000): no float enters training decisions.
 """

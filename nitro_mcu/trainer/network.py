@@ -198,7 +198,7 @@ class Model:
         return t
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr_inv: int) -> TrainStats:
-        """One step (algorithm.md §3.7): forward, output-layer update, then every block in reverse."""
+        """One step (docs/algorithm.md §3.7): forward, output-layer update, then every block in reverse."""
         if lr_inv <= 0:
             raise SpecError(f"lr_inv must be positive, got {lr_inv}")
         target = self.one_hot(y)

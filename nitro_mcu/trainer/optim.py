@@ -1,4 +1,4 @@
-"""IntegerSGD and the epoch-level schedules (algorithm.md §4.1, §4.5)."""
+"""IntegerSGD and the epoch-level schedules (docs/algorithm.md §4.1, §4.5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

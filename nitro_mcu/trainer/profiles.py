@@ -1,4 +1,4 @@
-"""Reference quirks (algorithm.md §9, Q1-Q14) as named switches, grouped into two profiles.
+"""Reference quirks (docs/algorithm.md §9, Q1-Q14) as named switches, grouped into two profiles.
 
 ``reference`` reproduces the official implementation bit for bit (golden vectors); ``default`` fixes
 what is a bug there.  docs/profiles.md explains every choice.

@@ -1,4 +1,4 @@
-"""Datasets, integer pre-processing, batching and augmentation (algorithm.md §5).
+"""Datasets, integer pre-processing, batching and augmentation (docs/algorithm.md §5).
 
 Everything here is integer-only: images are loaded as uint8, normalised to int8 with the integer
 statistics of §5.1, and augmented in int8.  All randomness comes from the project PRNG

@@ -1,4 +1,4 @@
-"""int8 data augmentation (algorithm.md §5.2): RandomCrop with padding and RandomHorizontalFlip.
+"""int8 data augmentation (docs/algorithm.md §5.2): RandomCrop with padding and RandomHorizontalFlip.
 
 All draws come from the data stream of the project PRNG in a documented order, so C code can reproduce
 every one.

@@ -1,4 +1,4 @@
-"""Integer input normalisation (algorithm.md §5.1): per-channel statistics and the uint8 -> int8 lookup table.
+"""Integer input normalisation (docs/algorithm.md §5.1): per-channel statistics and the uint8 -> int8 lookup table.
 
 With x = pixel - 128:  mu_c = tdiv(sum x, count),  mad_c = tdiv(sum |x - mu_c|, count), and
 pixel -> clip(tdiv((pixel - 128 - mu_c) * 51, mad_c), -128, 127).  No float anywhere.

@@ -1,4 +1,4 @@
-"""The validation split and pre-processing of a dataset: shuffle, split, statistics, normalise (algorithm.md §5.1).
+"""The validation split and pre-processing of a dataset: shuffle, split, statistics, normalise (docs/algorithm.md §5.1).
 
 The split draws from the data stream of the project PRNG (``Rng(seed, STREAM_DATA)``); the returned
 :class:`Prepared` carries that stream on for epoch shuffles and augmentation.
