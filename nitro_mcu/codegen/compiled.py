@@ -3,7 +3,8 @@
     cm = nitro_mcu.compile_model(model, batch=8, train=True)
     cm.train_batch(x, y); cm.predict(x); cm.get_weights()
 
-The shared library is built with the host C compiler (``cc``/``gcc``) and cached by source hash.
+The shared library is built with the host C compiler (``cc``/``gcc``) and cached by every input of the build
+(nitro_mcu/device/cache.py).
 """
 from __future__ import annotations
 
