@@ -84,9 +84,21 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
     return prep
 
 
+def dataset_for(asked: str | None, trained_on: str | None, data_dir) -> str:
+    """The dataset to evaluate on: the one asked for, else the model's; a model of the bundled MNIST subset
+    with a --data-dir reads MNIST from there (so the files are checked against the model, not ignored)."""
+    if asked:
+        return asked
+    if data_dir is not None and (trained_on or "bundled") == "bundled":
+        return "mnist"
+    return trained_on or "bundled"
+
+
 def data_folder(data: D.Prepared) -> str | None:
     """The folder ``data`` was read from (None: the bundled subset or arrays)."""
     name, data_dir = data.source if data.source else (data.name, None)
+    if D.canonical_name(str(name)) == "bundled":
+        return None
     if data_dir is not None:
         return str(data_dir)
     return str(name) if D.canonical_name(str(name)) is None and Path(str(name)).is_dir() else None
@@ -113,8 +125,8 @@ def check_same_data(norm: dict, data: D.Prepared) -> None:
     a = D.canonical_name(str(trained)) if trained else None
     b = D.canonical_name(str(data.name))
     if a and b and family.get(a, a) != family.get(b, b):
-        raise SpecError(f"the model was trained on {trained}, the data is {data.name} ({data_origin(data)}): "
-                        "evaluate it on the dataset it was trained on")
+        raise SpecError(f"the model was trained on {trained}, the data is {data_origin(data)}: evaluate it on "
+                        "the dataset it was trained on")
     stats = getattr(data, "pixel_stats", None)
     if stats is None or "mu" not in norm:
         return

@@ -105,7 +105,7 @@ def plot_curves(hist, path: Path):
 def cmd_eval(a) -> int:
     model, meta = api.load(a.model)
     norm = meta.get("norm") or {}
-    dataset = a.data or norm.get("dataset") or "bundled"
+    dataset = api.dataset_for(a.data, norm.get("dataset"), a.data_dir)
     data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None)
     api.check_compatible(model, data)
     api.check_same_data(norm, data)
@@ -166,7 +166,7 @@ def _model_and_data(a):
     if a.model.endswith(".nitro"):
         _, meta = api.load(a.model)
         meta_norm = (meta.get("norm") or None)
-    dataset = a.data or (meta_norm or {}).get("dataset") or "bundled"
+    dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir)
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
     if meta_norm:
