@@ -37,8 +37,8 @@ def cmd_train(a) -> int:
     augment = defaults.get("augment", False) if a.augment is None else a.augment
     out = Path(a.out)
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
-          f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images, "
-          f"batch {a.batch}, seed {a.seed}", flush=True)
+          f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
+          f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     t0 = time.perf_counter()
     hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
                      progress=False if a.quiet else None)

@@ -161,9 +161,12 @@ def replace_file_set(folder: str | os.PathLike, files: dict[str, str | bytes], o
     if exchange is None or (exists and not _swappable(folder)):
         return write_files(folder, data)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(folder.parent, folder.name)
     stage = folder.parent / f".{folder.name}{STAGE_TAG}{os.getpid()}-{secrets.token_hex(4)}"
-    os.mkdir(stage)
+    try:
+        _remove_orphans(folder.parent, folder.name)
+        os.mkdir(stage)
+    except OSError:  # a parent we may not write (or list): replace the files inside the folder instead
+        return write_files(folder, data)
     try:
         kept = set()
         if exists:
@@ -186,9 +189,8 @@ def replace_file_set(folder: str | os.PathLike, files: dict[str, str | bytes], o
         step("swapped")
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
-        if isinstance(e, FileExistsError) or e.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV,
-                                                         errno.EMLINK, errno.ENOTSUP, errno.ENOTEMPTY,
-                                                         errno.EEXIST):
+        if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK,
+                       errno.ENOTSUP, errno.ENOTEMPTY, errno.EEXIST):
             return write_files(folder, data)  # no RENAME_EXCHANGE or hard links here, or a race: fall back
         raise
     except BaseException:
