@@ -70,6 +70,9 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
 
     With ``norm`` (a trained model's statistics), those normalise every split instead, and
     ``pixel_stats`` holds the test images' own statistics for :func:`check_same_data`."""
+    check_int("seed", seed, 0, 2**64 - 1)
+    if val_size is not None:
+        check_int("val_size", val_size, 0, 2**31 - 1)
     ds = D.load_dataset(name, data_dir)
     prep = D.prepare(ds, seed, val_size=val_size, monitor=monitor)
     prep.name = ds.name

@@ -239,7 +239,7 @@ def test_save_to_a_h_path_writes_one_header_holding_everything(tmp_path):
 def test_save_refuses_source_paths_and_never_makes_a_folder_named_like_a_header(tmp_path):
     conv = convert(Model(preset("mlp1")), name="m")
     for bad in ("model.c", "model.hpp", "model.cpp"):
-        with pytest.raises(CodegenError, match="a .h path for one header"):
+        with pytest.raises(CodegenError, match="a .h path for one header holding everything"):
             conv.save(file=tmp_path / bad)
     (tmp_path / "taken.h").mkdir()
     with pytest.raises(CodegenError, match="is a folder"):

@@ -105,6 +105,22 @@ def test_train_refuses_hyper_parameters_that_are_not_integers_in_range(kwargs, n
     assert all(np.array_equal(before[k], model.weights[k]) for k in before)  # nothing trained
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--lr-inv", "512.7"], "'512.7'"), (["--lr-inv", str(2**31)], "2147483648"), (["--epochs", "2.5"], "'2.5'"),
+    (["--batch", "0"], "'0'"), (["--seed", "-1"], "'-1'"),
+])
+def test_the_cli_refuses_the_same_hyper_parameters(argv, needle, tmp_path, capsys):
+    rc, _, err = run_main(capsys, "train", "mlp1", "--quiet", "--out", str(tmp_path / "o"), *argv)
+    assert_one_line_error(rc, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_load_data_refuses_bad_seeds_and_sizes():
+    for kwargs, needle in ((dict(seed=1.5), "seed"), (dict(seed=-2), "seed"), (dict(val_size=10.5), "val_size")):
+        with pytest.raises(SpecError, match=needle):
+            nm.load_data("bundled", **kwargs)
+
+
 def test_build_refuses_bad_widths_seeds_and_profiles():
     for kwargs, needle in ((dict(weight_bits=8), "weight_bits"), (dict(weight_bits=16.0), "weight_bits"),
                            (dict(seed=-1), "seed"), (dict(seed=0.5), "seed"), (dict(profile="exact"), "profile")):

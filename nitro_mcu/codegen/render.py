@@ -151,7 +151,7 @@ class Converted:
         path = Path(file)
         suffix = path.suffix.lower()
         if suffix in _SOURCE_SUFFIXES:
-            raise CodegenError(f"save(file={str(file)!r}): give a folder, or a .h path for one header holding "
+            raise CodegenError(f"{path}: the model goes into a folder, or into a .h path for one header holding "
                                "everything")
         if suffix == ".h":
             if path.is_dir():
