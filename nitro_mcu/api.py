@@ -72,16 +72,18 @@ def check_compatible(model: Model, data: D.Prepared) -> None:
 
 
 def train(model: Model, data: D.Prepared, epochs: int = 5, batch_size: int = 64, lr_inv=None, augment=None,
-          schedule: bool = True, progress: bool = False, on_epoch=None, lr_schedule=None) -> History:
+          schedule: bool = True, progress: bool = False, on_epoch=None, lr_schedule=None, resume=None,
+          on_checkpoint=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
+    ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
     """
     check_compatible(model, data)
     if augment is True:
         augment = D.augment_defaults(getattr(data, "name", "mnist"))
     return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch,
-                  lr_schedule=lr_schedule)
+                  lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint)
 
 
 def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64, augment=None,
@@ -115,7 +117,7 @@ def evaluate(model: Model, data: D.Prepared) -> dict:
 
 
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
-         extra: dict | None = None) -> Path:
+         extra: dict | None = None, files: dict | None = None) -> Path:
     norm = {}
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
@@ -127,7 +129,7 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                         best_monitor_bp=None if history.monitor == "none" else history.best_monitor_bp,
                         test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
                         final_lr_inv=history.records[-1].lr_inv if history.records else None)
-    return modelfile.save(model, path, norm=norm, training=training)
+    return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 
 def load(path) -> tuple[Model, dict]:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
+from . import api, checkpoint_cli, resume
 from .spec import PRESETS
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
@@ -63,17 +63,25 @@ def cmd_train(a) -> int:
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
+    out = Path(a.out)
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
+    resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
     augment = defaults.get("augment", False) if a.augment is None else a.augment
-    out = Path(a.out)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    if keeper.state is not None:
+        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{a.weights} weights) "
           f"on {data.name}: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images, "
           f"batch {a.batch}, seed {a.seed}", flush=True)
     t0 = time.perf_counter()
-    hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                     progress=not a.quiet)
+    try:
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
+                         progress=not a.quiet, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+    except KeyboardInterrupt:
+        print(keeper.interrupted(), file=sys.stderr)
+        raise
     dt = time.perf_counter() - t0
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
     from .fileio import atomic_write
 
@@ -97,7 +105,7 @@ def cmd_train(a) -> int:
         print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
               f"in {time.perf_counter() - t1:.1f} s")
         hist = rhist
-    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist, extra=extra)
+    model_path = keeper.write(model, data, hist, extra)
     print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
                                                                    " (no PNG: pip install matplotlib)"))
     return 0
@@ -188,7 +196,7 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def _model_and_data(a):
+def model_and_data(a):
     model = load_or_build(a.model, a.profile, a.weights, a.seed)
     meta_norm = None
     if a.model.endswith(".nitro"):
@@ -205,7 +213,7 @@ def cmd_verify(a) -> int:
     from .device.verify import verify
 
     get_target(a.target)  # unknown target: a one-line error before any work
-    model, data = _model_and_data(a)
+    model, data = model_and_data(a)
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
@@ -225,7 +233,7 @@ def cmd_report(a) -> int:
     from .device.report import plot_report, report, report_json, report_text
 
     get_target(a.target)
-    model, data = _model_and_data(a)
+    model, data = model_and_data(a)
     r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
                per_layer=not a.no_per_layer, name=a.name)
     print(report_text(r))
@@ -270,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="out", help="output folder (default: out)")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--resume", action="store_true", help="continue the run kept in --out (same options)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
@@ -333,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_non_negative, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+    checkpoint_cli.register(sub, device_args, _weights_bits, _positive)
     return p
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import checkpoint
 from .._version import __version__
 from ..fileio import write_files
 from ..trainer import layers as L
@@ -52,7 +53,7 @@ def render(p: Plan) -> dict[str, str]:
                input_shape=list(model.input_shape), rng_state=model.dropout_rng.state,
                has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
-               version=__version__)
+               version=__version__, ckpt=checkpoint.layout(model))
     return {f"{p.name}.h": env.get_template("model.h.j2").render(**ctx),
             f"{p.name}.c": env.get_template("model.c.j2").render(**ctx),
             f"{p.name}_kernels.h": env.get_template("nitro_kernels.h.j2").render(**ctx)}
