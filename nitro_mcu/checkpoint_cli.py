@@ -12,14 +12,13 @@ from .trainer.profiles import PROFILES
 
 
 def cmd_powerloss(a) -> int:
-    from .cli import model_and_data
     from .device.powerloss import sweep_host, sweep_mcu, training_batches
     from .device.targets import get_target
 
     ck.check_page(a.page_size)
     if a.target != "host":
         get_target(a.target)
-    model, data = model_and_data(a)
+    model, data = a.model_and_data(a)
     batches = training_batches(data, a.batch)
     where = "the host (simulated NOR flash, every operation, every tear)" if a.target == "host" else \
         f"the emulated {a.target} (flash in a host file, {a.cuts} instruction counts)"
@@ -73,14 +72,14 @@ def cmd_export(a) -> int:
     return 0
 
 
-def register(sub, device_args, width, positive) -> None:
+def register(sub, device_args, width, positive, model_and_data) -> None:
     """Add the subcommands to ``sub``; ``device_args`` adds the device commands' options, ``width`` and ``positive``
-    are the CLI's argument types."""
+    are the CLI's argument types, ``model_and_data(args)`` loads a device command's model and data."""
     p = sub.add_parser("powerloss", help="cut the power at every point of a checkpoint save and check recovery")
     device_args(p, verify_cmd=False)   # model, --target (host: the simulated flash), --batch, --weights, ...
     p.add_argument("--page-size", type=positive, default=256, help="flash page bytes (default 256)")
     p.add_argument("--cuts", type=positive, default=64, help="instruction counts cut at on an emulated core (default 64)")
-    p.set_defaults(func=cmd_powerloss)
+    p.set_defaults(func=cmd_powerloss, model_and_data=model_and_data)
 
     for verb, fn, what in (("import-checkpoint", cmd_import, "make a .nitro file from a device checkpoint or flash dump"),
                            ("export-checkpoint", cmd_export, "write a model's checkpoint (or flash image) for a device")):

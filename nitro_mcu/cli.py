@@ -196,7 +196,7 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def model_and_data(a):
+def _model_and_data(a):
     model = load_or_build(a.model, a.profile, a.weights, a.seed)
     meta_norm = None
     if a.model.endswith(".nitro"):
@@ -213,7 +213,7 @@ def cmd_verify(a) -> int:
     from .device.verify import verify
 
     get_target(a.target)  # unknown target: a one-line error before any work
-    model, data = model_and_data(a)
+    model, data = _model_and_data(a)
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
@@ -233,7 +233,7 @@ def cmd_report(a) -> int:
     from .device.report import plot_report, report, report_json, report_text
 
     get_target(a.target)
-    model, data = model_and_data(a)
+    model, data = _model_and_data(a)
     r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
                per_layer=not a.no_per_layer, name=a.name)
     print(report_text(r))
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_non_negative, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
-    checkpoint_cli.register(sub, device_args, _weights_bits, _positive)
+    checkpoint_cli.register(sub, device_args, _weights_bits, _positive, _model_and_data)
     return p
 
 

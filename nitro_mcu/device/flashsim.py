@@ -1,7 +1,7 @@
 """A simulated NOR flash for host tests of the generated checkpoint code, with power cuts that tear the operation
 they interrupt, and the ctypes glue that hands it to the C as a ``<name>_storage_t``.
 
-NOR semantics (docs/toolchain.md §10): erase sets a page to 0xFF; program takes whole aligned 4-byte words inside
+NOR semantics (docs/checkpoint.md): erase sets a page to 0xFF; program takes whole aligned 4-byte words inside
 one page and can only clear bits (the result is old AND new).  A cut armed at operation N (program and erase
 calls, counted from 0) tears operation N and freezes the flash: later operations change nothing, as a dead CPU
 would.  Tears: ``half`` (the first half of the words, or of the page for an erase), ``bits`` (as half, then one
