@@ -256,6 +256,62 @@ static int cmd_weights(void)
 }
 #endif
 
+#if MU(TRAINABLE) && defined(NITRO_FLASH_BYTES)
+/* ---- checkpoints in a board flash (firmware/board_flash.h, docs/checkpoint.md); PROF 3 counts saves, 4 loads:
+ *   "FLOD"          -> out "FLOD" int32 rc, uint32 seq, uint32 steps, uint32 reads, programs, erases
+ *   "FSAV"          -> out "FSAV" int32 rc, uint32 seq, uint32 reads, programs, erases, stages
+ *   "CKPT"          -> out "CKPT" int32 n, n bytes: the live state's checkpoint, exported a page at a time
+ *   "FCUT" int32 k  power cut (exit 86) instead of the k-th flash write-through from now */
+#include "board_flash.h"
+
+static uint8_t flash_page[NITRO_FLASH_PAGE];
+static const M(storage_t) flash_store = {board_flash_read, board_flash_program, board_flash_erase, NULL, flash_page,
+                                          NITRO_FLASH_PAGE, NITRO_FLASH_BYTES / NITRO_FLASH_PAGE};
+
+static int flash_ops(const board_flash_stats_t *before, int with_stages)
+{
+    const board_flash_stats_t *now = &board_flash_stats;
+    return write_u32(now->reads - before->reads) && write_u32(now->programs - before->programs) &&
+           write_u32(now->erases - before->erases) && (!with_stages || write_u32(now->stages - before->stages));
+}
+
+static int cmd_flash(const char *tag, int *status)
+{
+    const board_flash_stats_t before = board_flash_stats;
+    if (!memcmp(tag, "FLOD", 4) || !memcmp(tag, "FSAV", 4)) {
+        const int save = tag[1] == 'S', counted = prof_mode == (save ? 3 : 4);
+        if (counted) {
+            prof_start();
+        }
+        const int32_t rc = save ? M(ckpt_save)(&flash_store) : M(ckpt_load)(&flash_store);
+        if (counted) {
+            prof_stop();
+        }
+        const int ok = write_exact(tag, 4) && write_i32(rc) && write_u32(M(ckpt_seq)()) &&
+                       (save || write_u32(M(train_steps)())) && flash_ops(&before, save);
+        *status = ok ? 0 : fail(ERR_IO, "write");
+    } else if (!memcmp(tag, "CKPT", 4)) {
+        int ok = write_exact(tag, 4) && write_i32((int32_t)MU(CKPT_BYTES));
+        for (uint32_t off = 0u; ok && off < MU(CKPT_BYTES); off += NITRO_FLASH_PAGE) {
+            const uint32_t n = MU(CKPT_BYTES) - off < NITRO_FLASH_PAGE ? MU(CKPT_BYTES) - off : NITRO_FLASH_PAGE;
+            ok = M(ckpt_export)(off, flash_page, n) == (int32_t)n && write_exact(flash_page, n);
+        }
+        *status = ok ? 0 : fail(ERR_IO, "CKPT");
+    } else if (!memcmp(tag, "FCUT", 4)) {
+        int32_t k;
+        if (read_i32(&k) && k >= 0) {
+            board_flash_cut_at(board_flash_stats.stages + (uint32_t)k);
+            *status = 0;
+        } else {
+            *status = fail(ERR_PROTOCOL, "FCUT");
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
+#endif
+
 static int run(void)
 {
     for (;;) {
@@ -284,6 +340,9 @@ static int run(void)
         } else if (!memcmp(tag, "LRIV", 4)) {
             int32_t v;
             status = (read_i32(&v) && M(set_lr_inv)(v) == 0) ? 0 : fail(ERR_PROTOCOL, "LRIV");
+#ifdef NITRO_FLASH_BYTES
+        } else if (cmd_flash(tag, &status)) {
+#endif
 #if defined(NITRO_TEST_HOOKS) && defined(NITRO_MAX_MASK_BYTES)
         } else if (!memcmp(tag, "MASK", 4)) {
             int32_t sites;

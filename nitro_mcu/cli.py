@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
+from . import api, checkpoint_cli, resume
 from ._version import __version__
 from .cliargs import Parser, int_in, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
@@ -33,17 +33,25 @@ def cmd_train(a) -> int:
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
+    out = Path(a.out)
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
+    resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
     augment = defaults.get("augment", False) if a.augment is None else a.augment
-    out = Path(a.out)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    if keeper.state is not None:
+        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     t0 = time.perf_counter()
-    hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                     progress=False if a.quiet else None)
+    try:
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
+                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+    except KeyboardInterrupt:
+        print(keeper.interrupted(), file=sys.stderr)
+        raise
     dt = time.perf_counter() - t0
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
     from .fileio import atomic_write
 
@@ -67,7 +75,7 @@ def cmd_train(a) -> int:
         print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
               f"in {time.perf_counter() - t1:.1f} s")
         hist = rhist
-    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist, extra=extra)
+    model_path = keeper.write(model, data, hist, extra)
     print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
                                                                    " (no PNG: pip install matplotlib)"))
     return 0
@@ -249,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")
+    t.add_argument("--resume", action="store_true", help="continue the run kept in --out (same options)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
@@ -280,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail if weights in RAM + arena exceed this")
     g.set_defaults(func=cmd_generate)
 
-    def device_args(sp, verify_cmd=True):
+    def device_args(sp, verify_cmd=True, extra_targets=()):
         sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
-        sp.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="Cortex-M core")
+        sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET, help="Cortex-M core")
         sp.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
         sp.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
         sp.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
@@ -315,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+    checkpoint_cli.register(sub, device_args, _model_and_data)
     return p
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import checkpoint
 from .._version import __version__
 from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
@@ -79,7 +80,8 @@ def render(p: Plan) -> dict[str, str]:
                input_shape=list(model.input_shape), rng_state=model.dropout_rng.state,
                has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
-               version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p))
+               version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
+               ckpt=checkpoint.layout(model))
     kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
     kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
                 f"#define {p.name.upper()}_KERNELS_GENERATION {_GEN_MARK}\n")
