@@ -12,6 +12,9 @@
  *   "TRAN" int32 b, b*INPUT bytes x, b bytes labels -> out "TRAN" int32 correct
  *   "PRED" int32 n, n*INPUT bytes x             -> out "PRED" int32 n, n*CLASSES bytes scores, n bytes class
  *   "WGHT"                                      -> out "WGHT" int32 n, n*int32 weights, uint64 rng, int32 lr_inv
+ *   "MOVE" int32 n, n*int32 reference weights   -> out "MOVE" int32 tensors, per tensor int32 weights that differ
+ *                                               from the reference (the model's n weights in export order; a
+ *                                               missing reference value counts as a difference)
  *   "DONE"                                      end
  * Output file (NITRO_HARNESS_OUT, default "res.bin").  The console gets a few text lines and, last,
  * the sentinel "NITRO-DONE <status>"; status 0 = every command ran.
@@ -254,6 +257,65 @@ static int cmd_weights(void)
     }
     return 0;
 }
+
+/* The next reference value for MOVE, read in chunks through wbuf (as bytes: the file is little-endian). */
+static int move_next(int32_t *left, int32_t *fill, int32_t *pos, int32_t *v)
+{
+    uint8_t *const bytes = (uint8_t *)wbuf;
+    if (*pos == *fill) {
+        *fill = *left < WCHUNK ? *left : WCHUNK;
+        *pos = 0;
+        if (!read_exact(bytes, (uint32_t)*fill * 4u)) {
+            return 0;
+        }
+        *left -= *fill;
+    }
+    const uint8_t *b = bytes + 4 * *pos;
+    *v = (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
+    ++*pos;
+    return 1;
+}
+
+/* How many weights of each tensor differ from the reference: counted here, on the device. */
+static int cmd_move(void)
+{
+    int32_t n;
+    if (!read_i32(&n) || n < 0) {
+        return fail(ERR_PROTOCOL, "MOVE count");
+    }
+    const int32_t tensors = M(num_tensors)();
+    if (!write_exact("MOVE", 4) || !write_i32(tensors)) {
+        return fail(ERR_IO, "write");
+    }
+    int32_t left = n, fill = 0, pos = 0, v = 0;
+    for (int32_t t = 0; t < tensors; ++t) {
+        const M(tensor_t) *tt = M(tensor)(t);
+        int32_t changed = 0;
+        for (int32_t i = 0; i < tt->count; ++i) {
+            if (left == 0 && pos == fill) {
+                ++changed;
+                continue;
+            }
+            if (!move_next(&left, &fill, &pos, &v)) {
+                return fail(ERR_PROTOCOL, "MOVE data");
+            }
+#if MU(WEIGHT_BITS) == 16
+            changed += (int32_t)((const int16_t *)tt->data)[i] != v;
+#else
+            changed += ((const int32_t *)tt->data)[i] != v;
+#endif
+        }
+        if (!write_i32(changed)) {
+            return fail(ERR_IO, "write");
+        }
+    }
+    while (left > 0 || pos < fill) {   /* a longer reference: read it all, so the next command stays aligned */
+        if (!move_next(&left, &fill, &pos, &v)) {
+            return fail(ERR_PROTOCOL, "MOVE data");
+        }
+    }
+    return 0;
+}
 #endif
 
 #if MU(TRAINABLE) && defined(NITRO_FLASH_BYTES)
@@ -337,6 +399,8 @@ static int run(void)
             status = cmd_train();
         } else if (!memcmp(tag, "WGHT", 4)) {
             status = cmd_weights();
+        } else if (!memcmp(tag, "MOVE", 4)) {
+            status = cmd_move();
         } else if (!memcmp(tag, "LRIV", 4)) {
             int32_t v;
             status = (read_i32(&v) && M(set_lr_inv)(v) == 0) ? 0 : fail(ERR_PROTOCOL, "LRIV");

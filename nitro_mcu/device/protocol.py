@@ -115,6 +115,12 @@ class Session:
         self.commands.append(b"WGHT")
         self.expect.append("WGHT")
 
+    def move(self, reference: np.ndarray):
+        """The device counts, per tensor, its weights that differ from ``reference`` (all weights, export order)."""
+        ref = np.ascontiguousarray(reference, dtype="<i4").reshape(-1)
+        self.commands.append(b"MOVE" + struct.pack("<i", ref.size) + ref.tobytes())
+        self.expect.append("MOVE")
+
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
 
@@ -139,8 +145,22 @@ def parse_console_results(stdout: str) -> bytes:
     return bytes(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightDump:
+    """A WGHT answer.  ``count`` is the number of weights the device sent; ``weights`` holds the tensors those
+    values cover in full (all of them only when ``count`` is the model's).  Unpacks as (weights, rng, lr_inv)."""
+    weights: dict
+    rng: int
+    lr_inv: int
+    count: int
+
+    def __iter__(self):
+        return iter((self.weights, self.rng, self.lr_inv))
+
+
 def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
-    """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> (weights dict, rng, lr_inv)."""
+    """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> :class:`WeightDump`, MOVE -> list of
+    per-tensor counts."""
     p = conv.plan
     nc = p.model.num_classes
     out, pos = [], 0
@@ -163,15 +183,24 @@ def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
             n = struct.unpack("<i", take(4))[0]
             rec = np.frombuffer(take(n * (nc + 1)), dtype=np.uint8).reshape(n, nc + 1)
             out.append((rec[:, :nc].view(np.int8).copy(), rec[:, nc].astype(np.int64)))
+        elif kind == "MOVE":
+            n = struct.unpack("<i", take(4))[0]
+            if n < 0:
+                raise HarnessError(f"garbled harness output: MOVE reports {n} tensors")
+            out.append(list(struct.unpack(f"<{n}i", take(4 * n))))
         else:
             n = struct.unpack("<i", take(4))[0]
+            if n < 0:
+                raise HarnessError(f"garbled harness output: WGHT reports {n} weights")
             flat = np.frombuffer(take(4 * n), dtype="<i4")
             rng_lo, rng_hi, lr = struct.unpack("<IIi", take(12))
             ws, i = {}, 0
             for t in p.tensors:
+                if i + t.count > n:
+                    break
                 ws[t.name] = flat[i:i + t.count].reshape(t.shape).astype(np.int64)
                 i += t.count
-            out.append((ws, rng_lo | (rng_hi << 32), lr))
+            out.append(WeightDump(ws, rng_lo | (rng_hi << 32), lr, n))
     if pos != len(blob):
         raise HarnessError(f"garbled harness output: {len(blob) - pos} unexpected trailing bytes")
     return out
