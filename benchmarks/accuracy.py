@@ -2,19 +2,23 @@
 """Test accuracy of full training runs, compared with the paper (docs/algorithm.md §7).
 
     python benchmarks/accuracy.py [--data-dir DIR] [--models mlp1,mlp2,mcu_cnn] [--seeds 3] [--seed-base 42]
-                                  [--max-epochs 150] [--profile default] [--out benchmarks/results/accuracy]
+                                  [--recipe tuned] [--max-epochs N] [--dataset NAME] [--profile default]
+                                  [--out benchmarks/results/accuracy]
 
-Each model trains on its preset's dataset (mlp1: MNIST, mlp2: FashionMNIST, mcu_cnn: MNIST) with the preset's
-hyper-parameters (the paper's, for mlp1 and mlp2; mcu_cnn with int16 weights as on the device), batch 64, at
-most ``--max-epochs`` epochs and the paper's schedule: lr_inv x3 on a plateau (patience 15 from epoch 10),
-early stopping (patience 35 from epoch 30), both on an absolute one-point accuracy improvement.  In the default
-profile a validation split (the last 10 % of the shuffled training set) drives the schedule and the choice of the
-best epoch, and the reported test accuracy is the one at the best validation epoch.  Then, unless ``--no-refit``, a
-fresh model from the same seed retrains on all training images (train + validation) for the best epoch count,
-replaying the lr_inv of each epoch, and its final test accuracy is the *refit* figure (Goodfellow et al.,
-Deep Learning, Algorithm 7.2); the test set is never used to choose anything.  ``--profile reference``
-reproduces the paper's protocol (no split, the test set drives everything, Q10).  Seeds are ``seed_base,
-seed_base + 1, ...`` (the paper used 42 ... 51).
+Each model trains on its preset's dataset (mlp1: MNIST, mlp2: FashionMNIST, mcu_cnn: MNIST; ``--dataset``
+overrides) with the preset's description (mcu_cnn with int16 weights as on the device), batch 64, and a
+training recipe (nitro_mcu/trainer/recipes.py): by default the preset's own, chosen on a validation split only
+(its lr_inv, augmentation, schedule and length); ``--recipe paper`` (and always ``--profile reference``) the
+paper's: the description's lr_inv, at most 150 epochs, lr_inv x3 on a plateau (patience 15 from epoch 10),
+early stopping (patience 35 from epoch 30).  ``--max-epochs`` caps the recipe's length.  In the default profile a
+validation split (the last 10 % of the shuffled training set) drives the schedule and the choice of the best
+epoch.  Then, unless ``--no-refit``, a fresh model from the same seed retrains on all training images (train +
+validation) for the best epoch count, replaying the lr_inv of each epoch, and its final test accuracy is the
+*refit* figure (Goodfellow et al., Deep Learning, Algorithm 7.2).  With ``--test-reads once`` (the default) the
+test set is read once per run, for the final model (the refit's; the validation run's best epoch with
+``--no-refit``); ``epoch`` also logs it every epoch.  Nothing is chosen on it either way.
+``--profile reference`` reproduces the paper's protocol (no split, the test set drives everything, Q10).  Seeds
+are ``seed_base, seed_base + 1, ...`` (the paper used 42 ... 51).
 
 Per run it prints the best epoch, the epochs run, validation and test accuracy and the time; then the mean and
 population std per model.  Results are (re)written after every run to ``<out>.csv`` (one row per run) and
@@ -46,7 +50,15 @@ def parse_args(argv=None):
     p.add_argument("--models", default="mlp1,mlp2,mcu_cnn", help="comma-separated presets (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds per model (default: %(default)s)")
     p.add_argument("--seed-base", type=int, default=42, help="first seed (default: %(default)s, as the paper)")
-    p.add_argument("--max-epochs", type=int, default=150)
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="cap on the epochs (default: the recipe's length; the paper's: 150)")
+    p.add_argument("--recipe", choices=["tuned", "paper"], default="tuned",
+                   help="training recipe: the preset's own (default; the reference profile always uses the "
+                        "paper's) or the paper's")
+    p.add_argument("--dataset", default=None, help="train on this dataset instead of the preset's")
+    p.add_argument("--test-reads", choices=["once", "epoch"], default="once",
+                   help="once (default): the test set is read once per run, for the final model; epoch: after "
+                        "every epoch too (logged only; always so when the test set drives the run)")
     p.add_argument("--profile", choices=["default", "reference"], default="default")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--weights", type=int, choices=[16, 32], default=None,
@@ -61,7 +73,7 @@ def parse_args(argv=None):
                    help="skip the refit on train + validation (default profile only; doubles the time)")
     p.add_argument("--verbose", action="store_true", help="one line per epoch")
     a = p.parse_args(argv)
-    if a.seeds < 1 or a.max_epochs < 1 or a.batch < 1:
+    if a.seeds < 1 or (a.max_epochs is not None and a.max_epochs < 1) or a.batch < 1:
         p.error("--seeds, --max-epochs and --batch must be positive")
     return a
 
@@ -69,16 +81,19 @@ def parse_args(argv=None):
 def pct(bp) -> str:
     from nitro_mcu.trainer.loop import format_bp  # imported late: main() sets the BLAS threads before NumPy loads
 
-    return "" if bp is None else format_bp(bp)
+    return "" if bp is None or bp < 0 else format_bp(bp)  # -1: the test set was not read
 
 
 def run_one(api, name: str, seed: int, a) -> dict:
     spec, defaults = api.resolve_spec(name)
-    dataset = defaults.get("dataset") or "mnist"
+    dataset = a.dataset or defaults.get("dataset") or "mnist"
     bits = a.weights or (16 if name == "mcu_cnn" else 32)  # the MCU CNN trains on the device with int16 weights
     model = api.build(spec, a.profile, bits, seed)
     monitor = a.monitor or ("test" if model.quirks.monitor_test else "val")
     data = api.load_data(dataset, seed, a.data_dir, None if monitor == "val" else 0, monitor)
+    rec = api.recipe(name, a.profile, a.recipe, data.name)
+    refit = monitor == "val" and not a.no_refit
+    reads = "epoch" if monitor == "test" or a.test_reads == "epoch" else "never" if refit else "end"
 
     def on_epoch(r):
         if a.verbose:
@@ -86,23 +101,26 @@ def run_one(api, name: str, seed: int, a) -> dict:
                   f"{monitor} {pct(r.monitor_acc_bp)}  test {pct(r.test_acc_bp)}  {r.seconds:.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    hist = api.train(model, data, a.max_epochs, a.batch, augment=bool(defaults.get("augment")), schedule=True,
-                     progress=False, on_epoch=on_epoch)
+    epochs = rec.epochs if a.max_epochs is None else min(rec.epochs, a.max_epochs)
+    hist = api.train(model, data, epochs, a.batch, schedule=True, progress=False, on_epoch=on_epoch, recipe=rec,
+                     test_reads=reads)
     seconds = time.perf_counter() - t0
     best = hist.records[hist.best_epoch - 1]
     r = dict(model=name, dataset=data.name, profile=a.profile, weight_bits=bits, seed=seed, monitor=monitor,
              train_images=len(data.x_train), val_images=len(data.x_val), test_images=len(data.x_test),
              epochs_run=len(hist.records), best_epoch=hist.best_epoch, stopped_early=hist.stopped_early,
              final_lr_inv=hist.records[-1].lr_inv, train_acc_bp=best.train_acc_bp,
-             val_acc_bp=hist.best_monitor_bp if monitor == "val" else None, test_acc_bp=hist.test_at_best_bp,
+             val_acc_bp=hist.best_monitor_bp if monitor == "val" else None,
+             test_acc_bp=None if hist.test_at_best_bp < 0 else hist.test_at_best_bp,
              seconds=round(seconds, 1), refit_images=None, refit_epochs=None, refit_test_acc_bp=None,
              refit_seconds=None)
-    if monitor == "val" and not a.no_refit:
+    if refit:
         if a.verbose:
             print(f"    refit: {hist.best_epoch} epochs on train + val", flush=True)
         t1 = time.perf_counter()
-        _, full, rh = api.refit(model, data, hist, a.batch, augment=bool(defaults.get("augment")),
-                                on_epoch=on_epoch if a.verbose else None)
+        _, full, rh = api.refit(model, data, hist, a.batch, augment=api.augment_for(None, rec, data),
+                                on_epoch=on_epoch if a.verbose else None,
+                                test_reads="epoch" if reads == "epoch" else "end")
         r.update(refit_images=len(full.x_train), refit_epochs=len(rh.records), refit_test_acc_bp=rh.test_at_best_bp,
                  refit_seconds=round(time.perf_counter() - t1, 1))
     return r
@@ -119,17 +137,30 @@ def summarize(runs):
         groups.setdefault((r["model"], r["dataset"]), []).append(r)
     out = []
     for (model, dataset), rs in groups.items():
-        accs = [r["test_acc_bp"] / 100 for r in rs]
+        accs = [r["test_acc_bp"] / 100 for r in rs if r["test_acc_bp"] is not None] or [float("nan")]
+        vals = [r["val_acc_bp"] / 100 for r in rs if r["val_acc_bp"] is not None]
         refits = [r["refit_test_acc_bp"] / 100 for r in rs if r["refit_test_acc_bp"] is not None]
         refit = None
         if refits and len(refits) == len(rs):
             refit = dict(mean=statistics.fmean(refits), std=statistics.pstdev(refits) if len(refits) > 1 else 0.0,
                          lo=min(refits), hi=max(refits))
-        out.append(dict(model=model, dataset=dataset, runs=len(rs), mean=statistics.fmean(accs), refit=refit,
+        val = None if not vals else dict(mean=statistics.fmean(vals), std=statistics.pstdev(vals))
+        out.append(dict(model=model, dataset=dataset, runs=len(rs), mean=statistics.fmean(accs), refit=refit, val=val,
                         std=statistics.pstdev(accs) if len(accs) > 1 else 0.0, lo=min(accs), hi=max(accs),
                         epochs=statistics.fmean(r["epochs_run"] for r in rs),
                         seconds=statistics.fmean(r["seconds"] for r in rs), paper=PAPER.get((model, dataset), "–")))
     return out
+
+
+def recipe_text(a) -> str:
+    from nitro_mcu import api
+
+    parts = []
+    for name in [n.strip() for n in a.models.split(",") if n.strip()]:
+        r = api.recipe(name, a.profile, a.recipe, a.dataset)
+        cap = "" if a.max_epochs is None or a.max_epochs >= r.epochs else f", capped at {a.max_epochs} epochs"
+        parts.append(f"{name}: {r.describe()}{cap}")
+    return "; ".join(parts)
 
 
 def write_reports(stem: Path, runs, a, fileio):
@@ -144,19 +175,23 @@ def write_reports(stem: Path, runs, a, fileio):
     on_val = all(r["monitor"] == "val" for r in runs)
     md = [f"# Accuracy benchmark ({a.profile} profile, {'validation' if on_val else 'test-set'} monitor)", "",
           f"Command: `python benchmarks/accuracy.py {' '.join(sys.argv[1:])}`".rstrip(), "",
-          f"Batch {a.batch}, at most {a.max_epochs} epochs, plateau x3 (patience 15 from epoch 10), early stop "
-          f"(patience 35 from epoch 30). Test accuracy at the best "
+          f"Batch {a.batch}, recipe {a.recipe} ({recipe_text(a)}). Test accuracy at the best "
           f"{'validation' if on_val else 'test'} epoch, on all test images"
-          f"{'' if a.profile == 'default' else ' of the full batches (Q9)'}.", "",
+          f"{'' if a.profile == 'default' else ' of the full batches (Q9)'}"
+          f"{'; read once per run, for the final model (– = not read)' if on_val and a.test_reads == 'once' else ''}"
+          ".", "",
           "## Summary", "",
-          "| Model | Data | Runs | Test mean (%) | σ | min–max | Refit test mean ± σ (min–max) | Epochs (mean) "
-          "| Time per run (s) | Paper (mean ± σ) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| Model | Data | Runs | Best val mean ± σ (%) | Test mean (%) | σ | min–max | Refit test mean ± σ (min–max) "
+          "| Epochs (mean) | Time per run (s) | Paper (mean ± σ) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summarize(runs):
         rf = s["refit"]
         rtxt = "–" if rf is None else f"**{rf['mean']:.2f}** ± {rf['std']:.2f} ({rf['lo']:.2f}–{rf['hi']:.2f})"
-        md.append(f"| {s['model']} | {s['dataset']} | {s['runs']} | {s['mean']:.2f} | {s['std']:.2f} | "
-                  f"{s['lo']:.2f}–{s['hi']:.2f} | {rtxt} | {s['epochs']:.0f} | {s['seconds']:.0f} | {s['paper']} |")
+        vtxt = "–" if s["val"] is None else f"{s['val']['mean']:.2f} ± {s['val']['std']:.2f}"
+        nan = s["mean"] != s["mean"]  # no test figure of the validation runs (read once, for the refit)
+        test = "– | – | –" if nan else f"{s['mean']:.2f} | {s['std']:.2f} | {s['lo']:.2f}–{s['hi']:.2f}"
+        md.append(f"| {s['model']} | {s['dataset']} | {s['runs']} | {vtxt} | {test} | {rtxt} | "
+                  f"{s['epochs']:.0f} | {s['seconds']:.0f} | {s['paper']} |")
     md += ["", "## Runs", "",
            "| Model | Weights | Data | Seed | Train / val / test images | Epochs | Best epoch | Final lr_inv | "
            "Train (%) | Val (%) | Test (%) | Time (s) | Refit: images / epochs / test (%) / time (s) |",
@@ -166,7 +201,7 @@ def write_reports(stem: Path, runs, a, fileio):
                   f"{r['val_images']} / {r['test_images']} | "
                   f"{r['epochs_run']}{' (early stop)' if r['stopped_early'] else ''} | "
                   f"{r['best_epoch']} | {r['final_lr_inv']} | {pct(r['train_acc_bp'])} | "
-                  f"{pct(r['val_acc_bp']) or '–'} | {pct(r['test_acc_bp'])} | {r['seconds']:.0f} | "
+                  f"{pct(r['val_acc_bp']) or '–'} | {pct(r['test_acc_bp']) or '–'} | {r['seconds']:.0f} | "
                   + ("–" if r["refit_test_acc_bp"] is None else
                      f"{r['refit_images']} / {r['refit_epochs']} / {pct(r['refit_test_acc_bp'])} / "
                      f"{r['refit_seconds']:.0f}") + " |")
@@ -197,8 +232,8 @@ def main(argv=None) -> int:
     stem = Path(a.out)
     stem = stem.with_suffix("") if stem.suffix in (".csv", ".md") else stem
     seeds = list(range(a.seed_base, a.seed_base + a.seeds))
-    print(f"accuracy benchmark: {', '.join(names)}; seeds {seeds}; <= {a.max_epochs} epochs; profile {a.profile}; "
-          f"data {a.data_dir}", flush=True)
+    print(f"accuracy benchmark: {', '.join(names)}; seeds {seeds}; recipe {a.recipe} ({recipe_text(a)}); "
+          f"profile {a.profile}; data {a.data_dir}", flush=True)
     runs = []
     t_all = time.perf_counter()
     for name in names:
@@ -208,13 +243,16 @@ def main(argv=None) -> int:
             val = "" if r["val_acc_bp"] is None else f" (val {pct(r['val_acc_bp'])} %)"
             refit = "" if r["refit_test_acc_bp"] is None else \
                 f"; refit on {r['refit_images']}: test {pct(r['refit_test_acc_bp'])} %, {r['refit_seconds']:.1f} s"
-            print(f"  {name:8s} {r['dataset']:14s} seed {seed}: test {pct(r['test_acc_bp'])} %{val}, "
+            print(f"  {name:8s} {r['dataset']:14s} seed {seed}: test {pct(r['test_acc_bp']) or '– (not read)'} %{val}, "
                   f"best epoch {r['best_epoch']} of {r['epochs_run']}, {r['seconds']:.1f} s{refit}", flush=True)
             write_reports(stem, runs, a, fileio)
-    print("summary (test accuracy at the best epoch):")
+    print("summary (best validation accuracy; test accuracy of the validation runs where read, and of the refit):")
     for s in summarize(runs):
-        print(f"  {s['model']:8s} {s['dataset']:14s} mean {s['mean']:.2f} %  std {s['std']:.2f}  "
-              f"[{s['lo']:.2f}, {s['hi']:.2f}]  {s['epochs']:.0f} epochs  {s['seconds']:.1f} s/run  paper {s['paper']}"
+        val = "" if s["val"] is None else f"val {s['val']['mean']:.2f} ± {s['val']['std']:.2f}  "
+        test = "" if s["mean"] != s["mean"] else \
+            f"test mean {s['mean']:.2f} %  std {s['std']:.2f}  [{s['lo']:.2f}, {s['hi']:.2f}]  "
+        print(f"  {s['model']:8s} {s['dataset']:14s} {val}{test}{s['epochs']:.0f} epochs  {s['seconds']:.1f} s/run  "
+              f"paper {s['paper']}"
               + ("" if s["refit"] is None else
                  f"\n  {'':8s} {'refit':14s} mean {s['refit']['mean']:.2f} %  std {s['refit']['std']:.2f}  "
                  f"[{s['refit']['lo']:.2f}, {s['refit']['hi']:.2f}]"))

@@ -14,6 +14,7 @@ from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
+from .trainer.recipes import RECIPE_CHOICES
 
 
 class UsageError(ValueError):
@@ -37,22 +38,30 @@ def cmd_train(a) -> int:
     name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
-    augment = defaults.get("augment", False) if a.augment is None else a.augment
-    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    rec = api.recipe(spec if a.model not in PRESETS else a.model, a.profile, a.recipe, data.name)
+    if a.refit is None:  # the recipe's choice, where there is a validation split
+        a.refit = rec.refit and monitor == "val" and a.val_size != 0
+    augment = api.augment_for(a.augment, rec, data)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment, rec), a.resume)
     if keeper.state is not None:
         print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
+    print(f"recipe ({a.recipe}): {rec.describe()}; this run: {a.epochs} epoch(s)"
+          f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', no schedule' if a.no_schedule else ''}, "
+          f"augment {augment or 'none'}, refit {'yes' if a.refit else 'no'}", flush=True)
     t0 = time.perf_counter()
     try:
-        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment or False, not a.no_schedule,
+                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch,
+                         recipe=rec)
     except KeyboardInterrupt:
         print(keeper.interrupted(), file=sys.stderr)
         raise
     dt = time.perf_counter() - t0
-    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
+    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
+             "recipe": rec.to_dict()}
     from .fileio import atomic_write
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
@@ -248,12 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-size", type=non_negative, default=None, help="validation images (default: 10 %%)")
     t.add_argument("--monitor", choices=["val", "test"], default="val",
                    help="set that drives the schedule (test = the paper's Q10 behaviour)")
+    t.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="tuned",
+                   help="training recipe: the preset's own, chosen on validation only (tuned; the paper's for "
+                        "descriptions without one and in the reference profile), or the paper's; "
+                        "docs/profiles.md")
     t.add_argument("--augment", dest="augment", action="store_true", default=None,
-                   help="augment the training images (default: the preset's)")
+                   help="augment the training images (default: as the recipe)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
-    t.add_argument("--no-schedule", action="store_true", help="no plateau / early stopping")
-    t.add_argument("--refit", action="store_true",
-                   help="then retrain on training + validation images for the best epoch count and save that")
+    t.add_argument("--no-schedule", action="store_true", help="constant lr_inv: no plateau, step or early stop")
+    t.add_argument("--refit", dest="refit", action="store_true", default=None,
+                   help="then retrain on training + validation images for the best epoch count and save that "
+                        "(default: as the recipe, where there is a validation split)")
+    t.add_argument("--no-refit", dest="refit", action="store_false", help="no refit")
     t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")
