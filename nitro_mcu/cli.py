@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, or a folder (default: the "
                                   "preset's with --data-dir, else bundled)")
     t.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
-    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS, help="training epochs")
+    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS,
+                   help="training epochs, at most (a recipe runs whole with its length: docs/profiles.md)")
     t.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
     t.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
     t.add_argument("--profile", choices=list(PROFILES), default="default", help="quirk profile (docs/profiles.md)")

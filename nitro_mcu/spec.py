@@ -85,7 +85,7 @@ PRESETS = {
                               ["conv", 32, 3, 1, 1], ["maxpool", 2, 2]],
                     fc_hidden=[64], fwd_decay_inv=30000, head_decay_inv=3000, pred_decoder_dim=512,
                     dataset="mnist", augment=False, weight_bits=16,
-                    recipe=dict(epochs=30, crop_pad=2, milestones=[15, 25], refit=True)),
+                    recipe=dict(epochs=60, crop_pad=1, milestones=[30, 45], refit=True)),
 }
 TRAIN_KEYS = ("dataset", "augment", "weight_bits", "recipe")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.

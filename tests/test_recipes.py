@@ -197,3 +197,20 @@ def test_presets_keep_their_architecture():
         spec = copy.deepcopy(PRESETS[name])
         del spec["recipe"]
         assert normalize_spec(copy.deepcopy(PRESETS[name])) == normalize_spec(spec)
+
+
+def recipe_row(name: str) -> str:
+    """The docs/profiles.md row of a preset's recipe."""
+    r, spec = api.recipe(name), PRESETS[name]
+    aug = ", ".join(([f"crop ±{r.crop_pad}, p = 1/2"] if r.crop_pad else []) + (["flip, p = 1/2"] if r.flip else []))
+    lr = r.lr_inv or f"the description's ({spec.get('lr_inv', 512)})"
+    sched = f"×{r.factor} after epochs {', '.join(map(str, r.milestones))}" if r.milestones else "the paper's"
+    return f"| {name} | {r.epochs} | {lr} | {aug or 'none'} | {sched} | {'yes' if r.refit else 'no'} |"
+
+
+def test_docs_recipe_table_matches_the_code():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "profiles.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] in PRESETS]
+    assert rows == [recipe_row(n) for n in PRESETS if "recipe" in PRESETS[n]]
