@@ -175,11 +175,11 @@ def write_reports(stem: Path, runs, a, fileio):
     on_val = all(r["monitor"] == "val" for r in runs)
     md = [f"# Accuracy benchmark ({a.profile} profile, {'validation' if on_val else 'test-set'} monitor)", "",
           f"Command: `python benchmarks/accuracy.py {' '.join(sys.argv[1:])}`".rstrip(), "",
-          f"Batch {a.batch}, recipe {a.recipe} ({recipe_text(a)}). Test accuracy at the best "
-          f"{'validation' if on_val else 'test'} epoch, on all test images"
-          f"{'' if a.profile == 'default' else ' of the full batches (Q9)'}"
-          f"{'; read once per run, for the final model (– = not read)' if on_val and a.test_reads == 'once' else ''}"
-          ".", "",
+          f"Batch {a.batch}, recipe {a.recipe} ({recipe_text(a)}). "
+          + ("The test set is read once per run, on all its images, for the final model: the refit's, or with "
+             "--no-refit the validation run's best epoch (– = not read)." if on_val and a.test_reads == "once" else
+             f"Test accuracy at the best {'validation' if on_val else 'test'} epoch, on all test images"
+             f"{'' if a.profile == 'default' else ' of the full batches (Q9)'}."), "",
           "## Summary", "",
           "| Model | Data | Runs | Best val mean ± σ (%) | Test mean (%) | σ | min–max | Refit test mean ± σ (min–max) "
           "| Epochs (mean) | Time per run (s) | Paper (mean ± σ) |",

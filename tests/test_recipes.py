@@ -214,3 +214,29 @@ def test_docs_recipe_table_matches_the_code():
     text = (Path(__file__).resolve().parents[1] / "docs" / "profiles.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] in PRESETS]
     assert rows == [recipe_row(n) for n in PRESETS if "recipe" in PRESETS[n]]
+
+
+def test_the_accuracy_benchmark_reads_the_test_set_once(tmp_path, monkeypatch):
+    """The honest protocol: the validation run never reads the test set; the refit model is read once, at the end."""
+    import importlib.util
+    from pathlib import Path
+
+    from nitro_mcu.trainer import malloc
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sizes, real = [], training.accuracy_bp
+
+    def counting(model, x, *args, **kwargs):
+        sizes.append(len(x))
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(training, "accuracy_bp", counting)
+    monkeypatch.setattr(malloc, "tune_malloc", lambda: None)
+    assert bench.main(["--models", "mlp1", "--dataset", "bundled", "--seeds", "1", "--max-epochs", "2",
+                       "--out", str(tmp_path / "acc")]) == 0
+    assert sizes == [500, 500, 1000]  # two validation epochs, then one read of the 1,000 test images by the refit
+    row = next(csv.DictReader((tmp_path / "acc.csv").open()))
+    assert row["test_acc"] == "" and float(row["refit_test_acc"]) > 0 and row["val_acc"]
