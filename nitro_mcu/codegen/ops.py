@@ -55,6 +55,7 @@ class FwdFn:
     xt: str
     acc: str
     what: str
+    chunk: int  # acc64: the int32 partial sums' length (0: plain int64 sums); acc32: the fan-in
 
     @property
     def sfx(self) -> str:
@@ -127,7 +128,7 @@ class BlockOp(LayerOp):
     head_info: dict
     head_cname: str
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
-    head_acc32: bool = False  # the head's dot products provably fit int32
+    head_chunk: int = 0  # the head's dot products: int32 partial sums of this many terms (>= d_in: one int32 sum)
     fast_head: bool = False  # the fused head update may take its int32 fast path
 
 
@@ -138,6 +139,7 @@ class ConvOp(BlockOp):
     kind: ClassVar[str] = "conv"
     blk: ConvBlock
     xpad: Buffer  # one input sample with a zero border (forward scratch)
+    wpad: Buffer | None  # odd fan-in, int16 weights: the weights with rows padded to even length (forward)
     cells: int  # output positions that carry head gradient: pooled cells, or the whole map
     xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
     pooled: Buffer | None = None  # pooled head input (head pool only)

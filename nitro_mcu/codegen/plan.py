@@ -157,6 +157,13 @@ class _Walk:
     def acc(self, fan_in: int, x_bound: int) -> str:
         return "int32_t" if fan_in * x_bound * self.wmax < INT32_MAX else "int64_t"
 
+    def chunk(self, fan_in: int, x_bound: int) -> int:
+        """The terms of a dot product's int32 partial sums: the fan-in when the whole sum fits int32, else the
+        largest multiple of 4 whose sums provably fit (0 when none does: int32 weights)."""
+        if self.acc(fan_in, x_bound) == "int32_t":
+            return fan_in
+        return (INT32_MAX // (x_bound * self.wmax)) // 4 * 4
+
     def fast_update(self, x_bound: int) -> bool:
         """Whether the fused updates may sum |delta| < 2^15 times inputs up to x_bound over the batch in int32
         (nitro_row_update's fast path needs |sum| <= 2^30)."""
@@ -174,8 +181,9 @@ class _Walk:
     def fwd_fn(self, label: str, x: Activation, acc: str, geometry: type, **consts) -> str:
         """The per-layer forward wrapper for input ``x`` (one schedule); returns its C name."""
         fname = f"nitro_fwd_{label.replace('.', '_')}_{x.sfx}_{acc_name(acc)}"
+        fan_in = consts["n_in"] if "n_in" in consts else consts["c_in"] * consts["k"] ** 2
         if all(f.name != fname for f in self.p.fwd_fns):
-            self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, **consts))
+            self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, self.chunk(fan_in, x.bound), **consts))
         return fname
 
     def new(self, name: str, ctype: str, count: int, what: str) -> Buffer:
@@ -201,7 +209,11 @@ class _Walk:
                        f"{st.name}: scaled output, then (relu in place) the block output")
         xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
                         f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
-        op = ConvOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, xpad=xpad,
+        wpad = None
+        if st.fan_in % 2 and self.model.weight_bits == 16:
+            wpad = self.new(f"wp_{st.name}", p.wtype, st.c_out * (st.fan_in + 1),
+                            f"{st.name}: the weights with an even row length (forward, DSP cores)")
+        op = ConvOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, xpad=xpad, wpad=wpad,
                     cells=st.pool.oh * st.pool.ow if st.pool else st.h_out * st.w_out, **self.block_fields(st, n_out))
         geo = dict(c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad, sf=st.sf)
         p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
@@ -227,7 +239,7 @@ class _Walk:
                              f"{st.name}: non-zero deltas of one channel (delta, input offset)")
         op.xpad_batch = self.new(f"xq_{st.name}", self.x.ctype, b * padded,
                                  f"{st.name}: the batch's input with a zero border (gradient)")
-        op.head_acc32 = self.acc(st.head.d_in, p.relu_max) == "int32_t"
+        op.head_chunk = self.chunk(st.head.d_in, p.relu_max)
         op.step_fn = f"nitro_step_{st.name}_{self.x.sfx}"
         p.kernels.add(Kernel("conv_step", self.x.sfx))
 
@@ -249,7 +261,7 @@ class _Walk:
             op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
             self.update_buffers(op, st.name, st.d_in)
             op.ht = self.new(f"ht_{st.name}", "int8_t", st.d_out * p.bp, f"{st.name}: relu(s) transposed (head update)")
-            op.head_acc32 = self.acc(st.d_out, p.relu_max) == "int32_t"
+            op.head_chunk = self.chunk(st.d_out, p.relu_max)
             op.fast_head = self.fast_update(p.relu_max)
             p.kernels.add(Kernel("linear_step", self.x.sfx))
             self.arena.use(self.x.buf, self.t)
@@ -327,7 +339,7 @@ class _Walk:
         col = 2
         for op in self.p.ops:
             if isinstance(op, ConvOp):
-                col = max(col, 2 * op.blk.fan_in, op.blk.head.d_in if self.p.train else 0)
+                col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if self.p.train else 0)
             elif isinstance(op, LinearOp):
                 col = max(col, op.blk.d_in)
             elif isinstance(op, OutputOp):
