@@ -114,7 +114,7 @@ class LayerOp:
     err: Buffer | None = None
     deltas: Buffer | None = None  # the back-propagated error (conv: of one channel; linear/output: of one row)
     xtr: Buffer | None = None  # linear/output: the batch input transposed, for the fused update
-    fast: bool = False  # the fused forward update may take its int32 fast path (nitro_row_update)
+    fast: bool = False  # the fused update may take its int32 fast path (nitro_row_update, nitro_conv_grad)
     step_fn: str | None = None  # the per-layer training step wrapper
 
 
@@ -142,7 +142,8 @@ class ConvOp(BlockOp):
     wpad: Buffer | None  # odd fan-in, int16 weights: the weights with rows padded to even length (forward)
     cells: int  # output positions that carry head gradient: pooled cells, or the whole map
     xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
-    pooled: Buffer | None = None  # pooled head input (head pool only)
+    entries: Buffer | None = None  # one channel's non-zero deltas with their input offsets
+    pooled: Buffer | None = None  # the head input transposed: pooled relu(s), or relu(s) without a head pool
     pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
 
 

@@ -43,6 +43,12 @@ class Plan:
     kernels: set[Kernel] = field(default_factory=set)
     fwd_fns: list[FwdFn] = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
     relu_lut: list[int] = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
+    relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
+
+    @property
+    def max_kk(self) -> int:
+        """The most taps of a conv kernel (1 without convs): the size of the gradient's register block."""
+        return max([op.blk.k ** 2 for op in self.ops if isinstance(op, ConvOp)], default=1)
 
     def memory_table(self) -> list[tuple[str, int]]:
         rows = [("weights (" + ("RAM, trainable" if self.train else "flash, const") + ")", self.weight_bytes),
@@ -231,17 +237,27 @@ class _Walk:
         """The training buffers of a conv block's local step (head pool, head error, deltas, padded batch)."""
         p, b, st = self.p, self.p.batch, op.blk
         op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
+        # written by the training forward, sample by sample, while xp_ and wp_ are in use: alive from there
+        op.pooled = self.arena.new(f"ph_{st.name}", "int8_t", st.head.d_in * p.bp, self.t - 1,
+                                   f"{st.name}: the head input transposed (pooled relu(s), or relu(s))")
+        self.arena.use(op.pooled, self.t)
         if st.pool:
-            op.pooled = self.new(f"ph_{st.name}", "int8_t", b * st.head.d_in, f"{st.name}: pooled head input")
-            op.pool_idx = self.new(f"pi_{st.name}", "uint16_t", b * st.head.d_in, f"{st.name}: head-pool argmax")
+            op.pool_idx = self.arena.new(f"pi_{st.name}", "uint16_t", b * st.head.d_in, self.t - 1,
+                                         f"{st.name}: head-pool argmax")
+            self.arena.use(op.pool_idx, self.t)
             p.kernels.add(Kernel("headpool"))
-        op.deltas = self.new(f"d_{st.name}", p.delta_type, 2 * b * op.cells,
-                             f"{st.name}: non-zero deltas of one channel (delta, input offset)")
+        op.entries = self.new(f"ent_{st.name}", p.delta_type, 2 * b * op.cells,
+                              f"{st.name}: non-zero deltas of one channel (delta, input offset)")
+        op.deltas = self.new(f"d_{st.name}", p.delta_type, p.bp, f"{st.name}: one head cell's deltas over the batch")
         op.xpad_batch = self.new(f"xq_{st.name}", self.x.ctype, b * padded,
                                  f"{st.name}: the batch's input with a zero border (gradient)")
         op.head_chunk = self.chunk(st.head.d_in, p.relu_max)
         op.step_fn = f"nitro_step_{st.name}_{self.x.sfx}"
-        p.kernels.add(Kernel("conv_step", self.x.sfx))
+        sample = st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad)
+        # packed entries need offsets below 2^15; int32 sums need entries * 2^15 * |x|max < 2^31
+        op.fast = b * sample <= 32767 and b * op.cells * 32767 * self.x.bound < INT32_MAX
+        op.fast_head = self.fast_update(p.relu_max)
+        p.kernels |= {Kernel("conv_step", self.x.sfx), Kernel("row_update", "s8"), Kernel("head_error")}
 
     def linear(self, st: LinearBlock) -> None:
         p, b, q = self.p, self.p.batch, self.model.quirks
@@ -354,4 +370,5 @@ class _Walk:
                                           np.asarray(model.weights[wname]).reshape(-1), self.info[wname]))
         lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), model.spec["slope_inv"])
         p.relu_lut = [int(v) for v in lut]
+        p.relu_lo = [next(u for u in range(256) if lut[u] == lut[v]) - 128 for v in range(256)]
         p.weight_bytes = sum(t.count for t in p.tensors) * (model.weight_bits // 8)
