@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,19 +10,24 @@ import numpy as np
 from .trainer import data as D
 from . import modelfile
 from .codegen.cost import tensor_macs
-from .spec import PRESETS, SpecError, preset
+from .spec import (DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_WEIGHT_BITS, INT32_MAX, PRESETS, TRAIN_KEYS, SpecError,
+                   check_int, check_train_keys, is_int, normalize_spec, preset)
+from .trainer.profiles import PROFILES, Quirks
 from .trainer.network import Model
 from .trainer.loop import History, accuracy_bp, refit_schedule
 from .trainer.loop import train as _train
 
 
 def resolve_spec(model: str | dict) -> tuple[dict, dict]:
-    """A preset name, a JSON file path or a dict -> (description, preset training defaults)."""
+    """A preset name, a JSON file path or a dict -> (description, its training defaults: TRAIN_KEYS)."""
     if isinstance(model, dict):
-        return dict(model), {}
+        check_train_keys(model)
+        return dict(model), {k: model[k] for k in TRAIN_KEYS if k in model}
+    if not isinstance(model, (str, Path)):
+        raise SpecError(f"a model is a preset name, a JSON file or a description dict, got {type(model).__name__}")
     if model in PRESETS:
         spec = preset(model)
-        return spec, {k: spec.get(k) for k in ("dataset", "augment")}
+        return spec, {k: spec[k] for k in TRAIN_KEYS if k in spec}
     p = Path(model)
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
@@ -30,30 +36,50 @@ def resolve_spec(model: str | dict) -> tuple[dict, dict]:
             spec = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise SpecError(f"{p}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        defaults = {k: spec[k] for k in ("dataset", "augment") if isinstance(spec, dict) and k in spec}
-        if not isinstance(defaults.get("augment", False), bool):
-            raise SpecError(f"{p}: 'augment' must be true or false, got {defaults['augment']!r}")
-        if not isinstance(defaults.get("dataset", ""), str):
-            raise SpecError(f"{p}: 'dataset' must be a dataset name, got {defaults['dataset']!r}")
-        return spec, defaults
+        except (UnicodeDecodeError, OSError) as e:
+            raise SpecError(f"{p}: unreadable model description ({e})") from None
+        if not isinstance(spec, dict):
+            raise SpecError(f"{p}: a model description must be a JSON object")
+        try:
+            check_train_keys(spec)
+            normalize_spec(spec)  # every problem of the file, before anything is built
+        except SpecError as e:
+            raise SpecError(f"{p}: {e}") from None
+        return spec, {k: spec[k] for k in TRAIN_KEYS if k in spec}
     raise SpecError(f"unknown preset '{model}' (and no such JSON file); presets: {', '.join(PRESETS)}")
 
 
-def build(model: str | dict, profile: str = "default", weight_bits: int = 32, seed: int = 0) -> Model:
-    """A freshly initialised model from a preset name, a JSON file or a description dict."""
-    spec, _ = resolve_spec(model)
+def build(model: str | dict, profile: str = "default", weight_bits: int | None = None, seed: int = 0) -> Model:
+    """A freshly initialised model from a preset name, a JSON file or a description dict.
+
+    ``weight_bits`` None: the width the preset or description names (``mcu_cnn``: 16), else 32."""
+    spec, defaults = resolve_spec(model)
+    if weight_bits is None:
+        weight_bits = defaults.get("weight_bits", DEFAULT_WEIGHT_BITS)
+    if not is_int(weight_bits) or weight_bits not in (16, 32):
+        raise SpecError(f"weight_bits must be 16 or 32, got {weight_bits!r}")
+    check_int("seed", seed, 0, 2**64 - 1)
+    if profile not in PROFILES and not isinstance(profile, Quirks):
+        raise SpecError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     return Model(spec, profile, weight_bits=weight_bits, seed=seed)
 
 
 def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None, monitor: str = "val",
               norm: dict | None = None) -> D.Prepared:
-    """Load and pre-process a dataset (shuffle, validation split, integer normalisation)."""
+    """Load and pre-process a dataset (shuffle, validation split, integer normalisation).
+
+    With ``norm`` (a trained model's statistics), those normalise every split instead, and
+    ``pixel_stats`` holds the test images' own statistics for :func:`check_same_data`."""
+    check_int("seed", seed, 0, 2**64 - 1)
+    if val_size is not None:
+        check_int("val_size", val_size, 0, 2**31 - 1)
     ds = D.load_dataset(name, data_dir)
     prep = D.prepare(ds, seed, val_size=val_size, monitor=monitor)
     prep.name = ds.name
     prep.source = (name, data_dir)
     if norm:  # a trained model's statistics override the ones computed here
         mu, mad = norm["mu"], norm["mad"]
+        prep.pixel_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_test))
         prep.x_train = D.normalize(ds.x_train[prep.train_index], mu, mad)
         prep.x_val = D.normalize(ds.x_train[prep.val_index], mu, mad) if len(prep.val_index) else prep.x_val
         prep.x_test = D.normalize(ds.x_test, mu, mad)
@@ -61,31 +87,105 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
     return prep
 
 
+def dataset_for(asked: str | None, trained_on: str | None, data_dir) -> str:
+    """The dataset to evaluate on: the one asked for, else the model's; a model of the bundled MNIST subset
+    with a --data-dir reads MNIST from there (so the files are checked against the model, not ignored)."""
+    if asked:
+        return asked
+    if data_dir is not None and (trained_on or "bundled") == "bundled":
+        return "mnist"
+    return trained_on or "bundled"
+
+
+def data_folder(data: D.Prepared) -> str | None:
+    """The folder ``data`` was read from (None: the bundled subset or arrays)."""
+    name, data_dir = data.source if data.source else (data.name, None)
+    if D.canonical_name(str(name)) == "bundled":
+        return None
+    if data_dir is not None:
+        return str(data_dir)
+    return str(name) if D.canonical_name(str(name)) is None and Path(str(name)).is_dir() else None
+
+
+def data_origin(data: D.Prepared) -> str:
+    """Where ``data`` came from, in words: its dataset name and folder."""
+    folder = data_folder(data)
+    if folder is None:
+        return f"{data.name} (the MNIST subset in the package)" if data.name == "bundled" else str(data.name)
+    return f"{data.name} (files in {folder})"
+
+
+# A model's training images and these test images differ by more than this in pixel mean or mean deviation
+# (pixel - 128 units): another dataset.  MNIST and its bundled subset differ by 2, MNIST and FashionMNIST by 40.
+PIXEL_STATS_TOLERANCE = 16
+
+
+def check_same_data(norm: dict, data: D.Prepared) -> None:
+    """Refuse data that is detectably not what the model was trained on: another dataset name, or test
+    images whose pixel statistics are far from the training images' (same file names, other pictures)."""
+    trained = norm.get("dataset")
+    family = {"bundled": "mnist"}
+    a = D.canonical_name(str(trained)) if trained else None
+    b = D.canonical_name(str(data.name))
+    if a and b and family.get(a, a) != family.get(b, b):
+        raise SpecError(f"the model was trained on {trained}, the data is {data_origin(data)}: evaluate it on "
+                        "the dataset it was trained on")
+    stats = getattr(data, "pixel_stats", None)
+    if stats is None or "mu" not in norm:
+        return
+    for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(norm["mu"], norm["mad"], *stats)):
+        if abs(int(mu) - mu_d) > PIXEL_STATS_TOLERANCE or abs(int(mad) - mad_d) > PIXEL_STATS_TOLERANCE:
+            raise SpecError(f"the images of {data_origin(data)} do not look like the model's training data "
+                            f"({trained or 'unnamed'}): channel {ch} pixel mean {mu_d} and mean deviation {mad_d}, "
+                            f"the model's {int(mu)} and {int(mad)}; is --data-dir the right dataset?")
+
+
 def check_compatible(model: Model, data: D.Prepared) -> None:
+    """Refuse data whose sample shape or class count differs from the model's."""
     shape = tuple(data.x_train.shape[1:]) if len(data.x_train) else tuple(data.x_test.shape[1:])
     need = model.input_shape
     flat_ok = model.spec["kind"] == "mlp" and int(np.prod(shape)) == int(np.prod(need))
     if shape != need and not flat_ok:
-        raise SpecError(f"the data has samples of shape {shape}, the model expects {need}")
+        raise SpecError(f"the data has samples of shape {shape} (channels, height, width), the model expects "
+                        f"{need}")
     if data.num_classes != model.num_classes:
         raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}")
 
 
-def train(model: Model, data: D.Prepared, epochs: int = 5, batch_size: int = 64, lr_inv=None, augment=None,
-          schedule: bool = True, progress: bool = False, on_epoch=None, lr_schedule=None) -> History:
+def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
+    """Hyper-parameters are integers in range, or refused (512.7 is not an lr_inv)."""
+    check_int("epochs", epochs, 1, 10**6)
+    check_int("batch_size", batch_size, 1, 2**20)
+    if lr_inv is not None:
+        check_int("lr_inv", lr_inv, 1, INT32_MAX)
+    if lr_schedule is not None:
+        if isinstance(lr_schedule, (str, bytes)) or not hasattr(lr_schedule, "__len__") or not len(lr_schedule):
+            raise SpecError("lr_schedule must be a non-empty list of lr_inv values")
+        for v in lr_schedule:
+            check_int("every lr_inv of lr_schedule", v, 1, INT32_MAX)
+
+
+def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
+          augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
+          lr_schedule=None, resume=None, on_checkpoint=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
+    ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
+    ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
     """
+    check_train_args(epochs, batch_size, lr_inv, lr_schedule)
     check_compatible(model, data)
+    if progress is None:
+        progress = sys.stderr.isatty()
     if augment is True:
         augment = D.augment_defaults(getattr(data, "name", "mnist"))
     return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch,
-                  lr_schedule=lr_schedule)
+                  lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint)
 
 
-def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64, augment=None,
-          progress: bool = False, on_epoch=None) -> tuple[Model, D.Prepared, History]:
+def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DEFAULT_BATCH, augment=None,
+          progress: bool | None = None, on_epoch=None) -> tuple[Model, D.Prepared, History]:
     """Retrain on training + validation images with the schedule a validation-driven run found.
 
     ``model`` and ``data`` are those of the finished run (its seed, profile, width and dataset are reused;
@@ -105,17 +205,17 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = 64
 
 
 def evaluate(model: Model, data: D.Prepared) -> dict:
-    """Accuracies in percent (strings with two decimals come from integer basis points)."""
+    """Accuracies in basis points, the number of test images and the data they came from."""
     check_compatible(model, data)
     out = {"test_acc_bp": accuracy_bp(model, data.x_test, data.y_test, model.quirks.drop_last_eval),
-           "test_images": int(len(data.x_test))}
+           "test_images": int(len(data.x_test)), "dataset": data.name, "data_dir": data_folder(data)}
     if len(data.x_val):
         out["val_acc_bp"] = accuracy_bp(model, data.x_val, data.y_val, model.quirks.drop_last_eval)
     return out
 
 
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
-         extra: dict | None = None) -> Path:
+         extra: dict | None = None, files: dict | None = None) -> Path:
     norm = {}
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
@@ -127,7 +227,7 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                         best_monitor_bp=None if history.monitor == "none" else history.best_monitor_bp,
                         test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
                         final_lr_inv=history.records[-1].lr_inv if history.records else None)
-    return modelfile.save(model, path, norm=norm, training=training)
+    return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 
 def load(path) -> tuple[Model, dict]:
@@ -161,8 +261,6 @@ def summary(model: Model) -> str:
 
 
 def profile_name(model: Model) -> str:
-    from .trainer.profiles import PROFILES
-
     for name, q in PROFILES.items():
         if q == model.quirks:
             return name

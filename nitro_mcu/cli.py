@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
-from .spec import PRESETS
+from . import api, checkpoint_cli, resume
+from ._version import __version__
+from .cliargs import Parser, int_in, non_negative, positive, weights_bits
+from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
@@ -18,62 +20,38 @@ class UsageError(ValueError):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is the CLI's one line on stderr and exit status 2 (no usage dump)."""
-
-    def error(self, message):
-        cmd = self.prog.split(" ", 1)[1] + " " if " " in self.prog else ""
-        self.exit(2, f"nitro-mcu: error: {message} (see: nitro-mcu {cmd}--help)\n")
-
-
-def _weights_bits(s: str) -> int:
-    table = {"int16": 16, "int32": 32, "16": 16, "32": 32}
-    if s not in table:
-        raise argparse.ArgumentTypeError(f"weight width must be int16 or int32, got '{s}'")
-    return table[s]
-
-
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'")
-    return v
-
-
-def _non_negative(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{s}'") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{s}'")
-    return v
-
-
 def cmd_train(a) -> int:
     tune_malloc()  # this process trains: keep the step temporaries' heap (opt-in; see trainer/malloc.py)
     spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
-    if a.data is None and dataset != "bundled" and a.data_dir is None:
-        dataset = "bundled"  # presets name their paper dataset; without --data-dir use the bundled subset
+    if a.data is None and dataset != "bundled" and a.data_dir is None and not Path(dataset).is_dir():
+        # presets name their paper dataset; without --data-dir use the bundled subset, and say so
+        print(f"note: {a.model} names the dataset '{dataset}'; without --data-dir it trains on the bundled "
+              "MNIST subset", flush=True)
+        dataset = "bundled"
     model = api.build(spec, a.profile, a.weights, a.seed)
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
+    out = Path(a.out)
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
+    resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
     augment = defaults.get("augment", False) if a.augment is None else a.augment
-    out = Path(a.out)
-    print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{a.weights} weights) "
-          f"on {data.name}: {len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images, "
-          f"batch {a.batch}, seed {a.seed}", flush=True)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    if keeper.state is not None:
+        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
+    print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
+          f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
+          f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     t0 = time.perf_counter()
-    hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                     progress=not a.quiet)
+    try:
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
+                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+    except KeyboardInterrupt:
+        print(keeper.interrupted(), file=sys.stderr)
+        raise
     dt = time.perf_counter() - t0
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
     from .fileio import atomic_write
 
@@ -88,7 +66,7 @@ def cmd_train(a) -> int:
         print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training images for "
               f"{hist.best_epoch} epoch(s) with the same lr_inv per epoch; final weights kept", flush=True)
         t1 = time.perf_counter()
-        model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=not a.quiet)
+        model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=False if a.quiet else None)
         extra["refit"] = {"epochs": len(rhist.records), "lr_schedule": [r.lr_inv for r in rhist.records],
                           "seconds": round(time.perf_counter() - t1, 1), "val_best_epoch": hist.best_epoch,
                           "val_best_bp": hist.best_monitor_bp, "val_run_test_bp": hist.test_at_best_bp}
@@ -97,7 +75,7 @@ def cmd_train(a) -> int:
         print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
               f"in {time.perf_counter() - t1:.1f} s")
         hist = rhist
-    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist, extra=extra)
+    model_path = keeper.write(model, data, hist, extra)
     print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
                                                                    " (no PNG: pip install matplotlib)"))
     return 0
@@ -135,13 +113,16 @@ def plot_curves(hist, path: Path):
 def cmd_eval(a) -> int:
     model, meta = api.load(a.model)
     norm = meta.get("norm") or {}
-    dataset = a.data or norm.get("dataset") or "bundled"
+    dataset = api.dataset_for(a.data, norm.get("dataset"), a.data_dir)
     data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None)
+    api.check_compatible(model, data)
+    api.check_same_data(norm, data)
     ev = api.evaluate(model, data)
     if a.json:
         print(json.dumps(ev))
     else:
-        print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} images of {data.name}")
+        print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} test images of "
+              f"{api.data_origin(data)}")
     return 0
 
 
@@ -150,7 +131,7 @@ def cmd_summary(a) -> int:
                                            and not a.model.endswith(".json")):
         model, _ = api.load(a.model)
     else:
-        model = api.build(a.model, a.profile, a.weights)
+        model = api.build(a.model, a.profile, a.weights, a.seed)
     if a.json:
         print(json.dumps(api.summary_rows(model), indent=1))
     else:
@@ -167,15 +148,14 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0):
 
             m = Model(m.spec, m.quirks, weights, m.seed, m.weights)  # load_weights checks the range
         return m
-    return api.build(model, profile, weights or 32, seed)
+    return api.build(model, profile, weights, seed)
 
 
 def cmd_generate(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
 
-    model = load_or_build(a.model, a.profile, a.weights)
-    name = a.name or "nitro_model"
-    conv = convert(model, batch=a.batch, train=a.train, name=name, ram_limit=a.ram_limit)
+    model = load_or_build(a.model, a.profile, a.weights, a.seed)
+    conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -194,37 +174,35 @@ def _model_and_data(a):
     if a.model.endswith(".nitro"):
         _, meta = api.load(a.model)
         meta_norm = (meta.get("norm") or None)
-    dataset = a.data or (meta_norm or {}).get("dataset") or "bundled"
+    dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir)
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
+    if meta_norm:
+        api.check_same_data(meta_norm, data)
     return model, data
 
 
 def cmd_verify(a) -> int:
-    from .device.targets import get_target
     from .device.verify import verify
 
-    get_target(a.target)  # unknown target: a one-line error before any work
     model, data = _model_and_data(a)
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
-    rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
+    rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
+                 allow_still=a.allow_still)
     print(rep.table())
-    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images; stack "
-          f"{rep.stack_bytes} B; {rep.seconds:.1f} s")
-    if rep.bit_exact:
-        print("bit-exact")
-        return 0
-    print(f"MISMATCH: first difference at {rep.first_mismatch()}")
-    return 1
+    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images after "
+          f"{rep.steps} training steps on the device; stack {rep.stack_bytes} B; {rep.seconds:.1f} s")
+    if a.json:
+        print(f"wrote {rep.write_json(a.json)}")
+    print(rep.problem() or "bit-exact")
+    return 0 if rep.passed else 1
 
 
 def cmd_report(a) -> int:
     from .fileio import atomic_write
-    from .device.targets import get_target
     from .device.report import plot_report, report, report_json, report_text
 
-    get_target(a.target)
     model, data = _model_and_data(a)
     r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
                per_layer=not a.no_per_layer, name=a.name)
@@ -246,72 +224,91 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from .codegen.render import DEFAULT_NAME
+    from .device.targets import DEFAULT_TARGET, TARGETS
+
+    p = Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
+    p.add_argument("--version", action="version", version=f"nitro-mcu {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    widths = "int16|int32"
+    width_help = "weight width (default: the preset's, int16 for mcu_cnn; else int32)"
 
     t = sub.add_parser("train", help="train a preset or JSON model description")
     t.add_argument("model", help=f"preset ({', '.join(PRESETS)}) or model description .json")
-    t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, or a folder (default: bundled)")
+    t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, or a folder (default: the "
+                                  "preset's with --data-dir, else bundled)")
     t.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
-    t.add_argument("--epochs", type=_positive, default=10)
-    t.add_argument("--batch", type=_positive, default=64)
-    t.add_argument("--seed", type=_non_negative, default=0)
-    t.add_argument("--profile", choices=list(PROFILES), default="default")
-    t.add_argument("--weights", type=_weights_bits, default=32, metavar="int16|int32")
-    t.add_argument("--lr-inv", type=_positive, default=None, help="initial inverse learning rate (default: model's)")
-    t.add_argument("--val-size", type=_non_negative, default=None, help="validation images (default 10 %%)")
+    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS, help="training epochs")
+    t.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
+    t.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
+    t.add_argument("--profile", choices=list(PROFILES), default="default", help="quirk profile (docs/profiles.md)")
+    t.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
+    t.add_argument("--lr-inv", type=positive, default=None, help="initial inverse learning rate (default: the "
+                                                                 "model's)")
+    t.add_argument("--val-size", type=non_negative, default=None, help="validation images (default: 10 %%)")
     t.add_argument("--monitor", choices=["val", "test"], default="val",
                    help="set that drives the schedule (test = the paper's Q10 behaviour)")
-    t.add_argument("--augment", dest="augment", action="store_true", default=None)
-    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--augment", dest="augment", action="store_true", default=None,
+                   help="augment the training images (default: the preset's)")
+    t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
     t.add_argument("--no-schedule", action="store_true", help="no plateau / early stopping")
     t.add_argument("--refit", action="store_true",
                    help="then retrain on training + validation images for the best epoch count and save that")
-    t.add_argument("--out", default="out", help="output folder (default: out)")
+    t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")
+    t.add_argument("--resume", action="store_true", help="continue the run kept in --out (same options)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
-    e.add_argument("model")
+    e.add_argument("model", help="trained .nitro file")
     e.add_argument("--data", help="dataset (default: the one it was trained on)")
-    e.add_argument("--data-dir")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("summary", help="per-layer table of a model file or preset")
-    s.add_argument("model")
-    s.add_argument("--profile", choices=list(PROFILES), default="default")
-    s.add_argument("--weights", type=_weights_bits, default=32, metavar="int16|int32")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("model", help="trained .nitro file, preset name or JSON description")
+    s.add_argument("--profile", choices=list(PROFILES), default="default", help="quirk profile")
+    s.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
+    s.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the initial weights")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=cmd_summary)
 
-    g = sub.add_parser("generate", help="emit C (header, model source, kernels) for a model file or preset")
+    g = sub.add_parser("generate", help="emit C (header, source, kernels, CMake and Makefile glue) for a model")
     g.add_argument("model", help="trained .nitro file, preset name or JSON description")
-    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--out", required=True, help="output folder (or a .h path: one header holding everything)")
     g.add_argument("--train", action="store_true", help="include on-device training (IntegerSGD)")
-    g.add_argument("--weights", type=_weights_bits, default=None, metavar="int16|int32")
-    g.add_argument("--batch", type=_positive, default=8, help="maximum training batch (default 8)")
-    g.add_argument("--name", help="C identifier prefix (default nitro_model)")
+    g.add_argument("--weights", type=weights_bits, default=None, metavar=widths,
+                   help="weight width (default: the model file's or the preset's, else int32)")
+    g.add_argument("--batch", type=int_in(1, 4096), default=8, help="maximum training batch")
+    g.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
     g.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
-    g.add_argument("--ram-limit", type=_positive, default=None, metavar="BYTES",
+    g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
+    g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
                    help="fail if weights in RAM + arena exceed this")
     g.set_defaults(func=cmd_generate)
 
-    def device_args(sp, verify_cmd=True):
+    def device_args(sp, verify_cmd=True, extra_targets=()):
         sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
-        sp.add_argument("--target", default="m4", help="m0, m3, m4 (default), m7, m33")
-        sp.add_argument("--batch", type=_positive, default=8)
-        sp.add_argument("--weights", type=_weights_bits, default=None, metavar="int16|int32")
-        sp.add_argument("--profile", choices=list(PROFILES), default="default")
+        sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET, help="Cortex-M core")
+        sp.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
+        sp.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
+        sp.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
         sp.add_argument("--data", help="dataset for the batches (default: the model's, else bundled)")
-        sp.add_argument("--data-dir")
-        sp.add_argument("--seed", type=_non_negative, default=0)
-        sp.add_argument("--name", default="nitro_model", help="C identifier prefix")
+        sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
+        sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
+        sp.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
         if verify_cmd:
-            sp.add_argument("--steps", type=_non_negative, default=20)
-            sp.add_argument("--predictions", type=_non_negative, default=100)
-            sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu")
+            sp.add_argument("--steps", type=non_negative, default=20, help="training steps on the device")
+            sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")
+            sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
+                            help="qemu or renode; the Renode files are dry-run checked only, never run here "
+                                 "(renode/README.md)")
+            sp.add_argument("--allow-still", action="append", default=[], metavar="TENSOR",
+                            help="a tensor allowed not to change in the run (repeatable); any other tensor that "
+                                 "does not move fails the verdict")
+            sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
     v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
@@ -320,19 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     device_args(r)
     rp = sub.add_parser("report", help="flash, RAM, stack and instruction counts on the emulated MCU")
     device_args(rp, verify_cmd=False)
-    rp.add_argument("--steps", type=_positive, default=2, help="training steps measured")
-    rp.add_argument("--predictions", type=_positive, default=5, help="inferences measured")
+    rp.add_argument("--steps", type=positive, default=2, help="training steps measured")
+    rp.add_argument("--predictions", type=positive, default=5, help="inferences measured")
     rp.add_argument("--json", help="also write the report as JSON")
     rp.add_argument("--png", help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
     rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
-    d.add_argument("--out", default="out/demo")
-    d.add_argument("--epochs", type=_positive, default=8)
-    d.add_argument("--seed", type=_non_negative, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--out", default="out/demo", help="output folder")
+    d.add_argument("--epochs", type=positive, default=8, help="training epochs")
+    d.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+    checkpoint_cli.register(sub, device_args, _model_and_data)
     return p
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +48,7 @@ _VGG11B = [["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1
            ["maxpool", 2, 2]]
 
 # The paper's configurations (docs/algorithm.md §6), plus the golden-test CNN and our MCU-sized CNN.
-# "dataset" and "augment" are training defaults for the preset, not part of the architecture.
+# "dataset", "augment" and "weight_bits" are training defaults for the preset, not part of the architecture.
 PRESETS = {
     "mlp1": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[100, 50],
                  fwd_decay_inv=12000, head_decay_inv=3000, dataset="mnist", augment=False),
@@ -78,15 +79,26 @@ PRESETS = {
                     features=[["conv", 8, 3, 1, 1], ["maxpool", 2, 2], ["conv", 16, 3, 1, 1], ["maxpool", 2, 2],
                               ["conv", 32, 3, 1, 1], ["maxpool", 2, 2]],
                     fc_hidden=[64], fwd_decay_inv=30000, head_decay_inv=3000, pred_decoder_dim=512,
-                    dataset="mnist", augment=False),
+                    dataset="mnist", augment=False, weight_bits=16),
 }
-TRAIN_KEYS = ("dataset", "augment")
+TRAIN_KEYS = ("dataset", "augment", "weight_bits")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.
 ARCH_KEYS = frozenset(DEFAULTS) | {"kind", "input_shape", "num_classes", "hidden", "features", "fc_hidden", "name"}
 
 
 class SpecError(ValueError):
     """A model description that cannot be built; the message names the offending key."""
+
+
+INT32_MAX = 2**31 - 1
+# Size limits checked before anything is allocated (the trainer holds every weight, plus one uint64 draw per
+# weight while initialising them; the generated C counts values in int32).
+MAX_WEIGHTS = 2**27
+MAX_VALUES_PER_SAMPLE = 2**24
+# Training defaults, shared by the CLI and the Python API (nitro_mcu/api.py, nitro_mcu/cli.py).
+DEFAULT_EPOCHS = 10
+DEFAULT_BATCH = 64
+DEFAULT_WEIGHT_BITS = 32
 
 
 def preset(name: str) -> dict:
@@ -96,17 +108,58 @@ def preset(name: str) -> dict:
     return copy.deepcopy(PRESETS[name])
 
 
-def _pos_int(spec, key, allow_zero=False):
-    v = spec[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 or (v == 0 and not allow_zero):
-        raise SpecError(f"'{key}' must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+def is_int(v) -> bool:
+    """A true integer: Python or NumPy int, not bool (JSON's true is no layer width)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_int(what: str, v, lo: int = 1, hi: int = INT32_MAX, error=SpecError) -> int:
+    """``v`` as an int if it is an integer in [lo, hi], else ``error`` naming ``what``."""
+    if not is_int(v) or not lo <= v <= hi:
+        raise error(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
     return int(v)
 
 
+def _widths(s: dict, key: str, allow_empty: bool) -> list:
+    v = s.get(key)
+    if not isinstance(v, list) or (not v and not allow_empty):
+        raise SpecError(f"'{key}' must be a {'' if allow_empty else 'non-empty '}list of layer widths, got {v!r}")
+    for h in v:
+        check_int(f"every width in '{key}'", h, 1, MAX_VALUES_PER_SAMPLE)
+    return v
+
+
+def _rate(v, what: str) -> int:
+    try:
+        if isinstance(v, (bool, np.bool_)) or isinstance(v, str):
+            raise TypeError
+        return L.check_dropout_rate(v)
+    except (ValueError, TypeError):
+        raise SpecError(f"{what}: unsupported dropout rate {v!r}; use a multiple of 0.05 in [0.05, 0.95]") from None
+
+
+def _check_feature(f) -> None:
+    if not isinstance(f, list) or not f or f[0] not in ("conv", "maxpool", "dropout"):
+        raise SpecError(f"bad feature entry {f!r}: use ['conv', C, K, 1, pad], ['maxpool', k, k] or "
+                        "['dropout', rate]")
+    if f[0] == "conv" and (len(f) != 5 or not all(is_int(v) for v in f[1:]) or f[3] != 1
+                           or not 1 <= f[1] <= MAX_VALUES_PER_SAMPLE or not 1 <= f[2] <= 4096
+                           or not 0 <= f[4] <= 4096):
+        raise SpecError(f"bad conv entry {f!r}: ['conv', C_out, K, 1, pad] (stride 1 only)")
+    if f[0] == "maxpool" and (len(f) != 3 or not all(is_int(v) and 0 < v <= 4096 for v in f[1:])):
+        raise SpecError(f"bad maxpool entry {f!r}: ['maxpool', k, k]")
+    if f[0] == "dropout":
+        if len(f) != 2:
+            raise SpecError(f"bad dropout entry {f!r}: ['dropout', rate], rate a multiple of 0.05")
+        _rate(f[1], f"bad dropout entry {f!r}")
+
+
 def normalize_spec(spec: dict) -> dict:
-    """Fill defaults and validate a description; returns a new dict (training-only keys dropped)."""
+    """Fill defaults and validate a description, sizes included, before anything is allocated; returns a new
+    dict (training-only keys checked, then dropped).  Every problem is a one-line SpecError."""
     if not isinstance(spec, dict):
         raise SpecError("a model description must be a JSON object")
+    check_train_keys(spec)
     s = {**DEFAULTS, **{k: v for k, v in spec.items() if k not in TRAIN_KEYS}}
     kind = s.get("kind")
     if kind not in ("mlp", "cnn"):
@@ -114,52 +167,88 @@ def normalize_spec(spec: dict) -> dict:
     unknown = set(s) - ARCH_KEYS
     if unknown:
         raise SpecError(f"unknown key(s) in model description: {', '.join(sorted(unknown))}")
-    for key in ("lr_inv", "lr_amp_factor", "num_classes", "one_hot_value", "pred_decoder_dim"):
-        _pos_int(s, key)
+    missing = [k for k in ("input_shape", "num_classes", "hidden" if kind == "mlp" else "features") if k not in s]
+    if missing:
+        raise SpecError(f"the model description lacks {', '.join(repr(k) for k in missing)} (required for "
+                        f"a{'n' if kind == 'mlp' else ''} {kind})")
+    for key in ("lr_inv", "lr_amp_factor", "pred_decoder_dim"):
+        check_int(f"'{key}'", s[key])
     for key in ("fwd_decay_inv", "head_decay_inv"):
-        _pos_int(s, key, allow_zero=True)
-    if s["num_classes"] < 2:
-        raise SpecError("'num_classes' must be at least 2")
-    if s["one_hot_value"] > 127:
-        raise SpecError("'one_hot_value' must fit int8 (<= 127)")
-    try:
-        L.check_slope(s["slope_inv"])
-    except ValueError as e:
-        raise SpecError(str(e)) from None
-    if s["dropout"]:
-        try:
-            L.check_dropout_rate(s["dropout"])
-        except ValueError as e:
-            raise SpecError(str(e)) from None
-    shape = s.get("input_shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        check_int(f"'{key}'", s[key], 0)
+    check_int("'num_classes'", s["num_classes"], 2, 65535)
+    check_int("'one_hot_value' (the int8 target)", s["one_hot_value"], 1, 127)
+    if not is_int(s["slope_inv"]) or s["slope_inv"] not in L.RELU_MEAN:
+        raise SpecError(f"'slope_inv' must be one of {', '.join(map(str, L.RELU_MEAN))}, got {s['slope_inv']!r}")
+    if isinstance(s["dropout"], (bool, np.bool_)) or s["dropout"] != 0:
+        _rate(s["dropout"], "'dropout'")
+    shape = s["input_shape"]
+    if not isinstance(shape, list) or not shape or not all(is_int(d) and d > 0 for d in shape):
         raise SpecError(f"'input_shape' must be a list of positive integers, got {shape!r}")
     if kind == "mlp":
-        if not isinstance(s.get("hidden"), list) or not s["hidden"]:
-            raise SpecError("an mlp needs 'hidden': a non-empty list of layer widths")
-        if not all(isinstance(h, int) and h > 0 for h in s["hidden"]):
-            raise SpecError(f"'hidden' must hold positive integers, got {s['hidden']!r}")
+        _widths(s, "hidden", allow_empty=False)
     else:
         if len(shape) != 3:
             raise SpecError(f"a cnn needs 'input_shape' [C, H, W], got {shape!r}")
-        if not isinstance(s.get("features"), list) or not any(f and f[0] == "conv" for f in s["features"]):
+        if not isinstance(s["features"], list):
+            raise SpecError(f"'features' must be a list of layer entries, got {s['features']!r}")
+        for f in s["features"]:
+            _check_feature(f)
+        if not any(f[0] == "conv" for f in s["features"]):
             raise SpecError("a cnn needs 'features' with at least one ['conv', C_out, K, stride, pad]")
         s.setdefault("fc_hidden", [])
-        for f in s["features"]:
-            if not isinstance(f, list) or not f or f[0] not in ("conv", "maxpool", "dropout"):
-                raise SpecError(f"bad feature entry {f!r}: use ['conv', C, K, 1, pad], ['maxpool', k, k] or "
-                                "['dropout', rate]")
-            if f[0] == "conv" and (len(f) != 5 or f[3] != 1 or not all(isinstance(v, int) for v in f[1:])
-                                   or f[1] < 1 or f[2] < 1 or f[4] < 0):
-                raise SpecError(f"bad conv entry {f!r}: ['conv', C_out, K, 1, pad] (stride 1 only)")
-            if f[0] == "maxpool" and (len(f) != 3 or not all(isinstance(v, int) and v > 0 for v in f[1:])):
-                raise SpecError(f"bad maxpool entry {f!r}: ['maxpool', k, k]")
-            if f[0] == "dropout":
-                try:
-                    L.check_dropout_rate(f[1] if len(f) == 2 else None)
-                except (ValueError, TypeError):
-                    raise SpecError(f"bad dropout entry {f!r}: ['dropout', rate], rate a multiple of 0.05") from None
+        _widths(s, "fc_hidden", allow_empty=True)
+    check_size(s)
     return s
+
+
+def check_train_keys(spec: dict) -> None:
+    """The training defaults a description may carry: a known dataset, a boolean, a weight width."""
+    from .trainer.data import DATASET_NAMES, canonical_name
+
+    ds = spec.get("dataset")
+    if ds is not None and (not isinstance(ds, str) or (canonical_name(ds) is None and not Path(ds).is_dir())):
+        raise SpecError(f"'dataset' must name a dataset ({', '.join(DATASET_NAMES)}) or an existing folder, "
+                        f"got {ds!r}")
+    if "augment" in spec and not isinstance(spec["augment"], bool):
+        raise SpecError(f"'augment' must be true or false, got {spec['augment']!r}")
+    if "weight_bits" in spec and (not is_int(spec["weight_bits"]) or spec["weight_bits"] not in (16, 32)):
+        raise SpecError(f"'weight_bits' must be 16 or 32, got {spec['weight_bits']!r}")
+
+
+def estimate_size(s: dict) -> tuple[int, int]:
+    """(weights, largest per-sample tensor) of a validated description, by arithmetic only: an upper bound
+    (a conv head is counted without its pool); geometry that does not fit is left to the model build."""
+    nc = s["num_classes"]
+    largest = int(np.prod(s["input_shape"], dtype=object))
+    weights = 0
+    if s["kind"] == "cnn":
+        c, h, w = s["input_shape"]
+        for f in s["features"]:
+            if f[0] == "conv":
+                h, w = h + 2 * f[4] - f[2] + 1, w + 2 * f[4] - f[2] + 1
+                if h < 1 or w < 1:
+                    break
+                weights += f[1] * c * f[2] * f[2] + nc * f[1] * h * w
+                c = f[1]
+                largest = max(largest, c * h * w)
+            elif f[0] == "maxpool":
+                h, w = max(h // f[1], 1), max(w // f[1], 1)
+        d, fc = c * max(h, 1) * max(w, 1), s["fc_hidden"]
+    else:
+        d, fc = largest, s["hidden"]
+    for width in fc:
+        weights += d * width + width * nc
+        d = width
+    return weights + d * nc, largest
+
+
+def check_size(s: dict) -> None:
+    weights, largest = estimate_size(s)
+    if largest > MAX_VALUES_PER_SAMPLE:
+        raise SpecError(f"the model has a tensor of {largest} values per sample, over the limit of "
+                        f"{MAX_VALUES_PER_SAMPLE}")
+    if weights > MAX_WEIGHTS:
+        raise SpecError(f"the model would have about {weights} weights, over the limit of {MAX_WEIGHTS}")
 
 
 def schema() -> dict:

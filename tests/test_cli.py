@@ -96,13 +96,14 @@ def test_eval_matches_the_training_report(trained, capsys):
 
 
 def test_summary_of_presets(capsys):
-    rc, text, err = run_main(capsys, "summary", "mcu_cnn", "--json")
+    rc, text, err = run_main(capsys, "summary", "mcu_cnn", "--json", "--weights", "int32")
     assert rc == 0, err
     rows = json.loads(text)
     assert rows[0]["name"] == "conv0.fwd" and rows[-1]["name"] == "output"
     assert {"name", "shape", "weights", "macs", "bytes", "sf", "bound", "amp", "decay"} <= set(rows[0])
     rc16, text16, _ = run_main(capsys, "summary", "mcu_cnn", "--json", "--weights", "int16")
     assert sum(r["bytes"] for r in json.loads(text16)) * 2 == sum(r["bytes"] for r in rows)
+    assert run_main(capsys, "summary", "mcu_cnn", "--json")[1] == text16  # the preset is sized for int16
     rc, text, err = run_main(capsys, "summary", "vgg8b", "--profile", "reference")
     assert rc == 0 and "7559296" in text and "240640 weights in heads" in text and "profile reference" in text
 

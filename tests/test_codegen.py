@@ -192,10 +192,13 @@ def test_every_op_record_kind_is_planned_and_rendered():
 def test_generated_files_are_self_contained_and_float_free(tmp_path):
     model, batch, train = _variants()["cnn_dropout_train_ref"]
     paths = convert(model, batch=batch, train=train, name="sc").save(file=tmp_path)
-    assert sorted(p.name for p in paths) == ["sc.c", "sc.h", "sc_kernels.h"]
+    assert sorted(p.name for p in paths) == ["CMakeLists.txt", "sc.c", "sc.h", "sc.mk", "sc_kernels.h"]
     for p in paths:
+        if p.suffix not in (".c", ".h"):
+            continue
         text = p.read_text()
-        assert "#pragma GCC poison float double" in text, p.name
+        # the model's own files are poisoned; the public header is not (it would break the includer's code)
+        assert ("#pragma GCC poison float double" in text) == (p.name != "sc.h"), p.name
         body = text.replace("#pragma GCC poison float double", "")
         code = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
         assert not re.search(r"\b(float|double|malloc|calloc|realloc|free)\b", code), p.name
@@ -261,7 +264,8 @@ def test_generate_cli_writes_all_files_or_nothing(tmp_path):
     r = _cli(["generate", "mcu_cnn", "--train", "--weights", "int16", "--batch", "8", "--out", str(out),
               "--name", "mnist_cnn"])
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["mnist_cnn.c", "mnist_cnn.h", "mnist_cnn_kernels.h"]
+    assert sorted(p.name for p in out.iterdir()) == ["CMakeLists.txt", "mnist_cnn.c", "mnist_cnn.h", "mnist_cnn.mk",
+                                                     "mnist_cnn_kernels.h"]
     assert "arena (batch 8, training)" in r.stdout and "float32 back-propagation" in r.stdout
     bad = tmp_path / "broken.nitro"
     bad.write_bytes(b"PK\x03\x04 this is not a model")

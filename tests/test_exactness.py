@@ -152,7 +152,7 @@ def test_tdiv_float32_carrier_and_scaling():
 
 @pytest.mark.parametrize("shape", [(64, 28, 28, 8), (4096, 3), (2, 2049, 1), (4097,), (3, 5)])
 def test_relu_forward_tables_match_the_formula(shape):
-    """The one- and two-element lookup tables (big even maps take the pair table) equal the §2.4 formula."""
+    """The one- and two-element lookup tables (big even maps take the pair table) equal docs/algorithm.md §2.4."""
     for slope in L.RELU_MEAN:
         s = np.random.default_rng(slope).integers(-128, 128, size=shape).astype(np.int8)
         s.reshape(-1)[:2] = [-128, 127]

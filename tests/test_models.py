@@ -215,7 +215,7 @@ def test_description_json_round_trip():
         text = m.to_json()
         spec = json.loads(text)
         assert "dataset" not in spec and "augment" not in spec  # training defaults are not architecture
-        m2 = Model(spec, seed=2)
+        m2 = Model(spec, weight_bits=m.weight_bits, seed=2)  # the width is a preset default, not architecture
         assert m2.spec == m.spec and m2.to_json() == text
         assert m2.describe() == m.describe()
         for k in m.weights:

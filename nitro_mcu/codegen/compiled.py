@@ -3,22 +3,27 @@
     cm = nitro_mcu.compile_model(model, batch=8, train=True)
     cm.train_batch(x, y); cm.predict(x); cm.get_weights()
 
-The shared library is built with the host C compiler (``cc``/``gcc``) and cached by source hash.
+The shared library is built with the host C compiler (``cc``/``gcc``) and cached by every input of the build
+(nitro_mcu/device/cache.py).  Every argument is checked before the C sees it (dtype, range, shape, batch size,
+labels, lr_inv, weights): bad input raises a one-line :class:`InputError` and changes nothing.
 """
 from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import Converted, convert
+from .render import DEFAULT_NAME, lr_inv_max
 from ..device.cache import cache_dir, input_key
 from ..device.flags import HOST_SHARED_CFLAGS
-from ..device.toolchain import compiler_version
+from ..device.toolchain import compiler_version, find_host_cc
+from ..spec import check_int, is_int
+from . import status
 from ..trainer.network import Model
 
 
@@ -26,28 +31,54 @@ class CompileError(RuntimeError):
     pass
 
 
-def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path:
-    """Write the sources and compile them into a shared library; returns its path (cached).
+class InputError(ValueError):
+    """An argument the compiled model refuses before calling C; the message names it and the problem."""
 
-    The cache key covers the sources, the compiler, all flags and the compiler's version string."""
-    cc = cc or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise CompileError("no host C compiler found (apt-get install gcc)")
+
+
+
+def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path:
+    """Compile the sources into a shared library; returns its path (cached).
+
+    The cache key covers the sources, the compiler, all flags and the compiler's version string.  The build
+    runs in a private folder, so parallel builds of one key never see each other's files."""
+    cc = find_host_cc(cc)
     flags = [*HOST_SHARED_CFLAGS, *extra_flags]
     out = cache_dir() / f"{conv.plan.name}_{input_key([cc, *flags], conv.sources, compiler_version(cc))}"
     lib = out / f"lib{conv.plan.name}.so"
     if lib.is_file():
         return lib
     out.mkdir(parents=True, exist_ok=True)
-    conv.save(file=out)
-    tmp = out / f".lib{conv.plan.name}.so.{os.getpid()}"
-    cmd = [cc, *flags, "-o", str(tmp), str(out / f"{conv.plan.name}.c")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileError(f"compiling the generated C failed: {proc.stderr.strip().splitlines()[0] if proc.stderr else ''}"
-                           f"\n{proc.stderr}")
-    os.replace(tmp, lib)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as d:
+        conv.save(file=d)
+        tmp = Path(d) / lib.name
+        cmd = [cc, *flags, "-o", str(tmp), str(Path(d) / f"{conv.plan.name}.c")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
+            raise CompileError(f"compiling the generated C failed: {first}\n{proc.stderr}")
+        os.replace(tmp, lib)
     return lib
+
+
+def int_array(what: str, a, lo: int, hi: int) -> np.ndarray:
+    """``a`` as an int64 array if it holds integers in [lo, hi]; else an InputError naming ``what``."""
+    arr = np.asarray(a)
+    if arr.dtype == object:  # Python ints too large for int64, or mixed types
+        vals = arr.reshape(-1).tolist()
+        if not all(is_int(v) for v in vals):
+            raise InputError(f"{what} must be integers, got {next(v for v in vals if not is_int(v))!r}")
+        bad = next((v for v in vals if not lo <= v <= hi), None)
+        raise InputError(f"{what} must lie in [{lo}, {hi}], got {bad}")
+    if arr.dtype.kind not in "iu":
+        sample = arr.reshape(-1)[:1].tolist()
+        raise InputError(f"{what} must be integers in [{lo}, {hi}], got {arr.dtype} values"
+                         + (f" such as {sample[0]!r}" if sample else ""))
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = arr.min() if arr.min() < lo else arr.max()
+        idx = tuple(int(i) for i in np.argwhere(arr == bad)[0])
+        raise InputError(f"{what} must lie in [{lo}, {hi}], got {int(bad)} at index {idx}")
+    return arr.astype(np.int64, copy=False)
 
 
 class CompiledModel:
@@ -60,9 +91,14 @@ class CompiledModel:
         self.lib_path = build_shared(conv, cc)
         self.lib = ctypes.CDLL(str(self.lib_path))
         n = self.name
-        self.num_classes = conv.plan.model.num_classes
-        self.input_size = int(np.prod(conv.plan.model.input_shape))
+        model = conv.plan.model
+        self.num_classes = model.num_classes
+        self.input_shape = tuple(model.input_shape)
+        self.input_size = int(np.prod(model.input_shape))
         self.num_weights = sum(t.count for t in conv.plan.tensors)
+        self.max_batch = conv.plan.batch
+        self.lr_inv_max = lr_inv_max(conv.plan)
+        self.weight_range = (-(2 ** (model.weight_bits - 1)), 2 ** (model.weight_bits - 1) - 1)
         self._f = {}
         for fname, res, args in [
             ("init", None, []),
@@ -92,13 +128,37 @@ class CompiledModel:
     def reset(self):
         self._f["init"]()
 
+    def _status(self, fname: str, code: int) -> str:
+        return f"{self.name}_{fname} returned {self.name.upper()}_ERR_{status.BY_VALUE.get(code, code)}"
+
+    def check_inputs(self, x) -> np.ndarray:
+        """``x`` as a C-contiguous int8 array [N, INPUT_SIZE]: int8 values, N samples of the model's shape."""
+        arr = int_array("input values (int8)", x, -128, 127)
+        shape = tuple(arr.shape)
+        per = shape[1:]
+        ok = per in (self.input_shape, (self.input_size,)) or (
+            self.plan.model.spec["kind"] == "mlp" and len(per) > 0 and int(np.prod(per)) == self.input_size)
+        if not ok:
+            raise InputError(f"inputs must have shape [N, {', '.join(map(str, self.input_shape))}] or "
+                             f"[N, {self.input_size}], got {list(shape)}")
+        return np.ascontiguousarray(arr.reshape(len(arr), self.input_size).astype(np.int8))
+
+    def check_labels(self, y, n: int) -> np.ndarray:
+        """``y`` as uint8 labels: ``n`` integers in [0, classes)."""
+        arr = int_array("labels", y, 0, self.num_classes - 1)
+        if arr.ndim != 1 or len(arr) != n:
+            raise InputError(f"{n} input sample(s) need {n} labels (a 1-D array), got shape {list(arr.shape)}")
+        return np.ascontiguousarray(arr.astype(np.uint8))
+
     def predict_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(int8 scores [N, classes], classes [N]) for int8 inputs [N, ...]."""
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.int8).reshape(len(x), self.input_size))
+        x = self.check_inputs(x)
         scores = np.zeros((len(x), self.num_classes), dtype=np.int8)
         cls = np.zeros(len(x), dtype=np.int64)
         for i in range(len(x)):
             cls[i] = self._f["predict"](x[i].ctypes.data, scores[i].ctypes.data)
+            if cls[i] < 0:
+                raise RuntimeError(self._status("predict", int(cls[i])))
         return scores, cls
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -107,9 +167,11 @@ class CompiledModel:
     def train_batch(self, x: np.ndarray, y: np.ndarray, masks: list | None = None) -> int:
         """One training step; returns the number of correct training-mode predictions."""
         if not self.trainable:
-            raise ValueError("this model was generated without --train")
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.int8).reshape(len(x), self.input_size))
-        y = np.ascontiguousarray(np.asarray(y, dtype=np.uint8))
+            raise InputError("this model was generated without --train")
+        x = self.check_inputs(x)
+        if not 1 <= len(x) <= self.max_batch:
+            raise InputError(f"a batch holds 1..{self.max_batch} samples (the generated MAX_BATCH), got {len(x)}")
+        y = self.check_labels(y, len(x))
         if masks is not None:
             arrs = [np.ascontiguousarray(m, dtype=np.uint8) for m in masks]
             ptrs = (ctypes.c_void_p * len(arrs))(*[a.ctypes.data for a in arrs])
@@ -120,12 +182,14 @@ class CompiledModel:
             self._f["force_dropout_masks"](None)
             self._keep = None
         if r < 0:
-            raise ValueError("train_batch rejected the batch (size or label out of range)")
+            raise RuntimeError(self._status("train_batch", r))
         return r
 
     def set_lr_inv(self, lr_inv: int):
-        if self._f["set_lr_inv"](int(lr_inv)) != 0:
-            raise ValueError(f"lr_inv must be positive, got {lr_inv}")
+        v = check_int("lr_inv", lr_inv, 1, self.lr_inv_max, error=InputError)
+        r = self._f["set_lr_inv"](v)
+        if r != 0:
+            raise RuntimeError(self._status("set_lr_inv", r))
 
     @property
     def lr_inv(self) -> int:
@@ -137,14 +201,15 @@ class CompiledModel:
 
     @rng_state.setter
     def rng_state(self, v: int):
-        self._f["set_rng_state"](int(v))
+        self._f["set_rng_state"](check_int("rng_state", v, 0, 2**64 - 1, error=InputError))
 
     def get_weights(self) -> dict:
         """All weight tensors as int arrays, by name (the device's state, for export to Python)."""
         if self.trainable:
             flat = np.zeros(self.num_weights, dtype=np.int32)
-            if self._f["export_weights"](flat.ctypes.data, self.num_weights) != self.num_weights:
-                raise RuntimeError("export_weights failed")
+            r = self._f["export_weights"](flat.ctypes.data, self.num_weights)
+            if r != self.num_weights:
+                raise RuntimeError(self._status("export_weights", r))
         else:
             flat = np.concatenate([t.values for t in self.plan.tensors]).astype(np.int32)
         out, i = {}, 0
@@ -154,12 +219,30 @@ class CompiledModel:
         return out
 
     def set_weights(self, weights: dict):
-        flat = np.ascontiguousarray(np.concatenate([np.asarray(weights[t.name]).reshape(-1)
-                                                    for t in self.plan.tensors]).astype(np.int32))
-        if self._f["import_weights"](flat.ctypes.data, len(flat)) != len(flat):
-            raise ValueError("import_weights rejected the weights (count or range)")
+        """Import every tensor (a dict by name, shapes as :meth:`get_weights`); integers of the weight width."""
+        if not self.trainable:
+            raise InputError("this model was generated without --train: its weights are constants")
+        if not isinstance(weights, dict):
+            raise InputError(f"weights must be a dict of tensors by name, got {type(weights).__name__}")
+        names = [t.name for t in self.plan.tensors]
+        if set(weights) != set(names):
+            missing, extra = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
+            raise InputError(f"weights must hold exactly the tensors {', '.join(names)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(map(str, extra))}" if extra else ""))
+        parts = []
+        for t in self.plan.tensors:
+            a = int_array(f"weights of {t.name} (int{self.plan.model.weight_bits})", weights[t.name],
+                          *self.weight_range)
+            if a.size != t.count or (a.ndim > 1 and list(a.shape) != list(t.shape)):
+                raise InputError(f"weights of {t.name} must have shape {list(t.shape)}, got {list(a.shape)}")
+            parts.append(a.reshape(-1))
+        flat = np.ascontiguousarray(np.concatenate(parts).astype(np.int32))
+        r = self._f["import_weights"](flat.ctypes.data, len(flat))
+        if r != len(flat):
+            raise RuntimeError(self._status("import_weights", r))
 
 
-def compile_model(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_model",
+def compile_model(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
                   cc: str | None = None) -> CompiledModel:
     return CompiledModel(convert(model, batch=batch, train=train, name=name), cc)

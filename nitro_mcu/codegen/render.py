@@ -1,26 +1,40 @@
-"""Rendering a plan into C with the Jinja2 templates: ``<name>.h`` (API and size macros), ``<name>.c``
-(weights, arena, train/predict) and ``<name>_kernels.h`` (the integer kernels it uses).
+"""Rendering a plan into C with the Jinja2 templates: ``<name>.h`` (the public API and size macros),
+``<name>.c`` (weights, arena, train/predict), ``<name>_kernels.h`` (the integer kernels it uses), plus the build
+glue ``CMakeLists.txt`` (a library target named after the model) and ``<name>.mk`` (a Makefile fragment).
 
 Usage (emlearn style)::
 
-    nitro_mcu.convert(model, batch=8, train=True).save(name="mnist_cnn", file="out/")
+    nitro_mcu.convert(model, batch=8, train=True).save(name="mnist_cnn", file="out/")       # a folder
+    nitro_mcu.convert(model, batch=8, train=True).save(name="mnist_cnn", file="mnist_cnn.h")  # one header
+
+Every file of one run carries the same generation id (a hash of the C sources); ``<name>.c`` refuses, with
+``#error``, a header or kernel file of another run.  docs/c_api.md documents the API and the build glue.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from .. import checkpoint
 from .._version import __version__
-from ..fileio import write_files
+from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
 from ..trainer.network import Model
-from .plan import CodegenError, Plan, plan
+from . import status
+from .ops import BlockOp
+from .plan import INT32_MAX, INT64_MAX, CodegenError, Plan, plan
 
 _PKG_DIR = Path(__file__).resolve().parent.parent
 # a wheel carries the templates as nitro_mcu/templates; a checkout has them at the repository root
 TEMPLATE_DIRS = [_PKG_DIR / "templates", _PKG_DIR.parent / "templates"]
+DEFAULT_NAME = "nitro_model"  # the C prefix when none is given (API and CLI)
+_GEN_MARK = "NITRO_GENERATION_ID"  # stands for the generation id until the sources are hashed
+# save(file=...) with one of these suffixes is a mistake, not a folder name
+_SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".hxx", ".inc", ".ino"}
 
 
 def template_dir() -> Path:
@@ -37,14 +51,29 @@ def carray(values, per_line: int = 16) -> str:
     return ",\n    ".join(lines)
 
 
-def render(p: Plan) -> dict[str, str]:
+def lr_inv_max(p: Plan) -> int:
+    """The largest lr_inv whose SGD divisors (lr_inv * amp, in int64) cannot overflow."""
+    amps = [op.info["amp"] for op in p.ops if isinstance(op, BlockOp)] + [1]
+    return min(INT32_MAX, INT64_MAX // max(amps))
+
+
+def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["carray"] = carray
+    return env
+
+
+def render(p: Plan) -> dict[str, str]:
+    """The C sources of a plan: ``<name>.h``, ``<name>.c`` and ``<name>_kernels.h``."""
     model = p.model
     spec = model.spec
+    if p.train and spec["lr_inv"] > lr_inv_max(p):
+        raise CodegenError(f"lr_inv {spec['lr_inv']} is over {lr_inv_max(p)}, the largest whose SGD divisors fit "
+                           "int64 in this model")
+    env = _environment()
     ctx = dict(p=p, name=p.name, NAME=p.name.upper(), model=model, spec=spec, q=model.quirks, ops=p.ops,
                buffers=sorted(p.buffers, key=lambda b: b.offset), tensors=p.tensors, wtype=p.wtype,
                nc=model.num_classes, kernels=p.kernels, relu_mean=L.RELU_MEAN[spec["slope_inv"]],
@@ -52,10 +81,54 @@ def render(p: Plan) -> dict[str, str]:
                input_shape=list(model.input_shape), rng_state=model.dropout_rng.state,
                has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
-               version=__version__)
-    return {f"{p.name}.h": env.get_template("model.h.j2").render(**ctx),
-            f"{p.name}.c": env.get_template("model.c.j2").render(**ctx),
-            f"{p.name}_kernels.h": env.get_template("nitro_kernels.h.j2").render(**ctx)}
+               version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
+               ckpt=checkpoint.layout(model), status_errors=status.ERRORS)
+    kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
+    kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
+                f"#define {p.name.upper()}_KERNELS_GENERATION {_GEN_MARK}\n")
+    out = {f"{p.name}.h": env.get_template("model.h.j2").render(**ctx),
+           f"{p.name}.c": env.get_template("model.c.j2").render(**ctx),
+           f"{p.name}_kernels.h": kernels}
+    h = hashlib.sha256()
+    for fname, text in out.items():
+        h.update(fname.encode() + b"\0" + text.encode() + b"\0")
+    gen = f"0x{h.hexdigest()[:16]}ULL"
+    return {k: v.replace(_GEN_MARK, gen) for k, v in out.items()}
+
+
+def generation_of(sources: dict[str, str], name: str) -> str:
+    """The generation id the sources of model ``name`` carry."""
+    m = re.search(rf"#define {name.upper()}_GENERATION (0x[0-9a-f]+ULL)", sources[f"{name}.h"])
+    return m.group(1)
+
+
+def build_glue(p: Plan, sources: dict[str, str]) -> dict[str, str]:
+    """``CMakeLists.txt`` (static library target ``<name>``) and ``<name>.mk`` (Makefile variables)."""
+    env = _environment()
+    ctx = dict(name=p.name, NAME=p.name.upper(), version=__version__, generation=generation_of(sources, p.name))
+    return {"CMakeLists.txt": env.get_template("CMakeLists.txt.j2").render(**ctx),
+            f"{p.name}.mk": env.get_template("model.mk.j2").render(**ctx)}
+
+
+def single_header(p: Plan, sources: dict[str, str]) -> str:
+    """The three sources as one header (emlearn's convention): the API, then the implementation unless
+    ``<NAME>_DECLARATIONS_ONLY`` is defined.  Include it with the implementation in one C file only.  The
+    poison pragma is left out here, as it would reach the includer's code after the header."""
+    n, N = p.name, p.name.upper()
+    drop = {f'#include "{n}.h"', f'#include "{n}_kernels.h"', "#pragma GCC poison float double"}
+
+    def body(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if line.strip() not in drop) + "\n"
+
+    return (sources[f"{n}.h"] +
+            f"\n/* ---- the implementation: compiled where this header is included without {N}_DECLARATIONS_ONLY;"
+            f"\n * include it so in exactly one C file (C11; it is not C++). */\n"
+            f"#if !defined({N}_DECLARATIONS_ONLY) && !defined({N}_IMPLEMENTATION_INCLUDED)\n"
+            f"#define {N}_IMPLEMENTATION_INCLUDED\n"
+            f"#ifdef __cplusplus\n#error \"{n}.h: include the implementation from a C file "
+            f"(define {N}_DECLARATIONS_ONLY in C++ files)\"\n#endif\n"
+            + body(sources[f"{n}_kernels.h"]) + body(sources[f"{n}.c"]) +
+            f"#endif /* {N} implementation */\n")
 
 
 class Converted:
@@ -65,12 +138,31 @@ class Converted:
         self.plan = p
         self.sources = render(p)
 
+    @property
+    def files(self) -> dict[str, str]:
+        """Everything ``save`` writes into a folder: the C sources and the build glue."""
+        return {**self.sources, **build_glue(self.plan, self.sources)}
+
     def save(self, name: str | None = None, file: str | os.PathLike = ".") -> list[Path]:
-        """Write the sources into folder ``file``: every file is written in full before any is replaced."""
+        """Write the model into folder ``file``, all files or none (see :func:`~nitro_mcu.fileio.replace_file_set`),
+        or, when ``file`` ends in ``.h``, into that one header (the API and the implementation)."""
         if name is not None and name != self.plan.name:
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                raise CodegenError(f"the model name must be a C identifier, got {name!r}")
             self.plan.name = name
             self.sources = render(self.plan)
-        return write_files(Path(file), self.sources)
+        path = Path(file)
+        suffix = path.suffix.lower()
+        if suffix in _SOURCE_SUFFIXES:
+            raise CodegenError(f"{path}: the model goes into a folder, or into a .h path for one header holding "
+                               "everything")
+        if suffix == ".h":
+            if path.is_dir():
+                raise CodegenError(f"{path} is a folder: give a new .h path, or the folder without .h")
+            return [atomic_write(path, single_header(self.plan, self.sources).encode())]
+        if path.exists() and not path.is_dir():
+            raise CodegenError(f"{path} exists and is not a folder")
+        return replace_file_set(path, self.files)
 
     def memory_report(self) -> str:
         rows = self.plan.memory_table()
@@ -80,7 +172,7 @@ class Converted:
         return "\n".join(lines)
 
 
-def convert(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_model",
+def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
             ram_limit: int | None = None) -> Converted:
     p = plan(model, batch, train, name)
     if ram_limit is not None and p.ram_bytes > ram_limit:

@@ -1,0 +1,92 @@
+"""examples/stream_classifier: a user application linking a generated model through its CMake target, built
+for the host and, with the example's arm-none-eabi toolchain file, for the Cortex-M4, run in QEMU; both print
+the same lines, and the model learns on the device."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nitro_mcu.device.elf import no_float_proof
+from nitro_mcu.device.qemu import qemu_command
+from nitro_mcu.device.targets import get_target
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "stream_classifier"
+TOOLCHAIN = REPO / "examples" / "cmake" / "arm-none-eabi-cortex-m4.cmake"
+
+
+def sh(cmd, **kw):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kw)
+    assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The model as the README's step 1 generates it."""
+    out = tmp_path_factory.mktemp("fw") / "sensor"
+    sh([sys.executable, "-m", "nitro_mcu.cli", "generate", EXAMPLE / "sensor.json", "--train", "--batch", "8",
+        "--name", "sensor", "--out", out], cwd=REPO)
+    assert sorted(p.name for p in out.iterdir()) == ["CMakeLists.txt", "sensor.c", "sensor.h", "sensor.mk",
+                                                     "sensor_kernels.h"]
+    return out
+
+
+def configure_and_build(src, build, *extra):
+    sh(["cmake", "-S", src, "-B", build, *extra])
+    sh(["cmake", "--build", build, "--parallel", "2"])
+
+
+def accuracies(stdout: str) -> list[int]:
+    return [int(v) for v in re.findall(r": (\d+) % classified right", stdout)]
+
+
+@pytest.fixture(scope="module")
+def host_run(model_dir, tmp_path_factory):
+    build = tmp_path_factory.mktemp("host")
+    configure_and_build(EXAMPLE, build, f"-DNITRO_MODEL_DIR={model_dir}", "-DCMAKE_C_FLAGS=-Wall -Wextra -Werror")
+    return build, sh([build / "stream_classifier"]).stdout
+
+
+def test_the_example_learns_on_the_host(host_run):
+    _, out = host_run
+    acc = accuracies(out)
+    assert out.startswith("stream_classifier: 1280 int16 weights") and out.rstrip().endswith("done"), out
+    assert len(acc) == 8 and acc[0] < 40 and acc[-1] >= 85, acc  # from chance (25 %) to most windows right
+
+
+def test_the_example_cross_builds_for_the_cortex_m4_and_runs_in_qemu_like_the_host(host_run, model_dir,
+                                                                                  tmp_path):
+    _, host_out = host_run
+    build = tmp_path / "m4"
+    configure_and_build(EXAMPLE, build, f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", f"-DNITRO_MODEL_DIR={model_dir}")
+    elf = build / "stream_classifier.elf"
+    assert no_float_proof(elf) == []
+    r = subprocess.run(qemu_command(elf, "m4"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == host_out  # integer-only: the same digits on the MCU
+    ctest = sh(["ctest", "--output-on-failure"], cwd=build)  # the README's way: QEMU as CMake's emulator
+    assert "100% tests passed" in ctest.stdout
+
+
+def test_the_toolchain_file_uses_the_targets_cpu_and_abi_flags():
+    text = TOOLCHAIN.read_text()
+    m4 = get_target("m4")
+    for flag in (*m4.cpu_flags, "-mthumb", "-mfloat-abi=soft"):
+        assert flag in text, flag
+    assert f"-M {m4.qemu_machine}" in text and m4.linker_script in (EXAMPLE / "CMakeLists.txt").read_text()
+
+
+def test_configure_generates_the_model_itself(tmp_path):
+    """Without NITRO_MODEL_DIR, configuring runs `nitro-mcu generate` (here through NITRO_MCU)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    sh(["cmake", "-S", EXAMPLE, "-B", tmp_path, f"-DNITRO_MCU={sys.executable};-m;nitro_mcu.cli"], env=env)
+    assert (tmp_path / "sensor" / "sensor.h").is_file()
+    bad = subprocess.run(["cmake", "-S", EXAMPLE, "-B", tmp_path / "bad", "-DNITRO_MCU=false"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "nitro-mcu generate failed" in bad.stderr
