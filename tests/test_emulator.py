@@ -260,6 +260,6 @@ def test_device_is_exact_from_grown_weights_and_partial_batches(bundled, target,
         s.train(x, y)
         model.train_step(x, y, model.spec["lr_inv"])
     s.weights()
-    dev_weights = run_mcu(conv, s, target).results[-1][0]
+    dev_weights = run_mcu(conv, s, target).results[-1].weights
     for name, w in model.weights.items():
         np.testing.assert_array_equal(dev_weights[name], w, err_msg=name)
