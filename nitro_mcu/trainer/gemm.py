@@ -44,7 +44,7 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: 
 
 
 CHUNK_FINE = 8  # K-chunks of matmul_chunked_f32 are cut at multiples of this many columns
-CHUNK_MAX = 16  # with more chunks than this a single float64 GEMM is faster
+CHUNK_MAX = 10  # with more chunks the batched float32 GEMM is about as slow as one float64 GEMM
 
 
 def l1_chunk_width(a_max: int, bt32: np.ndarray) -> int | None:
@@ -53,9 +53,9 @@ def l1_chunk_width(a_max: int, bt32: np.ndarray) -> int | None:
 
     Then every float32 chunk product of :func:`matmul_chunked_f32` is exact for any ``|a| <= a_max``: each product
     and each partial sum of a[m, chunk] . bt[n, chunk] is an integer of magnitude <= a_max * sum(|bt[n, chunk]|).
-    The sums of |bt| (integers in float32) are exact while below 2**24 and come out >= 2**24 otherwise (rounding
-    is monotone, 2**24 is representable, the terms are non-negative), which the test rejects either way; the
-    comparison itself runs in float64, exact for these magnitudes.
+    The sums of |bt| over CHUNK_FINE columns (integers in float32) are exact while below 2**24 and come out >= 2**24
+    otherwise (rounding is monotone, 2**24 is representable, the terms are non-negative); their sums per candidate
+    chunking (one float64 GEMM against 0/1 columns) are exact or >= 2**24 alike, so the test is never fooled.
     """
     if FORCE_INT64:
         return None
@@ -65,21 +65,32 @@ def l1_chunk_width(a_max: int, bt32: np.ndarray) -> int | None:
     if k != groups * CHUNK_FINE:
         mag = np.concatenate([mag, np.zeros((n, groups * CHUNK_FINE - k), np.float32)], axis=1)
     fine = (mag.reshape(-1, CHUNK_FINE) @ np.ones(CHUNK_FINE, np.float32)).reshape(n, groups).astype(np.float64)
-    limit = float(F32_EXACT)
-    first = max(1, int(a_max * float(fine.sum(axis=1).max(initial=0.0)) // limit))
-    tried = set()
-    for c in range(first, min(CHUNK_MAX, groups) + 1):
-        per = -(-groups // c)  # fine groups per chunk
-        if per in tried:
-            continue
-        tried.add(per)
-        c = -(-groups // per)
-        sums = np.zeros((n, c * per)) if c * per != groups else fine
-        if c * per != groups:
-            sums[:, :groups] = fine
-        if a_max * float(sums.reshape(n, c, per).sum(axis=2).max(initial=0.0)) < limit:
+    pers, starts, ind = _chunk_candidates(groups)
+    worst = np.maximum.reduceat((fine @ ind).max(axis=0), starts)  # per candidate: its largest chunk sum
+    for per, s in zip(pers, worst.tolist()):
+        if a_max * s < F32_EXACT:
             return per * CHUNK_FINE
     return None
+
+
+_CANDIDATES = {}
+
+
+def _chunk_candidates(groups: int):
+    """For K of ``groups`` fine groups: the chunkings tried (groups per chunk, fewest chunks first), where each
+    one's columns start in the 0/1 matrix [groups, total chunks] that sums fine groups into chunks."""
+    got = _CANDIDATES.get(groups)
+    if got is None:
+        pers = sorted({-(-groups // c) for c in range(1, min(CHUNK_MAX, groups) + 1)}, reverse=True)
+        cols, starts = [], []
+        for per in pers:
+            starts.append(len(cols))
+            for c0 in range(0, groups, per):
+                col = np.zeros(groups)
+                col[c0:c0 + per] = 1.0
+                cols.append(col)
+        got = _CANDIDATES[groups] = (pers, np.array(starts), np.stack(cols, axis=1))
+    return got
 
 
 def matmul_chunked_f32(a: np.ndarray, bt32: np.ndarray, kc: int) -> np.ndarray:
