@@ -147,11 +147,11 @@ def _run_ray(todo: list[RunConfig], address, num_cpus, finished, task) -> None:
     started = not ray.is_initialized()
     if started:
         pkg_root = str(Path(__file__).resolve().parent.parent)
+        env = {"env_vars": {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}}  # 1 CPU a task
         if address:  # a cluster: ship this package's code to its workers
-            env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+            env["py_modules"] = [str(Path(__file__).resolve().parent)]
         else:  # a local Ray: the workers import this very package
-            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])),
-                                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}}
+            env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
                  logging_level="WARNING", log_to_driver=False, runtime_env=env)
     try:

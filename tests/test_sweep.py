@@ -8,12 +8,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import pytest
-
-from nitro_mcu import sweep
+from nitro_mcu import cli, sweep
 
 REPO = Path(__file__).resolve().parents[1]
-ray = pytest.importorskip("ray")
+import ray  # a test extra (pyproject, scripts/setup.sh): CI must run these tests, not skip them
 
 
 def die_on_seed_2(cfg: dict) -> dict:
@@ -77,3 +75,48 @@ def test_summary_statistics():
     (row,) = sweep.summarize(recs)
     assert row["runs"] == 2 and row["test"] == dict(n=2, mean=90.5, std=0.5, lo=90.0, hi=91.0)
     assert row["val"] is None and "90.50 ± 0.50 (90.00–91.00)" in sweep.table(recs)
+
+
+class FakeRay:
+    """Stands in for the ray module: records how the sweep joins a cluster and runs each task here."""
+
+    def __init__(self):
+        self.inits, self.up, self.options = [], False, []
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        self.up = True
+
+    def shutdown(self):
+        self.up = False
+
+    def remote(self, **opts):
+        self.options.append(opts)
+        return lambda fn: type("Remote", (), {"remote": staticmethod(lambda cfg: FakeRef(fn(cfg)))})
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+
+class FakeRef:
+    def __init__(self, value):
+        self.value = value
+
+
+def test_address_joins_that_cluster_and_ships_the_package(tmp_path, monkeypatch, capsys):
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    rc = cli.main(["sweep", "mlp1", "--seeds", "1", "--epochs", "1", "--address", "ray://head:10001",
+                   "--out", str(tmp_path / "sw")])
+    assert rc == 0 and "as Ray tasks (cluster ray://head:10001)" in capsys.readouterr().out
+    (kw,) = fake.inits
+    assert kw["address"] == "ray://head:10001" and kw["num_cpus"] is None
+    assert kw["runtime_env"]["py_modules"] == [str(REPO / "nitro_mcu")]
+    assert kw["runtime_env"]["env_vars"]["OPENBLAS_NUM_THREADS"] and fake.options == [dict(num_cpus=1, max_retries=0)]
+    assert not fake.up and len((tmp_path / "sw" / "sweep.csv").read_text().splitlines()) == 2
