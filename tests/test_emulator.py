@@ -6,6 +6,7 @@ with an lr_inv change mid-run, so that every tensor moves (verify fails otherwis
 after device training means something.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a
 missing tool fails, never skips.
 """
+import copy
 import shutil
 import struct
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from device_cases import TINY, Synthetic, bundled as bundled_data, pretrained
 
+from grown import grow
 from nitro_mcu.codegen import convert
 from nitro_mcu.device.harness import build_mcu, run_mcu
 from nitro_mcu.device.protocol import HarnessError, Session, parse_results
@@ -244,3 +246,20 @@ def test_renode_trains_bit_exactly_like_python():
     rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
                  emulator="renode", name="ren")
     assert rep.bit_exact, rep.first_mismatch()
+
+
+@pytest.mark.parametrize("target,preset_name", [("m4", "mlp1"), ("m4", "mcu_cnn"), ("m3", "mlp1"), ("m3", "mcu_cnn")])
+def test_device_is_exact_from_grown_weights_and_partial_batches(bundled, target, preset_name):
+    """The kernels' slow paths (deltas beyond 2^15, gradients beyond int32) and batches below the maximum,
+    on a DSP core (M4) and on the plain-C path (M3)."""
+    model = grow(Model(preset(preset_name), "default", 16, seed=5), seed=6)
+    conv = convert(copy.deepcopy(model), batch=8, train=True, name=f"grown_{preset_name}")
+    s = Session(int(np.prod(model.input_shape)))
+    for i, b in enumerate((8, 5, 7)):
+        x, y = bundled.x_train[8 * i:8 * i + b], bundled.y_train[8 * i:8 * i + b]
+        s.train(x, y)
+        model.train_step(x, y, model.spec["lr_inv"])
+    s.weights()
+    dev_weights = run_mcu(conv, s, target).results[-1].weights
+    for name, w in model.weights.items():
+        np.testing.assert_array_equal(dev_weights[name], w, err_msg=name)

@@ -55,6 +55,7 @@ class FwdFn:
     xt: str
     acc: str
     what: str
+    chunk: int  # acc64: the int32 partial sums' length (0: plain int64 sums); acc32: the fan-in
 
     @property
     def sfx(self) -> str:
@@ -111,6 +112,10 @@ class LayerOp:
     fwd_infer: str = ""
     fwd_train: str | None = None
     err: Buffer | None = None
+    deltas: Buffer | None = None  # the back-propagated error (conv: of one channel; linear/output: of one row)
+    xtr: Buffer | None = None  # linear/output: the batch input transposed, for the fused update
+    fast: bool = False  # the fused update may take its int32 fast path (nitro_row_update, nitro_conv_grad)
+    step_fn: str | None = None  # the per-layer training step wrapper
 
 
 @dataclass(kw_only=True)
@@ -122,8 +127,9 @@ class BlockOp(LayerOp):
     out_count: int
     head_info: dict
     head_cname: str
-    deltas: Buffer | None = None
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
+    head_chunk: int = 0  # the head's dot products: int32 partial sums of this many terms (>= d_in: one int32 sum)
+    fast_head: bool = False  # the fused head update may take its int32 fast path
 
 
 @dataclass(kw_only=True)
@@ -133,12 +139,12 @@ class ConvOp(BlockOp):
     kind: ClassVar[str] = "conv"
     blk: ConvBlock
     xpad: Buffer  # one input sample with a zero border (forward scratch)
+    wpad: Buffer | None  # odd fan-in, int16 weights: the weights with rows padded to even length (forward)
     cells: int  # output positions that carry head gradient: pooled cells, or the whole map
     xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
-    pooled: Buffer | None = None  # pooled head input (head pool only)
+    entries: Buffer | None = None  # one channel's non-zero deltas with their input offsets
+    pooled: Buffer | None = None  # the head input transposed: pooled relu(s), or relu(s) without a head pool
     pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
-    head_acc32: bool = False  # the head's dot products provably fit int32
-    step_fn: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -148,6 +154,7 @@ class LinearOp(BlockOp):
     kind: ClassVar[str] = "linear"
     blk: LinearBlock
     passes: int  # block steps per batch: 2 under Q2 (a CNN's FC blocks), else 1
+    ht: Buffer | None = None  # relu(s) transposed, for the fused head update
 
 
 @dataclass(kw_only=True)

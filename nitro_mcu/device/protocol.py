@@ -62,6 +62,30 @@ class HarnessError(RuntimeError):
     """The harness did not complete: crash, sanitizer report, missing sentinel or garbled output."""
 
 
+def output_tail(text: str, n: int = 3) -> str:
+    """The last ``n`` non-empty lines of an output, joined for a one-line error message."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) if lines else "(no output)"
+
+
+def check_exit(res: RunResult, where: str, expect_status: int) -> None:
+    """EmulatorError unless a finished run (any engine) exited with ``expect_status`` and its sentinel says so;
+    the HardFault handler's exit 0x7F is named as a fault."""
+    if res.exit_status == 0x7F:
+        raise EmulatorError(f"firmware fault (HardFault handler exit 0x7F) running {where}; "
+                            f"last output: {output_tail(res.stdout)}", res)
+    if res.exit_status != expect_status:
+        raise EmulatorError(f"unexpected exit status {res.exit_status} (expected {expect_status}) running "
+                            f"{where}; stderr: {output_tail(res.stderr, 1)}; last output: {output_tail(res.stdout)}",
+                            res)
+    if not res.sentinel_found:
+        raise EmulatorError(f"sentinel line 'NITRO-DONE {expect_status}' missing from the output of {where}; "
+                            f"last output: {output_tail(res.stdout)}", res)
+    if res.sentinel_status != expect_status:
+        raise EmulatorError(f"sentinel reports status {res.sentinel_status}, expected {expect_status}, "
+                            f"running {where}", res)
+
+
 def check_sentinel(stdout: str, stderr: str, rc: int | None) -> None:
     """HarnessError unless the harness exited 0 and its last sentinel line says 0."""
     status = sentinel_status(stdout)

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from .protocol import EmulatorError, RunResult, sentinel_status
+from .protocol import EmulatorError, RunResult, check_exit, sentinel_status
 from .targets import Target, get_target
 
 __all__ = ["run_unicorn", "UnicornMissingError"]
@@ -266,11 +266,5 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
             raise EmulatorError(f"Unicorn timed out after {timeout:g} s running {where}")
         if st["fault"] is not None:
             raise EmulatorError(f"Unicorn stopped on a fault running {where}: {st['fault']}")
-        if res.exit_status == 0x7F:
-            raise EmulatorError(f"firmware fault (HardFault handler exit 0x7F) running {where}")
-        if res.exit_status != expect_status:
-            raise EmulatorError(f"unexpected exit status {res.exit_status} (expected {expect_status}) "
-                                f"running {where}")
-        if not res.sentinel_found or res.sentinel_status != expect_status:
-            raise EmulatorError(f"sentinel line 'NITRO-DONE {expect_status}' missing from the output of {where}")
+        check_exit(res, where, expect_status)
     return res
