@@ -52,7 +52,7 @@ def run_options(a, dataset: str, monitor: str, augment) -> dict:
     """The options that decide every draw and step of a run: a resumed run must use the same."""
     return {"dataset": dataset, "seed": a.seed, "batch": a.batch, "profile": a.profile, "weights": a.weights,
             "val_size": a.val_size, "monitor": monitor, "augment": bool(augment), "schedule": not a.no_schedule,
-            "lr_inv": a.lr_inv}
+            "lr_inv": a.lr_inv, "test_data": getattr(a, "test_data", None), "test_size": getattr(a, "test_size", None)}
 
 
 class Keeper:
