@@ -20,9 +20,11 @@ test set is read once per run, for the final model (the refit's; the validation 
 ``--profile reference`` reproduces the paper's protocol (no split, the test set drives everything, Q10).  Seeds
 are ``seed_base, seed_base + 1, ...`` (the paper used 42 ... 51).
 
-Per run it prints the best epoch, the epochs run, validation and test accuracy and the time; then the mean and
-population std per model.  Results are (re)written after every run to ``<out>.csv`` (one row per run) and
-``<out>.md`` (per-run and summary tables), so an interrupted benchmark keeps what it finished.
+The runs are Ray tasks (nitro_mcu/sweep.py): a local Ray by default, ``--address`` joins a cluster, ``--serial``
+runs them here one after another.  Per run it prints the best epoch, the epochs run, validation and test accuracy and
+the time; then the mean and population std per model.  Each finished run is kept in ``<out>_runs/`` at once, so an
+interrupted or partly failed benchmark started again redoes only what did not finish; ``<out>.csv`` (one row per
+run) and ``<out>.md`` (per-run and summary tables) are written at the end.
 
 A full run (3 seeds x 3 models, up to 150 epochs each) takes hours; ``--max-epochs 1 --seeds 1`` is a smoke
 test (about a minute).  On a busy or small machine ``--threads 1`` is much faster: a multi-threaded OpenBLAS
@@ -71,59 +73,17 @@ def parse_args(argv=None):
                         "separates the protocol from the arithmetic)")
     p.add_argument("--no-refit", action="store_true",
                    help="skip the refit on train + validation (default profile only; doubles the time)")
-    p.add_argument("--verbose", action="store_true", help="one line per epoch")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local Ray")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--serial", action="store_true", help="no Ray: run one after another in this process")
+    p.add_argument("--verbose", action="store_true",
+                   help="one line per epoch (with --serial only: Ray workers do not print)")
     a = p.parse_args(argv)
     if a.seeds < 1 or (a.max_epochs is not None and a.max_epochs < 1) or a.batch < 1:
         p.error("--seeds, --max-epochs and --batch must be positive")
+    if a.verbose and not a.serial:
+        p.error("--verbose needs --serial: Ray workers do not print")
     return a
-
-
-def pct(bp) -> str:
-    from nitro_mcu.trainer.loop import format_bp  # imported late: main() sets the BLAS threads before NumPy loads
-
-    return "" if bp is None or bp < 0 else format_bp(bp)  # -1: the test set was not read
-
-
-def run_one(api, name: str, seed: int, a) -> dict:
-    spec, defaults = api.resolve_spec(name)
-    dataset = a.dataset or defaults.get("dataset") or "mnist"
-    bits = a.weights or (16 if name == "mcu_cnn" else 32)  # the MCU CNN trains on the device with int16 weights
-    model = api.build(spec, a.profile, bits, seed)
-    monitor = a.monitor or ("test" if model.quirks.monitor_test else "val")
-    data = api.load_data(dataset, seed, a.data_dir, None if monitor == "val" else 0, monitor)
-    rec = api.recipe(name, a.profile, a.recipe, data.name)
-    refit = monitor == "val" and not a.no_refit
-    reads = "epoch" if monitor == "test" or a.test_reads == "epoch" else "never" if refit else "end"
-
-    def on_epoch(r):
-        if a.verbose:
-            print(f"    epoch {r.epoch:3d}  lr_inv {r.lr_inv:7d}  train {pct(r.train_acc_bp)}  "
-                  f"{monitor} {pct(r.monitor_acc_bp)}  test {pct(r.test_acc_bp)}  {r.seconds:.1f} s", flush=True)
-
-    t0 = time.perf_counter()
-    epochs = rec.epochs if a.max_epochs is None else min(rec.epochs, a.max_epochs)
-    hist = api.train(model, data, epochs, a.batch, schedule=True, progress=False, on_epoch=on_epoch, recipe=rec,
-                     test_reads=reads)
-    seconds = time.perf_counter() - t0
-    best = hist.records[hist.best_epoch - 1]
-    r = dict(model=name, dataset=data.name, profile=a.profile, weight_bits=bits, seed=seed, monitor=monitor,
-             train_images=len(data.x_train), val_images=len(data.x_val), test_images=len(data.x_test),
-             epochs_run=len(hist.records), best_epoch=hist.best_epoch, stopped_early=hist.stopped_early,
-             final_lr_inv=hist.records[-1].lr_inv, train_acc_bp=best.train_acc_bp,
-             val_acc_bp=hist.best_monitor_bp if monitor == "val" else None,
-             test_acc_bp=None if hist.test_at_best_bp < 0 else hist.test_at_best_bp,
-             seconds=round(seconds, 1), refit_images=None, refit_epochs=None, refit_test_acc_bp=None,
-             refit_seconds=None)
-    if refit:
-        if a.verbose:
-            print(f"    refit: {hist.best_epoch} epochs on train + val", flush=True)
-        t1 = time.perf_counter()
-        _, full, rh = api.refit(model, data, hist, a.batch, augment=api.augment_for(None, rec, data),
-                                on_epoch=on_epoch if a.verbose else None,
-                                test_reads="epoch" if reads == "epoch" else "end")
-        r.update(refit_images=len(full.x_train), refit_epochs=len(rh.records), refit_test_acc_bp=rh.test_at_best_bp,
-                 refit_seconds=round(time.perf_counter() - t1, 1))
-    return r
 
 
 CSV_COLS = ["model", "dataset", "profile", "weight_bits", "seed", "monitor", "train_images", "val_images",
@@ -132,21 +92,18 @@ CSV_COLS = ["model", "dataset", "profile", "weight_bits", "seed", "monitor", "tr
 
 
 def summarize(runs):
+    from nitro_mcu.sweep import stats
+
     groups = {}
     for r in runs:
         groups.setdefault((r["model"], r["dataset"]), []).append(r)
     out = []
     for (model, dataset), rs in groups.items():
-        accs = [r["test_acc_bp"] / 100 for r in rs if r["test_acc_bp"] is not None] or [float("nan")]
-        vals = [r["val_acc_bp"] / 100 for r in rs if r["val_acc_bp"] is not None]
-        refits = [r["refit_test_acc_bp"] / 100 for r in rs if r["refit_test_acc_bp"] is not None]
-        refit = None
-        if refits and len(refits) == len(rs):
-            refit = dict(mean=statistics.fmean(refits), std=statistics.pstdev(refits) if len(refits) > 1 else 0.0,
-                         lo=min(refits), hi=max(refits))
-        val = None if not vals else dict(mean=statistics.fmean(vals), std=statistics.pstdev(vals))
-        out.append(dict(model=model, dataset=dataset, runs=len(rs), mean=statistics.fmean(accs), refit=refit, val=val,
-                        std=statistics.pstdev(accs) if len(accs) > 1 else 0.0, lo=min(accs), hi=max(accs),
+        test = stats([r["test_acc_bp"] for r in rs if r["test_acc_bp"] is not None])
+        refits = [r["refit_test_acc_bp"] for r in rs if r["refit_test_acc_bp"] is not None]
+        out.append(dict(model=model, dataset=dataset, runs=len(rs), test=test,
+                        val=stats([r["val_acc_bp"] for r in rs if r["val_acc_bp"] is not None]),
+                        refit=stats(refits) if len(refits) == len(rs) else None,
                         epochs=statistics.fmean(r["epochs_run"] for r in rs),
                         seconds=statistics.fmean(r["seconds"] for r in rs), paper=PAPER.get((model, dataset), "–")))
     return out
@@ -164,13 +121,10 @@ def recipe_text(a) -> str:
 
 
 def write_reports(stem: Path, runs, a, fileio):
+    from nitro_mcu.sweep import csv_text, pct  # imported late: main() sets the BLAS threads before NumPy loads
+
     stem.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(CSV_COLS)]
-    for r in runs:
-        row = {**r, "train_acc": pct(r["train_acc_bp"]), "val_acc": pct(r["val_acc_bp"]),
-               "test_acc": pct(r["test_acc_bp"]), "refit_test_acc": pct(r["refit_test_acc_bp"])}
-        lines.append(",".join("" if row[c] is None else str(row[c]) for c in CSV_COLS))
-    fileio.atomic_write(stem.with_suffix(".csv"), ("\n".join(lines) + "\n").encode())
+    fileio.atomic_write(stem.with_suffix(".csv"), csv_text(runs, CSV_COLS).encode())
 
     on_val = all(r["monitor"] == "val" for r in runs)
     md = [f"# Accuracy benchmark ({a.profile} profile, {'validation' if on_val else 'test-set'} monitor)", "",
@@ -188,8 +142,8 @@ def write_reports(stem: Path, runs, a, fileio):
         rf = s["refit"]
         rtxt = "–" if rf is None else f"**{rf['mean']:.2f}** ± {rf['std']:.2f} ({rf['lo']:.2f}–{rf['hi']:.2f})"
         vtxt = "–" if s["val"] is None else f"{s['val']['mean']:.2f} ± {s['val']['std']:.2f}"
-        nan = s["mean"] != s["mean"]  # no test figure of the validation runs (read once, for the refit)
-        test = "– | – | –" if nan else f"{s['mean']:.2f} | {s['std']:.2f} | {s['lo']:.2f}–{s['hi']:.2f}"
+        t = s["test"]  # None: no test figure of the validation runs (read once, for the refit)
+        test = "– | – | –" if t is None else f"{t['mean']:.2f} | {t['std']:.2f} | {t['lo']:.2f}–{t['hi']:.2f}"
         md.append(f"| {s['model']} | {s['dataset']} | {s['runs']} | {vtxt} | {test} | {rtxt} | "
                   f"{s['epochs']:.0f} | {s['seconds']:.0f} | {s['paper']} |")
     md += ["", "## Runs", "",
@@ -234,29 +188,31 @@ def main(argv=None) -> int:
     seeds = list(range(a.seed_base, a.seed_base + a.seeds))
     print(f"accuracy benchmark: {', '.join(names)}; seeds {seeds}; recipe {a.recipe} ({recipe_text(a)}); "
           f"profile {a.profile}; data {a.data_dir}", flush=True)
-    runs = []
+    from nitro_mcu.sweep import RunConfig, run_sweep
+
     t_all = time.perf_counter()
-    for name in names:
-        for seed in seeds:
-            r = run_one(api, name, seed, a)
-            runs.append(r)
-            val = "" if r["val_acc_bp"] is None else f" (val {pct(r['val_acc_bp'])} %)"
-            refit = "" if r["refit_test_acc_bp"] is None else \
-                f"; refit on {r['refit_images']}: test {pct(r['refit_test_acc_bp'])} %, {r['refit_seconds']:.1f} s"
-            print(f"  {name:8s} {r['dataset']:14s} seed {seed}: test {pct(r['test_acc_bp']) or '– (not read)'} %{val}, "
-                  f"best epoch {r['best_epoch']} of {r['epochs_run']}, {r['seconds']:.1f} s{refit}", flush=True)
-            write_reports(stem, runs, a, fileio)
+    configs = [RunConfig(name, seed, a.max_epochs, dataset=a.dataset, data_dir=a.data_dir, batch=a.batch,
+                         profile=a.profile, weights=a.weights, monitor=a.monitor, refit=not a.no_refit,
+                         recipe=a.recipe, test_reads=a.test_reads)
+               for name in names for seed in seeds]
+    res = run_sweep(configs, stem.parent / f"{stem.name}_runs", address=a.address, num_cpus=a.num_cpus,
+                    serial=a.serial, verbose=a.verbose)
+    runs = res.records
+    write_reports(stem, runs, a, fileio)
     print("summary (best validation accuracy; test accuracy of the validation runs where read, and of the refit):")
     for s in summarize(runs):
         val = "" if s["val"] is None else f"val {s['val']['mean']:.2f} ± {s['val']['std']:.2f}  "
-        test = "" if s["mean"] != s["mean"] else \
-            f"test mean {s['mean']:.2f} %  std {s['std']:.2f}  [{s['lo']:.2f}, {s['hi']:.2f}]  "
+        t = s["test"]
+        test = "" if t is None else f"test mean {t['mean']:.2f} %  std {t['std']:.2f}  [{t['lo']:.2f}, {t['hi']:.2f}]  "
         print(f"  {s['model']:8s} {s['dataset']:14s} {val}{test}{s['epochs']:.0f} epochs  {s['seconds']:.1f} s/run  "
               f"paper {s['paper']}"
               + ("" if s["refit"] is None else
                  f"\n  {'':8s} {'refit':14s} mean {s['refit']['mean']:.2f} %  std {s['refit']['std']:.2f}  "
                  f"[{s['refit']['lo']:.2f}, {s['refit']['hi']:.2f}]"))
     print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.md')} ({time.perf_counter() - t_all:.0f} s)")
+    if res.failures:
+        print(f"{len(res.failures)} run(s) failed; run the same command again to re-run only those")
+        return 1
     return 0
 
 

@@ -65,19 +65,34 @@ def build(model: str | dict, profile: str = "default", weight_bits: int | None =
     return Model(spec, profile, weight_bits=weight_bits, seed=seed)
 
 
-def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None, monitor: str = "val",
-              norm: dict | None = None) -> D.Prepared:
+def load_data(name="bundled", seed: int = 0, data_dir=None, val_size=None, monitor: str = "val",
+              norm: dict | None = None, test=None, test_size: int | None = None,
+              num_classes: int | None = None) -> D.Prepared:
     """Load and pre-process a dataset (shuffle, validation split, integer normalisation).
 
+    ``name``: a dataset name (bundled, mnist, fashion-mnist, cifar10) or folder of IDX / CIFAR-10 files, or your
+    own data (nitro_mcu/trainer/data/userdata.py): ``(x, y)`` arrays, a dict of arrays, an ``.npz``, a CSV of
+    features or a folder of images with one sub-folder per class.  ``test`` is a separate test source for your
+    own data; without one, ``test_size`` samples (default a sixth) are held out.  ``num_classes`` (a model's)
+    admits integer labels that leave classes out.  The statistics come from the training part only.
     With ``norm`` (a trained model's statistics), those normalise every split instead, and
     ``pixel_stats`` holds the test images' own statistics for :func:`check_same_data`."""
     check_int("seed", seed, 0, 2**64 - 1)
     if val_size is not None:
         check_int("val_size", val_size, 0, 2**31 - 1)
-    ds = D.load_dataset(name, data_dir)
+    if test_size is not None:
+        check_int("test_size", test_size, 1, 2**31 - 1)
+    if D.is_user_source(name) or test is not None:
+        ds = D.load_source(name, seed, test, test_size, (norm or {}).get("load_info"), num_classes)
+    elif test_size is not None:
+        raise SpecError("test_size applies to your own data (arrays, .npz, .csv, image folders), not to "
+                        f"{name}, which has its own test set")
+    else:
+        ds = D.load_dataset(name, data_dir)
     prep = D.prepare(ds, seed, val_size=val_size, monitor=monitor)
     prep.name = ds.name
     prep.source = (name, data_dir)
+    prep.reload = {"test": test, "test_size": test_size, "num_classes": num_classes}
     if norm:  # a trained model's statistics override the ones computed here
         mu, mad = norm["mu"], norm["mad"]
         prep.pixel_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_test))
@@ -88,11 +103,16 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
     return prep
 
 
-def dataset_for(asked: str | None, trained_on: str | None, data_dir) -> str:
+def dataset_for(asked: str | None, trained_on: str | None, data_dir, load_info: dict | None = None) -> str:
     """The dataset to evaluate on: the one asked for, else the model's; a model of the bundled MNIST subset
-    with a --data-dir reads MNIST from there (so the files are checked against the model, not ignored)."""
+    with a --data-dir reads MNIST from there (so the files are checked against the model, not ignored).
+    A model of your own data names the file or folder it was read from (``load_info``)."""
     if asked:
         return asked
+    if load_info:
+        if "source" not in load_info:
+            raise SpecError(f"the model was trained on arrays ({trained_on}): name the data to evaluate on")
+        return load_info["source"]
     if data_dir is not None and (trained_on or "bundled") == "bundled":
         return "mnist"
     return trained_on or "bundled"
@@ -101,6 +121,8 @@ def dataset_for(asked: str | None, trained_on: str | None, data_dir) -> str:
 def data_folder(data: D.Prepared) -> str | None:
     """The folder ``data`` was read from (None: the bundled subset or arrays)."""
     name, data_dir = data.source if data.source else (data.name, None)
+    if not isinstance(name, (str, Path)):
+        return None  # arrays
     if D.canonical_name(str(name)) == "bundled":
         return None
     if data_dir is not None:
@@ -132,8 +154,8 @@ def check_same_data(norm: dict, data: D.Prepared) -> None:
         raise SpecError(f"the model was trained on {trained}, the data is {data_origin(data)}: evaluate it on "
                         "the dataset it was trained on")
     stats = getattr(data, "pixel_stats", None)
-    if stats is None or "mu" not in norm:
-        return
+    if stats is None or "mu" not in norm or (norm.get("load_info") or {}).get("kind") == "features":
+        return  # features have no common scale to compare
     for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(norm["mu"], norm["mad"], *stats)):
         if abs(int(mu) - mu_d) > PIXEL_STATS_TOLERANCE or abs(int(mad) - mad_d) > PIXEL_STATS_TOLERANCE:
             raise SpecError(f"the images of {data_origin(data)} do not look like the model's training data "
@@ -146,11 +168,13 @@ def check_compatible(model: Model, data: D.Prepared) -> None:
     shape = tuple(data.x_train.shape[1:]) if len(data.x_train) else tuple(data.x_test.shape[1:])
     need = model.input_shape
     flat_ok = model.spec["kind"] == "mlp" and int(np.prod(shape)) == int(np.prod(need))
+    hint = ("; describe a model for it in a JSON file (\"input_shape\", \"num_classes\"; docs/own_data.md)"
+            if data.load_info else "")
     if shape != need and not flat_ok:
-        raise SpecError(f"the data has samples of shape {shape} (channels, height, width), the model expects "
-                        f"{need}")
+        what = "features" if data.load_info.get("kind") == "features" else "(channels, height, width)"
+        raise SpecError(f"the data has samples of shape {shape} {what}, the model expects {need}{hint}")
     if data.num_classes != model.num_classes:
-        raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}")
+        raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}{hint}")
 
 
 def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
@@ -184,12 +208,14 @@ def augment_for(augment, recipe: Recipe | None, data: D.Prepared) -> tuple | Non
     return augment or None
 
 
-def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
+def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
           augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
           lr_schedule=None, resume=None, on_checkpoint=None, recipe: Recipe | None = None,
           test_reads: str = "epoch") -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
+    ``data`` is what :func:`load_data` returns, or anything it reads: ``(x, y)`` arrays, an ``.npz``, a CSV, a
+    folder (loaded with the model's seed; ``history.data`` is then the prepared data, for :func:`save`).
     ``recipe`` (see :func:`recipe`) gives lr_inv and augmentation where those are None, and its step schedule
     (``epochs`` still caps the run: pass ``recipe.epochs`` for its full length; a refit is :func:`refit`).
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
@@ -198,6 +224,8 @@ def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_si
     ``test_reads``: "epoch", "end" or "never" (nitro_mcu/trainer/loop.py).
     """
     check_train_args(epochs, batch_size, lr_inv, lr_schedule)
+    if not isinstance(data, D.Prepared):
+        data = load_data(data, model.seed, num_classes=model.num_classes)
     check_compatible(model, data)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -205,8 +233,10 @@ def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_si
     if lr_inv is None and recipe is not None:
         lr_inv = recipe.lr_inv
     steps = dict(milestones=recipe.milestones, factor=recipe.factor) if recipe is not None else {}
-    return _train(model, data, epochs, batch_size, lr_inv, augment, schedule, progress, on_epoch,
+    hist = _train(model, data, epochs, batch_size, lr_inv, augment, schedule, progress, on_epoch,
                   lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint, test_reads=test_reads, **steps)
+    hist.data = data
+    return hist
 
 
 def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DEFAULT_BATCH, augment=None,
@@ -223,7 +253,7 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
     lr = refit_schedule(history)
     if not len(data.x_val) or data.source is None:
         raise ValueError("a refit needs data loaded by load_data with a validation split")
-    full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val")
+    full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val", **data.reload)
     fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed)
     hist = train(fresh, full, len(lr), batch_size, augment=augment, schedule=False, progress=progress,
                  on_epoch=on_epoch, lr_schedule=lr, test_reads=test_reads)
@@ -246,6 +276,8 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
                 "dataset": getattr(data, "name", None)}
+        if getattr(data, "load_info", None):
+            norm["load_info"] = data.load_info  # how your own data was read: later data is read alike
     training = dict(extra or {})
     if history is not None:
         training.update(best_epoch=history.best_epoch, epochs_run=len(history.records),

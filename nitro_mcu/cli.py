@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api, checkpoint_cli, resume
+from . import api, checkpoint_cli, resume, sweep_cli
 from ._version import __version__
 from .cliargs import Parser, int_in, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
@@ -37,7 +37,8 @@ def cmd_train(a) -> int:
     out = Path(a.out)
     name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     resume.check_out(out, resume.output_bytes(model))
-    data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor)
+    data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
+                         test=a.test_data, test_size=a.test_size)
     rec = api.recipe(spec if a.model not in PRESETS else a.model, a.profile, a.recipe, data.name)
     if a.refit is None:  # the recipe's choice, where there is a validation split
         a.refit = rec.refit and monitor == "val" and a.val_size != 0
@@ -65,7 +66,7 @@ def cmd_train(a) -> int:
     from .fileio import atomic_write
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
-    png = plot_curves(hist, out / f"{name}_curves.png")
+    png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
     ev = api.evaluate(model, data)
     print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
           f"test {format_pct(ev['test_acc_bp'])} "
@@ -90,12 +91,13 @@ def cmd_train(a) -> int:
     return 0
 
 
-def plot_curves(hist, path: Path):
+def plot_curves(hist, path: Path, chance_bp: int = 0):
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return None
     import io
@@ -104,14 +106,29 @@ def plot_curves(hist, path: Path):
 
     ep = [r.epoch for r in hist.records]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ep, [r.train_acc_bp / 100 for r in hist.records], label="train (training mode)")
-    ax.plot(ep, [r.monitor_acc_bp / 100 for r in hist.records], label=hist.monitor)
+    ax.plot(ep, [r.train_acc_bp / 100 for r in hist.records], "o-", label="train (training mode)")
+    if hist.monitor in ("val", "test"):
+        ax.plot(ep, [r.monitor_acc_bp / 100 for r in hist.records], "s-", label=hist.monitor)
     if hist.monitor != "test":
-        ax.plot(ep, [r.test_acc_bp / 100 for r in hist.records], label="test")
+        ax.plot(ep, [r.test_acc_bp / 100 for r in hist.records], "^-", label="test")
+    if chance_bp:
+        ax.axhline(chance_bp / 100, color="grey", ls=":", lw=1, label="chance")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
+    ax.set_xlim(0.5, max(ep, default=1) + 0.5)  # one epoch is a readable point, not an empty axis
+    ax.set_ylim(0, 100)
+    if len(ep) <= 20:
+        ax.set_xticks(ep)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    loss = ax.twinx()  # the integer training loss: sum of squared int8 errors per sample
+    loss.plot(ep, [r.train_loss for r in hist.records], "d--", color="tab:red", alpha=0.7, label="train loss")
+    loss.set_ylabel("train loss (integer, per sample)")
+    loss.set_ylim(bottom=0)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = loss.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -122,8 +139,10 @@ def plot_curves(hist, path: Path):
 def cmd_eval(a) -> int:
     model, meta = api.load(a.model)
     norm = meta.get("norm") or {}
-    dataset = api.dataset_for(a.data, norm.get("dataset"), a.data_dir)
-    data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None)
+    info = norm.get("load_info")
+    dataset = api.dataset_for(a.data, norm.get("dataset"), a.data_dir, info)
+    test = info.get("test_source") if info and a.data is None else None
+    data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None, test=test)
     api.check_compatible(model, data)
     api.check_same_data(norm, data)
     ev = api.evaluate(model, data)
@@ -183,7 +202,7 @@ def _model_and_data(a):
     if a.model.endswith(".nitro"):
         _, meta = api.load(a.model)
         meta_norm = (meta.get("norm") or None)
-    dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir)
+    dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
     if meta_norm:
@@ -244,9 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a preset or JSON model description")
     t.add_argument("model", help=f"preset ({', '.join(PRESETS)}) or model description .json")
-    t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, or a folder (default: the "
-                                  "preset's with --data-dir, else bundled)")
+    t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, a folder of IDX / CIFAR-10 "
+                                  "files, or your own: an .npz, a .csv of features, a folder of images with one "
+                                  "sub-folder per class (docs/own_data.md; default: the preset's with --data-dir, "
+                                  "else bundled)")
     t.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
+    t.add_argument("--test-data", help="your own data: a separate .npz / .csv / image folder as the test set")
+    t.add_argument("--test-size", type=positive, default=None,
+                   help="your own data without a test set: samples held out for testing (default: a sixth)")
     t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS,
                    help="training epochs, at most (a recipe runs whole with its length: docs/profiles.md)")
     t.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
@@ -278,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
     e.add_argument("model", help="trained .nitro file")
-    e.add_argument("--data", help="dataset (default: the one it was trained on)")
+    e.add_argument("--data", help="dataset, .npz, .csv or image folder (default: the one it was trained on; "
+                                  "your own data without a test set: the part held out in training)")
     e.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)
@@ -347,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
     checkpoint_cli.register(sub, device_args, _model_and_data)
+    sweep_cli.register(sub)
     return p
 
 

@@ -117,6 +117,154 @@ def test_split_f32_saturating_product_is_exact_below_2_24_and_saturates_above():
     assert seen_big > 1000 and seen_small > 1000  # both regimes were exercised
 
 
+def _rows_with_chunk_sums(rng, n, k, kc, total):
+    """Integer rows [n, k] whose every kc-wide chunk has |.|-sum exactly ``total`` (mixed signs, odd values)."""
+    b = np.zeros((n, k), dtype=np.int64)
+    for r in range(n):
+        for c0 in range(0, k, kc):
+            w = min(kc, k - c0)
+            cut = np.sort(rng.choice(np.arange(1, total), w - 1, replace=False))
+            parts = np.diff(np.concatenate([[0], cut, [total]]))
+            b[r, c0:c0 + w] = parts * rng.choice([-1, 1], w)
+    return b
+
+
+def _candidate_widths(k):
+    """The chunk widths l1_chunk_width may choose for K = k, widest first (restated from its docstring)."""
+    groups = -(-k // gemm.CHUNK_FINE)
+    pers = {-(-groups // c) for c in range(1, min(gemm.CHUNK_MAX, groups) + 1)}
+    return [p * gemm.CHUNK_FINE for p in sorted(pers, reverse=True)]
+
+
+def _ref_chunk_width(a_max, b):
+    """l1_chunk_width in Python integers: the widest candidate with a_max * sum|b[n, chunk]| < 2**24 everywhere."""
+    mag = np.abs(b.astype(object))
+    k = b.shape[1]
+    for kc in _candidate_widths(k):
+        if all(a_max * int(mag[:, i:i + kc].sum(axis=1).max()) < 2**24 for i in range(0, k, kc)):
+            return kc
+    return None
+
+
+@pytest.mark.parametrize("a_max, k, chunks", [(128, 784, 4), (128, 100, 3), (127, 200, 5), (127, 784, 10),
+                                              (32767, 96, 2), (32767, 130, 7)])
+def test_chunked_f32_exact_at_the_chunk_bound_and_refused_one_beyond(a_max, k, chunks):
+    """Every kc-chunk of every row of W sums (in |.|) to one below 2**24 / a_max, inputs +-a_max with the signs
+    of W: each chunk's partial sums climb to a_max * (chunk sum) < 2**24 and the product is exact, and that kc
+    is the width chosen. One more in one chunk and kc is refused; for odd a_max the refused chunking really is
+    wrong there (that chunk's dot product is an odd integer above 2**24, which float32 cannot hold)."""
+    rng = np.random.default_rng(a_max + k)
+    limit = -(-gemm.F32_EXACT // a_max)  # smallest chunk sum with a_max * sum >= 2**24
+    kc = -(-k // (gemm.CHUNK_FINE * chunks)) * gemm.CHUNK_FINE
+    assert kc in _candidate_widths(k)
+    chunks = -(-k // kc)
+    b = _rows_with_chunk_sums(rng, 6, k, kc, limit - 1)
+    sign = np.where(b < 0, -1, 1)
+    a = np.concatenate([a_max * sign, (a_max - 1) * sign[:2], rng.integers(-a_max, a_max + 1, (3, k))])
+    a = a.astype(np.int32 if a_max > 128 else np.int16)
+    b32 = b.astype(np.float32)
+    assert gemm.l1_chunk_width(a_max, b32) == kc == _ref_chunk_width(a_max, b)
+    ref = _ref_matmul(a, b.T)
+    assert (_as_int(gemm.matmul_chunked_f32(a, b32, kc)) == ref).all()
+    assert (ref[:6, :6].diagonal() == a_max * (limit - 1) * chunks).all()  # every chunk at the bound
+    over = b.copy()
+    over[2, kc - 1] += 1 if over[2, kc - 1] >= 0 else -1  # chunk 0 of row 2 now sums to exactly limit
+    got = gemm.l1_chunk_width(a_max, over.astype(np.float32))
+    assert got != kc and got == _ref_chunk_width(a_max, over)
+    if got is not None:
+        assert (_as_int(gemm.matmul_chunked_f32(a, over.astype(np.float32), got)) == _ref_matmul(a, over.T)).all()
+    if a_max % 2 and limit % 2:
+        assert a_max * limit > gemm.F32_EXACT and (a_max * limit) % 2
+        wrong = gemm.matmul_chunked_f32(a, over.astype(np.float32), kc)  # what accepting kc would give
+        assert _as_int(wrong)[2, 2] != _ref_matmul(a, over.T)[2, 2]
+    with_force = gemm.FORCE_INT64
+    gemm.FORCE_INT64 = True
+    try:
+        assert gemm.l1_chunk_width(a_max, b32) is None
+    finally:
+        gemm.FORCE_INT64 = with_force
+
+
+def test_chunk_width_equals_the_integer_reference_near_the_bound():
+    """Random W (some entries close to 2**24, so the float32 sums of |W| round) against the Python-int reference."""
+    rng = np.random.default_rng(5)
+    seen = set()
+    for trial in range(300):
+        a_max = int(rng.choice([1, 3, 127, 128, 32767, 32768]))
+        k = int(rng.integers(1, 200))
+        n = int(rng.integers(1, 6))
+        scale = gemm.F32_EXACT / a_max / rng.uniform(1, 12) / max(1, k) * rng.uniform(0.5, 3)
+        b = np.round(rng.uniform(-1, 1, (n, k)) * scale * rng.uniform(0, 2, (n, 1))).astype(np.int64)
+        if trial % 10 == 0:
+            b[0, rng.integers(k)] = (gemm.F32_EXACT - 1) * rng.choice([-1, 1])
+        ref = _ref_chunk_width(a_max, b)
+        assert gemm.l1_chunk_width(a_max, b.astype(np.float32)) == ref, (a_max, k, n)
+        seen.add("refused" if ref is None else "widest" if ref == _candidate_widths(k)[0] else "narrower")
+    assert seen == {"refused", "widest", "narrower"}
+
+
+def test_chunk_sums_saturate_upwards():
+    """|W| sums past 2**24 in float32 come out >= 2**24 (never rounded below the test), so such W is refused."""
+    b = np.full((2, 64), 2**24 - 1, dtype=np.int64)
+    b[1] = 1
+    assert gemm.l1_chunk_width(1, b.astype(np.float32)) is None
+    assert gemm.l1_chunk_width(1, b[1:].astype(np.float32)) == 64
+
+
+def test_linear_scaled_takes_the_chunked_path_and_equals_int64(monkeypatch):
+    rng = np.random.default_rng(21)
+    x = rng.integers(-128, 128, (64, 784)).astype(np.int8)
+    w = rng.integers(-2000, 2001, (100, 784)).astype(np.int32)  # bound 2e8: float32 over whole rows is not exact
+    w[:, :40] = 0  # uneven chunk sums
+    sf = L.scale_factor(784)
+    calls = []
+    real = gemm.matmul_chunked_f32
+    monkeypatch.setattr(L, "matmul_chunked_f32", lambda *a: calls.append(a[2]) or real(*a))
+    got = L.linear_scaled(x, w, sf)
+    assert calls  # the chunked float32 path ran
+    ref = np.clip(arith.tdiv(_ref_matmul(x, w.T).astype(np.int64), sf), -127, 127).astype(np.int8)
+    assert np.array_equal(got, ref)
+    monkeypatch.setattr(gemm, "FORCE_INT64", True)
+    assert np.array_equal(L.linear_scaled(x, w, sf), ref)
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+@pytest.mark.parametrize("decay", [12000, 0])
+def test_bounded_sgd_update_at_the_storage_bound(bits, decay, monkeypatch):
+    """The two-pass update (no saturation: |W| + |q| + |decay| <= 2**(bits-1) - 1) equals the int64 path with
+    W + q at the storage bound; one beyond the bound it is not taken (and, without decay, taking it would wrap)."""
+    from nitro_mcu.trainer import optim
+
+    rng = np.random.default_rng(bits + decay)
+    top = 2 ** (bits - 1) - 1
+    lr_amp = 327680
+    w_max = top // 2
+    w = rng.integers(-w_max, w_max + 1, (30, 40))
+    w[0, 0], w[0, 1] = w_max, -w_max
+    q_room = top - w_max - (w_max // decay if decay else 0)  # the largest |tdiv(G, lr*amp)| that still fits
+    g_bound = q_room * lr_amp + lr_amp - 1
+    g = rng.integers(-g_bound, g_bound + 1, w.shape).astype(np.float64)
+    g[0, 0], g[0, 1] = -g_bound, g_bound  # W - q at +-(top - decay term) exactly
+    dt = np.int16 if bits == 16 else np.int32
+    w = w.astype(dt)
+    ref = optim.sgd_update(w, g.astype(np.int64), 512, 640, decay, bits)
+    assert optim.fits_without_saturation(w_max, g_bound // lr_amp, decay, bits)
+    taken = []
+    real = optim.apply_quotient
+    monkeypatch.setattr(optim, "apply_quotient", lambda *a: taken.append(1) or real(*a))
+    fast = optim.sgd_update(w, g, 512, 640, decay, bits, w_max, g_bound)
+    assert taken and fast.dtype == dt and np.array_equal(fast, ref)
+    assert int(np.abs(ref.astype(np.int64)).max()) >= top - 2 * (w_max // decay if decay else 0)
+    assert not optim.fits_without_saturation(w_max, g_bound // lr_amp + 1, decay, bits)
+    g[0, 0] -= lr_amp  # beyond: the bounded route refuses, the float64 route saturates like int64
+    taken.clear()
+    over = optim.sgd_update(w, g, 512, 640, decay, bits, w_max, g_bound + lr_amp)
+    assert not taken and np.array_equal(over, optim.sgd_update(w, g.astype(np.int64), 512, 640, decay, bits))
+    if not decay:
+        q = np.trunc(g / lr_amp).astype(np.int32)
+        assert over[0, 0] == top and not np.array_equal(real(w, q, decay, w_max), over)  # would have wrapped
+
+
 # ---- (2) tdiv on float carriers ---------------------------------------------------------------------------
 def _tdiv_ref(n, d):
     q = abs(n) // d
@@ -169,11 +317,15 @@ def test_relu_backward_float_matches_int():
     s[0, :4] = [127, -127, 0, -1]
     delta = rng.integers(-(2**40), 2**40, s.shape)
     delta[1] = rng.integers(-9, 10, s.shape[1])
-    for slope in (3, 4, 7):
+    for slope in (3, 4, 7, 8, 16):  # 4, 8, 16: the power-of-two factor table
         for asym in (True, False):
             ref = L.relu_backward(delta, s, slope, asym)
             got = L.relu_backward(delta.astype(np.float64), s, slope, asym)
             assert (_as_int(got) == ref.astype(object)).all()
+            small = np.clip(delta, -(2**24 - 1), 2**24 - 1)  # float32 carriers: exact integers below 2**24
+            small[2, :6] = [2**24 - 1, -(2**24 - 1), 1, -1, slope - 1, -(slope + 1)]
+            got = L.relu_backward(small.astype(np.float32), s, slope, asym)
+            assert got.dtype == np.float32 and (_as_int(got) == L.relu_backward(small, s, slope, asym)).all()
 
 
 # ---- (3) training runs: fast path == pure int64 ------------------------------------------------------------
@@ -223,6 +375,18 @@ def test_training_bit_identical_to_int64(name, profile, bits, batches):
         for k in ref:
             assert fast[k].dtype == ref[k].dtype, k
             assert np.array_equal(fast[k], ref[k]), (k, factor)
+
+
+def test_grown_mlp_weights_take_the_chunked_and_bounded_paths(batches, monkeypatch):
+    """The bit-identity runs above cover the chunked forward and the two-pass update only if mlp1 takes them."""
+    from nitro_mcu.trainer import optim
+
+    chunks, updates = [], []
+    real_c, real_u = gemm.matmul_chunked_f32, optim.apply_quotient
+    monkeypatch.setattr(L, "matmul_chunked_f32", lambda *a: chunks.append(a[2]) or real_c(*a))
+    monkeypatch.setattr(optim, "apply_quotient", lambda *a: updates.append(a[0].shape) or real_u(*a))
+    _train("mlp1", "default", 32, batches, 2, False, _grown("mlp1", "default", 32, 150))
+    assert chunks and (100, 784) in updates
 
 
 def test_grown_cnn_weights_take_the_saturating_split_path(batches, monkeypatch):

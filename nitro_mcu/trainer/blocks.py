@@ -73,17 +73,26 @@ class Head:
         self.name, self.d_in, self.n_classes = name, d_in, n_classes
         self.sf = L.scale_factor(d_in)
 
-    def forward(self, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return L.scaling(L.linear_forward(x, w), self.sf)
+    def forward(self, w: np.ndarray, x: np.ndarray, w_max: int | None = None) -> np.ndarray:
+        return L.linear_scaled(x, w, self.sf, w_max)
 
-    def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool):
-        """Local step on flattened input x; returns (y_hat, delta_in or None)."""
+    def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool, y_hat=None):
+        """Local step on flattened input x -> (y_hat, delta_in or None, a bound on |delta_in|).
+
+        ``y_hat`` may be passed when the forward pass already computed it with these weights.
+        """
         w = weights[self.name]
-        y_hat = self.forward(w, x)
+        w_max = max_abs(w)
+        if y_hat is None:
+            y_hat = self.forward(w, x, w_max)
         e = output_error(y_hat, target, wrap)
-        delta = L.matmul_exact(e, w) if propagate else None  # pre-update weights
-        weights[self.name] = sgd_update(w, L.linear_grad(e, x), lr_inv, 1, decay_inv, hp.weight_bits)
-        return y_hat, delta
+        e_max = max_abs(e)
+        d_bound = e_max * w_max * self.n_classes
+        delta = L.matmul_exact(e, w, a_max=e_max, b_max=w_max) if propagate else None  # pre-update weights
+        x_max = L.dtype_bound(x) or max_abs(x)
+        g = L.matmul_exact(e.T, x, a_max=e_max, b_max=x_max)
+        weights[self.name] = sgd_update(w, g, lr_inv, 1, decay_inv, hp.weight_bits, w_max, e_max * x_max * len(x))
+        return y_hat, delta, d_bound
 
 
 class LinearBlock:
@@ -102,23 +111,30 @@ class LinearBlock:
 
     def forward(self, weights, x, hp: Hyper, train: bool):
         x = x.reshape(x.shape[0], -1)
-        s = L.scaling(L.linear_forward(x, weights[self.name + ".fwd"]), self.sf)
+        w = weights[self.name + ".fwd"]
+        w_max = max_abs(w)
+        s = L.linear_scaled(x, w, self.sf, w_max)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
-            self.cache = (x, s, h)
+            self.cache = (x, s, h, w_max)
         return h
 
     def head_input(self, h):
         return h
 
     def step(self, weights, target, lr_inv, hp: Hyper, quirks):
-        x, s, h = self.cache
-        _, delta = self.head.step(weights, h, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
-        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
+        x, s, h, w_max = self.cache
+        _, delta, d_max = self.head.step(weights, h, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
+                                         True)
+        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
         name = self.name + ".fwd"
-        weights[name] = sgd_update(
-            weights[name], L.linear_grad(delta, x), lr_inv, hp.lr_amp_factor, hp.fwd_decay_inv, hp.weight_bits
-        )
+        x_max = L.dtype_bound(x) or max_abs(x)
+        w = weights[name]
+        if quirks.cnn_fc_double_update:
+            w_max = max_abs(w)  # Q2 steps twice per batch: the bound cached by forward may be stale
+        g = L.matmul_exact(delta.T, x, a_max=d_max, b_max=x_max)
+        weights[name] = sgd_update(w, g, lr_inv, hp.lr_amp_factor, hp.fwd_decay_inv, hp.weight_bits, w_max,
+                                   d_max * x_max * len(x))
 
 
 class ConvBlock:
@@ -158,7 +174,7 @@ class ConvBlock:
         """x and the result are NHWC (the model converts at its edges; semantics stay NCHW/C-order)."""
         b = x.shape[0]
         w = weights[self.name + ".fwd"]
-        x_max = _dtype_bound(x)
+        x_max = L.dtype_bound(x)
         z = cols = None
         if not gemm.FORCE_INT64:
             z, cols = self._forward_float(x, w, x_max if x_max is not None else max_abs(x))
@@ -210,7 +226,7 @@ class ConvBlock:
     def step(self, weights, target, lr_inv, hp: Hyper, quirks):
         cols, s, h, x_max = self.cache
         xh, idx = self.head_input(h, with_idx=True)
-        _, delta = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
+        _, delta, _ = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
         name = self.name + ".fwd"
         w = weights[name]
         amp = hp.lr_amp_factor * self.amp_scale
@@ -299,11 +315,6 @@ class ConvBlock:
 # dense error and run one GEMM (gathering K values per non-zero costs ~8x a BLAS multiply-add).
 _SPARSE_MIN_WINDOW = 8
 _GATHER_CHUNK = 1 << 17  # float64 elements gathered per matmul in the sparse gradient (1 MiB)
-
-
-def _dtype_bound(x: np.ndarray) -> int | None:
-    """|x| bound from the activation dtype (int8 / int16), so GEMM bounds need no extra pass."""
-    return {np.dtype(np.int8): 128, np.dtype(np.int16): 32768}.get(x.dtype)
 
 
 class MaxPool:

@@ -43,6 +43,80 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: 
     return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
 
 
+CHUNK_FINE = 8  # K-chunks of matmul_chunked_f32 are cut at multiples of this many columns
+CHUNK_MAX = 10  # with more chunks the batched float32 GEMM is about as slow as one float64 GEMM
+
+
+def l1_chunk_width(a_max: int, bt32: np.ndarray) -> int | None:
+    """Width kc of the widest K-chunks (a multiple of CHUNK_FINE, at most CHUNK_MAX chunks, the last one zero-padded)
+    with ``a_max * sum(|bt[n, chunk]|) < 2**24`` for every row n and chunk; None if there is none (or FORCE_INT64).
+
+    Then every float32 chunk product of :func:`matmul_chunked_f32` is exact for any ``|a| <= a_max``: each product
+    and each partial sum of a[m, chunk] . bt[n, chunk] is an integer of magnitude <= a_max * sum(|bt[n, chunk]|).
+    The sums of |bt| over CHUNK_FINE columns (integers in float32) are exact while below 2**24 and come out >= 2**24
+    otherwise (rounding is monotone, 2**24 is representable, the terms are non-negative); their sums per candidate
+    chunking (one float64 GEMM against 0/1 columns) are exact or >= 2**24 alike, so the test is never fooled.
+    """
+    if FORCE_INT64:
+        return None
+    n, k = bt32.shape
+    groups = -(-k // CHUNK_FINE)
+    mag = np.abs(bt32)
+    if k != groups * CHUNK_FINE:
+        mag = np.concatenate([mag, np.zeros((n, groups * CHUNK_FINE - k), np.float32)], axis=1)
+    fine = (mag.reshape(-1, CHUNK_FINE) @ np.ones(CHUNK_FINE, np.float32)).reshape(n, groups).astype(np.float64)
+    pers, starts, ind = _chunk_candidates(groups)
+    worst = np.maximum.reduceat((fine @ ind).max(axis=0), starts)  # per candidate: its largest chunk sum
+    for per, s in zip(pers, worst.tolist()):
+        if a_max * s < F32_EXACT:
+            return per * CHUNK_FINE
+    return None
+
+
+_CANDIDATES = {}
+
+
+def _chunk_candidates(groups: int):
+    """For K of ``groups`` fine groups: the chunkings tried (groups per chunk, fewest chunks first), where each
+    one's columns start in the 0/1 matrix [groups, total chunks] that sums fine groups into chunks."""
+    got = _CANDIDATES.get(groups)
+    if got is None:
+        pers = sorted({-(-groups // c) for c in range(1, min(CHUNK_MAX, groups) + 1)}, reverse=True)
+        cols, starts = [], []
+        for per in pers:
+            starts.append(len(cols))
+            for c0 in range(0, groups, per):
+                col = np.zeros(groups)
+                col[c0:c0 + per] = 1.0
+                cols.append(col)
+        got = _CANDIDATES[groups] = (pers, np.array(starts), np.stack(cols, axis=1))
+    return got
+
+
+def matmul_chunked_f32(a: np.ndarray, bt32: np.ndarray, kc: int) -> np.ndarray:
+    """Exact ``a @ bt.T`` for an integer ``a`` [M, K] and float32 ``bt32`` [N, K] holding integers: float64 (float32
+    for a single chunk), the sum of float32 chunk products over K-chunks of width ``kc`` from
+    :func:`l1_chunk_width` (computed with ``|a|max``), run as one batched GEMM.
+
+    Each chunk product is exact (see :func:`l1_chunk_width`; zero padding adds nothing), and their float64 sum is
+    exact when |a|max * |bt|max * K < 2**53, which the caller must ensure.
+    """
+    m, k = a.shape
+    c = -(-k // kc)
+    if c * kc == k:
+        a32 = a.astype(np.float32)
+    else:
+        a32 = np.zeros((m, c * kc), np.float32)
+        a32[:, :k] = a
+        bt = np.zeros((bt32.shape[0], c * kc), np.float32)
+        bt[:, :k] = bt32
+        bt32 = bt
+    if c == 1:
+        return a32 @ bt32.T
+    parts = np.matmul(a32.reshape(m, c, kc).transpose(1, 0, 2), bt32.reshape(-1, c, kc).transpose(1, 2, 0))
+    return parts.sum(axis=0, dtype=np.float64)
+
+
 def exact_float_dtype(bound: int):
     """The narrowest float type whose BLAS sums are exact for a product bound (|a|max*|b|max*K), else None.
 

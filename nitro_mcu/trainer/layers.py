@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arith import INT16_MIN, isqrt, tdiv
-from .gemm import matmul_exact
+from .arith import INT16_MIN, isqrt, max_abs, tdiv
+from .gemm import F32_EXACT, F64_EXACT, l1_chunk_width, matmul_chunked_f32, matmul_exact
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (docs/algorithm.md §2.4, §4.4).
 RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
@@ -37,6 +37,35 @@ def init_bound(fan_in: int, slope_inv: int = 4) -> int:
 def linear_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """z[m, o] = sum_i x[m, i] * W[o, i]  (int64)."""
     return matmul_exact(x, w.T)
+
+
+def dtype_bound(x: np.ndarray) -> int | None:
+    """|x| bound from an int8 / int16 activation dtype, so product bounds need no pass over x."""
+    return _DTYPE_BOUND.get(x.dtype)
+
+
+_DTYPE_BOUND = {np.dtype(np.int8): 128, np.dtype(np.int16): 32768}
+CHUNKED_MIN_MACS = 1 << 20  # smaller products: the chunk test costs more than float32 saves over float64
+
+
+def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None) -> np.ndarray:
+    """scaling(linear_forward(x, w), sf) as int8.
+
+    Where float32 is not exact for the whole rows but float64 is, a large product runs as float32 K-chunks
+    whose exactness :func:`~nitro_mcu.trainer.gemm.l1_chunk_width` proves from W's chunk sums; else (or when
+    no chunking fits) the product is :func:`~nitro_mcu.trainer.gemm.matmul_exact`.
+    """
+    x_max = dtype_bound(x) or max_abs(x)
+    w_max = max_abs(w) if w_max is None else w_max
+    k = x.shape[1]
+    bound = x_max * w_max * k
+    if (F32_EXACT <= bound < F64_EXACT and w_max < F32_EXACT and x_max < F32_EXACT
+            and x.shape[0] * w.shape[0] * k >= CHUNKED_MIN_MACS):
+        w32 = w.astype(np.float32)
+        kc = l1_chunk_width(x_max, w32)
+        if kc is not None:
+            return scaling(matmul_chunked_f32(x, w32, kc), sf, overwrite=True)
+    return scaling(matmul_exact(x, w.T, a_max=x_max, b_max=w_max), sf, overwrite=True)
 
 
 def linear_grad(delta: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -152,7 +181,14 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
     are.  ``overwrite`` lets it work in delta's memory.
     """
     if delta.dtype.kind == "f":
-        out = delta if overwrite else delta.copy()
+        out = delta if overwrite else None
+        if s.dtype == np.int8 and slope_inv & (slope_inv - 1) == 0:
+            # A power-of-two alpha_inv: 1/alpha_inv is exact, so delta * factor(s) with factor 1, 1/alpha_inv
+            # or 0 (a 256-entry table on the int8 bit pattern), then trunc, is the same tdiv in two passes.
+            out = np.multiply(delta, _relu_grad_factor(slope_inv, asymmetric_sat, delta.dtype).take(s.view(np.uint8)),
+                              out=out)
+            return np.trunc(out, out=out)
+        out = delta.copy() if out is None else out
         np.divide(out, slope_inv, out=out, where=s < 0)
         np.trunc(out, out=out)
         out[(s == 127) if asymmetric_sat else ((s == 127) | (s == -127))] = 0
@@ -161,6 +197,21 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
     blocked = (s == 127) if asymmetric_sat else ((s == 127) | (s == -127))
     out[blocked] = 0
     return out
+
+
+_RELU_GRAD = {}
+
+
+def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool, dtype) -> np.ndarray:
+    """Table over the int8 bit pattern of s: 0 where the gradient is blocked, 1/alpha_inv below 0, else 1."""
+    key = (slope_inv, asymmetric_sat, np.dtype(dtype))
+    f = _RELU_GRAD.get(key)
+    if f is None:
+        v = ((np.arange(256) + 128) & 0xFF) - 128  # the value of each uint8 bit pattern as int8
+        f = np.where(v < 0, 1.0 / slope_inv, 1.0)
+        f[(v == 127) | ((v == -127) & (not asymmetric_sat))] = 0.0
+        f = _RELU_GRAD[key] = f.astype(dtype)
+    return f
 
 
 # ---- MaxPool ------------------------------------------------------------------------------------------

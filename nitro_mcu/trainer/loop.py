@@ -34,6 +34,7 @@ class History:
     test_at_best_bp: int = 0
     stopped_early: bool = False
     monitor: str = "val"
+    data: object = field(default=None, repr=False)  # the prepared data, when api.train loaded it itself
 
     def to_csv(self) -> str:
         """Fixed columns; ``val_acc`` is empty when the test set drives the schedule (no validation split)."""
@@ -54,6 +55,17 @@ def format_bp(bp: int) -> str:
 
 def format_pct(bp: int) -> str:
     return f"{format_bp(bp)} %"
+
+
+CHANCE_EPOCHS = 5  # NITRO-D's local losses often keep accuracy near chance this long (docs/own_data.md)
+
+
+def chance_note(epoch: int, acc_bp: int, num_classes: int) -> str:
+    """The progress line's word on a first epoch near chance: usual for NITRO-D, not a broken run."""
+    chance = 10000 // max(1, num_classes)
+    if epoch <= CHANCE_EPOCHS and acc_bp < 2 * chance:
+        return f"  (near chance, {format_bp(chance)} %: usual for NITRO-D's first epochs)"
+    return ""
 
 
 def accuracy_bp(model: Model, x: np.ndarray, y: np.ndarray, drop_last: bool = False, batch_size: int = 64) -> int:
@@ -149,7 +161,8 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             if bar is not None:
                 bar.update(1)
                 if b % 20 == 0:
-                    bar.set_postfix(epoch=epoch, acc=format_bp(correct * 10000 // seen), loss=loss // seen)
+                    bar.set_postfix(epoch=epoch, acc=format_bp(correct * 10000 // seen),
+                                    chance=format_bp(10000 // model.num_classes), loss=loss // seen)
         test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size) \
             if test_reads == "epoch" else -1
         # in a replayed (fixed) schedule the test accuracy is only logged: nothing reads it
@@ -165,8 +178,10 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             best_weights = {k: v.copy() for k, v in model.weights.items()}
         if bar is not None:
             mon = "" if fixed or use_test else f"{hist.monitor} {format_bp(mon_bp)} %  "
-            test = f"test {format_bp(test_bp)} %" if test_bp >= 0 else ""
-            bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {format_bp(rec.train_acc_bp)} %  {mon}{test}")
+            test = f"test {format_bp(test_bp)} %  " if test_bp >= 0 else ""
+            bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {format_bp(rec.train_acc_bp)} %  "
+                      f"{mon}{test}loss {rec.train_loss}"
+                      + chance_note(epoch, max(rec.train_acc_bp, mon_bp), model.num_classes))
         if on_epoch:
             on_epoch(rec)
         if schedule and sched.end_epoch(epoch, mon_bp):

@@ -154,7 +154,7 @@ class Model:
             self.spec["kind"] == "mlp" and int(np.prod(x.shape[1:])) == int(np.prod(self.input_shape))
         ):
             raise SpecError(f"inputs have shape {tuple(x.shape[1:])} per sample, the model needs {self.input_shape}")
-        if x.size and (int(x.min()) < -128 or int(x.max()) > 127):
+        if x.size and x.dtype != np.int8 and (int(x.min()) < -128 or int(x.max()) > 127):
             raise SpecError("inputs must lie in the int8 range [-128, 127]")
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -209,7 +209,7 @@ class Model:
         sq = diff * diff
         loss = int(np.sum(((sq + 128) & 0xFF) - 128 if self.quirks.loss_wrap_int8 else sq))
         self.output.step(self.weights, self._out_in, target, lr_inv, self.hp.head_decay_inv, self.hp,
-                         self.quirks.error_wrap_int8, False)
+                         self.quirks.error_wrap_int8, False, y_hat=y_hat)
         fc = [b for b in self.blocks if b.kind == "linear"]
         convs = [b for b in self.blocks if b.kind == "conv"]
         for b in reversed(fc):

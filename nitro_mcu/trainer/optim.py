@@ -8,21 +8,56 @@ import numpy as np
 from .arith import max_abs, saturate, tdiv
 
 
-def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv: int, weight_bits: int):
+def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv: int, weight_bits: int,
+               w_max: int | None = None, g_bound: int | None = None):
     """W - (tdiv(G, lr_inv*amp) + tdiv(W, decay_inv)), saturated to the storage width.
 
     Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
     saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
+    ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let a float gradient take the two-pass route.
     """
     grad = np.asarray(grad)
     if grad.dtype.kind == "f":
-        fast = _sgd_update_float(w, grad, lr_inv * amp, decay_inv, weight_bits)
+        fast = None
+        if w_max is not None and g_bound is not None:
+            fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
+        if fast is None:
+            fast = _sgd_update_float(w, grad, lr_inv * amp, decay_inv, weight_bits)
         if fast is not None:
             return fast
     delta = tdiv(grad, lr_inv * amp)
     if decay_inv > 0:
         delta = delta + tdiv(w.astype(np.int64), decay_inv)
     return saturate(w.astype(np.int64) - delta, weight_bits).astype(w.dtype)
+
+
+def _sgd_update_bounded(w, grad, lr_amp: int, decay_inv: int, weight_bits: int, w_max: int, g_bound: int):
+    """:func:`sgd_update` in two passes when the bounds show that nothing saturates; else None.
+
+    The float -> integer cast truncates toward zero, so casting grad / lr_amp (exact integers, |G| < 2**53) is
+    tdiv (argument in arith.tdiv).
+    """
+    if g_bound >= 2**53 or not fits_without_saturation(w_max, g_bound // lr_amp, decay_inv, weight_bits):
+        return None
+    q = np.empty(w.shape, dtype=np.int32)
+    np.divide(grad, lr_amp, out=q, casting="unsafe", dtype=np.float64)
+    return apply_quotient(w, q, decay_inv, w_max)
+
+
+def fits_without_saturation(w_max: int, q_max: int, decay_inv: int, weight_bits: int) -> bool:
+    """|W| + |tdiv(G, lr*amp)| (+ |tdiv(W, decay)|) stays within the storage width: no saturation needed."""
+    decay = w_max // decay_inv if decay_inv > 0 else 0
+    return w_max + q_max + decay <= (1 << (weight_bits - 1)) - 1
+
+
+def apply_quotient(w: np.ndarray, q: np.ndarray, decay_inv: int, w_max: int) -> np.ndarray:
+    """W - (q + tdiv(W, decay_inv)) for q = tdiv(G, lr*amp), when :func:`fits_without_saturation` holds.
+
+    |W| < decay_inv makes the decay term 0; else it is the truncating cast of W / decay_inv (exact, |W| < 2**31).
+    """
+    if decay_inv > 0 and w_max >= decay_inv:
+        q = q + np.divide(w, decay_inv, out=np.empty(w.shape, dtype=np.int32), casting="unsafe", dtype=np.float64)
+    return np.subtract(w, q, dtype=w.dtype, casting="unsafe")
 
 
 def _sgd_update_float(w, grad, lr_amp: int, decay_inv: int, weight_bits: int):

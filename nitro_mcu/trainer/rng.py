@@ -23,6 +23,7 @@ MASK64 = (1 << 64) - 1
 STREAM_INIT = 1  # weight initialisation
 STREAM_DATA = 2  # validation split, epoch shuffles, augmentation
 STREAM_DROPOUT = 3  # dropout keep-masks (the only stream the device draws from)
+STREAM_HOLDOUT = 4  # the test part held out of your own data (trainer/data/userdata.py; host only)
 
 
 def _mix_scalar(z: int) -> int:

@@ -7,6 +7,7 @@ can reproduce every draw.  The flow, one module each:
 
 - :mod:`.formats` -- IDX and CIFAR-10 pickle files as raw arrays;
 - :mod:`.datasets` -- :class:`Dataset`, dataset names, folders and the bundled subset (:func:`load_dataset`);
+- :mod:`.userdata` -- your own data: arrays, .npz, a CSV of features, a folder of images (:func:`load_source`);
 - :mod:`.normalization` -- integer statistics and the uint8 -> int8 table;
 - :mod:`.split` -- shuffle, validation split and normalisation (:func:`prepare`, :class:`Prepared`);
 - :mod:`.batching` -- one-hot targets and epoch batches;
@@ -25,9 +26,10 @@ from .errors import DataError
 from .formats import IDX_FILES, find_idx, find_idx_files, load_idx
 from .normalization import NORM_CENTRE, NORM_CONSTANT, compute_norm_stats, normalization_lut, normalize
 from .split import DEFAULT_STATS_IMAGES, Prepared, prepare
+from .userdata import is_user_source, load_source
 
 __all__ = ["augment", "augment_defaults", "DEFAULT_ONE_HOT", "batches", "num_batches", "one_hot", "BUNDLED_RESOURCE",
            "CIFAR10_CLASSES", "DATASET_NAMES", "FASHION_CLASSES", "MNIST_CLASSES", "Dataset", "canonical_name",
            "load_bundled", "load_cifar10", "load_dataset", "DataError", "IDX_FILES", "find_idx", "find_idx_files",
            "load_idx", "NORM_CENTRE", "NORM_CONSTANT", "compute_norm_stats", "normalization_lut", "normalize",
-           "DEFAULT_STATS_IMAGES", "Prepared", "prepare"]
+           "DEFAULT_STATS_IMAGES", "Prepared", "prepare", "is_user_source", "load_source"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
@@ -43,7 +43,7 @@ def canonical_name(name: str) -> Optional[str]:
 
 @dataclass
 class Dataset:
-    """Raw images (uint8 NCHW) and labels (int64) of a train/test pair."""
+    """Raw images (uint8 NCHW) or features (int64 [N, F, 1, 1]) and labels (int64) of a train/test pair."""
 
     name: str
     x_train: np.ndarray
@@ -52,6 +52,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     classes: Optional[Sequence[str]] = None
+    load_info: dict = field(default_factory=dict)  # how your own data was read (userdata.py), for the model file
 
     @property
     def input_shape(self) -> tuple:
@@ -66,9 +67,9 @@ class Dataset:
             raise DataError(f"dataset '{n}': {len(self.classes)} class names for {self.num_classes} classes")
         for split in ("train", "test"):
             x, y = getattr(self, "x_" + split), getattr(self, "y_" + split)
-            if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
-                raise DataError(f"dataset '{n}': x_{split} must be a uint8 array, is "
-                                f"{getattr(x, 'dtype', type(x).__name__)}")
+            if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int64):
+                raise DataError(f"dataset '{n}': x_{split} must be a uint8 (pixels) or int64 (features) array, "
+                                f"is {getattr(x, 'dtype', type(x).__name__)}")
             if x.ndim != 4:
                 raise DataError(f"dataset '{n}': x_{split} must be 4-D [N, C, H, W], has shape {list(x.shape)}")
             if not isinstance(y, np.ndarray) or not np.issubdtype(y.dtype, np.integer):
@@ -84,6 +85,9 @@ class Dataset:
             if lo < 0 or hi >= self.num_classes:
                 bad = lo if lo < 0 else hi
                 raise DataError(f"dataset '{n}': {split} label {bad} outside [0, {self.num_classes})")
+        if self.x_train.dtype != self.x_test.dtype:
+            raise DataError(f"dataset '{n}': train and test samples differ in kind ({self.x_train.dtype}, "
+                            f"{self.x_test.dtype})")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"dataset '{n}': train images {list(self.x_train.shape[1:])} and test images "
                             f"{list(self.x_test.shape[1:])} differ in shape")

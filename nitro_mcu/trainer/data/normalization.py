@@ -2,6 +2,10 @@
 
 With x = pixel - 128:  mu_c = tdiv(sum x, count),  mad_c = tdiv(sum |x - mu_c|, count), and
 pixel -> clip(tdiv((pixel - 128 - mu_c) * 51, mad_c), -128, 127).  No float anywhere.
+
+Images are uint8 pixels [N, C, H, W].  Features (a CSV's columns, a [N, F] array) are integers of any range
+below 2**31, held as int64 [N, F, 1, 1]: each feature is a channel, with the same formulas (the 256-entry
+table is only a shortcut for uint8), and a feature that is constant over the training part gets mad 1.
 """
 from __future__ import annotations
 
@@ -14,12 +18,16 @@ NORM_CENTRE = 128  # pixel - 128
 NORM_CONSTANT = 51  # 51 ~ 64 / 1.25: targets a standard deviation of ~64
 
 
+FEATURE_LIMIT = 2**31  # |feature| below this: (v - 128 - mu) * 51 stays far inside int64
+
+
 def _check_images(x, what: str = "images") -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise DataError(f"{what} must be a NumPy uint8 array, got {type(x).__name__}")
-    if x.dtype != np.uint8:
+    if x.dtype != np.uint8 and x.dtype != np.int64:
         kind = "float" if np.issubdtype(x.dtype, np.floating) else str(x.dtype)
-        raise DataError(f"{what} must be uint8 pixels, got {kind} ({x.dtype}); no floats in the data path")
+        raise DataError(f"{what} must be uint8 pixels (or int64 features), got {kind} ({x.dtype}); no floats in "
+                        "the data path")
     if x.ndim != 4:
         raise DataError(f"{what} must be 4-D [N, C, H, W], have shape {list(x.shape)}")
     return x
@@ -37,6 +45,11 @@ def compute_norm_stats(x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         raise DataError("cannot compute normalisation statistics of 0 images")
     count = n * x.shape[2] * x.shape[3]
+    if x.dtype != np.uint8:  # features: the same sums, element-wise in int64
+        v = x.transpose(1, 0, 2, 3).reshape(c, -1) - NORM_CENTRE
+        mu = tdiv(v.sum(axis=1), count)
+        mad = tdiv(np.abs(v - mu[:, None]).sum(axis=1), count)
+        return mu.astype(np.int64), np.maximum(mad, 1).astype(np.int64)
     centred = np.arange(256, dtype=np.int64) - NORM_CENTRE
     mu = np.zeros(c, dtype=np.int64)
     mad = np.zeros(c, dtype=np.int64)
@@ -75,6 +88,11 @@ def normalize(x_uint8: np.ndarray, mu, mad) -> np.ndarray:
     """
     x = _check_images(x_uint8)
     c = x.shape[1]
+    if x.dtype != np.uint8:  # features: the formula itself
+        mu, mad = _as_stats(mu, c, "mu")[None, :, None, None], _as_stats(mad, c, "mad")[None, :, None, None]
+        if np.any(mad <= 0):
+            raise DataError(f"normalisation mad must be positive, got {mad.reshape(-1).tolist()}")
+        return np.clip(tdiv((x - NORM_CENTRE - mu) * NORM_CONSTANT, mad), -128, 127).astype(np.int8)
     lut = normalization_lut(_as_stats(mu, c, "mu"), _as_stats(mad, c, "mad"))
     out = np.empty(x.shape, dtype=np.int8)
     for ch in range(c):

@@ -38,6 +38,8 @@ class Prepared:
     train_index: np.ndarray = field(default=None, repr=False)  # indices into dataset.x_train
     val_index: np.ndarray = field(default=None, repr=False)
     source: tuple = field(default=None, repr=False)  # (name, data_dir) it was loaded from, for a refit
+    reload: dict = field(default_factory=dict, repr=False)  # the other load_data arguments, for a refit
+    load_info: dict = field(default_factory=dict, repr=False)  # how your own data was read (userdata.py)
 
     @property
     def input_shape(self) -> tuple:
@@ -91,5 +93,5 @@ def prepare(dataset: Dataset, seed: int, val_size: Optional[int] = None, monitor
         x_val=normalize(dataset.x_train[val_index], mu, mad), y_val=dataset.y_train[val_index].astype(np.int64),
         x_test=normalize(dataset.x_test, mu, mad), y_test=dataset.y_test.astype(np.int64),
         mu=mu, mad=mad, num_classes=int(dataset.num_classes), rng=rng, monitor=monitor,
-        classes=dataset.classes, train_index=train_index, val_index=val_index,
+        classes=dataset.classes, train_index=train_index, val_index=val_index, load_info=dict(dataset.load_info),
     )
