@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from golden_cases import CASES, MaskFeeder, build_golden_model
+from grown import grow
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import ops
 from nitro_mcu.codegen.compiled import compile_model
@@ -183,7 +184,7 @@ def test_every_op_record_kind_is_planned_and_rendered():
     for k in p.kernels:
         fn = "nitro_" + {"conv_col": "pad", "relu": "relu_inplace", "headpool": "headpool_s8"}.get(k.kind, k.kind)
         fn += (f"_{k.sfx}" if k.sfx else "") + {"int32_t": "_acc32", "int64_t": "_acc64"}.get(k.acc, "")
-        assert re.search(rf"\n(static|NITRO_INLINE) void {fn}\(", kernels), k
+        assert re.search(rf"\n(static|NITRO_INLINE|static NITRO_NOINLINE) void {fn}\(", kernels), k
     for f in p.fwd_fns:
         assert f"static void {f.name}(" in kernels
 
@@ -298,3 +299,15 @@ def test_wheel_install_generates_from_packaged_templates(tmp_path):
     assert r.returncode == 0, r.stderr
     assert str(target) in r.stdout
     assert (tmp_path / "out" / "w.c").is_file()
+
+
+@pytest.mark.parametrize("preset_name,weight_bits", [("mlp1", 16), ("mcu_cnn", 16), ("mlp1", 32)])
+def test_generated_c_is_exact_from_grown_weights_and_partial_batches(bundled, preset_name, weight_bits):
+    """Weights near the limits (large deltas and gradients: the fused updates' int64 paths) and batches below
+    the maximum (the transposed copies' zero padding), against Python."""
+    model = grow(Model(preset(preset_name), "default", weight_bits, seed=3), seed=4)
+    cm = compile_model(model, batch=8, train=True, name=f"grown_{preset_name}")
+    for s, b in enumerate((8, 5, 3, 8)):
+        x, y = bundled.x_train[8 * s:8 * s + b], bundled.y_train[8 * s:8 * s + b]
+        assert cm.train_batch(x, y) == model.train_step(x, y, model.spec["lr_inv"]).correct
+        _compare(cm, model, s + 1)

@@ -3,6 +3,7 @@
 Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
 on M4.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a missing tool fails, never skips.
 """
+import copy
 import shutil
 import struct
 import time
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from grown import grow
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import convert
 from nitro_mcu.device.harness import run_mcu
@@ -209,3 +211,20 @@ def test_renode_trains_bit_exactly_like_python():
     rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
                  emulator="renode", name="ren")
     assert rep.bit_exact, rep.first_mismatch()
+
+
+@pytest.mark.parametrize("target,preset_name", [("m4", "mlp1"), ("m4", "mcu_cnn"), ("m3", "mlp1"), ("m3", "mcu_cnn")])
+def test_device_is_exact_from_grown_weights_and_partial_batches(bundled, target, preset_name):
+    """The kernels' slow paths (deltas beyond 2^15, gradients beyond int32) and batches below the maximum,
+    on a DSP core (M4) and on the plain-C path (M3)."""
+    model = grow(Model(preset(preset_name), "default", 16, seed=5), seed=6)
+    conv = convert(copy.deepcopy(model), batch=8, train=True, name=f"grown_{preset_name}")
+    s = Session(int(np.prod(model.input_shape)))
+    for i, b in enumerate((8, 5, 7)):
+        x, y = bundled.x_train[8 * i:8 * i + b], bundled.y_train[8 * i:8 * i + b]
+        s.train(x, y)
+        model.train_step(x, y, model.spec["lr_inv"])
+    s.weights()
+    dev_weights = run_mcu(conv, s, target).results[-1][0]
+    for name, w in model.weights.items():
+        np.testing.assert_array_equal(dev_weights[name], w, err_msg=name)

@@ -12,24 +12,36 @@ from .ops import BlockOp, ConvOp, DropoutOp, MaxPoolOp, Op, OutputOp
 from .plan import Plan, build
 
 
-def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
-    """(weight tensor, inference MACs per sample, training MACs per sample) for each tensor ``op`` uses."""
+PHASES = ("forward", "head", "backprop", "gradient", "head_update")
+"""The phases of a training step that `report` times separately: the block's forward (with its head pool and
+ReLU), the head's forward and error, the back-propagated head error, the forward weights' gradient fused with
+their update, and the head's gradient fused with its update.  The output layer has a forward and a gradient."""
+
+
+def op_phase_macs(op: Op, nc: int) -> dict[str, int]:
+    """Training MACs per sample of each phase of ``op``'s step (empty for ops without weights)."""
     if isinstance(op, BlockOp):
         blk = op.blk
-        fwd = blk.fan_in * op.out_count
         head = blk.head.d_in * nc
         if isinstance(op, ConvOp):
-            grad = op.cells * blk.c_out * blk.fan_in
-            delta = op.cells * blk.c_out * nc
-            passes = 1
+            grad, delta, passes = op.cells * blk.c_out * blk.fan_in, op.cells * blk.c_out * nc, 1
         else:
-            grad = blk.d_in * blk.d_out
-            delta = blk.d_out * nc
-            passes = op.passes
-        return [(blk.name + ".fwd", fwd, fwd + passes * grad), (blk.head.name, 0, passes * (2 * head + delta))]
+            grad, delta, passes = blk.d_in * blk.d_out, blk.d_out * nc, op.passes
+        return dict(forward=blk.fan_in * op.out_count, head=passes * head, backprop=passes * delta,
+                    gradient=passes * grad, head_update=passes * head)
     if isinstance(op, OutputOp):
-        fwd = op.d_in * nc
-        return [("output", fwd, 2 * fwd)]
+        return dict(forward=op.d_in * nc, gradient=op.d_in * nc)
+    return {}
+
+
+def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
+    """(weight tensor, inference MACs per sample, training MACs per sample) for each tensor ``op`` uses."""
+    ph = op_phase_macs(op, nc)
+    if isinstance(op, BlockOp):
+        return [(op.blk.name + ".fwd", ph["forward"], ph["forward"] + ph["gradient"]),
+                (op.blk.head.name, 0, ph["head"] + ph["backprop"] + ph["head_update"])]
+    if isinstance(op, OutputOp):
+        return [("output", ph["forward"], ph["forward"] + ph["gradient"])]
     return []
 
 
@@ -51,8 +63,9 @@ def op_macs(p: Plan) -> list[dict]:
     for i, op in enumerate(p.ops):
         terms = op_tensor_macs(op, nc)
         train = p.batch * sum(t for _, _, t in terms) if p.train else 0
+        phases = {k: p.batch * v for k, v in op_phase_macs(op, nc).items()} if p.train else {}
         rows.append(dict(op=i, name=op_label(i, op), kind=op.kind, infer_macs=sum(f for _, f, _ in terms),
-                         train_macs=train))
+                         train_macs=train, phase_macs=phases))
     return rows
 
 

@@ -111,6 +111,10 @@ class LayerOp:
     fwd_infer: str = ""
     fwd_train: str | None = None
     err: Buffer | None = None
+    deltas: Buffer | None = None  # the back-propagated error (conv: of one channel; linear/output: of one row)
+    xtr: Buffer | None = None  # linear/output: the batch input transposed, for the fused update
+    fast: bool = False  # the fused forward update may take its int32 fast path (nitro_row_update)
+    step_fn: str | None = None  # the per-layer training step wrapper
 
 
 @dataclass(kw_only=True)
@@ -122,8 +126,9 @@ class BlockOp(LayerOp):
     out_count: int
     head_info: dict
     head_cname: str
-    deltas: Buffer | None = None
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
+    head_acc32: bool = False  # the head's dot products provably fit int32
+    fast_head: bool = False  # the fused head update may take its int32 fast path
 
 
 @dataclass(kw_only=True)
@@ -137,8 +142,6 @@ class ConvOp(BlockOp):
     xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
     pooled: Buffer | None = None  # pooled head input (head pool only)
     pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
-    head_acc32: bool = False  # the head's dot products provably fit int32
-    step_fn: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -148,6 +151,7 @@ class LinearOp(BlockOp):
     kind: ClassVar[str] = "linear"
     blk: LinearBlock
     passes: int  # block steps per batch: 2 under Q2 (a CNN's FC blocks), else 1
+    ht: Buffer | None = None  # relu(s) transposed, for the fused head update
 
 
 @dataclass(kw_only=True)

@@ -34,6 +34,7 @@ class Plan:
     wtype: str
     delta_type: str  # the back-propagated head error: int32 when classes*255*|w|max fits
     relu_max: int  # the proven bound of a block output (NITRO-ReLU of an int8)
+    bp: int = 4  # batch stride of the transposed copies of the fused updates: the batch rounded up to 4
     ops: list[Op] = field(default_factory=list)
     buffers: list[Buffer] = field(default_factory=list)
     arena_bytes: int = 0
@@ -128,7 +129,7 @@ class _Walk:
         relu_max = int(np.abs(L.relu_forward(np.arange(-127, 128).astype(np.int8), spec["slope_inv"])
                               .astype(np.int64)).max())
         delta_type = "int32_t" if self.nc * 255 * self.wmax < INT32_MAX else "int64_t"
-        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max)
+        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4)
         self.arena = Arena()
         self.t = 0
         self.x = Activation(None, "int8_t", 128, tuple(spec["input_shape"]))  # training schedule
@@ -155,6 +156,20 @@ class _Walk:
     # ---- helpers ----------------------------------------------------------------------------------------
     def acc(self, fan_in: int, x_bound: int) -> str:
         return "int32_t" if fan_in * x_bound * self.wmax < INT32_MAX else "int64_t"
+
+    def fast_update(self, x_bound: int) -> bool:
+        """Whether the fused updates may sum |delta| < 2^15 times inputs up to x_bound over the batch in int32
+        (nitro_row_update's fast path needs |sum| <= 2^30)."""
+        return self.p.bp * 32767 * x_bound <= 2**30
+
+    def update_buffers(self, op, name: str, d_in: int) -> None:
+        """The training buffers of a fused update over d_in inputs: the batch input transposed, one row's deltas."""
+        p = self.p
+        op.xtr = self.new(f"xt_{name}", self.x.ctype, d_in * p.bp, f"{name}: the batch input transposed (fused update)")
+        op.deltas = self.new(f"d_{name}", p.delta_type, p.bp, f"{name}: one row's deltas over the batch")
+        op.fast = self.fast_update(self.x.bound)
+        op.step_fn = f"nitro_step_{name}_{self.x.sfx}"
+        p.kernels |= {Kernel("row_update", self.x.sfx), Kernel("row_update", "s8"), Kernel("head_error")}
 
     def fwd_fn(self, label: str, x: Activation, acc: str, geometry: type, **consts) -> str:
         """The per-layer forward wrapper for input ``x`` (one schedule); returns its C name."""
@@ -232,7 +247,10 @@ class _Walk:
             op.fwd_train = self.fwd_fn(st.name, self.x, op.acc_train, LinearFwd, **geo)
             self.t += 1
             op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
-            op.deltas = self.new(f"d_{st.name}", p.delta_type, 2 * b, f"{st.name}: delta of two units")
+            self.update_buffers(op, st.name, st.d_in)
+            op.ht = self.new(f"ht_{st.name}", "int8_t", st.d_out * p.bp, f"{st.name}: relu(s) transposed (head update)")
+            op.head_acc32 = self.acc(st.d_out, p.relu_max) == "int32_t"
+            op.fast_head = self.fast_update(p.relu_max)
             p.kernels.add(Kernel("linear_step", self.x.sfx))
             self.arena.use(self.x.buf, self.t)
         self.block_done(op, (st.d_out,))
@@ -286,6 +304,7 @@ class _Walk:
             p.kernels.add(Kernel("linear_fwd", x.sfx, op.acc_train))
             op.fwd_train = self.fwd_fn("output", x, op.acc_train, LinearFwd, **geo)
             op.err = self.new("e_output", "int16_t", p.batch * self.nc, "output error")
+            self.update_buffers(op, "output", o.d_in)
             p.kernels.add(Kernel("output_step", x.sfx))
         self.arena.use(x.buf, self.t)
         self.arena.use(xi.buf, self.t)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen import convert
-from ..codegen.cost import op_macs
+from ..codegen.cost import PHASES, op_macs
 from ..fileio import atomic_write
 from ..trainer.network import Model
 from .protocol import Session
@@ -68,9 +68,17 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
                 continue
             rt = _op_count(conv, xs, xp, 100 + row["op"], target, timeout, train=True)
             ri = _op_count(conv, xs, xp, row["op"], target, timeout, train=False)
-            out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp))))
+            phases = {ph: _op_count(conv, xs, xp, phase_id(row["op"], ph), target, timeout, train=True) // max(1, len(xs))
+                      for ph in PHASES if ph in row["phase_macs"]}
+            out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp)),
+                                      phase_insns=phases))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def phase_id(op: int, phase: str) -> int:
+    """The marker id of one phase of op ``op``'s training step (templates/nitro_kernels.h.j2)."""
+    return 10000 + 10 * op + PHASES.index(phase)
 
 
 def _flags(b) -> str:
@@ -113,7 +121,23 @@ def report_text(r: dict) -> str:
             ipm = f"{L['infer_insns'] / L['infer_macs']:.2f}" if L["infer_macs"] else "-"
             lines.append(f"  {L['name']:<14} {L['train_insns']:>12} {L['train_macs']:>11} {tpm:>6} "
                          f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6}")
+        lines += phase_lines(r["layers"])
     return "\n".join(lines)
+
+
+def phase_lines(layers: list[dict]) -> list[str]:
+    """The training step of each layer by phase: instructions per step and per MAC of that phase."""
+    lines = ["  training step by phase (instructions, per MAC in brackets):",
+             f"  {'layer':<14}" + "".join(f" {ph:>19}" for ph in PHASES)]
+    for L in layers:
+        if not L.get("phase_insns"):
+            continue
+        cells = []
+        for ph in PHASES:
+            n, macs = L["phase_insns"].get(ph), L["phase_macs"].get(ph)
+            cells.append(f" {'-':>19}" if n is None else f" {n:>11} ({n / macs:5.2f})" if macs else f" {n:>19}")
+        lines.append(f"  {L['name']:<14}" + "".join(cells))
+    return lines
 
 
 def plot_report(r: dict, path: Path) -> Path | None:

@@ -1,0 +1,86 @@
+"""Instructions per MAC of the generated kernels on emulated Cortex-M cores, per layer and per model, next to
+CMSIS-NN's inference figures for the same layer shapes.
+
+QEMU with the project's instruction-count plugin (`nitro_mcu.device.report`): int16 weights, batch 8, every
+preset that fits the emulated boards on M4 and M7, and the tiny MLP of the M0 test (batch 4, 16 KB RAM).
+The CMSIS-NN column: CMSIS-NN commit 99f736a, int8 weights, -O2, DSP path (SMLAD), measured on the same
+emulator, compiler and counter; it has no training.
+Usage: python benchmarks/kernels.py [--targets m4,m7] [--models mlp1,mlp2,cnn_small,mcu_cnn] [--no-m0] [--json F]
+"""
+import argparse
+import json
+
+import numpy as np
+
+import nitro_mcu as nm
+from nitro_mcu.device.report import report
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
+
+CMSIS_NN = {"FC 784->100": 1.94, "FC 100->50": 2.41, "FC 288->64": 2.06, "FC 64->10": 2.88, "FC 50->10": 3.29,
+            "conv 3x3 1->8, 28x28": 14.0, "conv 3x3 8->16, 14x14": 2.88, "conv 3x3 16->32, 7x7": 2.17}
+TINY = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16], fwd_decay_inv=12000, head_decay_inv=3000)
+
+
+class Subsampled:
+    """The bundled images on an 8 x 8 grid (every third pixel), flattened: inputs for the tiny 64-input MLP."""
+
+    def __init__(self, data):
+        self.x_train = np.ascontiguousarray(data.x_train[:, 0, 2:26:3, 2:26:3].reshape(len(data.x_train), 64))
+        self.y_train = data.y_train
+        self.x_test = np.ascontiguousarray(data.x_test[:, 0, 2:26:3, 2:26:3].reshape(len(data.x_test), 64))
+
+
+def layer_label(model: Model, name: str) -> str:
+    """'FC a->b' or 'conv kxk a->b, hxw', the keys of CMSIS_NN."""
+    shapes = model.param_shapes()
+    if name == "output":
+        o, i = shapes["output"]
+        return f"FC {i}->{o}"
+    blk = next(b for b in model.blocks if b.name == name)
+    if blk.kind == "linear":
+        return f"FC {blk.d_in}->{blk.d_out}"
+    return f"conv {blk.k}x{blk.k} {blk.c_in}->{blk.c_out}, {blk.h_in}x{blk.w_in}"
+
+
+def rows_of(name: str, model: Model, r: dict) -> list[dict]:
+    out = [dict(model=name, target=r["target"], layer="(whole model)", train=r["insns_per_mac_train"],
+                infer=r["insns_per_mac_infer"], cmsis=None)]
+    for L in r["layers"]:
+        if not L["train_macs"]:
+            continue
+        label = layer_label(model, L["name"])
+        out.append(dict(model=name, target=r["target"], layer=f"{L['name']}: {label}",
+                        train=round(L["train_insns"] / L["train_macs"], 2),
+                        infer=round(L["infer_insns"] / L["infer_macs"], 2), cmsis=CMSIS_NN.get(label)))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--targets", default="m4,m7")
+    ap.add_argument("--models", default="mlp1,mlp2,cnn_small,mcu_cnn")
+    ap.add_argument("--no-m0", action="store_true", help="skip the tiny MLP on M0")
+    ap.add_argument("--json", help="also write every report as JSON")
+    a = ap.parse_args()
+    bundled = nm.load_data("bundled", 0)
+    runs = [(t, n, Model(preset(n), "default", 16, seed=0), bundled, 8)
+            for t in a.targets.split(",") for n in a.models.split(",")]
+    if not a.no_m0:
+        runs.append(("m0", "tiny 64-16-10", Model(TINY, "default", 16, seed=3), Subsampled(bundled), 4))
+    rows, reports = [], []
+    for target, name, model, data, batch in runs:
+        r = report(model, target, batch, data, steps=2, predictions=4, name="bench")
+        reports.append(dict(r, model=name))
+        rows += rows_of(name, model, r)
+    print(f"{'target':<6} {'model':<14} {'layer':<32} {'train /MAC':>10} {'infer /MAC':>10} {'CMSIS-NN':>9}")
+    for w in rows:
+        cm = f"{w['cmsis']:.2f}" if w["cmsis"] else "-"
+        print(f"{w['target']:<6} {w['model']:<14} {w['layer']:<32} {w['train']:>10} {w['infer']:>10} {cm:>9}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(reports, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
