@@ -167,14 +167,19 @@ def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
 
 def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
           augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
-          lr_schedule=None) -> History:
+          lr_schedule=None, trainable=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
     ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
+    ``trainable``: the block names that train (e.g. ``["fc0", "output"]``), the others stay frozen; it stays
+    set on the model (:meth:`~nitro_mcu.trainer.network.Model.set_trainable`), so that ``save`` records it and
+    ``convert`` generates the same partial training.  None: the model's current set (all, unless set).
     """
     check_train_args(epochs, batch_size, lr_inv, lr_schedule)
     check_compatible(model, data)
+    if trainable is not None:
+        model.set_trainable(trainable)
     if progress is None:
         progress = sys.stderr.isatty()
     if augment is True:
@@ -197,7 +202,8 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
     if not len(data.x_val) or data.source is None:
         raise ValueError("a refit needs data loaded by load_data with a validation split")
     full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val")
-    fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed)
+    fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed,
+                  trainable=sorted(model.trainable))
     hist = train(fresh, full, len(lr), batch_size, augment=augment, schedule=False, progress=progress,
                  on_epoch=on_epoch, lr_schedule=lr)
     return fresh, full, hist

@@ -19,7 +19,12 @@ their update, and the head's gradient fused with its update.  The output layer h
 
 
 def op_phase_macs(op: Op, nc: int) -> dict[str, int]:
-    """Training MACs per sample of each phase of ``op``'s step (empty for ops without weights)."""
+    """Training MACs per sample of each phase of ``op``'s step (empty for ops without weights; the forward
+    only for a frozen layer)."""
+    if isinstance(op, BlockOp) and not op.trains:
+        return dict(forward=op.blk.fan_in * op.out_count)
+    if isinstance(op, OutputOp) and not op.trains:
+        return dict(forward=op.d_in * nc)
     if isinstance(op, BlockOp):
         blk = op.blk
         head = blk.head.d_in * nc
@@ -38,10 +43,10 @@ def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
     """(weight tensor, inference MACs per sample, training MACs per sample) for each tensor ``op`` uses."""
     ph = op_phase_macs(op, nc)
     if isinstance(op, BlockOp):
-        return [(op.blk.name + ".fwd", ph["forward"], ph["forward"] + ph["gradient"]),
-                (op.blk.head.name, 0, ph["head"] + ph["backprop"] + ph["head_update"])]
+        return [(op.blk.name + ".fwd", ph["forward"], ph["forward"] + ph.get("gradient", 0)),
+                (op.blk.head.name, 0, ph.get("head", 0) + ph.get("backprop", 0) + ph.get("head_update", 0))]
     if isinstance(op, OutputOp):
-        return [("output", ph["forward"], ph["forward"] + ph["gradient"])]
+        return [("output", ph["forward"], ph["forward"] + ph.get("gradient", 0))]
     return []
 
 
@@ -70,7 +75,8 @@ def op_macs(p: Plan) -> list[dict]:
 
 
 def tensor_macs(model: Model) -> dict[str, tuple[int, int]]:
-    """Per weight tensor: (inference MACs per sample, MACs per sample of a training step)."""
+    """Per weight tensor: (inference MACs per sample, MACs per sample of a training step; frozen blocks: their
+    forward, and 0 for their heads)."""
     p = build(model, 1, True)
     return {name: (infer, train) for op in p.ops for name, infer, train in op_tensor_macs(op, model.num_classes)}
 

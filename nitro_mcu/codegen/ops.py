@@ -95,12 +95,13 @@ class WeightTensor:
     count: int
     values: np.ndarray
     info: dict
+    trainable: bool = False  # in RAM, trained and exported; else a constant in flash
 
 
 @dataclass(kw_only=True)
 class LayerOp:
-    """An op with weights: its forward wrapper and accumulator in each schedule and, when training, its
-    error buffer.  The training-only fields are None in an inference plan."""
+    """An op with weights: its forward wrapper and accumulator in each schedule and, when it trains, its
+    error buffer.  The training-only fields are None in an inference plan and for frozen layers."""
 
     x_train: Activation
     x_infer: Activation
@@ -108,6 +109,7 @@ class LayerOp:
     acc_infer: str
     info: dict  # init/SGD constants of its (forward) weights
     cname: str
+    trains: bool = False  # a training plan updates its weights (frozen layers only run forward)
     fwd_infer: str = ""
     fwd_train: str | None = None
     err: Buffer | None = None
@@ -125,7 +127,7 @@ class BlockOp(LayerOp):
     in_count: int
     out_count: int
     head_info: dict
-    head_cname: str
+    head_cname: str | None  # None: a frozen block, whose head the C does not hold
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
     head_acc32: bool = False  # the head's dot products provably fit int32
     fast_head: bool = False  # the fused head update may take its int32 fast path
