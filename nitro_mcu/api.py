@@ -80,6 +80,7 @@ def load_data(name: str = "bundled", seed: int = 0, data_dir=None, val_size=None
     if norm:  # a trained model's statistics override the ones computed here
         mu, mad = norm["mu"], norm["mad"]
         prep.pixel_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_test))
+        prep.own_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_train[prep.train_index]))
         prep.x_train = D.normalize(ds.x_train[prep.train_index], mu, mad)
         prep.x_val = D.normalize(ds.x_train[prep.val_index], mu, mad) if len(prep.val_index) else prep.x_val
         prep.x_test = D.normalize(ds.x_test, mu, mad)
@@ -133,7 +134,8 @@ def check_same_data(norm: dict, data: D.Prepared) -> None:
     stats = getattr(data, "pixel_stats", None)
     if stats is None or "mu" not in norm:
         return
-    for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(norm["mu"], norm["mad"], *stats)):
+    own = (norm.get("data_mu", norm["mu"]), norm.get("data_mad", norm["mad"]))  # the training images' statistics
+    for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(*own, *stats)):
         if abs(int(mu) - mu_d) > PIXEL_STATS_TOLERANCE or abs(int(mad) - mad_d) > PIXEL_STATS_TOLERANCE:
             raise SpecError(f"the images of {data_origin(data)} do not look like the model's training data "
                             f"({trained or 'unnamed'}): channel {ch} pixel mean {mu_d} and mean deviation {mad_d}, "
@@ -225,6 +227,9 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
                 "dataset": getattr(data, "name", None)}
+        own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)
+        if own is not None and (list(own[0]) != norm["mu"] or list(own[1]) != norm["mad"]):
+            norm.update(data_mu=[int(v) for v in own[0]], data_mad=[int(v) for v in own[1]])
     training = dict(extra or {})
     if history is not None:
         training.update(best_epoch=history.best_epoch, epochs_run=len(history.records),

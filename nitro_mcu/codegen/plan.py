@@ -61,7 +61,7 @@ class Plan:
         if self.weight_bytes > self.train_weight_bytes:
             rows.append(("weights, frozen (flash, const)", self.weight_bytes - self.train_weight_bytes))
         rows.append((f"arena (batch {self.batch}, training"
-                     + (f", frozen prefix streamed" if self.prefix else "") + ")", self.arena_bytes))
+                     + ("; prefix streamed" if self.prefix else "") + ")", self.arena_bytes))
         rows.append(("initial trainable weights (flash, for reset)", self.train_weight_bytes))
         return rows
 

@@ -200,7 +200,8 @@ def norm_table(model: Model, norm) -> list[list[int]]:
     except (KeyError, AttributeError):
         raise CodegenError("normalisation statistics need 'mu' and 'mad' (one integer per channel)") from None
     n = int(np.prod(model.input_shape))
-    if len(mu) != len(mad) or not len(mu) or n % len(mu):
+    channels = model.input_shape[0] if model.spec["kind"] == "cnn" else None  # an MLP's input is C-order pixels
+    if len(mu) != len(mad) or not len(mu) or n % len(mu) or channels not in (None, len(mu)):
         raise CodegenError(f"normalisation statistics of {len(mu)} channel(s) do not fit an input of {n} values")
     try:
         lut = normalization_lut(mu, mad)

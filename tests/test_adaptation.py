@@ -1,0 +1,267 @@
+"""Partial training (issue 11): frozen blocks in the trainer and the generated C, the streamed frozen prefix,
+train_sample, the generated input normalisation, and the movement checks of verify."""
+import copy
+import subprocess
+
+import numpy as np
+import pytest
+
+from nitro_mcu import api
+from nitro_mcu.codegen import convert
+from nitro_mcu.codegen.compiled import CompiledModel, InputError
+from nitro_mcu.codegen.cost import tail_ram, tensor_macs
+from nitro_mcu.codegen.plan import build
+from nitro_mcu.device.flags import STRICT_CFLAGS
+from nitro_mcu.device.harness import run_host_harness
+from nitro_mcu.device.protocol import Session
+from nitro_mcu.device.report import report
+from nitro_mcu.device.verify import TensorCheck, VerifyReport, verify
+from nitro_mcu.spec import SpecError, preset
+from nitro_mcu.trainer import data as D
+from nitro_mcu.trainer import loop
+from nitro_mcu.trainer.network import Model
+
+TAIL = ["fc0", "output"]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return D.prepare(D.load_dataset("bundled"), seed=0)
+
+
+def batch(data, s, b=8):
+    return data.x_train[s * b:(s + 1) * b], data.y_train[s * b:(s + 1) * b]
+
+
+# ---- the trainer ---------------------------------------------------------------------------------------
+def test_frozen_blocks_keep_every_weight_and_heads_too(bundled):
+    m = Model(preset("mcu_cnn"), "default", 16, seed=1, trainable=["conv1", "output"])
+    start = copy.deepcopy(m.weights)
+    for s in range(4):
+        m.train_step(*batch(bundled, s), 512)
+    for k, w in m.weights.items():
+        moved = not np.array_equal(w, start[k])
+        assert moved == (k in ("conv1.fwd", "conv1.head", "output")), k
+
+
+def test_trainable_names_are_checked():
+    m = Model(preset("mcu_cnn"), "default", 16)
+    with pytest.raises(SpecError, match="no block named 'fc9'.*conv0, conv1, conv2, fc0, output"):
+        m.set_trainable(["fc9"])
+    with pytest.raises(SpecError, match="nothing to train"):
+        m.set_trainable("")
+    assert m.set_trainable("fc0, output").trainable == {"fc0", "output"} and not m.all_trainable
+    assert m.set_trainable(None).all_trainable
+
+
+def test_cached_prefix_features_train_bit_identically(monkeypatch):
+    """The epoch loop trains a frozen prefix's cached outputs; forcing the uncached path changes nothing."""
+    runs = []
+    for cache in (True, False):
+        if not cache:
+            monkeypatch.setattr(loop, "FEATURE_CACHE_BYTES", 0)
+        m = Model(preset("cnn_small"), "default", 16, seed=2)
+        data = D.prepare(D.load_dataset("bundled"), seed=0)  # its own data stream: the same shuffles
+        hist = api.train(m, data, epochs=2, batch_size=32, schedule=False, progress=False, trainable=TAIL)
+        runs.append((m.weights, [r.train_acc_bp for r in hist.records]))
+    (wa, ha), (wb, hb) = runs
+    assert ha == hb and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert Model(preset("cnn_small"), trainable=TAIL).frozen_prefix() == 4  # conv, pool, conv, pool
+
+
+def test_dropout_ends_the_frozen_prefix():
+    spec = dict(preset("cnn_small"), dropout=0.1)
+    m = Model(spec, "reference", 16, trainable=["fc0"])  # Q6 puts a dropout before the last conv stage
+    kinds = [type(s).__name__ for s in m.stages]
+    assert m.frozen_prefix() == kinds.index("Dropout") < len(kinds)
+
+
+def test_model_file_keeps_the_trainable_set_and_frozen_heads(tmp_path):
+    m = Model(preset("mcu_cnn"), "default", 16, seed=3, trainable=TAIL)
+    back, meta = api.load(api.save(m, tmp_path / "t.nitro"))
+    assert back.trainable == set(TAIL) and meta["trainable"] == TAIL
+    assert set(back.weights) == set(m.weights)  # heads of frozen blocks are kept
+    assert "trainable" not in api.load(api.save(Model(preset("mlp1")), tmp_path / "a.nitro"))[1]
+
+
+# ---- the generated C -----------------------------------------------------------------------------------
+CONFIGS = [  # (preset, weight bits, profile, trainable, batch)
+    ("mcu_cnn", 16, "default", TAIL, 8),           # the tail: streamed prefix
+    ("mcu_cnn", 32, "reference", ["output"], 4),   # only the output layer; Q1..Q5 quirks
+    ("cnn_small", 16, "reference", ["conv1"], 5),  # a frozen FC block and output after it (Q2: no double step)
+    ("mlp1", 16, "default", ["block0"], 8),        # nothing frozen in front: no prefix
+]
+
+
+@pytest.mark.parametrize("name,bits,profile,trainable,b", CONFIGS)
+def test_partial_training_in_c_is_bit_exact_with_python(bundled, name, bits, profile, trainable, b):
+    m = Model(preset(name), profile, bits, seed=4, trainable=trainable)
+    cm = CompiledModel(convert(m, batch=b, train=True, name="part"))
+    start = copy.deepcopy(m.weights)
+    cm.set_lr_inv(256)
+    for s, n in enumerate((b, b, b - 1, b, 1, b)):  # partial batches too
+        x, y = bundled.x_train[s * b:s * b + n], bundled.y_train[s * b:s * b + n]
+        assert cm.train_batch(x, y) == m.train_step(x, y, 256).correct
+    got = cm.get_weights()
+    assert set(got) == {k for k in m.weights if m.trains(m.tensor_block(k)) or not k.endswith(".head")}
+    for k, w in got.items():
+        np.testing.assert_array_equal(w, m.weights[k], err_msg=k)
+    for k in m.weights:
+        if not m.trains(m.tensor_block(k)):
+            np.testing.assert_array_equal(m.weights[k], start[k], err_msg=k)
+    np.testing.assert_array_equal(cm.predict_scores(bundled.x_test[:100])[0], m.predict_scores(bundled.x_test[:100]))
+
+
+def test_frozen_weights_are_flash_constants_and_frozen_heads_are_absent(tmp_path):
+    m = Model(preset("mcu_cnn"), "default", 16, trainable=TAIL)
+    conv = convert(m, batch=8, train=True, name="fz")
+    conv.save(file=tmp_path)
+    obj = tmp_path / "fz.o"
+    subprocess.run(["gcc", *STRICT_CFLAGS, "-c", str(tmp_path / "fz.c"), "-o", str(obj)], check=True)
+    syms = {ln.split()[-1]: (ln.split()[2], int(ln.split()[1], 16)) for ln in
+            subprocess.run(["nm", "-S", "--defined-only", str(obj)], capture_output=True, text=True,
+                           check=True).stdout.splitlines() if len(ln.split()) == 4}
+    for t in ("conv0_fwd", "conv1_fwd", "conv2_fwd"):
+        assert syms[f"w_{t}"][0] in "rR" and f"w_{t}_init" not in syms  # read-only data: flash
+    for t in ("fc0_fwd", "fc0_head", "output"):
+        assert syms[f"w_{t}"][0] in "bB" and syms[f"w_{t}_init"][0] in "rR"  # RAM, with a flash copy
+    assert not any("conv" in k and "head" in k for k in syms)
+    p = conv.plan
+    assert p.train_weight_bytes == 2 * (288 * 64 + 64 * 10 + 64 * 10)
+    assert sum(v[1] for k, v in syms.items() if k.startswith("w_") and not k.endswith("_init")) == p.weight_bytes
+    assert syms["arena"][1] == p.arena_bytes
+    header = (tmp_path / "fz.h").read_text()
+    assert f"FZ_RAM_BYTES {p.arena_bytes + p.train_weight_bytes}" in header
+    assert "FZ_NUM_TRAINABLE_WEIGHTS 19712" in header
+
+
+def test_the_arena_holds_one_sample_of_the_streamed_prefix_and_is_much_smaller():
+    m = Model(preset("mcu_cnn"), "default", 16, trainable=TAIL)
+    p = build(m, 8, True)
+    assert p.prefix == 6 and p.feat_count == 288 and p.xb.count == 8 * 288
+    assert next(b for b in p.buffers if b.name == "s_conv0").count == 8 * 28 * 28  # one sample, 8 channels
+    full = build(Model(preset("mcu_cnn"), "default", 16), 8, True)
+    assert p.ram_bytes < 0.4 * full.ram_bytes and p.arena_bytes < full.arena_bytes / 5
+    rows = {r["label"]: r for r in tail_ram(m, 8)}
+    assert rows["fc0..output"]["current"] and rows["fc0..output"]["ram_bytes"] == p.ram_bytes
+    assert rows["all (full training)"]["ram_bytes"] == full.ram_bytes
+    assert tensor_macs(m)["conv0.head"] == (0, 0) and tensor_macs(m)["fc0.head"][1] > 0
+
+
+def test_train_sample_streams_like_batches_of_max_batch(bundled):
+    for trainable in (TAIL, None):  # features in the ring, or raw samples when nothing is frozen in front
+        m = Model(preset("cnn_small"), "default", 16, seed=6, trainable=trainable)
+        cm = CompiledModel(convert(m, batch=4, train=True, name="strm"))
+        for i in range(12):
+            if i == 6:  # train_batch and predict in between leave the ring alone
+                x, y = batch(bundled, 40, 3)
+                assert cm.train_batch(x, y) == m.train_step(x, y, 512).correct
+                cm.predict(bundled.x_test[:3])
+            got = cm.train_sample(bundled.x_train[i], int(bundled.y_train[i]))
+            assert cm.pending_samples == (i + 1) % 4
+            assert got == (m.train_step(*batch(bundled, i // 4, 4), 512).correct if i % 4 == 3 else None)
+        for k, w in cm.get_weights().items():
+            np.testing.assert_array_equal(w, m.weights[k], err_msg=k)
+        cm.train_sample(bundled.x_train[0], 1)
+        cm.reset()
+        assert cm.pending_samples == 0
+        with pytest.raises(InputError, match="labels"):
+            cm.train_sample(bundled.x_train[0], 10)
+
+
+@pytest.mark.parametrize("shape,mu,mad", [([1, 28, 28], [-95], [40]), ([3, 4, 4], [-20, 3, 60], [1, 17, 64])])
+def test_generated_normalisation_gives_the_python_inputs(shape, mu, mad):
+    spec = dict(kind="cnn", input_shape=shape, num_classes=4, features=[["conv", 2, 3, 1, 1]], fc_hidden=[3])
+    cm = CompiledModel(convert(Model(spec), name="norm", norm=dict(mu=mu, mad=mad)))
+    r = np.random.default_rng(0)
+    raw = r.integers(0, 256, (5, *shape)).astype(np.uint8)
+    if raw[0].size >= 256:
+        raw[0].reshape(-1)[:256] = np.arange(256)  # every byte value once
+    np.testing.assert_array_equal(cm.normalize_u8(raw), D.normalize(raw, mu, mad).reshape(5, -1))
+    with pytest.raises(ValueError, match="do not fit an input"):
+        convert(Model(spec), name="norm", norm=dict(mu=[0] * (len(mu) + 1), mad=[1] * (len(mu) + 1)))
+
+
+def test_partial_training_runs_clean_under_sanitizers_and_compiles_warning_free(bundled, tmp_path):
+    m = Model(preset("cnn_small"), "default", 16, seed=7, trainable=TAIL)
+    conv = convert(m, batch=4, train=True, name="psan", norm=dict(mu=[-90], mad=[50]))
+    for cc in ("gcc", "clang"):
+        conv.save(file=tmp_path / cc)
+        subprocess.run([cc, *STRICT_CFLAGS, "-c", str(tmp_path / cc / "psan.c"), "-o", str(tmp_path / "o.o")],
+                       check=True)
+    s = Session(784)
+    py = copy.deepcopy(m)
+    for i in range(3):
+        s.train(*batch(bundled, i, 4))
+        py.train_step(*batch(bundled, i, 4), 512)
+    s.predict(bundled.x_test[:10])
+    s.weights()
+    res = run_host_harness(conv, s, cc="clang", sanitize=True)
+    for k, w in res[-1][0].items():
+        np.testing.assert_array_equal(w, py.weights[k], err_msg=k)
+    np.testing.assert_array_equal(res[-2][0], py.predict_scores(bundled.x_test[:10]))
+
+
+# ---- verify and the command line -----------------------------------------------------------------------
+def test_movement_flags_catch_a_frozen_tensor_that_moved_and_a_trainable_one_that_did_not():
+    rep = VerifyReport("m4", "qemu", 5, 8, 0)
+    rep.tensors = [TensorCheck("conv0.fwd", 9, True, 0, trainable=False, moved=0),
+                   TensorCheck("output", 9, True, 0, trainable=True, moved=3)]
+    assert rep.movement_ok and rep.movement_problem() is None
+    rep.tensors[0].moved = 1
+    assert rep.frozen_moved == ["conv0.fwd"] and "frozen tensor(s) moved: conv0.fwd" in rep.movement_problem()
+    rep.tensors[0].moved, rep.tensors[1].moved = 0, 0
+    assert rep.trainable_still == ["output"] and "did not move in 5 step(s)" in rep.movement_problem()
+    rep.steps = 0
+    assert rep.movement_ok  # predictions only: nothing has to move
+
+
+def test_tail_only_training_on_the_m4_is_bit_exact_and_moves_only_the_tail(bundled):
+    m = Model(preset("mcu_cnn"), "default", 16, seed=8)
+    rep = verify(m, bundled, "m4", steps=12, batch=8, predictions=10, lr_schedule={0: 16}, name="tail4",
+                 trainable=TAIL)
+    assert rep.bit_exact, rep.first_mismatch()
+    assert rep.movement_ok, rep.movement_problem()
+    roles = {t.name: (t.trainable, t.on_device) for t in rep.tensors}
+    assert roles["conv0.head"] == (False, False) and roles["conv0.fwd"] == (False, True)
+    assert roles["fc0.fwd"] == (True, True) and m.all_trainable  # the caller's model is unchanged
+
+
+def test_tail_only_training_of_mcu_cnn_fits_64_kb_on_the_m4(bundled):
+    """Static RAM from the ELF plus the painted stack: the whole firmware (harness buffers included)."""
+    r = report(Model(preset("mcu_cnn"), "default", 16, seed=9), "m4", 8, bundled, steps=1, predictions=1,
+               per_layer=False, name="tail64", trainable=TAIL)
+    assert r["total_ram_bytes"] <= 64 * 1024 and r["trainable"] == TAIL
+    full = next(t for t in r["tail_ram"] if t["label"].startswith("all"))
+    assert r["model_ram_bytes"] < 0.4 * full["ram_bytes"]
+    assert r["insns_per_train_step"] < 8 * 1.2 * r["insns_per_inference"]  # mostly the frozen prefix's forward
+
+
+def test_cli_generate_verify_and_fine_tune_with_trainable(tmp_path, capsys):
+    from nitro_mcu import cli
+
+    def run(*args):
+        rc = cli.main([str(a) for a in args])
+        return rc, capsys.readouterr()
+
+    rc, out = run("generate", "mcu_cnn", "--train", "--trainable", "fc0,output", "--out", tmp_path / "g")
+    assert rc == 0 and "* fc0..output" in out.out and "all (full training)" in out.out
+    assert "weights, frozen (flash, const)" in out.out
+    rc, out = run("generate", "mcu_cnn", "--trainable", "fc0", "--out", tmp_path / "h")
+    assert rc == 2 and "--trainable needs --train" in out.err
+    rc, out = run("verify", "mcu_cnn", "--trainable", "fc0,output", "--steps", "3", "--predictions", "2")
+    assert rc == 1 and "did not move" in out.out  # fresh fc0 weights need more steps than 3
+    rc, out = run("verify", "mcu_cnn", "--trainable", "fc0,output", "--steps", "3", "--predictions", "2",
+                  "--allow-still")
+    assert rc == 0 and "allowed" in out.out
+    rc, out = run("train", "cnn_small", "--epochs", "1", "--quiet", "--out", tmp_path, "--name", "src")
+    assert rc == 0, out.err
+    rc, out = run("train", tmp_path / "src.nitro", "--trainable", "fc0,output", "--epochs", "1", "--quiet",
+                  "--out", tmp_path, "--name", "tuned")
+    assert rc == 0 and "training fc0,output" in out.out, out.err
+    src, tuned = api.load(tmp_path / "src.nitro")[0], api.load(tmp_path / "tuned.nitro")[0]
+    assert tuned.trainable == {"fc0", "output"}
+    for k in src.weights:
+        assert np.array_equal(src.weights[k], tuned.weights[k]) == (not k.startswith(("fc0", "output"))), k
+    rc, out = run("eval", tmp_path / "tuned.nitro")
+    assert rc == 0, out.err
