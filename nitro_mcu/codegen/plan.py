@@ -45,40 +45,23 @@ class Plan:
     fwd_fns: list[FwdFn] = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
     relu_lut: list[int] = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
     # Training with a frozen prefix (Model.frozen_prefix) streamed one sample at a time: its first ``prefix``
-    # ops run as at inference, into ``feat`` (one sample, ``feat_count`` values); train_batch gathers the
-    # batch's features in ``xb`` and the remaining ops (the tail) train on them.  prefix 0: no streaming.
+    # ops run as at inference, into ``feat`` (one sample); train_batch gathers the batch's features in ``xb``
+    # and the remaining ops (the tail) train on them.  prefix 0: no streaming.  ``feat_count``: the values
+    # per sample the tail reads (the prefix's output, else the input).
     prefix: int = 0
     feat: Buffer | None = None
     feat_count: int = 0
     xb: Buffer | None = None
     norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
 
-    def memory_table(self) -> list[tuple[str, int]]:
-        if not self.train:
-            return [("weights (flash, const)", self.weight_bytes),
-                    (f"arena (batch {self.batch}, inference)", self.arena_bytes)]
-        rows = [("weights, trainable (RAM)", self.train_weight_bytes)]
-        if self.weight_bytes > self.train_weight_bytes:
-            rows.append(("weights, frozen (flash, const)", self.weight_bytes - self.train_weight_bytes))
-        rows.append((f"arena (batch {self.batch}, training"
-                     + ("; prefix streamed" if self.prefix else "") + ")", self.arena_bytes))
-        rows.append(("initial trainable weights (flash, for reset)", self.train_weight_bytes))
-        return rows
-
     @property
     def ram_bytes(self) -> int:
         return self.arena_bytes + (self.train_weight_bytes if self.train else 0)
 
     @property
-    def input_stride(self) -> int:
-        """Values per sample that the training tail reads: the prefix's features, else the input."""
-        return self.feat_count if self.prefix else int(np.prod(self.model.input_shape))
-
-    @property
     def stream_bytes(self) -> int:
-        """RAM of train_sample's ring (MAX_BATCH samples of the tail's input, their labels, a count); linkers
-        that drop unused sections leave it out when train_sample is not called."""
-        return self.batch * (self.input_stride + 1) + 4
+        """RAM of train_sample's ring (MAX_BATCH tail inputs, their labels, a count), where it is called."""
+        return self.batch * (self.feat_count + 1) + 4
 
     @property
     def col(self) -> Buffer:
@@ -163,7 +146,8 @@ class _Walk:
         relu_max = int(np.abs(L.relu_forward(np.arange(-127, 128).astype(np.int8), spec["slope_inv"])
                               .astype(np.int64)).max())
         delta_type = "int32_t" if self.nc * 255 * self.wmax < INT32_MAX else "int64_t"
-        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4)
+        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4,
+                      feat_count=int(np.prod(spec["input_shape"])))
         self.arena = Arena()
         self.t = 0
         self.x = Activation(None, "int8_t", 128, tuple(spec["input_shape"]))  # training schedule

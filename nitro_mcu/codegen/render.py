@@ -165,7 +165,15 @@ class Converted:
         return replace_file_set(path, self.files)
 
     def memory_report(self) -> str:
-        rows = self.plan.memory_table()
+        p = self.plan
+        if not p.train:
+            rows = [("weights (flash, const)", p.weight_bytes), (f"arena (batch {p.batch}, inference)", p.arena_bytes)]
+        else:
+            rows = [("weights, trainable (RAM)", p.train_weight_bytes)]
+            if p.weight_bytes > p.train_weight_bytes:
+                rows.append(("weights, frozen (flash, const)", p.weight_bytes - p.train_weight_bytes))
+            rows += [(f"arena (batch {p.batch}, training{'; prefix streamed' if p.prefix else ''})", p.arena_bytes),
+                     ("initial trainable weights (flash, for reset)", p.train_weight_bytes)]
         lines = [f"{'memory':<44} {'bytes':>10}"]
         lines += [f"{k:<44} {v:>10}" for k, v in rows]
         lines.append(f"{'static RAM (trainable weights + arena)' if self.plan.train else 'static RAM (arena)':<44} "
