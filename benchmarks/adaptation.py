@@ -3,15 +3,16 @@
 
     python benchmarks/adaptation.py [--data-dir DIR] [--seeds 3] [--seed-base 42] [--src-epochs 10]
                                     [--device-samples 4000] [--max-epochs 10] [--host-epochs 15]
-                                    [--out benchmarks/results/adaptation]
+                                    [--out benchmarks/results/adaptation] [--resume]
 
 Per seed:
 1. **Source.** mcu_cnn (int16 weights) trains on the host on MNIST (batch 64, the preset's hyper-parameters, a
    validation split driving the schedule and the kept epoch).
 2. **Target.** FashionMNIST's training images are split by the seed into a validation split (the last 10 %)
-   and a pool; the device collects the first ``--device-samples`` images of the pool.  The device normalises
-   raw pixels with the *source* model's table (the generated ``normalize_u8``), so every device method sees
-   the target through the source statistics.  The 10,000 test images are read once per method, at the end.
+   and a pool; the device collects the first ``--device-samples`` images of the pool.  The device's inputs are
+   the raw pixels normalised with the *source* model's statistics: the integers the generated
+   ``normalize_u8`` computes from raw bytes (tests/test_adaptation.py checks the two agree), so every device
+   method sees the target through the source statistics.  The 10,000 test images are read once per method, at the end.
 3. **No adaptation**: the pretrained model on the target test set.
 4. **Tail-only on the device**: fc0 and output train (``trainable=["fc0", "output"]``), the conv blocks are
    frozen constants in flash; batch 8.  **Full on-device training**: every block trains from the
@@ -26,7 +27,8 @@ Per seed:
 Reported per method: target test accuracy (mean ± population std over the seeds), and on the M4 the flash,
 RAM (static from the ELF + the painted stack) and instructions per training step (per inference without
 adaptation).  The recovery is (tail - none) / (host - none), per seed and of the means; the target is >= 0.5
-within 64 KB of RAM, bit-exact.  Results go to ``<out>.md`` and ``<out>.json`` after every seed.
+within 64 KB of RAM, bit-exact.  Results go to ``<out>.md`` and ``<out>.json`` after every seed; ``--resume``
+keeps the seeds ``<out>.json`` already holds (when it was run with the same settings) and runs only the rest.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from nitro_mcu.codegen import convert  # noqa: E402
 from nitro_mcu.device.harness import run_mcu  # noqa: E402
 from nitro_mcu.device.protocol import Session  # noqa: E402
 from nitro_mcu.device.report import report  # noqa: E402
+from nitro_mcu.fileio import write_files  # noqa: E402
 from nitro_mcu.trainer import data as D  # noqa: E402
 from nitro_mcu.trainer.loop import format_bp, prefix_cache  # noqa: E402
 from nitro_mcu.trainer.malloc import tune_malloc  # noqa: E402
@@ -72,7 +75,22 @@ def parse_args(argv=None):
     p.add_argument("--max-epochs", type=int, default=10, help="device epochs at most (chosen on validation)")
     p.add_argument("--host-epochs", type=int, default=15, help="full host training epochs at most")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "adaptation"))
+    p.add_argument("--resume", action="store_true", help="keep the seeds <out>.json holds; run only the missing ones")
     return p.parse_args(argv)
+
+
+SETTINGS = ("data_dir", "src_epochs", "device_samples", "max_epochs", "host_epochs")  # what a kept seed must share
+
+
+def resumed(a, path: Path) -> tuple[list[dict], dict]:
+    """The rows and costs of an earlier run with the same settings (empty without --resume or a file)."""
+    if not (a.resume and path.exists()):
+        return [], {}
+    old = json.loads(path.read_text())
+    diff = [k for k in SETTINGS if old["args"].get(k) != getattr(a, k)]
+    if diff:
+        sys.exit(f"adaptation: cannot resume {path}: it was run with other {', '.join(diff)}")
+    return old["rows"], old["costs"]
 
 
 def epoch_order(seed: int, n: int, epochs: int) -> list[np.ndarray]:
@@ -248,16 +266,24 @@ def main(argv=None) -> int:
     tune_malloc()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, costs = [], {}
+    kept, costs = resumed(a, out.with_suffix(".json"))
+    seeds = [a.seed_base + k for k in range(a.seeds)]
+    rows = [r for r in kept if r["seed"] in seeds]
+    shown = [x for x in argv if x != "--resume"]  # the table's command: what a fresh run would be
 
     def log(msg):
         print(msg, flush=True)
 
-    for k in range(a.seeds):
-        rows.append(one_seed(a, a.seed_base + k, log, costs))
-        out.with_suffix(".json").write_text(json.dumps(dict(rows=rows, costs=costs, args=vars(a)), indent=1))
-        out.with_suffix(".md").write_text(markdown(rows, costs, argv))
-    print(markdown(rows, costs, argv))
+    for seed in seeds:
+        if any(r["seed"] == seed for r in rows):
+            log(f"seed {seed}: kept from {out.with_suffix('.json')}")
+            continue
+        rows.append(one_seed(a, seed, log, costs))
+        rows.sort(key=lambda r: r["seed"])
+        write_files(out.parent, {out.with_suffix(".json").name: json.dumps(dict(rows=rows, costs=costs, args=vars(a)),
+                                                                              indent=1),
+                                 out.with_suffix(".md").name: markdown(rows, costs, shown)})
+    print(markdown(rows, costs, shown))
     return 0
 
 
