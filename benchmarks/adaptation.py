@@ -141,7 +141,7 @@ def run_on_device(pre, trainable, lr, epochs, dev, order, test, norm, name):
     s.predict(test[0])
     t0 = time.perf_counter()
     res = run_mcu(conv, s, "m4", timeout=3600).results
-    return res[-1][1], res[-2][0], time.perf_counter() - t0, len(order[0]) // DEVICE_BATCH * epochs
+    return res[-1][1], res[-2].weights, time.perf_counter() - t0, len(order[0]) // DEVICE_BATCH * epochs
 
 
 def device_costs(pre, norm, sample) -> dict:

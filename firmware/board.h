@@ -28,12 +28,13 @@ void board_exit(int status) __attribute__((noreturn));
 
 /* Semihosting file I/O. mode: 0 = "r", 1 = "rb", 4 = "w", 5 = "wb", 8 = "a", 9 = "ab"
  * (ISO C fopen mode index). Paths are relative to the emulator's working directory. */
-enum { BOARD_MODE_RB = 1, BOARD_MODE_WB = 5, BOARD_MODE_AB = 9 };
+enum { BOARD_MODE_RB = 1, BOARD_MODE_RPB = 3, BOARD_MODE_WB = 5, BOARD_MODE_WPB = 7, BOARD_MODE_AB = 9 };
 int32_t board_fopen(const char *path, int mode);     /* handle >= 0, or -1 */
 int32_t board_fread(int32_t fd, void *buf, uint32_t len);        /* bytes read, or -1 */
 int32_t board_fwrite(int32_t fd, const void *buf, uint32_t len); /* bytes written, or -1 */
 int32_t board_fclose(int32_t fd);                                /* 0, or -1 */
 int32_t board_flen(int32_t fd);                                  /* file length, or -1 */
+int32_t board_fseek(int32_t fd, uint32_t pos);                   /* 0, or -1; pos from the start */
 
 /* Stack usage in bytes since reset (startup.c paints the stack with 0xA5A5A5A5). */
 uint32_t board_stack_high_water(void);

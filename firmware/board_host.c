@@ -58,6 +58,12 @@ int32_t board_fclose(int32_t fd)
     return rc == 0 ? 0 : -1;
 }
 
+int32_t board_fseek(int32_t fd, uint32_t pos)
+{
+    if (fd < 0 || fd >= MAX_FILES || files[fd] == NULL) return -1;
+    return fseek(files[fd], (long)pos, SEEK_SET) == 0 ? 0 : -1;
+}
+
 int32_t board_flen(int32_t fd)
 {
     if (fd < 0 || fd >= MAX_FILES || files[fd] == NULL) return -1;

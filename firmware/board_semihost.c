@@ -6,7 +6,7 @@
 
 enum {
     SYS_OPEN = 0x01, SYS_CLOSE = 0x02, SYS_WRITEC = 0x03, SYS_WRITE0 = 0x04,
-    SYS_WRITE = 0x05, SYS_READ = 0x06, SYS_FLEN = 0x0C, SYS_EXIT_EXTENDED = 0x20
+    SYS_WRITE = 0x05, SYS_READ = 0x06, SYS_SEEK = 0x0A, SYS_FLEN = 0x0C, SYS_EXIT_EXTENDED = 0x20
 };
 
 uint32_t board_semihost(uint32_t op, const void *arg)
@@ -66,6 +66,12 @@ int32_t board_fclose(int32_t fd)
 {
     const uint32_t block[1] = { (uint32_t)fd };
     return (int32_t)board_semihost(SYS_CLOSE, block);
+}
+
+int32_t board_fseek(int32_t fd, uint32_t pos)
+{
+    const uint32_t block[2] = { (uint32_t)fd, pos };
+    return board_semihost(SYS_SEEK, block) == 0u ? 0 : -1;
 }
 
 int32_t board_flen(int32_t fd)

@@ -12,6 +12,9 @@
  *   "TRAN" int32 b, b*INPUT bytes x, b bytes labels -> out "TRAN" int32 correct
  *   "PRED" int32 n, n*INPUT bytes x             -> out "PRED" int32 n, n*CLASSES bytes scores, n bytes class
  *   "WGHT"                                      -> out "WGHT" int32 n, n*int32 weights, uint64 rng, int32 lr_inv
+ *   "MOVE" int32 n, n*int32 reference weights   -> out "MOVE" int32 tensors, per tensor int32 weights that differ
+ *                                               from the reference (the model's n weights in export order; a
+ *                                               missing reference value counts as a difference)
  *   "DONE"                                      end
  * Output file (NITRO_HARNESS_OUT, default "res.bin").  The console gets a few text lines and, last,
  * the sentinel "NITRO-DONE <status>"; status 0 = every command ran.
@@ -254,6 +257,121 @@ static int cmd_weights(void)
     }
     return 0;
 }
+
+/* The next reference value for MOVE, read in chunks through wbuf (as bytes: the file is little-endian). */
+static int move_next(int32_t *left, int32_t *fill, int32_t *pos, int32_t *v)
+{
+    uint8_t *const bytes = (uint8_t *)wbuf;
+    if (*pos == *fill) {
+        *fill = *left < WCHUNK ? *left : WCHUNK;
+        *pos = 0;
+        if (!read_exact(bytes, (uint32_t)*fill * 4u)) {
+            return 0;
+        }
+        *left -= *fill;
+    }
+    const uint8_t *b = bytes + 4 * *pos;
+    *v = (int32_t)((uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24));
+    ++*pos;
+    return 1;
+}
+
+/* How many weights of each tensor differ from the reference: counted here, on the device. */
+static int cmd_move(void)
+{
+    int32_t n;
+    if (!read_i32(&n) || n < 0) {
+        return fail(ERR_PROTOCOL, "MOVE count");
+    }
+    const int32_t tensors = M(num_tensors)();
+    if (!write_exact("MOVE", 4) || !write_i32(tensors)) {
+        return fail(ERR_IO, "write");
+    }
+    int32_t left = n, fill = 0, pos = 0, v = 0;
+    for (int32_t t = 0; t < tensors; ++t) {
+        const M(tensor_t) *tt = M(tensor)(t);
+        int32_t changed = 0;
+        for (int32_t i = 0; i < tt->count; ++i) {
+            if (left == 0 && pos == fill) {
+                ++changed;
+                continue;
+            }
+            if (!move_next(&left, &fill, &pos, &v)) {
+                return fail(ERR_PROTOCOL, "MOVE data");
+            }
+#if MU(WEIGHT_BITS) == 16
+            changed += (int32_t)((const int16_t *)tt->data)[i] != v;
+#else
+            changed += ((const int32_t *)tt->data)[i] != v;
+#endif
+        }
+        if (!write_i32(changed)) {
+            return fail(ERR_IO, "write");
+        }
+    }
+    while (left > 0 || pos < fill) {   /* a longer reference: read it all, so the next command stays aligned */
+        if (!move_next(&left, &fill, &pos, &v)) {
+            return fail(ERR_PROTOCOL, "MOVE data");
+        }
+    }
+    return 0;
+}
+#endif
+
+#if MU(TRAINABLE) && defined(NITRO_FLASH_BYTES)
+/* ---- checkpoints in a board flash (firmware/board_flash.h, docs/checkpoint.md); PROF 3 counts saves, 4 loads:
+ *   "FLOD"          -> out "FLOD" int32 rc, uint32 seq, uint32 steps, uint32 reads, programs, erases
+ *   "FSAV"          -> out "FSAV" int32 rc, uint32 seq, uint32 reads, programs, erases, stages
+ *   "CKPT"          -> out "CKPT" int32 n, n bytes: the live state's checkpoint, exported a page at a time
+ *   "FCUT" int32 k  power cut (exit 86) instead of the k-th flash write-through from now */
+#include "board_flash.h"
+
+static uint8_t flash_page[NITRO_FLASH_PAGE];
+static const M(storage_t) flash_store = {board_flash_read, board_flash_program, board_flash_erase, NULL, flash_page,
+                                          NITRO_FLASH_PAGE, NITRO_FLASH_BYTES / NITRO_FLASH_PAGE};
+
+static int flash_ops(const board_flash_stats_t *before, int with_stages)
+{
+    const board_flash_stats_t *now = &board_flash_stats;
+    return write_u32(now->reads - before->reads) && write_u32(now->programs - before->programs) &&
+           write_u32(now->erases - before->erases) && (!with_stages || write_u32(now->stages - before->stages));
+}
+
+static int cmd_flash(const char *tag, int *status)
+{
+    const board_flash_stats_t before = board_flash_stats;
+    if (!memcmp(tag, "FLOD", 4) || !memcmp(tag, "FSAV", 4)) {
+        const int save = tag[1] == 'S', counted = prof_mode == (save ? 3 : 4);
+        if (counted) {
+            prof_start();
+        }
+        const int32_t rc = save ? M(ckpt_save)(&flash_store) : M(ckpt_load)(&flash_store);
+        if (counted) {
+            prof_stop();
+        }
+        const int ok = write_exact(tag, 4) && write_i32(rc) && write_u32(M(ckpt_seq)()) &&
+                       (save || write_u32(M(train_steps)())) && flash_ops(&before, save);
+        *status = ok ? 0 : fail(ERR_IO, "write");
+    } else if (!memcmp(tag, "CKPT", 4)) {
+        int ok = write_exact(tag, 4) && write_i32((int32_t)MU(CKPT_BYTES));
+        for (uint32_t off = 0u; ok && off < MU(CKPT_BYTES); off += NITRO_FLASH_PAGE) {
+            const uint32_t n = MU(CKPT_BYTES) - off < NITRO_FLASH_PAGE ? MU(CKPT_BYTES) - off : NITRO_FLASH_PAGE;
+            ok = M(ckpt_export)(off, flash_page, n) == (int32_t)n && write_exact(flash_page, n);
+        }
+        *status = ok ? 0 : fail(ERR_IO, "CKPT");
+    } else if (!memcmp(tag, "FCUT", 4)) {
+        int32_t k;
+        if (read_i32(&k) && k >= 0) {
+            board_flash_cut_at(board_flash_stats.stages + (uint32_t)k);
+            *status = 0;
+        } else {
+            *status = fail(ERR_PROTOCOL, "FCUT");
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
 #endif
 
 static int run(void)
@@ -281,9 +399,14 @@ static int run(void)
             status = cmd_train();
         } else if (!memcmp(tag, "WGHT", 4)) {
             status = cmd_weights();
+        } else if (!memcmp(tag, "MOVE", 4)) {
+            status = cmd_move();
         } else if (!memcmp(tag, "LRIV", 4)) {
             int32_t v;
             status = (read_i32(&v) && M(set_lr_inv)(v) == 0) ? 0 : fail(ERR_PROTOCOL, "LRIV");
+#ifdef NITRO_FLASH_BYTES
+        } else if (cmd_flash(tag, &status)) {
+#endif
 #if defined(NITRO_TEST_HOOKS) && defined(NITRO_MAX_MASK_BYTES)
         } else if (!memcmp(tag, "MASK", 4)) {
             int32_t sites;

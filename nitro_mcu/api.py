@@ -169,11 +169,12 @@ def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
 
 def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
           augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
-          lr_schedule=None, trainable=None) -> History:
+          lr_schedule=None, resume=None, on_checkpoint=None, trainable=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
     ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
+    ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
     ``trainable``: the block names that train (e.g. ``["fc0", "output"]``), the others stay frozen; it stays
     set on the model (:meth:`~nitro_mcu.trainer.network.Model.set_trainable`), so that ``save`` records it and
     ``convert`` generates the same partial training.  None: the model's current set (all, unless set).
@@ -187,7 +188,7 @@ def train(model: Model, data: D.Prepared, epochs: int = DEFAULT_EPOCHS, batch_si
     if augment is True:
         augment = D.augment_defaults(getattr(data, "name", "mnist"))
     return _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch,
-                  lr_schedule=lr_schedule)
+                  lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint)
 
 
 def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DEFAULT_BATCH, augment=None,
@@ -222,7 +223,7 @@ def evaluate(model: Model, data: D.Prepared) -> dict:
 
 
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
-         extra: dict | None = None) -> Path:
+         extra: dict | None = None, files: dict | None = None) -> Path:
     norm = {}
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
@@ -237,7 +238,7 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                         best_monitor_bp=None if history.monitor == "none" else history.best_monitor_bp,
                         test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
                         final_lr_inv=history.records[-1].lr_inv if history.records else None)
-    return modelfile.save(model, path, norm=norm, training=training)
+    return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 
 def load(path) -> tuple[Model, dict]:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import api
+from . import api, checkpoint_cli, resume
 from ._version import __version__
 from .cliargs import Parser, int_in, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
@@ -26,8 +26,8 @@ def is_model_file(model: str) -> bool:
 
 def cmd_train(a) -> int:
     tune_malloc()  # this process trains: keep the step temporaries' heap (opt-in; see trainer/malloc.py)
-    norm = None
-    if is_model_file(a.model):  # fine-tuning: the model file's weights and input statistics, then --trainable
+    norm, tuning = None, is_model_file(a.model)
+    if tuning:  # fine-tuning: the model file's weights and input statistics, then --trainable
         model, meta = api.load(a.model)
         norm, defaults = meta.get("norm") or None, {"dataset": (meta.get("norm") or {}).get("dataset")}
         if a.refit:
@@ -40,25 +40,35 @@ def cmd_train(a) -> int:
         print(f"note: {a.model} names the dataset '{dataset}'; without --data-dir it trains on the bundled "
               "MNIST subset", flush=True)
         dataset = "bundled"
-    if norm is None:
+    if not tuning:
         model = api.build(spec, a.profile, a.weights, a.seed)
     if a.trainable:
         model.set_trainable(a.trainable)
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
+    out = Path(a.out)
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem + ("_tuned" if tuning else ""))
+    if tuning and (out / f"{name}.nitro").resolve() == Path(a.model).resolve():
+        raise UsageError(f"--out/--name would overwrite {a.model}, the model being fine-tuned; choose another --name")
+    resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor, norm=norm)
     augment = defaults.get("augment", False) if a.augment is None else a.augment
-    out = Path(a.out)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    if keeper.state is not None:
+        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     t0 = time.perf_counter()
-    hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                     progress=False if a.quiet else None)
+    try:
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
+                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+    except KeyboardInterrupt:
+        print(keeper.interrupted(), file=sys.stderr)
+        raise
     dt = time.perf_counter() - t0
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
     from .fileio import atomic_write
 
@@ -82,7 +92,7 @@ def cmd_train(a) -> int:
         print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
               f"in {time.perf_counter() - t1:.1f} s")
         hist = rhist
-    model_path = api.save(model, out / f"{name}.nitro", data=data, history=hist, extra=extra)
+    model_path = keeper.write(model, data, hist, extra)
     print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
                                                                    " (no PNG: pip install matplotlib)"))
     return 0
@@ -202,19 +212,15 @@ def cmd_verify(a) -> int:
     model, data = _model_and_data(a)
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
-    rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name)
+    rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
+                 allow_still=a.allow_still)
     print(rep.table())
-    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images; stack "
-          f"{rep.stack_bytes} B; {rep.seconds:.1f} s")
-    if not rep.bit_exact:
-        print(f"MISMATCH: first difference at {rep.first_mismatch()}")
-        return 1
-    move = rep.movement_problem()
-    if move and (rep.frozen_moved or not a.allow_still):
-        print(f"bit-exact, but {move}")
-        return 1
-    print("bit-exact" + (f" ({move}: allowed)" if move else ""))
-    return 0
+    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images after "
+          f"{rep.steps} training steps on the device; stack {rep.stack_bytes} B; {rep.seconds:.1f} s")
+    if a.json:
+        print(f"wrote {rep.write_json(a.json)}")
+    print(rep.problem() or "bit-exact")
+    return 0 if rep.passed else 1
 
 
 def cmd_report(a) -> int:
@@ -279,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")
+    t.add_argument("--resume", action="store_true", help="continue the run kept in --out (same options)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
@@ -311,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
     g.set_defaults(func=cmd_generate)
 
-    def device_args(sp, verify_cmd=True):
+    def device_args(sp, verify_cmd=True, extra_targets=()):
         sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
-        sp.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="Cortex-M core")
+        sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET, help="Cortex-M core")
         sp.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
         sp.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
         sp.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
@@ -325,9 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         if verify_cmd:
             sp.add_argument("--steps", type=non_negative, default=20, help="training steps on the device")
             sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")
-            sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu", help="emulator")
-            sp.add_argument("--allow-still", action="store_true",
-                            help="pass although a trainable tensor did not move (frozen ones must never move)")
+            sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
+                            help="qemu or renode; the Renode files are dry-run checked only, never run here "
+                                 "(renode/README.md)")
+            sp.add_argument("--allow-still", action="append", default=[], metavar="TENSOR",
+                            help="a trainable tensor allowed not to change in the run (repeatable); any other "
+                                 "trainable tensor that does not move fails the verdict, and so does a frozen "
+                                 "tensor that moves")
+            sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
     v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
@@ -349,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
+    checkpoint_cli.register(sub, device_args, _model_and_data)
     return p
 
 

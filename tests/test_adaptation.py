@@ -15,7 +15,7 @@ from nitro_mcu.device.flags import STRICT_CFLAGS
 from nitro_mcu.device.harness import run_host_harness
 from nitro_mcu.device.protocol import Session
 from nitro_mcu.device.report import report
-from nitro_mcu.device.verify import TensorCheck, VerifyReport, verify
+from nitro_mcu.device.verify import Checkpoint, TensorCheck, VerifyReport, verify
 from nitro_mcu.spec import SpecError, preset
 from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer import loop
@@ -197,31 +197,58 @@ def test_partial_training_runs_clean_under_sanitizers_and_compiles_warning_free(
     s.predict(bundled.x_test[:10])
     s.weights()
     res = run_host_harness(conv, s, cc="clang", sanitize=True)
-    for k, w in res[-1][0].items():
+    for k, w in res[-1].weights.items():
         np.testing.assert_array_equal(w, py.weights[k], err_msg=k)
     np.testing.assert_array_equal(res[-2][0], py.predict_scores(bundled.x_test[:10]))
 
 
 # ---- verify and the command line -----------------------------------------------------------------------
-def test_movement_flags_catch_a_frozen_tensor_that_moved_and_a_trainable_one_that_did_not():
-    rep = VerifyReport("m4", "qemu", 5, 8, 0)
-    rep.tensors = [TensorCheck("conv0.fwd", 9, True, 0, trainable=False, moved=0),
-                   TensorCheck("output", 9, True, 0, trainable=True, moved=3)]
-    assert rep.movement_ok and rep.movement_problem() is None
-    rep.tensors[0].moved = 1
-    assert rep.frozen_moved == ["conv0.fwd"] and "frozen tensor(s) moved: conv0.fwd" in rep.movement_problem()
-    rep.tensors[0].moved, rep.tensors[1].moved = 0, 0
-    assert rep.trainable_still == ["output"] and "did not move in 5 step(s)" in rep.movement_problem()
-    rep.steps = 0
-    assert rep.movement_ok  # predictions only: nothing has to move
+def movement_report(steps=5, allow_still=()):
+    """A bit-exact report of a frozen conv0.fwd (on the device), a frozen head (Python only) and a trainable output."""
+    tensors = [TensorCheck("conv0.fwd", 9, True, 0, changed=0, changed_device=0, trainable=False),
+               TensorCheck("conv0.head", 9, True, 0, changed=0, trainable=False, on_device=False),
+               TensorCheck("output", 9, True, 0, changed=3, changed_device=3)]
+    rep = VerifyReport("m4", "qemu", steps, 8, 0, allow_still=allow_still,
+                       checkpoints=[Checkpoint(steps, tensors, 18, 18, 2, 512, 512, 1, 1)])
+    rep.scores_equal = rep.classes_equal = True
+    return rep
+
+
+def test_one_movement_check_a_frozen_tensor_must_not_move_a_trainable_one_must():
+    rep = movement_report()
+    assert rep.passed and rep.verdict == "bit-exact" and rep.problem() is None
+    conv0, head, out = rep.tensors
+    conv0.changed = conv0.changed_device = 1  # moved on the device and in Python alike: bit-exact, but frozen
+    assert rep.bit_exact and rep.frozen_moved == ["conv0.fwd"] and rep.verdict == "MOVED" and not rep.passed
+    assert "MOVED: frozen conv0.fwd changed (conv0.fwd: 1 weights in Python, 1 on the device)" in rep.problem()
+    conv0.changed = conv0.changed_device = 0
+    head.changed = 2  # the C holds no frozen head: Python alone must keep it
+    assert rep.verdict == "MOVED" and "on the device" not in rep.problem()
+    head.changed = 0
+    out.changed = out.changed_device = 0
+    assert rep.verdict == "STILL" and rep.still == ["output"]
+    rep.allow_still = ("output",)
+    assert rep.passed and "still (allowed)" in rep.table()
+    conv0.changed = conv0.changed_device = 1
+    assert rep.verdict == "MOVED"  # allow_still never excuses a frozen tensor
+    assert not movement_report(steps=0).still  # predictions only: nothing has to move
+    d = movement_report().to_dict()
+    assert [(t["name"], t["trainable"], t["on_device"]) for t in d["tensors"]] == [
+        ("conv0.fwd", False, True), ("conv0.head", False, False), ("output", True, True)]
+    assert d["frozen_moved"] == [] and d["verdict"] == "bit-exact"
+
+
+def test_allow_still_cannot_name_a_frozen_tensor(bundled):
+    with pytest.raises(ValueError, match="frozen tensor.* conv0.fwd: a frozen tensor must never move"):
+        verify(Model(preset("mcu_cnn"), "default", 16), bundled, steps=1, allow_still=["conv0.fwd"], trainable=TAIL)
 
 
 def test_tail_only_training_on_the_m4_is_bit_exact_and_moves_only_the_tail(bundled):
     m = Model(preset("mcu_cnn"), "default", 16, seed=8)
     rep = verify(m, bundled, "m4", steps=12, batch=8, predictions=10, lr_schedule={0: 16}, name="tail4",
                  trainable=TAIL)
-    assert rep.bit_exact, rep.first_mismatch()
-    assert rep.movement_ok, rep.movement_problem()
+    assert rep.passed, rep.problem()
+    assert not rep.frozen_moved and not rep.still
     roles = {t.name: (t.trainable, t.on_device) for t in rep.tensors}
     assert roles["conv0.head"] == (False, False) and roles["conv0.fwd"] == (False, True)
     assert roles["fc0.fwd"] == (True, True) and m.all_trainable  # the caller's model is unchanged
@@ -250,12 +277,20 @@ def test_cli_generate_verify_and_fine_tune_with_trainable(tmp_path, capsys):
     rc, out = run("generate", "mcu_cnn", "--trainable", "fc0", "--out", tmp_path / "h")
     assert rc == 2 and "--trainable needs --train" in out.err
     rc, out = run("verify", "mcu_cnn", "--trainable", "fc0,output", "--steps", "3", "--predictions", "2")
-    assert rc == 1 and "did not move" in out.out  # fresh fc0 weights need more steps than 3
+    assert rc == 1 and "STILL: fc0.fwd did not change" in out.out, out.out  # fresh fc0 needs more than 3 steps
     rc, out = run("verify", "mcu_cnn", "--trainable", "fc0,output", "--steps", "3", "--predictions", "2",
-                  "--allow-still")
-    assert rc == 0 and "allowed" in out.out
+                  "--allow-still", "fc0.fwd", "--json", tmp_path / "v.json")
+    assert rc == 0 and "still (allowed)" in out.out, out.out
+    import json
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["verdict"] == "bit-exact" and v["still"] == [] and v["frozen_moved"] == []
+    assert {t["name"] for t in v["tensors"] if not t["trainable"]} == {f"conv{i}.{k}" for i in range(3)
+                                                                       for k in ("fwd", "head")}
     rc, out = run("train", "cnn_small", "--epochs", "1", "--quiet", "--out", tmp_path, "--name", "src")
     assert rc == 0, out.err
+    rc, out = run("train", tmp_path / "src.nitro", "--trainable", "fc0,output", "--epochs", "1", "--quiet",
+                  "--out", tmp_path, "--name", "src")
+    assert rc == 2 and "would overwrite" in out.err  # a fine-tune never replaces the model it starts from
     rc, out = run("train", tmp_path / "src.nitro", "--trainable", "fc0,output", "--epochs", "1", "--quiet",
                   "--out", tmp_path, "--name", "tuned")
     assert rc == 0 and "training fc0,output" in out.out, out.err
@@ -265,3 +300,4 @@ def test_cli_generate_verify_and_fine_tune_with_trainable(tmp_path, capsys):
         assert np.array_equal(src.weights[k], tuned.weights[k]) == (not k.startswith(("fc0", "output"))), k
     rc, out = run("eval", tmp_path / "tuned.nitro")
     assert rc == 0, out.err
+

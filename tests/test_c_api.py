@@ -43,6 +43,11 @@ int main(void)
     show("lr_before_init", capi_set_lr_inv(512));
     show("export_before_init", capi_export_weights(w, CAPI_NUM_WEIGHTS));
     show("import_before_init", capi_import_weights(w, CAPI_NUM_WEIGHTS));
+    static uint8_t hdr[16];
+    const capi_storage_t no_flash = {0};
+    show("ckpt_save_before_init", capi_ckpt_save(&no_flash));
+    show("ckpt_load_before_init", capi_ckpt_load(&no_flash));
+    show("ckpt_export_before_init", capi_ckpt_export(0u, hdr, sizeof hdr));
 #endif
     capi_init();
     show("predict_null_x", capi_predict(NULL, scores));
@@ -71,6 +76,8 @@ int main(void)
 #endif
     show("import", capi_import_weights(w, CAPI_NUM_WEIGHTS));
     show("train", capi_train_batch(x, y, 2));
+    show("ckpt_save_no_storage", capi_ckpt_save(&no_flash));
+    show("ckpt_export", capi_ckpt_export(0u, hdr, sizeof hdr));
 #endif
     for (int32_t i = 0; i < capi_num_tensors(); ++i) {
         const capi_tensor_t *t = capi_tensor(i);
@@ -137,7 +144,8 @@ def test_a_c_client_includes_the_header_uses_float_and_gets_named_errors(generat
     assert out["predict_null_x"] == ["-1", "CAPI_ERR_NULL"]
     assert 0 <= int(out["predict"][0]) < 4 and out["predict_no_scores"][0] == out["predict"][0]
     if train:
-        for k in ("train_before_init", "lr_before_init", "export_before_init", "import_before_init"):
+        for k in ("train_before_init", "lr_before_init", "export_before_init", "import_before_init",
+                  "ckpt_save_before_init", "ckpt_load_before_init", "ckpt_export_before_init"):
             assert out[k] == ["-2", "CAPI_ERR_NOT_INITIALISED"], k
         assert out["train_null_x"][1] == out["train_null_labels"][1] == "CAPI_ERR_NULL"
         assert out["train_batch_0"][1] == out["train_batch_over"][1] == "CAPI_ERR_BATCH"
@@ -148,6 +156,7 @@ def test_a_c_client_includes_the_header_uses_float_and_gets_named_errors(generat
         if bits == 16:
             assert out["import_range"] == ["-5", "CAPI_ERR_RANGE"]
         assert int(out["export"][0]) > 0 and out["import"][0] == out["export"][0] and int(out["train"][0]) >= 0
+        assert out["ckpt_save_no_storage"][1] == "CAPI_CKPT_ERR_ARG" and out["ckpt_export"][0] == "16"
     tensors = [line[len("tensor "):] for line in run([d / "client"]).stdout.splitlines() if line.startswith("tensor ")]
     n = int(re.search(r"#define CAPI_NUM_TENSORS (\d+)", (d / "gen" / "capi.h").read_text()).group(1))
     assert len(tensors) == n in (3, 5), tensors

@@ -129,9 +129,10 @@ def test_selftest_matches_host(target, build_cache, host_output, tmp_path):
     b = build_cache(target)
     assert b.elf.exists() and b.target == target
     assert b.compiler_version.startswith("arm-none-eabi-gcc")
-    for flag in ("-mthumb", "-O2", "-ffreestanding", "-fwrapv", "-Werror", "-mfloat-abi=soft",
+    for flag in ("-mthumb", "-O2", "-ffreestanding", "-Werror", "-mfloat-abi=soft",
                  "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections", "-lgcc", *T.TARGETS[target].cpu_flags):
         assert flag in b.cmd
+    assert "-fwrapv" not in b.cmd     # the C is UB-free on its own: no signed overflow is defined away
     assert T.no_float_proof(b.elf) == []
     assert b.sizes["text"] > 0 and b.sizes["rodata"] > 0 and b.sizes["data"] > 0 and b.sizes["bss"] > 0
 
@@ -403,6 +404,58 @@ def test_robot_dryrun_catches_misspelt_keyword(tmp_path):
     proc = _robot_dryrun(bad, tmp_path)
     assert proc.returncode != 0
     assert "No keyword with name 'Wait For Line On Uartt' found" in proc.stdout
+
+
+# Every Renode monitor command the files use, with where Renode documents it.  A new command needs a row here.
+MONITOR_COMMANDS = [
+    (r'mach create "[\w-]+"', "renode-docs source/basic/machines.md, Creating machines"),
+    (r"machine LoadPlatformDescription (@\S+|\$ORIGIN/\S+)",
+     "renode-docs source/basic/machines.md, Loading platforms; $ORIGIN without @: source/basic/monitor-syntax.md"),
+    (r"sysbus LoadELF (@\S+|\$\w+)", "renode-docs source/basic/machines.md, Loading binaries"),
+    (r"sysbus\.uart0 CreateFileBackend (@\S+|\$\w+) true",
+     "renode-docs source/host-integration/uart.md, Redirecting to a file (immediate flush)"),
+    (r"showAnalyzer sysbus\.uart0", "renode-docs source/basic/monitor-syntax.md; renode scripts/single-node/*.resc"),
+    (r"start", "renode-docs source/introduction/using.md"),
+    (r"sysbus\.cpu ExecutedInstructions",
+     "renode-infrastructure src/Emulator/Peripherals/Peripherals/CPU/TranslationCPU.cs (property)"),
+    (r"\$\w+\?=@\S+", "renode-docs source/basic/monitor-syntax.md, Monitor variable types"),
+]
+
+
+def _monitor_lines() -> list[tuple[str, str]]:
+    """(file, command) for every `Execute Command` of the .robot files and every command line of the .resc."""
+    out = []
+    for f in sorted(RENODE.glob("*.robot")):
+        if f.name == "stub_keywords.robot":
+            continue
+        for line in f.read_text().splitlines():
+            m = re.match(r"^\s*(?:\$\{\w+\}=\s+)?Execute Command\s{2,}(.+?)\s*$", line)
+            if m:
+                out.append((f.name, m.group(1)))
+    for f in sorted(RENODE.glob("*.resc")):
+        out += [(f.name, ln.strip()) for ln in f.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return out
+
+
+def test_every_renode_monitor_command_is_a_documented_one():
+    lines = _monitor_lines()
+    assert len(lines) >= 15 and {f for f, _ in lines} == {"harness.robot", "smoke.robot", "run.resc"}
+    for f, cmd in lines:
+        cmd = re.sub(r"\$\{\w+\}", "x", cmd)          # Robot variables: resolved before Renode sees them
+        assert any(re.fullmatch(pat, cmd) for pat, _ in MONITOR_COMMANDS), f"{f}: undocumented command {cmd!r}"
+    repl = (RENODE / "mps2-an386.repl").read_text()        # the peripherals the commands name
+    assert re.search(r"^cpu: CPU\.CortexM @ sysbus$", repl, re.M)
+    assert re.search(r"^uart0: UART\.CMSDK_APB_UART @ sysbus 0x40004000$", repl, re.M)
+
+
+def test_an_undocumented_renode_command_is_caught(monkeypatch, tmp_path):
+    for name in ("smoke.robot", "harness.robot", "run.resc", "mps2-an386.repl"):
+        (tmp_path / name).write_text((RENODE / name).read_text())
+    (tmp_path / "run.resc").write_text((RENODE / "run.resc").read_text().replace("sysbus LoadELF $elf",
+                                                                               "sysbus LoadElf $elf"))
+    monkeypatch.setattr(sys.modules[__name__], "RENODE", tmp_path)
+    with pytest.raises(AssertionError, match="undocumented command 'sysbus LoadElf"):
+        test_every_renode_monitor_command_is_a_documented_one()
 
 
 def _parse_repl(path: Path) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,8 +21,9 @@ from . import Converted, convert
 from .render import DEFAULT_NAME, lr_inv_max
 from ..device.cache import cache_dir, input_key
 from ..device.flags import HOST_SHARED_CFLAGS
-from ..device.toolchain import compiler_version
+from ..device.toolchain import compiler_version, find_host_cc
 from ..spec import check_int, is_int
+from . import status
 from ..trainer.network import Model
 
 
@@ -35,8 +35,6 @@ class InputError(ValueError):
     """An argument the compiled model refuses before calling C; the message names it and the problem."""
 
 
-# the C status codes (templates/model.h.j2): value -> suffix of <NAME>_ERR_...
-STATUS = {-1: "NULL", -2: "NOT_INITIALISED", -3: "BATCH", -4: "LABEL", -5: "RANGE", -6: "COUNT"}
 
 
 def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path:
@@ -44,9 +42,7 @@ def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path
 
     The cache key covers the sources, the compiler, all flags and the compiler's version string.  The build
     runs in a private folder, so parallel builds of one key never see each other's files."""
-    cc = cc or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise CompileError("no host C compiler found (apt-get install gcc)")
+    cc = find_host_cc(cc)
     flags = [*HOST_SHARED_CFLAGS, *extra_flags]
     out = cache_dir() / f"{conv.plan.name}_{input_key([cc, *flags], conv.sources, compiler_version(cc))}"
     lib = out / f"lib{conv.plan.name}.so"
@@ -136,7 +132,7 @@ class CompiledModel:
         self._f["init"]()
 
     def _status(self, fname: str, code: int) -> str:
-        return f"{self.name}_{fname} returned {self.name.upper()}_ERR_{STATUS.get(code, code)}"
+        return f"{self.name}_{fname} returned {self.name.upper()}_ERR_{status.BY_VALUE.get(code, code)}"
 
     def check_inputs(self, x) -> np.ndarray:
         """``x`` as a C-contiguous int8 array [N, INPUT_SIZE]: int8 values, N samples of the model's shape."""

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import checkpoint
 from .._version import __version__
 from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
 from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
+from . import status
 from .ops import BlockOp
 from .plan import INT32_MAX, INT64_MAX, CodegenError, Plan, plan
 
@@ -82,7 +84,8 @@ def render(p: Plan) -> dict[str, str]:
                has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
                version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
-               trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:])
+               trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:],
+               ckpt=checkpoint.layout(model), status_errors=status.ERRORS)
     kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
     kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
                 f"#define {p.name.upper()}_KERNELS_GENERATION {_GEN_MARK}\n")

@@ -62,8 +62,8 @@ class McuRun:
 
 
 def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
-              profile_ops: bool = False, embedded_cmd: bytes | None = None) -> BuildResult:
-    """Cross-compile harness + model for ``target``: cached by every input, or built into ``out_dir``.
+              profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2") -> BuildResult:
+    """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
     ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
     name = f"{conv.plan.name}_{target}"
@@ -75,18 +75,19 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
         generated["cmd_blob.c"] = cmd_blob_c(embedded_cmd)
         sources.append("cmd_blob.c")
     if out_dir is None:
-        return build_cached(sources, target, generated, name=name, defines=defines, io=io)
+        return build_cached(sources, target, generated, name=name, defines=defines, io=io, opt=opt)
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     for fname, text in generated.items():
         (d / fname).write_text(text)
-    return build_firmware([d / s for s in sources], target, d, include_dirs=[d], defines=defines, io=io, name=name)
+    return build_firmware([d / s for s in sources], target, d, include_dirs=[d], defines=defines, io=io, name=name,
+                          opt=opt)
 
 
 def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool = False, count_insns: bool = False,
             timeout: float = 300, work_dir: Path | None = None, io: str = "semihost",
-            profile_ops: bool = False, transport: str = "files") -> McuRun:
-    """Build (or reuse) the harness firmware for ``target``, run it in QEMU, decode the results.
+            profile_ops: bool = False, transport: str = "files", opt: str = "-O2") -> McuRun:
+    """Build (or reuse) the harness firmware for ``target`` at ``opt``, run it in QEMU, decode the results.
 
     transport 'files': semihosting file I/O (cmd.bin / res.bin); 'embedded': commands compiled into the
     firmware and results as hex lines on the console (the path Renode and real boards use), here over UART.
@@ -100,7 +101,7 @@ def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool =
         embedded = session.to_bytes() if transport == "embedded" else None
         if embedded is not None:
             io = "uart"
-        b = build_mcu(conv, target, None, masks, io, profile_ops, embedded)
+        b = build_mcu(conv, target, None, masks, io, profile_ops, embedded, opt)
         (d / "cmd.bin").write_bytes(session.to_bytes())
         r = run_qemu(b.elf, target, cwd=d, timeout=timeout, count_insns=count_insns, io=io, check=False)
         if r.timed_out:

@@ -62,6 +62,30 @@ class HarnessError(RuntimeError):
     """The harness did not complete: crash, sanitizer report, missing sentinel or garbled output."""
 
 
+def output_tail(text: str, n: int = 3) -> str:
+    """The last ``n`` non-empty lines of an output, joined for a one-line error message."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) if lines else "(no output)"
+
+
+def check_exit(res: RunResult, where: str, expect_status: int) -> None:
+    """EmulatorError unless a finished run (any engine) exited with ``expect_status`` and its sentinel says so;
+    the HardFault handler's exit 0x7F is named as a fault."""
+    if res.exit_status == 0x7F:
+        raise EmulatorError(f"firmware fault (HardFault handler exit 0x7F) running {where}; "
+                            f"last output: {output_tail(res.stdout)}", res)
+    if res.exit_status != expect_status:
+        raise EmulatorError(f"unexpected exit status {res.exit_status} (expected {expect_status}) running "
+                            f"{where}; stderr: {output_tail(res.stderr, 1)}; last output: {output_tail(res.stdout)}",
+                            res)
+    if not res.sentinel_found:
+        raise EmulatorError(f"sentinel line 'NITRO-DONE {expect_status}' missing from the output of {where}; "
+                            f"last output: {output_tail(res.stdout)}", res)
+    if res.sentinel_status != expect_status:
+        raise EmulatorError(f"sentinel reports status {res.sentinel_status}, expected {expect_status}, "
+                            f"running {where}", res)
+
+
 def check_sentinel(stdout: str, stderr: str, rc: int | None) -> None:
     """HarnessError unless the harness exited 0 and its last sentinel line says 0."""
     status = sentinel_status(stdout)
@@ -115,6 +139,12 @@ class Session:
         self.commands.append(b"WGHT")
         self.expect.append("WGHT")
 
+    def move(self, reference: np.ndarray):
+        """The device counts, per tensor, its weights that differ from ``reference`` (all weights, export order)."""
+        ref = np.ascontiguousarray(reference, dtype="<i4").reshape(-1)
+        self.commands.append(b"MOVE" + struct.pack("<i", ref.size) + ref.tobytes())
+        self.expect.append("MOVE")
+
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
 
@@ -139,8 +169,22 @@ def parse_console_results(stdout: str) -> bytes:
     return bytes(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class WeightDump:
+    """A WGHT answer.  ``count`` is the number of weights the device sent; ``weights`` holds the tensors those
+    values cover in full (all of them only when ``count`` is the model's).  Unpacks as (weights, rng, lr_inv)."""
+    weights: dict
+    rng: int
+    lr_inv: int
+    count: int
+
+    def __iter__(self):
+        return iter((self.weights, self.rng, self.lr_inv))
+
+
 def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
-    """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> (weights dict, rng, lr_inv)."""
+    """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> :class:`WeightDump`, MOVE -> list of
+    per-tensor counts."""
     p = conv.plan
     nc = p.model.num_classes
     out, pos = [], 0
@@ -163,15 +207,24 @@ def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
             n = struct.unpack("<i", take(4))[0]
             rec = np.frombuffer(take(n * (nc + 1)), dtype=np.uint8).reshape(n, nc + 1)
             out.append((rec[:, :nc].view(np.int8).copy(), rec[:, nc].astype(np.int64)))
+        elif kind == "MOVE":
+            n = struct.unpack("<i", take(4))[0]
+            if n < 0:
+                raise HarnessError(f"garbled harness output: MOVE reports {n} tensors")
+            out.append(list(struct.unpack(f"<{n}i", take(4 * n))))
         else:
             n = struct.unpack("<i", take(4))[0]
+            if n < 0:
+                raise HarnessError(f"garbled harness output: WGHT reports {n} weights")
             flat = np.frombuffer(take(4 * n), dtype="<i4")
             rng_lo, rng_hi, lr = struct.unpack("<IIi", take(12))
             ws, i = {}, 0
             for t in p.tensors:
+                if i + t.count > n:
+                    break
                 ws[t.name] = flat[i:i + t.count].reshape(t.shape).astype(np.int64)
                 i += t.count
-            out.append((ws, rng_lo | (rng_hi << 32), lr))
+            out.append(WeightDump(ws, rng_lo | (rng_hi << 32), lr, n))
     if pos != len(blob):
         raise HarnessError(f"garbled harness output: {len(blob) - pos} unexpected trailing bytes")
     return out

@@ -16,7 +16,7 @@ from .cache import input_key
 from .elf import symbol_address
 from .firmware import BuildResult
 from .flags import PLUGIN_CFLAGS
-from .protocol import EmulatorError, RunResult, sentinel_status
+from .protocol import EmulatorError, RunResult, check_exit, output_tail, sentinel_status
 from .targets import DEFAULT_TARGET, PLUGIN_DIR, REPO_ROOT, Target, check_io, get_target
 from .toolchain import BuildError, check_toolchain, compiler_version, find_host_cc, tool
 
@@ -63,11 +63,6 @@ def qemu_command(elf: "str | Path", target: "str | Target", io: str = "semihost"
         cmd += ["-plugin", plugin_args]
     cmd += ["-kernel", str(elf)]
     return cmd
-
-
-def _tail(text: str, n: int = 3) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-n:]) if lines else "(no output)"
 
 
 def run_qemu(elf: "str | Path | BuildResult", target: "str | Target | None" = None,
@@ -139,23 +134,12 @@ def run_qemu(elf: "str | Path | BuildResult", target: "str | Target | None" = No
 def _check_run(res: RunResult, elf: Path, t: Target, timeout: float, expect_status: int) -> None:
     where = f"{elf.name} on {t.name} ({t.qemu_machine})"
     if res.timed_out:
-        raise EmulatorError(f"QEMU timed out after {timeout:g} s running {where}; last output: {_tail(res.stdout)}",
-                            res)
+        raise EmulatorError(f"QEMU timed out after {timeout:g} s running {where}; "
+                            f"last output: {output_tail(res.stdout)}", res)
     if res.exit_status in (134, -6) or "Lockup" in res.stderr:
         # QEMU aborts on lockup: status 134 from a shell, -6 (SIGABRT) from subprocess
         fatal = next((ln.strip() for ln in res.stderr.splitlines() if "fatal" in ln or "Lockup" in ln),
-                     _tail(res.stderr, 1))
+                     output_tail(res.stderr, 1))
         raise EmulatorError(f"CPU lockup (QEMU exit {res.exit_status}) running {where}: {fatal}", res)
-    if res.exit_status == 0x7F:
-        raise EmulatorError(f"firmware fault (HardFault handler exit 0x7F) running {where}; "
-                            f"last output: {_tail(res.stdout)}", res)
-    if res.exit_status != expect_status:
-        raise EmulatorError(f"unexpected exit status {res.exit_status} (expected {expect_status}) running "
-                            f"{where}; stderr: {_tail(res.stderr, 1)}; last output: {_tail(res.stdout)}", res)
-    if not res.sentinel_found:
-        raise EmulatorError(f"sentinel line 'NITRO-DONE {expect_status}' missing from the output of {where}; "
-                            f"last output: {_tail(res.stdout)}", res)
-    if res.sentinel_status != expect_status:
-        raise EmulatorError(f"sentinel reports status {res.sentinel_status}, expected {expect_status}, "
-                            f"running {where}", res)
+    check_exit(res, where, expect_status)
 

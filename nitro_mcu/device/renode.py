@@ -1,7 +1,9 @@
 """Run the embedded-transport harness under Renode (renode/harness.robot) and decode its UART log.
 
-Unverified on the project machines, where Renode cannot be installed; the same firmware and decoding
-are tested on QEMU (tests/test_emulator.py::test_embedded_transport_over_uart_matches_python).
+Never run on Renode: Renode cannot be installed on the project machines, and its files are checked by a Robot dry
+run only.  The same firmware and decoding are tested on QEMU
+(tests/test_emulator.py::test_embedded_transport_over_uart_matches_python), and this runner, from an installed
+wheel, with a stand-in ``renode-test`` that runs the ELF in QEMU (tests/test_renode_packaging.py).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from ..codegen import Converted
 from .harness import McuRun, build_mcu
 from .protocol import HarnessError, Session, check_sentinel, parse_console_results, parse_results
-from .targets import REPO_ROOT
+from .targets import RENODE_DIR
 
 
 def run_renode(conv: Converted, session: Session, target: str, timeout: float) -> McuRun:
@@ -27,7 +29,7 @@ def run_renode(conv: Converted, session: Session, target: str, timeout: float) -
     b = build_mcu(conv, target, None, io="uart", embedded_cmd=session.to_bytes())
     with tempfile.TemporaryDirectory(prefix="nitro-renode-") as d:
         log = Path(d) / "uart.log"
-        proc = subprocess.run([exe, str(REPO_ROOT / "renode" / "harness.robot"), "--variable", f"ELF:{b.elf}",
+        proc = subprocess.run([exe, str(RENODE_DIR / "harness.robot"), "--variable", f"ELF:{b.elf}",
                                "--variable", f"LOG:{log}"], capture_output=True, text=True, timeout=timeout + 60,
                               stdin=subprocess.DEVNULL)
         out = log.read_text() if log.is_file() else ""

@@ -1,7 +1,8 @@
 """The Cortex-M targets: one row per core, with its QEMU machine, linker script, memory map and UART.
 
 The board support files (startup, linker scripts, board I/O, harness) live in ``firmware/`` of a checkout, or in
-``nitro_mcu/firmware`` of an installed wheel; ``NITRO_FIRMWARE_DIR`` overrides both.
+``nitro_mcu/firmware`` of an installed wheel; ``NITRO_FIRMWARE_DIR`` overrides both.  The Renode files likewise
+live in ``renode/`` or ``nitro_mcu/renode``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ REPO_ROOT = _PKG_DIR.parent
 _FW_DEFAULT = REPO_ROOT / "firmware" if (REPO_ROOT / "firmware" / "harness.c").is_file() \
     else _PKG_DIR / "firmware"
 FIRMWARE_DIR = Path(os.environ.get("NITRO_FIRMWARE_DIR", _FW_DEFAULT))
+RENODE_DIR = REPO_ROOT / "renode" if (REPO_ROOT / "renode" / "harness.robot").is_file() else _PKG_DIR / "renode"
 LD_DIR = FIRMWARE_DIR / "ld"
 PLUGIN_DIR = FIRMWARE_DIR / "qemu_plugin"
 BOARD_SOURCES = ("startup.c", "board_semihost.c", "board_uart.c")

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from .protocol import EmulatorError, RunResult, sentinel_status
+from .protocol import EmulatorError, RunResult, check_exit, sentinel_status
 from .targets import Target, get_target
 
 __all__ = ["run_unicorn", "UnicornMissingError"]
@@ -239,23 +239,16 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
     mu.hook_add(unicorn.UC_HOOK_MEM_WRITE, on_uart_write, begin=t.uart_base, end=t.uart_base + 0xFFF)
 
     t0 = time.monotonic()
-    deadline = t0 + timeout
     timed_out = False
-    cur = pc | 1
     try:
-        while st["exit"] is None and st["fault"] is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            mu.emu_start(cur, 0xFFFFFFFF, timeout=int(min(remaining, 1.0) * 1e6), count=max_insns)
-            if st["exit"] is not None or st["fault"] is not None:
-                break
-            # emu_start returned because of the slice timeout (or max_insns): resume
+        # One call for the whole run: resuming after a time slice would restart mid-block and count the rest of
+        # that block twice (the block hook counts a block when it starts).
+        mu.emu_start(pc | 1, 0xFFFFFFFF, timeout=int(timeout * 1e6), count=max_insns)
+        if st["exit"] is None and st["fault"] is None:
             if max_insns:
                 st["fault"] = f"instruction limit {max_insns} reached"
-                break
-            cur = mu.reg_read(arm.UC_ARM_REG_PC) | 1
+            else:
+                timed_out = True
     except unicorn.UcError as exc:
         st["fault"] = f"{exc} at pc=0x{mu.reg_read(arm.UC_ARM_REG_PC):08x}"
     finally:
@@ -273,11 +266,5 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
             raise EmulatorError(f"Unicorn timed out after {timeout:g} s running {where}")
         if st["fault"] is not None:
             raise EmulatorError(f"Unicorn stopped on a fault running {where}: {st['fault']}")
-        if res.exit_status == 0x7F:
-            raise EmulatorError(f"firmware fault (HardFault handler exit 0x7F) running {where}")
-        if res.exit_status != expect_status:
-            raise EmulatorError(f"unexpected exit status {res.exit_status} (expected {expect_status}) "
-                                f"running {where}")
-        if not res.sentinel_found or res.sentinel_status != expect_status:
-            raise EmulatorError(f"sentinel line 'NITRO-DONE {expect_status}' missing from the output of {where}")
+        check_exit(res, where, expect_status)
     return res

@@ -1,22 +1,29 @@
-"""Train on the emulated microcontroller and prove it equals Python.
+"""Train on the emulated microcontroller and prove it equals Python, in a way that cannot pass vacuously.
 
-:func:`verify` generates the C, builds the harness firmware for a target, runs K training steps and N
-predictions in the emulator and compares every weight tensor, the PRNG state and the scores with the
-NumPy trainer doing the same steps.  It also checks movement against the trainable set: every frozen tensor
-kept its values, every trainable one changed (after at least one step).
+:func:`verify` generates the C, builds the harness firmware for a target and runs K training steps and N
+predictions in the emulator while the NumPy trainer does the same steps.  At every checkpoint (the end of the
+run, or every ``checkpoint_every`` steps) it compares every weight, the number of weights the device sent, lr_inv,
+the PRNG state and, per tensor, how many weights changed since the start, counted on the device (the harness's
+MOVE command) and in Python; over the run, the correct count of every training step and the scores.  Movement
+is checked against the trainable set (docs/adaptation.md): a frozen tensor that changed fails the verdict, always;
+a trainable tensor that did not move at all in a run with training steps fails it unless ``allow_still`` names
+it.  Frozen heads, which the generated C does not hold, are checked in Python alone.
 """
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..codegen import Converted, convert
+from ..fileio import atomic_write
 from ..trainer.network import Model
 from .harness import McuRun, run_mcu
-from .protocol import Session
+from .protocol import Session, WeightDump
 from .renode import run_renode
 
 
@@ -26,15 +33,70 @@ class TensorCheck:
     count: int
     equal: bool
     mismatches: int
-    first: tuple | None = None  # (index, device value, python value)
-    trainable: bool = True
-    moved: int = 0  # values that differ from the starting weights (on the device; in Python for frozen heads)
-    on_device: bool = True  # False: a frozen head, which the generated C does not hold
+    first: tuple | None = None          # (index, device value, python value)
+    changed: int = 0                    # weights that differ from the start, in Python
+    changed_device: int | None = None   # the same, counted by the device
+    trainable: bool = True              # False: frozen, it must not move
+    on_device: bool = True              # False: a frozen head, which the generated C does not hold
 
     @property
-    def movement_ok(self) -> bool:
-        """A frozen tensor did not move; a trainable one moved (checked only after training steps)."""
-        return self.moved > 0 if self.trainable else self.moved == 0
+    def moved_equal(self) -> bool:
+        return not self.on_device or self.changed_device == self.changed
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.changed or self.changed_device)
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, count=self.count, mismatches=self.mismatches, changed=self.changed,
+                    changed_device=self.changed_device, equal=self.equal, trainable=self.trainable,
+                    on_device=self.on_device)
+
+
+@dataclass
+class Checkpoint:
+    """Device and Python state after ``step`` training steps."""
+    step: int
+    tensors: list
+    weights_device: int      # weights the device sent
+    weights_python: int      # weights of the tensors the C holds, in Python
+    moved_tensors: int       # tensors the device counted (MOVE)
+    lr_inv_device: int
+    lr_inv_python: int
+    rng_device: int
+    rng_python: int
+
+    @property
+    def equal(self) -> bool:
+        return self.first_mismatch() is None
+
+    def first_mismatch(self) -> str | None:
+        if self.weights_device != self.weights_python:
+            return f"the device sent {self.weights_device} weights, the model has {self.weights_python}"
+        for t in self.tensors:
+            if not t.equal:
+                if t.first is None:
+                    return f"tensor {t.name}: missing from the device's weights"
+                idx, dev, py = t.first
+                return f"tensor {t.name} index {list(idx)}: device {dev}, python {py}"
+        held = sum(t.on_device for t in self.tensors)
+        if self.moved_tensors != held:
+            return f"the device counted moved weights of {self.moved_tensors} tensors, the C holds {held}"
+        for t in self.tensors:
+            if not t.moved_equal:
+                return f"tensor {t.name}: {t.changed_device} weights moved on the device, {t.changed} in Python"
+        if self.lr_inv_device != self.lr_inv_python:
+            return f"lr_inv: device {self.lr_inv_device}, python {self.lr_inv_python}"
+        if self.rng_device != self.rng_python:
+            return f"dropout PRNG state: device {self.rng_device:#x}, python {self.rng_python:#x}"
+        return None
+
+    def to_dict(self) -> dict:
+        return dict(step=self.step, equal=self.equal, first_mismatch=self.first_mismatch(),
+                    weights=dict(device=self.weights_device, python=self.weights_python),
+                    lr_inv=dict(device=self.lr_inv_device, python=self.lr_inv_python),
+                    prng_state=dict(device=self.rng_device, python=self.rng_python),
+                    tensors=[t.to_dict() for t in self.tensors])
 
 
 @dataclass
@@ -44,66 +106,142 @@ class VerifyReport:
     steps: int
     batch: int
     predictions: int
-    tensors: list = field(default_factory=list)
+    opt: str = "-O2"
+    checkpoints: list = field(default_factory=list)
+    correct_device: list = field(default_factory=list)
+    correct_python: list = field(default_factory=list)
     scores_equal: bool = False
     classes_equal: bool = False
-    correct_equal: bool = False
-    rng_equal: bool = False
     device_accuracy_bp: int = 0
+    allow_still: tuple = ()
     seconds: float = 0.0
+    device_seconds: float = 0.0     # the emulator run alone
     stack_bytes: int | None = None
 
     @property
+    def final(self) -> Checkpoint:
+        return self.checkpoints[-1]
+
+    @property
+    def tensors(self) -> list:
+        return self.final.tensors
+
+    @property
+    def correct_equal(self) -> bool:
+        return self.correct_device == self.correct_python
+
+    @property
+    def rng_equal(self) -> bool:
+        return self.final.rng_device == self.final.rng_python
+
+    @property
+    def still(self) -> list[str]:
+        """Trainable tensors that did not move in a run with training steps, and that ``allow_still`` does not
+        name."""
+        if not self.steps:
+            return []
+        return [t.name for t in self.tensors if t.trainable and not t.moved and t.name not in self.allow_still]
+
+    @property
     def frozen_moved(self) -> list[str]:
+        """Frozen tensors that changed, on the device or in Python: never allowed."""
         return [t.name for t in self.tensors if not t.trainable and t.moved]
 
     @property
-    def trainable_still(self) -> list[str]:
-        """Trainable tensors that kept every value (none is expected to after enough steps)."""
-        return [t.name for t in self.tensors if t.trainable and not t.moved] if self.steps else []
-
-    @property
-    def movement_ok(self) -> bool:
-        return not self.frozen_moved and not self.trainable_still
-
-    @property
     def bit_exact(self) -> bool:
-        return (all(t.equal for t in self.tensors) and self.scores_equal and self.classes_equal
-                and self.correct_equal and self.rng_equal)
+        return self.first_mismatch() is None
+
+    @property
+    def passed(self) -> bool:
+        return self.bit_exact and not self.frozen_moved and not self.still
+
+    @property
+    def verdict(self) -> str:
+        return ("MISMATCH" if not self.bit_exact else "MOVED" if self.frozen_moved else "STILL" if self.still
+                else "bit-exact")
 
     def first_mismatch(self) -> str | None:
-        for t in self.tensors:
-            if not t.equal:
-                idx, dev, py = t.first
-                return f"tensor {t.name} index {list(idx)}: device {dev}, python {py}"
+        for c in self.checkpoints:
+            m = c.first_mismatch()
+            if m:
+                return m if c is self.final else f"at step {c.step}: {m}"
+        if len(self.correct_device) != len(self.correct_python):
+            return f"the device answered {len(self.correct_device)} training steps of {len(self.correct_python)}"
+        for s, (d, p) in enumerate(zip(self.correct_device, self.correct_python)):
+            if d != p:
+                return f"training-mode correct count of step {s}: device {d}, python {p}"
         if not self.scores_equal:
             return "prediction scores differ"
         if not self.classes_equal:
             return "predicted classes differ"
-        if not self.correct_equal:
-            return "training-mode correct counts differ"
-        if not self.rng_equal:
-            return "dropout PRNG state differs"
         return None
 
-    def movement_problem(self) -> str | None:
+    def problem(self) -> str | None:
+        """The first mismatch, else the first tensor that did not move, as one line; None when passed."""
+        m = self.first_mismatch()
+        if m:
+            return f"MISMATCH: first difference at {m}"
         if self.frozen_moved:
-            return f"frozen tensor(s) moved: {', '.join(self.frozen_moved)}"
-        if self.trainable_still:
-            return (f"trainable tensor(s) did not move in {self.steps} step(s): {', '.join(self.trainable_still)} "
-                    "(more steps or a smaller lr_inv move them)")
+            t = next(t for t in self.tensors if t.name == self.frozen_moved[0])
+            return (f"MOVED: frozen {', '.join(self.frozen_moved)} changed ({t.name}: {t.changed} weights in Python"
+                    + (f", {t.changed_device} on the device" if t.on_device else "")
+                    + "); a frozen tensor must keep every value")
+        if self.still:
+            names = ", ".join(self.still)
+            return (f"STILL: {names} did not change in {self.steps} training steps, on the device and in Python, so "
+                    f"the run proves nothing about {'its' if len(self.still) == 1 else 'their'} update (more steps, "
+                    f"a smaller lr_inv, or --allow-still {self.still[0]} if intended)")
         return None
 
     def table(self) -> str:
-        lines = [f"{'tensor':<14} {'weights':>9} {'mismatches':>10}  {'verdict':<9}  {'role':<9} {'moved':>7}"]
+        def ok(b):
+            return "equal" if b else "DIFFERENT"
+
+        f = self.final
+        lines = [f"{'tensor':<14} {'role':<9} {'weights':>9} {'changed':>9} {'mismatches':>10}  verdict"]
         for t in self.tensors:
-            verdict = ("equal" if t.equal else "DIFFERENT") if t.on_device else "not in C"
+            v = ok(t.equal and t.moved_equal) if t.on_device else "not in the C (a frozen head)"
+            if not t.moved_equal:
+                v += f" (changed on the device: {t.changed_device})"
+            elif not t.trainable:
+                v += ", MOVED" if t.moved else ", kept"
+            elif self.steps and not t.moved:
+                v += ", still (allowed)" if t.name in self.allow_still else ", DID NOT MOVE"
             role = "trainable" if t.trainable else "frozen"
-            mark = "" if t.movement_ok or not self.steps else ("  MOVED" if not t.trainable else "  still")
-            lines.append(f"{t.name:<14} {t.count:>9} {t.mismatches:>10}  {verdict:<9}  {role:<9} {t.moved:>7}{mark}")
-        lines.append(f"{'scores':<14} {self.predictions:>9} {'':>10}  {'equal' if self.scores_equal else 'DIFFERENT'}")
-        lines.append(f"{'PRNG state':<14} {1:>9} {'':>10}  {'equal' if self.rng_equal else 'DIFFERENT'}")
+            lines.append(f"{t.name:<14} {role:<9} {t.count:>9} {t.changed:>9} {t.mismatches:>10}  {v}")
+        lines.append(f"{'weight count':<14} {f.weights_python:>9} {'':>9} {'':>10}  "
+                     f"{ok(f.weights_device == f.weights_python)} (device sent {f.weights_device})")
+        lines.append(f"{'lr_inv':<14} {1:>9} {'':>9} {'':>10}  {ok(f.lr_inv_device == f.lr_inv_python)} "
+                     f"(device {f.lr_inv_device}, python {f.lr_inv_python})")
+        lines.append(f"{'correct/step':<14} {len(self.correct_python):>9} {'':>9} {'':>10}  {ok(self.correct_equal)}")
+        lines.append(f"{'scores':<14} {self.predictions:>9} {'':>9} {'':>10}  "
+                     f"{ok(self.scores_equal and self.classes_equal)}")
+        lines.append(f"{'PRNG state':<14} {1:>9} {'':>9} {'':>10}  {ok(self.rng_equal)}")
+        if len(self.checkpoints) > 1:
+            bad = [c.step for c in self.checkpoints if not c.equal]
+            lines.append(f"{'checkpoints':<14} {len(self.checkpoints):>9} {'':>9} {len(bad):>10}  "
+                         f"{ok(not bad)}" + (f" (first at step {bad[0]})" if bad else ""))
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        f = self.final
+        return dict(
+            verdict=self.verdict, problem=self.problem(), target=self.target, emulator=self.emulator, opt=self.opt,
+            steps=self.steps, batch=self.batch, predictions=self.predictions,
+            tensors=[t.to_dict() for t in self.tensors],
+            weights=dict(device=f.weights_device, python=f.weights_python),
+            lr_inv=dict(device=f.lr_inv_device, python=f.lr_inv_python),
+            prng_state=dict(device=f.rng_device, python=f.rng_python),
+            correct=dict(device=self.correct_device, python=self.correct_python, equal=self.correct_equal),
+            scores_equal=self.scores_equal, classes_equal=self.classes_equal,
+            held_out_accuracy_bp=self.device_accuracy_bp if self.predictions else None,
+            still=self.still, frozen_moved=self.frozen_moved, allow_still=list(self.allow_still),
+            checkpoints=[c.to_dict() for c in self.checkpoints],
+            seconds=round(self.seconds, 2), device_seconds=round(self.device_seconds, 2),
+            stack_bytes=self.stack_bytes)
+
+    def write_json(self, path: "str | Path") -> Path:
+        return atomic_write(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
 
 
 def batches(data, steps: int, batch: int):
@@ -116,74 +254,120 @@ def batches(data, steps: int, batch: int):
         yield data.x_train[i:i + batch], data.y_train[i:i + batch]
 
 
+def flat_weights(weights: dict, conv: Converted) -> np.ndarray:
+    """All weights in the harness's export order (the plan's tensors, C order)."""
+    return np.concatenate([np.asarray(weights[t.name]).reshape(-1) for t in conv.plan.tensors])
+
+
 def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int = 8, predictions: int = 100,
            lr_schedule: dict | None = None, emulator: str = "qemu", name: str = "nitro_model",
-           timeout: float = 600, trainable=None) -> VerifyReport:
+           timeout: float = 600, allow_still=(), checkpoint_every: int | None = None,
+           opt: str = "-O2", trainable=None) -> VerifyReport:
     """Run ``steps`` training steps and ``predictions`` predictions on the device and in Python; compare.
 
-    ``trainable``: the blocks that train (default: the model's set); the model itself is not changed."""
+    ``lr_schedule``: step -> lr_inv from that step on.  ``allow_still``: trainable tensors allowed not to move.
+    ``checkpoint_every``: also compare the whole state every that many steps (one continuous device run).
+    ``trainable``: the blocks that train (default: the model's set); ``model`` itself is not changed.
+    """
     if steps < 0 or predictions < 0:
         raise ValueError("steps and predictions must be non-negative")
+    if checkpoint_every is not None and checkpoint_every <= 0:
+        raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    unknown = [n for n in allow_still if n not in model.weights]
+    if unknown:
+        raise ValueError(f"allow_still names no tensor of the model: {', '.join(unknown)} (tensors: "
+                         f"{', '.join(model.weights)})")
     t0 = time.perf_counter()
-    device_model = copy.deepcopy(model)
+    py = copy.deepcopy(model)
     if trainable is not None:
-        device_model.set_trainable(trainable)
-    conv = convert(device_model, batch=batch, train=True, name=name)
+        py.set_trainable(trainable)
+    frozen = [n for n in allow_still if not py.trains(py.tensor_block(n))]
+    if frozen:
+        raise ValueError(f"allow_still names frozen tensor(s) {', '.join(frozen)}: a frozen tensor must never "
+                         "move, so there is nothing to allow")
+    conv = convert(copy.deepcopy(py), batch=batch, train=True, name=name)
     session = Session(int(np.prod(model.input_shape)))
-    py = copy.deepcopy(device_model)
     start = {k: v.copy() for k, v in py.weights.items()}
+    reference = flat_weights(start, conv)
     lr = py.spec["lr_inv"]
-    py_correct = []
+    rep = VerifyReport(target, emulator, steps, batch, 0, opt, allow_still=tuple(allow_still))
+    snapshots = []   # (step, weights, rng, lr) in Python, one per checkpoint
+
+    def checkpoint(step):
+        session.move(reference)
+        session.weights()
+        snapshots.append((step, {k: v.copy() for k, v in py.weights.items()}, py.dropout_rng.state, lr))
+
     for s, (x, y) in enumerate(batches(data, steps, batch)):
         if lr_schedule and s in lr_schedule:
             lr = lr_schedule[s]
             session.lr(lr)
         session.train(x, y)
-        py_correct.append(py.train_step(x, y, lr).correct)
-    xp = data.x_test[:predictions]
-    yp = data.y_test[:predictions]
-    if predictions:
+        rep.correct_python.append(py.train_step(x, y, lr).correct)
+        if checkpoint_every and (s + 1) % checkpoint_every == 0 and s + 1 < steps:
+            checkpoint(s + 1)
+    xp, yp = data.x_test[:predictions], data.y_test[:predictions]
+    rep.predictions = len(xp)
+    if len(xp):
         session.predict(xp)
-    session.weights()
-    res = run_session(conv, session, target, emulator, timeout)
-    results = res.results
-    dev_weights, dev_rng, _ = results[-1]
-    rep = VerifyReport(target, emulator, steps, batch, len(xp), seconds=0.0, stack_bytes=res.stack_bytes)
-    for tname, w in py.weights.items():
-        trains = py.trains(py.tensor_block(tname))
-        if tname not in dev_weights:  # a frozen head: the C has none; Python must not have moved it either
-            moved = int((w != start[tname]).sum())
-            rep.tensors.append(TensorCheck(tname, int(w.size), True, 0, None, trains, moved, on_device=False))
-            continue
-        d = dev_weights[tname]
-        diff = d != w
-        first = None
-        if diff.any():
-            i = tuple(int(v) for v in np.argwhere(diff)[0])
-            first = (i, int(d[i]), int(w[i]))
-        rep.tensors.append(TensorCheck(tname, int(w.size), not diff.any(), int(diff.sum()), first, trains,
-                                       int((d != start[tname]).sum())))
-    rep.correct_equal = [r for r in results if isinstance(r, int)] == py_correct
-    if predictions:
-        scores, cls = results[-2]
+    checkpoint(steps)
+    res = run_session(conv, session, target, emulator, timeout, opt=opt)
+    rep.stack_bytes = res.stack_bytes
+    rep.device_seconds = res.run.wall_s if res.run is not None else 0.0
+    moves = [r for r in res.results if isinstance(r, list)]
+    dumps = [r for r in res.results if isinstance(r, WeightDump)]
+    rep.correct_device = [r for r in res.results if isinstance(r, int)]
+    names = [t.name for t in conv.plan.tensors]
+    roles = {n: py.trains(py.tensor_block(n)) for n in py.weights}
+    for (step, pw, rng, plr), moved, dump in zip(snapshots, moves, dumps):
+        rep.checkpoints.append(compare(step, pw, rng, plr, start, dict(zip(names, moved)), len(moved), dump,
+                                       len(reference), roles, set(names)))
+    if len(xp):
+        scores, cls = next(r for r in res.results if isinstance(r, tuple))
         pys = py.predict_scores(xp)
         rep.scores_equal = bool(np.array_equal(scores, pys))
         rep.classes_equal = bool(np.array_equal(cls, np.argmax(pys, axis=1)))
         rep.device_accuracy_bp = int(np.sum(cls == yp)) * 10000 // len(yp)
     else:
         rep.scores_equal = rep.classes_equal = True
-    rep.rng_equal = dev_rng == py.dropout_rng.state
     rep.seconds = time.perf_counter() - t0
     rep.python_model = py
     return rep
 
 
+def compare(step: int, weights: dict, rng: int, lr: int, start: dict, moved: dict, moved_tensors: int,
+            dump: WeightDump, n_weights: int, trainable: dict | None = None, held: set | None = None) -> Checkpoint:
+    """One checkpoint: the device's MOVE counts (tensor name -> count) and WGHT dump against Python's weights,
+    PRNG state and lr_inv.  ``trainable``: tensor name -> whether it trains (default: all); ``held``: the
+    tensors the C holds (default: all; a frozen head is not held, and only its Python movement is checked)."""
+    checks = []
+    for tname, w in weights.items():
+        changed = int(np.count_nonzero(w != start[tname]))
+        role = True if trainable is None else trainable[tname]
+        if held is not None and tname not in held:
+            checks.append(TensorCheck(tname, int(w.size), True, 0, None, changed, None, role, on_device=False))
+            continue
+        dev_moved = moved.get(tname)
+        d = dump.weights.get(tname)
+        if d is None:
+            checks.append(TensorCheck(tname, int(w.size), False, int(w.size), None, changed, dev_moved, role))
+            continue
+        diff = d != w
+        first = None
+        if diff.any():
+            j = tuple(int(v) for v in np.argwhere(diff)[0])
+            first = (j, int(d[j]), int(w[j]))
+        checks.append(TensorCheck(tname, int(w.size), not diff.any(), int(diff.sum()), first, changed, dev_moved,
+                                  role))
+    return Checkpoint(step, checks, dump.count, n_weights, moved_tensors, dump.lr_inv, lr, dump.rng, rng)
+
+
 def run_session(conv: Converted, session: Session, target: str, emulator: str, timeout: float, count_insns=False,
-                profile_ops=False) -> McuRun:
+                profile_ops=False, opt: str = "-O2") -> McuRun:
     """Run ``session`` on the harness firmware in ``emulator`` (qemu or renode)."""
     if emulator == "qemu":
-        return run_mcu(conv, session, target, count_insns=count_insns, timeout=timeout, profile_ops=profile_ops)
+        return run_mcu(conv, session, target, count_insns=count_insns, timeout=timeout, profile_ops=profile_ops,
+                       opt=opt)
     if emulator == "renode":
         return run_renode(conv, session, target, timeout)
     raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
-

@@ -12,6 +12,7 @@ import numpy as np
 from .data.augmentation import augment as augment_batch
 from .network import Model
 from .optim import Schedule
+from .state import TrainState, capture, restore
 
 
 @dataclass
@@ -96,13 +97,15 @@ def refit_schedule(hist: History) -> list[int]:
 
 def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | None = None,
           augment: tuple | None = None, schedule: bool = True, progress: bool = True,
-          on_epoch=None, lr_schedule: list[int] | None = None) -> History:
+          on_epoch=None, lr_schedule: list[int] | None = None, resume: TrainState | None = None,
+          on_checkpoint=None) -> History:
     """Train ``model`` on prepared data (nitro_mcu.trainer.data.Prepared); keeps the best weights by the monitor.
 
     ``augment`` is (crop_pad, flip) or None; draws come from ``data.rng`` (the data stream), so a run is
     fully determined by the seed.  ``lr_schedule`` (one lr_inv per epoch, see :func:`refit_schedule`)
     replays a fixed schedule instead: ``epochs`` is its length, nothing is monitored or selected and the
-    final weights are kept (the test accuracy is only logged).
+    final weights are kept (the test accuracy is only logged).  ``resume`` (a :class:`~.state.TrainState`)
+    continues a run after its last finished epoch; ``on_checkpoint`` receives one after every epoch.
     """
     if lr_schedule is not None:
         lr_schedule = [int(v) for v in lr_schedule]
@@ -122,14 +125,18 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
     use_test = q.monitor_test or len(data.x_val) == 0
     hist = History(monitor="none" if fixed else "test" if use_test else "val")
     best_weights = None
+    start = 1
+    if resume is not None:
+        start, best_weights = restore(resume, model, sched, hist, data.rng)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=epochs * (n // batch_size), unit="batch", dynamic_ncols=True, leave=False)
+        bar = tqdm(total=max(0, epochs - start + 1) * (n // batch_size), unit="batch", dynamic_ncols=True,
+                   leave=False)
     rng = data.rng
     feats = None if augment else prefix_cache(model, data.x_train)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
         if fixed:
             sched.lr_inv = lr_schedule[epoch - 1]
@@ -168,6 +175,9 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             on_epoch(rec)
         if schedule and sched.end_epoch(epoch, mon_bp):
             hist.stopped_early = True
+        if on_checkpoint is not None:
+            on_checkpoint(capture(epoch, model, sched, hist, rng, best_weights))
+        if hist.stopped_early:
             break
     if bar is not None:
         bar.close()

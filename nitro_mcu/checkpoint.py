@@ -1,0 +1,256 @@
+"""The checkpoint format shared by Python and the generated C (docs/checkpoint.md), and its two-slot flash layout.
+
+A checkpoint is the whole training state of one model: a 48-byte header (magic, version, model fingerprint,
+size, commit sequence number, training step, lr_inv, dropout PRNG state, weight width and count), the weights in
+tensor order at their native width, zero padding to a multiple of 4 and a CRC-32 (zlib's) over all that.
+A model with frozen blocks (docs/adaptation.md) carries only its trainable tensors: the frozen ones are constants
+in the C's flash, and the fingerprint covers the trainable set and the frozen values, so a tail checkpoint fits
+only the frozen prefix it was trained on.
+All integers are little-endian.  The C side (templates/checkpoint.c.j2) writes and reads the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .trainer.network import Model
+from .trainer.rng import Rng
+
+MAGIC = b"NCKP"
+VERSION = 1
+HEADER = struct.Struct("<4sHHQIIIiQBxxxI")   # magic version header_bytes fingerprint size seq step lr rng bits n
+HEADER_BYTES = HEADER.size                    # 48
+COMMIT = 0x54494D43                           # b"CMIT" little-endian: written after a slot's checkpoint, last
+SLOTS = 2
+MIN_PAGE = 64
+
+# error codes, the same values as the C constants <NAME>_CKPT_ERR_* (docs/checkpoint.md)
+ERRORS = {"arg": -101, "io": -102, "empty": -103, "magic": -104, "version": -105, "model": -106, "format": -107,
+          "uncommitted": -108, "crc": -109, "verify": -110}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; ``code`` is one of :data:`ERRORS`' keys."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def fingerprint(model: Model) -> int:
+    """64 bits of SHA-256 over what makes a checkpoint fit a model: architecture, hyper-parameters that the
+    training step reads, profile (quirks), weight width and tensor shapes; with frozen blocks also the trainable
+    set and the values of the frozen tensors that training reads (all but the frozen heads, which never run).
+    The initial lr_inv is left out: the checkpoint carries the current one."""
+    ident = {"spec": {k: v for k, v in model.spec.items() if k != "lr_inv"}, "quirks": model.quirks.to_dict(),
+             "weight_bits": model.weight_bits,
+             "tensors": [[name, list(shape)] for name, shape in model.param_shapes().items()]}
+    if not model.all_trainable:
+        frozen = hashlib.sha256()
+        for name in model.param_shapes():
+            if not model.trains(model.tensor_block(name)) and not name.endswith(".head"):
+                frozen.update(np.asarray(model.weights[name], dtype="<i8").tobytes())
+        ident.update(trainable=sorted(model.trainable), frozen=frozen.hexdigest())
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
+
+
+def carried(model: Model) -> dict:
+    """The tensors a checkpoint holds, name -> shape in tensor order: the trainable ones (all, unless frozen)."""
+    return {n: s for n, s in model.param_shapes().items() if model.trains(model.tensor_block(n))}
+
+
+def num_weights(model: Model) -> int:
+    return sum(int(np.prod(s)) for s in carried(model).values())
+
+
+def body_bytes(model: Model) -> int:
+    """Header + weights + padding: the bytes the CRC covers."""
+    raw = HEADER_BYTES + num_weights(model) * model.weight_bits // 8
+    return raw + (-raw) % 4
+
+
+def size(model: Model) -> int:
+    """Bytes of one checkpoint of ``model`` (a multiple of 4)."""
+    return body_bytes(model) + 4
+
+
+@dataclass
+class Checkpoint:
+    fingerprint: int
+    seq: int
+    step: int
+    lr_inv: int
+    rng_state: int
+    weight_bits: int
+    weights: np.ndarray   # the carried weights (:func:`carried`), tensor order, int16 or int32
+
+    def tensors(self, model: Model) -> dict:
+        """Every tensor of ``model`` by name, in its shape: the carried ones from the checkpoint, frozen ones
+        (which the fingerprint covers) from ``model``."""
+        out, i = {}, 0
+        carry = carried(model)
+        for name, shape in model.param_shapes().items():
+            if name not in carry:
+                out[name] = np.asarray(model.weights[name]).copy()
+                continue
+            n = int(np.prod(shape))
+            out[name] = self.weights[i:i + n].reshape(shape).copy()
+            i += n
+        return out
+
+
+def encode(model: Model, step: int = 0, lr_inv: int | None = None, seq: int = 0) -> bytes:
+    """The checkpoint bytes of ``model``'s weights and dropout PRNG state."""
+    lr = int(model.spec["lr_inv"] if lr_inv is None else lr_inv)
+    if lr <= 0:
+        raise ValueError(f"lr_inv must be positive, got {lr}")
+    dt = "<i2" if model.weight_bits == 16 else "<i4"
+    flat = np.concatenate([np.asarray(model.weights[n]).reshape(-1) for n in carried(model)]).astype(dt)
+    head = HEADER.pack(MAGIC, VERSION, HEADER_BYTES, fingerprint(model), size(model), seq & 0xFFFFFFFF,
+                       int(step) & 0xFFFFFFFF, lr, int(model.dropout_rng.state), model.weight_bits, flat.size)
+    body = head + flat.tobytes()
+    body += bytes((-len(body)) % 4)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Checkpoint:
+    """Parse and check checkpoint bytes (against ``model`` when given); CheckpointError names the defect.
+
+    ``slot``: ``blob`` is a flash slot, whose commit word must follow the checkpoint.  The checks run in the
+    C's order, so both name the same defect."""
+    blob = bytes(blob)
+    if len(blob) < HEADER_BYTES + 4:
+        raise CheckpointError("format", f"a checkpoint has at least {HEADER_BYTES + 4} bytes, got {len(blob)}")
+    if blob[:4] == b"\xff\xff\xff\xff":
+        raise CheckpointError("empty", "erased flash, no checkpoint")
+    magic, ver, hbytes, fp, total, seq, step, lr, rng, bits, n = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise CheckpointError("magic", f"not a nitro-mcu checkpoint (magic {magic!r})")
+    if ver != VERSION:
+        raise CheckpointError("version", f"checkpoint format version {ver} is not supported (this reads {VERSION})")
+    if model is not None and fp != fingerprint(model):
+        raise CheckpointError("model", f"the checkpoint belongs to another model (fingerprint {fp:016x}, "
+                                       f"this model {fingerprint(model):016x})")
+    raw = HEADER_BYTES + n * bits // 8
+    if hbytes != HEADER_BYTES or bits not in (16, 32) or total != raw + (-raw) % 4 + 4 or len(blob) < total or \
+            (model is not None and (bits != model.weight_bits or n != num_weights(model))):
+        raise CheckpointError("format", f"inconsistent checkpoint header (size {total}, {n} int{bits} weights)")
+    if slot and (len(blob) < total + 4 or struct.unpack_from("<I", blob, total)[0] != COMMIT):
+        raise CheckpointError("uncommitted", "an interrupted save (no commit word)")
+    if zlib.crc32(blob[:total - 4]) != struct.unpack_from("<I", blob, total - 4)[0]:
+        raise CheckpointError("crc", "checkpoint CRC mismatch: torn or corrupted")
+    if lr <= 0:
+        raise CheckpointError("format", f"checkpoint holds lr_inv {lr}, not a positive value")
+    w = np.frombuffer(blob, "<i2" if bits == 16 else "<i4", n, HEADER_BYTES)
+    return Checkpoint(fp, seq, step, lr, rng, bits, w.astype(np.int16 if bits == 16 else np.int32))
+
+
+def apply(model: Model, ckpt: Checkpoint) -> None:
+    """Load a decoded checkpoint into ``model`` (weights and dropout PRNG)."""
+    if ckpt.fingerprint != fingerprint(model):
+        raise CheckpointError("model", "the checkpoint belongs to another model")
+    model.load_weights(ckpt.tensors(model))
+    model.dropout_rng = Rng(0, state=ckpt.rng_state)
+
+
+# ---- the two-slot flash layout -------------------------------------------------------------------------------
+def check_page(page_size: int) -> None:
+    if page_size < MIN_PAGE or page_size % 4:
+        raise ValueError(f"page size must be a multiple of 4 and at least {MIN_PAGE}, got {page_size}")
+
+
+def slot_pages(model: Model, page_size: int) -> int:
+    """Pages of one slot: a checkpoint and its commit word."""
+    check_page(page_size)
+    return -(-(size(model) + 4) // page_size)
+
+
+def region_bytes(model: Model, page_size: int) -> int:
+    """Flash bytes that save/load use: two slots."""
+    return SLOTS * slot_pages(model, page_size) * page_size
+
+
+def flash_image(model: Model, page_size: int, slots: list) -> bytes:
+    """A flash region as the C leaves it: ``slots[i]`` is checkpoint bytes committed in slot i, or None (erased)."""
+    sp = slot_pages(model, page_size) * page_size
+    img = bytearray(b"\xff" * region_bytes(model, page_size))
+    for i, blob in enumerate(slots):
+        if blob is None:
+            continue
+        if len(blob) != size(model):
+            raise ValueError(f"slot {i}: a checkpoint of this model has {size(model)} bytes, got {len(blob)}")
+        img[i * sp:i * sp + len(blob)] = blob
+        img[i * sp + len(blob):i * sp + len(blob) + 4] = struct.pack("<I", COMMIT)
+    return bytes(img)
+
+
+def newest(image: bytes, model: Model, page_size: int) -> Checkpoint:
+    """The checkpoint that the C's load would take from a flash region: the committed, valid slot with the
+    highest sequence number (serial-number order).  CheckpointError (first non-empty slot's defect) if none."""
+    sp = slot_pages(model, page_size) * page_size
+    if len(image) < SLOTS * sp:
+        raise CheckpointError("arg", f"a flash region of this model has {SLOTS * sp} bytes with {page_size}-byte "
+                                     f"pages, got {len(image)}")
+    best, err = None, None
+    for i in range(SLOTS):
+        slot = image[i * sp:(i + 1) * sp]
+        try:
+            ck = decode(slot, model, slot=True)
+        except CheckpointError as e:
+            if err is None or err.code == "empty":
+                err = e
+            continue
+        if best is None or 0 < ((ck.seq - best.seq) & 0xFFFFFFFF) < 0x80000000:   # strictly newer
+            best = ck
+    if best is None:
+        raise err
+    return best
+
+
+def crc_nibble_table() -> list[int]:
+    """CRC-32 of each 4-bit value, for zlib's reflected polynomial 0xEDB88320: the C updates the CRC a nibble at
+    a time from these 16 words (64 bytes of flash instead of a 1 KB byte table)."""
+    out = []
+    for i in range(16):
+        c = i
+        for _ in range(4):
+            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
+        out.append(c)
+    return out
+
+
+def layout(model: Model) -> dict:
+    """What the C templates need to write and read this model's checkpoints (one source for both sides)."""
+    return dict(magic=MAGIC.decode(), version=VERSION, header=HEADER_BYTES, fingerprint=fingerprint(model),
+                body=body_bytes(model), bytes=size(model), commit=COMMIT, min_page=MIN_PAGE, errors=ERRORS,
+                crc_table=crc_nibble_table())
+
+
+def from_bytes(blob: bytes, model: Model, page_size: int | None = None) -> Checkpoint:
+    """A checkpoint of ``model`` from a file: one checkpoint, or a flash region dump (the newest valid slot).
+
+    Without ``page_size`` the dump's length gives the candidates; the one whose slot 1 begins with a checkpoint is
+    taken (any one when slot 1 was never written: then only slot 0 counts)."""
+    if blob[:4] == MAGIC and len(blob) == size(model):
+        return decode(blob, model)
+    sizes = [page_size] if page_size else [p for p in (64 << i for i in range(11)) if region_bytes(model, p) == len(blob)]
+    if not sizes:
+        raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
+                                        f"of one (got {len(blob)} bytes)")
+    used = [p for p in sizes if blob[slot_pages(model, p) * p:][:4] == MAGIC] or sizes[:1]
+    if len({slot_pages(model, p) * p for p in used}) > 1:     # page sizes with the same slot size are the same
+        raise CheckpointError("arg", f"a flash region of {len(blob)} bytes fits page sizes {used}: give the page size")
+    return newest(blob, model, used[0])
+
+
+def with_seq(blob: bytes, seq: int) -> bytes:
+    """The same checkpoint with another sequence number (and its CRC updated)."""
+    body = bytearray(blob[:-4])
+    struct.pack_into("<I", body, 20, seq & 0xFFFFFFFF)
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))

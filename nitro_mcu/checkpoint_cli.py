@@ -1,0 +1,99 @@
+"""The checkpoint subcommands of ``nitro-mcu`` (registered by cli.build_parser): ``powerloss``,
+``import-checkpoint`` and ``export-checkpoint`` (docs/checkpoint.md)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from . import checkpoint as ck, modelfile
+from .cliargs import positive, weights_bits
+from .fileio import atomic_write
+from .resume import MEMBER
+from .trainer.profiles import PROFILES
+
+
+def cmd_powerloss(a) -> int:
+    from .device.powerloss import sweep_host, sweep_mcu, training_batches
+    from .device.targets import get_target
+
+    ck.check_page(a.page_size)
+    if a.target != "host":
+        get_target(a.target)
+    model, data = a.model_and_data(a)
+    batches = training_batches(data, a.batch)
+    where = "the host (simulated NOR flash, every operation, every tear)" if a.target == "host" else \
+        f"the emulated {a.target} (flash in a host file, {a.cuts} instruction counts)"
+    print(f"power-loss sweep of {a.model} (int{model.weight_bits}) on {where}", flush=True)
+    if a.target == "host":
+        rep = sweep_host(model, batches, a.page_size, name=a.name)
+    else:
+        rep = sweep_mcu(model, batches, a.target, a.page_size, a.cuts, name=a.name)
+    print(rep.text())
+    return 0 if rep.ok else 1
+
+
+def _base(a):
+    """The model a checkpoint belongs to, and its model-file metadata (empty for a preset or JSON)."""
+    from .cli import load_or_build
+
+    model, _ = load_or_build(a.model, a.profile, a.weights)
+    meta = modelfile.load(a.model)[1] if Path(a.model).suffix == ".nitro" else {}
+    return model, meta
+
+
+def cmd_import(a) -> int:
+    model, meta = _base(a)
+    path = Path(a.checkpoint)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    c = ck.from_bytes(path.read_bytes(), model, a.page_size)
+    out = copy.deepcopy(model)
+    ck.apply(out, c)
+    blob = ck.encode(out, c.step, c.lr_inv)
+    training = dict(meta.get("training") or {}, imported_checkpoint=str(path), step=c.step, final_lr_inv=c.lr_inv)
+    training.pop("resume", None)
+    modelfile.save(out, a.out, norm=meta.get("norm"), training=training, files={MEMBER: blob})
+    print(f"{path}: checkpoint of step {c.step} (lr_inv {c.lr_inv}, sequence {c.seq}) -> wrote {a.out}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    model, meta = _base(a)
+    files = modelfile.load_files(a.model)[2] if meta else {}
+    if MEMBER in files and not (meta.get("training") or {}).get("resume"):
+        blob = files[MEMBER]             # an imported device checkpoint: step and lr_inv as they were
+    else:
+        lr = (meta.get("training") or {}).get("final_lr_inv") or model.spec["lr_inv"]
+        blob = ck.encode(model, 0, lr)
+    if a.flash_image:
+        blob = ck.flash_image(model, a.page_size, [ck.with_seq(blob, 1)])
+    atomic_write(Path(a.out), blob)
+    what = f"a flash region ({a.page_size}-byte pages) with it in slot 0" if a.flash_image else "a checkpoint"
+    print(f"wrote {a.out}: {what}, {len(blob)} bytes")
+    return 0
+
+
+def register(sub, device_args, model_and_data) -> None:
+    """Add the subcommands to ``sub``; ``device_args`` adds the device commands' options, ``model_and_data(args)``
+    loads a device command's model and data."""
+    p = sub.add_parser("powerloss", help="cut the power at every point of a checkpoint save and check recovery")
+    device_args(p, verify_cmd=False, extra_targets=("host",))  # --target host: the simulated flash
+    p.add_argument("--page-size", type=positive, default=256, help="flash page bytes")
+    p.add_argument("--cuts", type=positive, default=64, help="instruction counts cut at on an emulated core")
+    p.set_defaults(func=cmd_powerloss, model_and_data=model_and_data)
+
+    for verb, fn, what in (("import-checkpoint", cmd_import, "make a .nitro file from a device checkpoint or flash dump"),
+                           ("export-checkpoint", cmd_export, "write a model's checkpoint (or flash image) for a device")):
+        q = sub.add_parser(verb, help=what)
+        if verb == "import-checkpoint":
+            q.add_argument("checkpoint", help="checkpoint file, or a dump of the device's flash region")
+            q.add_argument("--model", required=True, help="the model it belongs to: .nitro file, preset or JSON")
+            q.add_argument("--page-size", type=positive, default=None, help="page bytes of a flash dump (default: found)")
+        else:
+            q.add_argument("model", help=".nitro file (or preset / JSON: its initial weights)")
+            q.add_argument("--flash-image", action="store_true", help="a whole flash region, checkpoint in slot 0")
+            q.add_argument("--page-size", type=positive, default=256, help="flash page bytes of the image")
+        q.add_argument("--out", required=True, help="file to write")
+        q.add_argument("--weights", type=weights_bits, default=None, metavar="int16|int32", help="weight width (default: the model file's)")
+        q.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
+        q.set_defaults(func=fn)

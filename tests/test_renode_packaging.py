@@ -1,0 +1,92 @@
+"""The Renode path from an installed wheel: the files ship inside the package, ``--emulator renode`` finds them,
+and its runner decodes a run correctly.  Renode itself cannot be installed here, so a stand-in ``renode-test``
+(below) dry-runs the packaged suite with Robot and then runs the ELF in QEMU with the UART log where Renode
+would write it.  README and ``--help`` say plainly that the Renode files are dry-run checked only."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RENODE_FILES = ["README.md", "harness.robot", "mps2-an386.repl", "run.resc", "smoke.robot",
+                "stm32f4_discovery.repl", "stub_keywords.robot"]
+
+# renode-test SUITE --variable ELF:<elf> --variable LOG:<log>, as nitro_mcu.device.renode calls it
+FAKE_RENODE_TEST = '''\
+#!{python}
+import subprocess, sys
+from pathlib import Path
+suite = Path(sys.argv[1])
+var = dict(a.split(":", 1) for a in sys.argv[3::2])
+assert suite.is_file() and (suite.parent / "mps2-an386.repl").is_file(), suite
+dry = subprocess.run([sys.executable, "-m", "robot", "--dryrun", "--output", "NONE", "--report", "NONE", "--log",
+                      "NONE", "--variable", "RENODEKEYWORDS:" + str(suite.parent / "stub_keywords.robot"),
+                      "--variable", "ELF:" + var["ELF"], "--variable", "LOG:" + var["LOG"], str(suite)],
+                     capture_output=True, text=True)
+assert dry.returncode == 0, dry.stdout
+from nitro_mcu.device.qemu import run_qemu
+r = run_qemu(var["ELF"], "m4", io="uart", timeout=60, check=False)
+Path(var["LOG"]).write_text(r.stdout)
+print("stand-in renode-test:", suite)
+sys.exit(0 if r.sentinel_status == 0 else 1)
+'''
+
+VERIFY = textwrap.dedent('''\
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, sys.argv[2])
+    import nitro_mcu
+    from nitro_mcu.device.targets import RENODE_DIR
+    from nitro_mcu.device.verify import verify
+    from nitro_mcu.trainer.network import Model
+    from device_cases import TINY, Synthetic
+    assert nitro_mcu.__file__.startswith(sys.argv[1]), nitro_mcu.__file__
+    print("renode files:", RENODE_DIR)
+    rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
+                 emulator="renode", name="ren")
+    print(rep.table())
+    print(rep.problem() or "bit-exact")
+    sys.exit(0 if rep.passed else 1)
+''')
+
+
+def test_wheel_ships_the_renode_files_and_the_renode_runner_works_from_it(tmp_path):
+    # built from a copy of the tree, so that it never shares build/ with another wheel build of the suite
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "out",
+                                                             ".benchmarks", ".pytest_cache"))
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheel_dir), str(src)], check=True, capture_output=True)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                    str(next(wheel_dir.glob("*.whl")))], check=True, capture_output=True)
+    packaged = site / "nitro_mcu" / "renode"
+    assert sorted(p.name for p in packaged.iterdir()) == sorted(RENODE_FILES)
+    for name in RENODE_FILES:
+        assert (packaged / name).read_bytes() == (REPO / "renode" / name).read_bytes(), name
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "renode-test"
+    fake.write_text(FAKE_RENODE_TEST.format(python=sys.executable))
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(site))
+    env.pop("NITRO_FIRMWARE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", VERIFY, str(site), str(REPO / "tests")], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"renode files: {packaged}" in r.stdout and r.stdout.rstrip().endswith("bit-exact")
+
+
+def test_readme_and_help_say_the_renode_files_are_dry_run_checked_only():
+    readme = (REPO / "README.md").read_text()
+    assert "dry-run checked only" in readme
+    for cmd in ("verify", "run"):
+        out = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", cmd, "--help"], capture_output=True,
+                             text=True, check=True).stdout
+        assert "dry-run checked only" in " ".join(out.split()), out
