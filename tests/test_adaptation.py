@@ -301,3 +301,81 @@ def test_cli_generate_verify_and_fine_tune_with_trainable(tmp_path, capsys):
     rc, out = run("eval", tmp_path / "tuned.nitro")
     assert rc == 0, out.err
 
+
+# ---- checkpoints of a partly frozen model ------------------------------------------------------------------
+def test_a_tail_checkpoint_carries_the_trainable_tensors_and_fits_only_its_frozen_prefix():
+    from nitro_mcu import checkpoint as ck
+    from nitro_mcu.device.flashsim import CkptLib, Storage
+
+    spec = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16, 16], fwd_decay_inv=12000,
+                head_decay_inv=3000, dropout=0.1)
+    full = Model(spec, "default", 16, seed=3)
+    tail = copy.deepcopy(full).set_trainable(["block1", "output"])
+    cm = CompiledModel(convert(copy.deepcopy(tail), batch=4, train=True, name="cktail"))
+    lib = CkptLib(cm)
+    carried = ["block1.fwd", "block1.head", "output"]
+    assert list(ck.carried(tail)) == carried and cm.num_weights == ck.num_weights(tail)
+    assert ck.size(tail) < ck.size(full)
+    py = copy.deepcopy(tail)
+    for s in range(3):
+        x = ((np.arange(4 * 64).reshape(4, 64) * (7 + s)) % 256 - 128).astype(np.int8)
+        y = np.arange(4) % 10
+        cm.train_batch(x, y)
+        py.train_step(x, y, 512)
+    blob = ck.encode(py, step=3, lr_inv=512)
+    assert lib.export(len(blob)) == blob                       # the C writes the Python encoder's bytes
+    back = copy.deepcopy(tail)
+    ck.apply(back, ck.decode(blob, tail))
+    for k, w in py.weights.items():
+        np.testing.assert_array_equal(back.weights[k], w, err_msg=k)
+    # the fingerprint covers the trainable set and the frozen values the training reads, not the frozen heads
+    other = copy.deepcopy(tail)
+    other.weights["block0.fwd"] = other.weights["block0.fwd"].copy()
+    other.weights["block0.fwd"].flat[0] += 1
+    heads = copy.deepcopy(tail)
+    heads.weights["block0.head"] = heads.weights["block0.head"] + 1
+    assert len({ck.fingerprint(full), ck.fingerprint(tail), ck.fingerprint(other),
+                ck.fingerprint(copy.deepcopy(full).set_trainable(["output"]))}) == 4
+    assert ck.fingerprint(heads) == ck.fingerprint(tail)
+    assert ck.fingerprint(full) == ck.fingerprint(Model(spec, "default", 16, seed=4))  # all trainable: as before
+    for foreign in (ck.encode(full), ck.encode(other)):
+        with pytest.raises(ck.CheckpointError) as e:
+            ck.decode(foreign, tail)
+        assert e.value.code == "model"
+        before = lib.export(len(blob))
+        assert lib.import_(Storage(foreign, 64)) == ck.ERRORS["model"] and lib.export(len(blob)) == before
+    # Python -> C: a state the C never had
+    py.train_step(x, y, 256)
+    newer = ck.encode(py, step=9, lr_inv=256)
+    cm.reset()
+    assert lib.import_(Storage(newer, 64)) == 0 and lib.export(len(newer)) == newer and lib.steps() == 9
+
+
+def test_a_fine_tune_resumes_bit_identically_and_its_epoch_checkpoint_carries_only_the_tail(tmp_path, capsys):
+    import json
+
+    from nitro_mcu import checkpoint as ck, cli, modelfile
+    from nitro_mcu.resume import MEMBER
+
+    def run(*args):
+        rc = cli.main([str(a) for a in args] + ["--quiet", "--seed", "5"])
+        assert rc == 0, capsys.readouterr().err
+
+    (tmp_path / "tiny.json").write_text(json.dumps(dict(kind="mlp", input_shape=[784], num_classes=10,
+                                                        hidden=[12, 12], dropout=0.1)))
+    run("train", tmp_path / "tiny.json", "--epochs", "1", "--out", tmp_path / "src")
+    src = tmp_path / "src" / "tiny.nitro"
+    run("train", src, "--trainable", "block1,output", "--epochs", "2", "--out", tmp_path / "a")
+    run("train", src, "--trainable", "block1,output", "--epochs", "1", "--out", tmp_path / "b")
+    run("train", src, "--trainable", "block1,output", "--epochs", "2", "--out", tmp_path / "b", "--resume")
+    (ma, _, fa), (mb, _, fb) = (modelfile.load_files(tmp_path / d / "tiny_tuned.nitro") for d in "ab")
+    start = modelfile.load(src)[0]
+    assert sorted(mb.trainable) == ["block1", "output"] and fa[MEMBER] == fb[MEMBER]
+    for k, w in ma.weights.items():
+        np.testing.assert_array_equal(mb.weights[k], w, err_msg=k)
+        assert np.array_equal(w, start.weights[k]) == k.startswith("block0"), k
+    c = ck.decode(fb[MEMBER], mb)     # the epoch checkpoint: the trainable tensors, fitted to this frozen block0
+    assert c.weights.size == ck.num_weights(mb) == sum(mb.weights[k].size for k in ck.carried(mb))
+    assert c.weights.size < sum(w.size for w in mb.weights.values()) and c.lr_inv > 0
+    with pytest.raises(ck.CheckpointError):
+        ck.decode(fb[MEMBER], start)  # the source model, all trainable: not the model this checkpoint fits
