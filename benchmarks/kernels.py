@@ -2,10 +2,10 @@
 CMSIS-NN's inference figures for the same layer shapes.
 
 QEMU with the project's instruction-count plugin (`nitro_mcu.device.report`): int16 weights, batch 8, every
-preset that fits the emulated boards on M4 and M7, and the tiny MLP of the M0 test (batch 4, 16 KB RAM).
-The CMSIS-NN column: CMSIS-NN commit 99f736a, int8 weights, -O2, DSP path (SMLAD), measured on the same
-emulator, compiler and counter; it has no training.
-Usage: python benchmarks/kernels.py [--targets m4,m7] [--models mlp1,mlp2,cnn_small,mcu_cnn] [--no-m0] [--json F]
+preset whose training plan fits the emulated board's RAM (M4 and M7), and the tiny MLP of the M0 test
+(batch 4, 16 KB RAM).  The CMSIS-NN column: CMSIS-NN commit 99f736a, int8 weights, -O2, DSP path (SMLAD),
+measured on the same emulator, compiler and counter; it has no training.
+Usage: python benchmarks/kernels.py [--targets m4,m7] [--models mlp1,...] [--no-m0] [--json F]
 """
 import argparse
 import json
@@ -13,13 +13,18 @@ import json
 import numpy as np
 
 import nitro_mcu as nm
+from nitro_mcu.codegen import convert
 from nitro_mcu.device.report import report
-from nitro_mcu.spec import preset
+from nitro_mcu.device.targets import get_target
+from nitro_mcu.fileio import atomic_write
+from nitro_mcu.spec import PRESETS, estimate_size, preset
 from nitro_mcu.trainer.network import Model
 
 CMSIS_NN = {"FC 784->100": 1.94, "FC 100->50": 2.41, "FC 288->64": 2.06, "FC 64->10": 2.88, "FC 50->10": 3.29,
             "conv 3x3 1->8, 28x28": 14.0, "conv 3x3 8->16, 14x14": 2.88, "conv 3x3 16->32, 7x7": 2.17}
 TINY = dict(kind="mlp", input_shape=[64], num_classes=10, hidden=[16], fwd_decay_inv=12000, head_decay_inv=3000)
+BATCH = 8
+HEADROOM = 64 * 1024  # harness buffers, stack and the firmware's own data, on top of the model's RAM
 
 
 class Subsampled:
@@ -29,6 +34,15 @@ class Subsampled:
         self.x_train = np.ascontiguousarray(data.x_train[:, 0, 2:26:3, 2:26:3].reshape(len(data.x_train), 64))
         self.y_train = data.y_train
         self.x_test = np.ascontiguousarray(data.x_test[:, 0, 2:26:3, 2:26:3].reshape(len(data.x_test), 64))
+
+
+def fits(name: str, target: str) -> bool:
+    """Whether the preset's int16 training plan (weights + arena) fits the target's RAM and its flash."""
+    t = get_target(target)
+    if 2 * estimate_size(preset(name))[0] > t.ram_size:  # an upper bound of the weights alone: skip the build
+        return False
+    plan = convert(Model(preset(name), "default", 16, seed=0), batch=BATCH, train=True, name="fit").plan
+    return plan.ram_bytes + HEADROOM <= t.ram_size and 2 * plan.weight_bytes + HEADROOM <= t.code_size
 
 
 def layer_label(model: Model, name: str) -> str:
@@ -59,13 +73,14 @@ def rows_of(name: str, model: Model, r: dict) -> list[dict]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", default="m4,m7")
-    ap.add_argument("--models", default="mlp1,mlp2,cnn_small,mcu_cnn")
+    ap.add_argument("--models", help="comma-separated presets (default: every preset that fits the target)")
     ap.add_argument("--no-m0", action="store_true", help="skip the tiny MLP on M0")
     ap.add_argument("--json", help="also write every report as JSON")
     a = ap.parse_args()
     bundled = nm.load_data("bundled", 0)
-    runs = [(t, n, Model(preset(n), "default", 16, seed=0), bundled, 8)
-            for t in a.targets.split(",") for n in a.models.split(",")]
+    names = a.models.split(",") if a.models else list(PRESETS)
+    runs = [(t, n, Model(preset(n), "default", 16, seed=0), bundled, BATCH)
+            for t in a.targets.split(",") for n in names if a.models or fits(n, t)]
     if not a.no_m0:
         runs.append(("m0", "tiny 64-16-10", Model(TINY, "default", 16, seed=3), Subsampled(bundled), 4))
     rows, reports = [], []
@@ -77,9 +92,12 @@ def main():
     for w in rows:
         cm = f"{w['cmsis']:.2f}" if w["cmsis"] else "-"
         print(f"{w['target']:<6} {w['model']:<14} {w['layer']:<32} {w['train']:>10} {w['infer']:>10} {cm:>9}")
+    print(f"\n{'target':<6} {'model':<14} {'flash B':>9} {'RAM B':>9} {'insns/step':>11} {'insns/inference':>15}")
+    for r in reports:
+        print(f"{r['target']:<6} {r['model']:<14} {r['flash_bytes']:>9} {r['total_ram_bytes']:>9} "
+              f"{r['insns_per_train_step']:>11} {r['insns_per_inference']:>15}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(reports, f, indent=1)
+        atomic_write(a.json, json.dumps(reports, indent=1).encode())
 
 
 if __name__ == "__main__":

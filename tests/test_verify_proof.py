@@ -59,7 +59,7 @@ def skip_fc0_forward_update(c: str) -> str:
     wrapped = (" { memcpy(saved_fc0_fwd, w_fc0_fwd, sizeof w_fc0_fwd); " + c[a:b].strip() +
                " memcpy(w_fc0_fwd, saved_fc0_fwd, sizeof w_fc0_fwd); }")
     c = c[:a] + wrapped + c[b:]
-    decl = re.search(r"^static nitro_w_t w_fc0_fwd\[\d+\];$", c, re.M)
+    decl = re.search(r"^static (?:_Alignas\(8\) )?nitro_w_t w_fc0_fwd\[\d+\];$", c, re.M)
     assert decl, "w_fc0_fwd is no longer declared as expected; update this mutation"
     return c[:decl.end()] + "\nstatic nitro_w_t saved_fc0_fwd[sizeof w_fc0_fwd / sizeof w_fc0_fwd[0]];" + \
         c[decl.end():]

@@ -55,6 +55,7 @@ class FwdFn:
     xt: str
     acc: str
     what: str
+    chunk: int  # acc64: the int32 partial sums' length (0: plain int64 sums); acc32: the fan-in
 
     @property
     def sfx(self) -> str:
@@ -115,7 +116,7 @@ class LayerOp:
     err: Buffer | None = None
     deltas: Buffer | None = None  # the back-propagated error (conv: of one channel; linear/output: of one row)
     xtr: Buffer | None = None  # linear/output: the batch input transposed, for the fused update
-    fast: bool = False  # the fused forward update may take its int32 fast path (nitro_row_update)
+    fast: bool = False  # the fused update may take its int32 fast path (nitro_row_update, nitro_conv_grad)
     step_fn: str | None = None  # the per-layer training step wrapper
 
 
@@ -129,7 +130,7 @@ class BlockOp(LayerOp):
     head_info: dict
     head_cname: str | None  # None: a frozen block, whose head the C does not hold
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
-    head_acc32: bool = False  # the head's dot products provably fit int32
+    head_chunk: int = 0  # the head's dot products: int32 partial sums of this many terms (>= d_in: one int32 sum)
     fast_head: bool = False  # the fused head update may take its int32 fast path
 
 
@@ -140,9 +141,11 @@ class ConvOp(BlockOp):
     kind: ClassVar[str] = "conv"
     blk: ConvBlock
     xpad: Buffer  # one input sample with a zero border (forward scratch)
+    wpad: Buffer | None  # odd fan-in, int16 weights: the weights with rows padded to even length (forward)
     cells: int  # output positions that carry head gradient: pooled cells, or the whole map
     xpad_batch: Buffer | None = None  # the batch's input with a zero border (gradient)
-    pooled: Buffer | None = None  # pooled head input (head pool only)
+    entries: Buffer | None = None  # one channel's non-zero deltas with their input offsets
+    pooled: Buffer | None = None  # the head input transposed: pooled relu(s), or relu(s) without a head pool
     pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
 
 

@@ -53,6 +53,12 @@ class Plan:
     feat_count: int = 0
     xb: Buffer | None = None
     norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
+    relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
+
+    @property
+    def max_kk(self) -> int:
+        """The most taps of a conv kernel (1 without convs): the size of the gradient's register block."""
+        return max([op.blk.k ** 2 for op in self.ops if isinstance(op, ConvOp)], default=1)
 
     @property
     def ram_bytes(self) -> int:
@@ -198,6 +204,13 @@ class _Walk:
     def acc(self, fan_in: int, x_bound: int) -> str:
         return "int32_t" if fan_in * x_bound * self.wmax < INT32_MAX else "int64_t"
 
+    def chunk(self, fan_in: int, x_bound: int) -> int:
+        """The terms of a dot product's int32 partial sums: the fan-in when the whole sum fits int32, else the
+        largest multiple of 4 whose sums provably fit (0 when none does: int32 weights)."""
+        if self.acc(fan_in, x_bound) == "int32_t":
+            return fan_in
+        return (INT32_MAX // (x_bound * self.wmax)) // 4 * 4
+
     def fast_update(self, x_bound: int) -> bool:
         """Whether the fused updates may sum |delta| < 2^15 times inputs up to x_bound over the batch in int32
         (nitro_row_update's fast path needs |sum| <= 2^30)."""
@@ -215,8 +228,9 @@ class _Walk:
     def fwd_fn(self, label: str, x: Activation, acc: str, geometry: type, **consts) -> str:
         """The per-layer forward wrapper for input ``x`` (one schedule); returns its C name."""
         fname = f"nitro_fwd_{label.replace('.', '_')}_{x.sfx}_{acc_name(acc)}"
+        fan_in = consts["n_in"] if "n_in" in consts else consts["c_in"] * consts["k"] ** 2
         if all(f.name != fname for f in self.p.fwd_fns):
-            self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, **consts))
+            self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, self.chunk(fan_in, x.bound), **consts))
         return fname
 
     def new(self, name: str, ctype: str, count: int, what: str) -> Buffer:
@@ -253,7 +267,11 @@ class _Walk:
                        f"{st.name}: scaled output, then (relu in place) the block output")
         xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
                         f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
-        op = ConvOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, xpad=xpad,
+        wpad = None
+        if st.fan_in % 2 and self.model.weight_bits == 16:
+            wpad = self.new(f"wp_{st.name}", p.wtype, st.c_out * (st.fan_in + 1),
+                            f"{st.name}: the weights with an even row length (forward, DSP cores)")
+        op = ConvOp(blk=st, x_train=self.x, x_infer=self.xi, out=out, xpad=xpad, wpad=wpad,
                     cells=st.pool.oh * st.pool.ow if st.pool else st.h_out * st.w_out, **self.block_fields(st, n_out))
         geo = dict(c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad, sf=st.sf)
         p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
@@ -272,17 +290,27 @@ class _Walk:
         """The training buffers of a conv block's local step (head pool, head error, deltas, padded batch)."""
         p, b, st = self.p, self.p.batch, op.blk
         op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
+        # written by the training forward, sample by sample, while xp_ and wp_ are in use: alive from there
+        op.pooled = self.arena.new(f"ph_{st.name}", "int8_t", st.head.d_in * p.bp, self.t - 1,
+                                   f"{st.name}: the head input transposed (pooled relu(s), or relu(s))")
+        self.arena.use(op.pooled, self.t)
         if st.pool:
-            op.pooled = self.new(f"ph_{st.name}", "int8_t", b * st.head.d_in, f"{st.name}: pooled head input")
-            op.pool_idx = self.new(f"pi_{st.name}", "uint16_t", b * st.head.d_in, f"{st.name}: head-pool argmax")
+            op.pool_idx = self.arena.new(f"pi_{st.name}", "uint16_t", b * st.head.d_in, self.t - 1,
+                                         f"{st.name}: head-pool argmax")
+            self.arena.use(op.pool_idx, self.t)
             p.kernels.add(Kernel("headpool"))
-        op.deltas = self.new(f"d_{st.name}", p.delta_type, 2 * b * op.cells,
-                             f"{st.name}: non-zero deltas of one channel (delta, input offset)")
+        op.entries = self.new(f"ent_{st.name}", p.delta_type, 2 * b * op.cells,
+                              f"{st.name}: non-zero deltas of one channel (delta, input offset)")
+        op.deltas = self.new(f"d_{st.name}", p.delta_type, p.bp, f"{st.name}: one head cell's deltas over the batch")
         op.xpad_batch = self.new(f"xq_{st.name}", self.x.ctype, b * padded,
                                  f"{st.name}: the batch's input with a zero border (gradient)")
-        op.head_acc32 = self.acc(st.head.d_in, p.relu_max) == "int32_t"
+        op.head_chunk = self.chunk(st.head.d_in, p.relu_max)
         op.step_fn = f"nitro_step_{st.name}_{self.x.sfx}"
-        p.kernels.add(Kernel("conv_step", self.x.sfx))
+        sample = st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad)
+        # packed entries need offsets below 2^15; int32 sums need entries * 2^15 * |x|max < 2^31
+        op.fast = b * sample <= 32767 and b * op.cells * 32767 * self.x.bound < INT32_MAX
+        op.fast_head = self.fast_update(p.relu_max)
+        p.kernels |= {Kernel("conv_step", self.x.sfx), Kernel("row_update", "s8"), Kernel("head_error")}
 
     def linear(self, st: LinearBlock) -> None:
         p, b, q = self.p, self.b, self.model.quirks
@@ -303,7 +331,7 @@ class _Walk:
             op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
             self.update_buffers(op, st.name, st.d_in)
             op.ht = self.new(f"ht_{st.name}", "int8_t", st.d_out * p.bp, f"{st.name}: relu(s) transposed (head update)")
-            op.head_acc32 = self.acc(st.d_out, p.relu_max) == "int32_t"
+            op.head_chunk = self.chunk(st.d_out, p.relu_max)
             op.fast_head = self.fast_update(p.relu_max)
             p.kernels.add(Kernel("linear_step", self.x.sfx))
         self.arena.use(self.x.buf, self.t)
@@ -383,7 +411,7 @@ class _Walk:
         col = 2
         for op in self.p.ops:
             if isinstance(op, ConvOp):
-                col = max(col, 2 * op.blk.fan_in, op.blk.head.d_in if op.trains else 0)
+                col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if op.trains else 0)
             elif isinstance(op, LinearOp):
                 col = max(col, op.blk.d_in)
             elif isinstance(op, OutputOp):
@@ -403,6 +431,7 @@ class _Walk:
                                           np.asarray(model.weights[wname]).reshape(-1), self.info[wname], trains))
         lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), model.spec["slope_inv"])
         p.relu_lut = [int(v) for v in lut]
+        p.relu_lo = [next(u for u in range(256) if lut[u] == lut[v]) - 128 for v in range(256)]
         wb = model.weight_bits // 8
         p.weight_bytes = sum(t.count for t in p.tensors) * wb
         p.train_weight_bytes = sum(t.count for t in p.tensors if t.trainable) * wb
