@@ -96,6 +96,7 @@ def load_data(name="bundled", seed: int = 0, data_dir=None, val_size=None, monit
     if norm:  # a trained model's statistics override the ones computed here
         mu, mad = norm["mu"], norm["mad"]
         prep.pixel_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_test))
+        prep.own_stats = tuple(v.tolist() for v in D.compute_norm_stats(ds.x_train[prep.train_index]))
         prep.x_train = D.normalize(ds.x_train[prep.train_index], mu, mad)
         prep.x_val = D.normalize(ds.x_train[prep.val_index], mu, mad) if len(prep.val_index) else prep.x_val
         prep.x_test = D.normalize(ds.x_test, mu, mad)
@@ -156,7 +157,8 @@ def check_same_data(norm: dict, data: D.Prepared) -> None:
     stats = getattr(data, "pixel_stats", None)
     if stats is None or "mu" not in norm or (norm.get("load_info") or {}).get("kind") == "features":
         return  # features have no common scale to compare
-    for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(norm["mu"], norm["mad"], *stats)):
+    own = (norm.get("data_mu", norm["mu"]), norm.get("data_mad", norm["mad"]))  # the training images' statistics
+    for ch, (mu, mad, mu_d, mad_d) in enumerate(zip(*own, *stats)):
         if abs(int(mu) - mu_d) > PIXEL_STATS_TOLERANCE or abs(int(mad) - mad_d) > PIXEL_STATS_TOLERANCE:
             raise SpecError(f"the images of {data_origin(data)} do not look like the model's training data "
                             f"({trained or 'unnamed'}): channel {ch} pixel mean {mu_d} and mean deviation {mad_d}, "
@@ -211,7 +213,7 @@ def augment_for(augment, recipe: Recipe | None, data: D.Prepared) -> tuple | Non
 def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
           augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
           lr_schedule=None, resume=None, on_checkpoint=None, recipe: Recipe | None = None,
-          test_reads: str = "epoch") -> History:
+          test_reads: str = "epoch", trainable=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``data`` is what :func:`load_data` returns, or anything it reads: ``(x, y)`` arrays, an ``.npz``, a CSV, a
@@ -222,11 +224,16 @@ def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DE
     ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
     ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
     ``test_reads``: "epoch", "end" or "never" (nitro_mcu/trainer/loop.py).
+    ``trainable``: the block names that train (e.g. ``["fc0", "output"]``), the others stay frozen; it stays
+    set on the model (:meth:`~nitro_mcu.trainer.network.Model.set_trainable`), so that ``save`` records it and
+    ``convert`` generates the same partial training.  None: the model's current set (all, unless set).
     """
     check_train_args(epochs, batch_size, lr_inv, lr_schedule)
     if not isinstance(data, D.Prepared):
         data = load_data(data, model.seed, num_classes=model.num_classes)
     check_compatible(model, data)
+    if trainable is not None:
+        model.set_trainable(trainable)
     if progress is None:
         progress = sys.stderr.isatty()
     augment = augment_for(augment, recipe, data)
@@ -254,7 +261,8 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
     if not len(data.x_val) or data.source is None:
         raise ValueError("a refit needs data loaded by load_data with a validation split")
     full = load_data(data.source[0], model.seed, data.source[1], val_size=0, monitor="val", **data.reload)
-    fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed)
+    fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed,
+                  trainable=sorted(model.trainable))
     hist = train(fresh, full, len(lr), batch_size, augment=augment, schedule=False, progress=progress,
                  on_epoch=on_epoch, lr_schedule=lr, test_reads=test_reads)
     return fresh, full, hist
@@ -278,6 +286,9 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                 "dataset": getattr(data, "name", None)}
         if getattr(data, "load_info", None):
             norm["load_info"] = data.load_info  # how your own data was read: later data is read alike
+        own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)
+        if own is not None and (list(own[0]) != norm["mu"] or list(own[1]) != norm["mad"]):
+            norm.update(data_mu=[int(v) for v in own[0]], data_mad=[int(v) for v in own[1]])
     training = dict(extra or {})
     if history is not None:
         training.update(best_epoch=history.best_epoch, epochs_run=len(history.records),

@@ -3,6 +3,9 @@
 A checkpoint is the whole training state of one model: a 48-byte header (magic, version, model fingerprint,
 size, commit sequence number, training step, lr_inv, dropout PRNG state, weight width and count), the weights in
 tensor order at their native width, zero padding to a multiple of 4 and a CRC-32 (zlib's) over all that.
+A model with frozen blocks (docs/adaptation.md) carries only its trainable tensors: the frozen ones are constants
+in the C's flash, and the fingerprint covers the trainable set and the frozen values, so a tail checkpoint fits
+only the frozen prefix it was trained on.
 All integers are little-endian.  The C side (templates/checkpoint.c.j2) writes and reads the same bytes.
 """
 from __future__ import annotations
@@ -41,17 +44,29 @@ class CheckpointError(ValueError):
 
 def fingerprint(model: Model) -> int:
     """64 bits of SHA-256 over what makes a checkpoint fit a model: architecture, hyper-parameters that the
-    training step reads, profile (quirks), weight width and tensor shapes.  The initial lr_inv is left out:
-    the checkpoint carries the current one."""
+    training step reads, profile (quirks), weight width and tensor shapes; with frozen blocks also the trainable
+    set and the values of the frozen tensors that training reads (all but the frozen heads, which never run).
+    The initial lr_inv is left out: the checkpoint carries the current one."""
     ident = {"spec": {k: v for k, v in model.spec.items() if k != "lr_inv"}, "quirks": model.quirks.to_dict(),
              "weight_bits": model.weight_bits,
              "tensors": [[name, list(shape)] for name, shape in model.param_shapes().items()]}
+    if not model.all_trainable:
+        frozen = hashlib.sha256()
+        for name in model.param_shapes():
+            if not model.trains(model.tensor_block(name)) and not name.endswith(".head"):
+                frozen.update(np.asarray(model.weights[name], dtype="<i8").tobytes())
+        ident.update(trainable=sorted(model.trainable), frozen=frozen.hexdigest())
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
 
 
+def carried(model: Model) -> dict:
+    """The tensors a checkpoint holds, name -> shape in tensor order: the trainable ones (all, unless frozen)."""
+    return {n: s for n, s in model.param_shapes().items() if model.trains(model.tensor_block(n))}
+
+
 def num_weights(model: Model) -> int:
-    return sum(int(np.prod(s)) for s in model.param_shapes().values())
+    return sum(int(np.prod(s)) for s in carried(model).values())
 
 
 def body_bytes(model: Model) -> int:
@@ -73,12 +88,17 @@ class Checkpoint:
     lr_inv: int
     rng_state: int
     weight_bits: int
-    weights: np.ndarray   # all weights, tensor order, int16 or int32
+    weights: np.ndarray   # the carried weights (:func:`carried`), tensor order, int16 or int32
 
     def tensors(self, model: Model) -> dict:
-        """The weights split into ``model``'s tensors (by name, in their shapes)."""
+        """Every tensor of ``model`` by name, in its shape: the carried ones from the checkpoint, frozen ones
+        (which the fingerprint covers) from ``model``."""
         out, i = {}, 0
+        carry = carried(model)
         for name, shape in model.param_shapes().items():
+            if name not in carry:
+                out[name] = np.asarray(model.weights[name]).copy()
+                continue
             n = int(np.prod(shape))
             out[name] = self.weights[i:i + n].reshape(shape).copy()
             i += n
@@ -91,7 +111,7 @@ def encode(model: Model, step: int = 0, lr_inv: int | None = None, seq: int = 0)
     if lr <= 0:
         raise ValueError(f"lr_inv must be positive, got {lr}")
     dt = "<i2" if model.weight_bits == 16 else "<i4"
-    flat = np.concatenate([np.asarray(model.weights[n]).reshape(-1) for n in model.param_shapes()]).astype(dt)
+    flat = np.concatenate([np.asarray(model.weights[n]).reshape(-1) for n in carried(model)]).astype(dt)
     head = HEADER.pack(MAGIC, VERSION, HEADER_BYTES, fingerprint(model), size(model), seq & 0xFFFFFFFF,
                        int(step) & 0xFFFFFFFF, lr, int(model.dropout_rng.state), model.weight_bits, flat.size)
     body = head + flat.tobytes()

@@ -36,7 +36,7 @@ def _base(a):
     """The model a checkpoint belongs to, and its model-file metadata (empty for a preset or JSON)."""
     from .cli import load_or_build
 
-    model = load_or_build(a.model, a.profile, a.weights)
+    model, _ = load_or_build(a.model, a.profile, a.weights)
     meta = modelfile.load(a.model)[1] if Path(a.model).suffix == ".nitro" else {}
     return model, meta
 

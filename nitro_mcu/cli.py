@@ -14,40 +14,58 @@ from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
-from .trainer.recipes import RECIPE_CHOICES
+from .trainer.recipes import RECIPE_CHOICES, recipe_for
 
 
 class UsageError(ValueError):
     pass
 
 
+def is_model_file(model: str) -> bool:
+    return model.endswith(".nitro") or (Path(model).is_file() and model not in PRESETS and not model.endswith(".json"))
+
+
 def cmd_train(a) -> int:
     tune_malloc()  # this process trains: keep the step temporaries' heap (opt-in; see trainer/malloc.py)
-    spec, defaults = api.resolve_spec(a.model)
+    norm, tuning = None, is_model_file(a.model)
+    if tuning:  # fine-tuning: the model file's weights and input statistics, then --trainable
+        model, meta = api.load(a.model)
+        norm, defaults = meta.get("norm") or None, {"dataset": (meta.get("norm") or {}).get("dataset")}
+        if a.refit:
+            raise UsageError("--refit retrains from the initial weights: it does not apply to a model file")
+    else:
+        spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
     if a.data is None and dataset != "bundled" and a.data_dir is None and not Path(dataset).is_dir():
         # presets name their paper dataset; without --data-dir use the bundled subset, and say so
         print(f"note: {a.model} names the dataset '{dataset}'; without --data-dir it trains on the bundled "
               "MNIST subset", flush=True)
         dataset = "bundled"
-    model = api.build(spec, a.profile, a.weights, a.seed)
+    if not tuning:
+        model = api.build(spec, a.profile, a.weights, a.seed)
+    if a.trainable:
+        model.set_trainable(a.trainable)
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
     out = Path(a.out)
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem)
+    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem + ("_tuned" if tuning else ""))
+    if tuning and (out / f"{name}.nitro").resolve() == Path(a.model).resolve():
+        raise UsageError(f"--out/--name would overwrite {a.model}, the model being fine-tuned; choose another --name")
     resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
-                         test=a.test_data, test_size=a.test_size)
-    rec = api.recipe(spec if a.model not in PRESETS else a.model, a.profile, a.recipe, data.name)
+                         test=a.test_data, test_size=a.test_size, norm=norm)
+    # a model file fine-tunes with the paper's recipe (its own description carries none): no augmentation
+    rec = recipe_for(defaults, model.quirks, a.recipe, data.name)
     if a.refit is None:  # the recipe's choice, where there is a validation split
-        a.refit = rec.refit and monitor == "val" and a.val_size != 0
+        a.refit = rec.refit and monitor == "val" and a.val_size != 0 and not tuning
     augment = api.augment_for(a.augment, rec, data)
     keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment, rec), a.resume)
     if keeper.state is not None:
         print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
+    frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
-          f"weights) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
+          f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     print(f"recipe ({a.recipe}): {rec.describe()}; this run: {a.epochs} epoch(s)"
           f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', no schedule' if a.no_schedule else ''}, "
@@ -155,8 +173,7 @@ def cmd_eval(a) -> int:
 
 
 def cmd_summary(a) -> int:
-    if Path(a.model).suffix == ".nitro" or (Path(a.model).is_file() and a.model not in PRESETS
-                                           and not a.model.endswith(".json")):
+    if is_model_file(a.model):
         model, _ = api.load(a.model)
     else:
         model = api.build(a.model, a.profile, a.weights, a.seed)
@@ -167,23 +184,33 @@ def cmd_summary(a) -> int:
     return 0
 
 
-def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0):
-    """A .nitro file (weights converted to the requested width if they fit) or a fresh preset/JSON model."""
-    if model.endswith(".nitro") or (Path(model).is_file() and not model.endswith(".json")):
-        m, _ = api.load(model)
+def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
+    """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
+    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
+    norm = None
+    if is_model_file(model):
+        m, meta = api.load(model)
+        norm = meta.get("norm") or None
         if weights is not None and weights != m.weight_bits:
             from .trainer.network import Model
 
-            m = Model(m.spec, m.quirks, weights, m.seed, m.weights)  # load_weights checks the range
-        return m
-    return api.build(model, profile, weights, seed)
+            m = Model(m.spec, m.quirks, weights, m.seed, m.weights, sorted(m.trainable))  # checks the range
+    else:
+        m = api.build(model, profile, weights, seed)
+    if trainable:
+        m.set_trainable(trainable)
+    return m, norm
 
 
 def cmd_generate(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
+    from .codegen.cost import tail_ram, tail_ram_text
 
-    model = load_or_build(a.model, a.profile, a.weights, a.seed)
-    conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit)
+    model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
+    if a.trainable and not a.train:
+        raise UsageError("--trainable needs --train (an inference build has no training)")
+    conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
+                   norm=norm if norm and "mu" in norm else None)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -192,16 +219,14 @@ def cmd_generate(a) -> int:
         fp = fp32_backprop_bytes(model, a.batch)
         print(f"{'float32 back-propagation, same net and batch':<44} {fp['total']:>10}  "
               f"(nitro uses {100 * conv.plan.ram_bytes // fp['total']} % of it)")
+        print()
+        print(tail_ram_text(tail_ram(model, a.batch)))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def _model_and_data(a):
-    model = load_or_build(a.model, a.profile, a.weights, a.seed)
-    meta_norm = None
-    if a.model.endswith(".nitro"):
-        _, meta = api.load(a.model)
-        meta_norm = (meta.get("norm") or None)
+    model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
@@ -261,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     widths = "int16|int32"
     width_help = "weight width (default: the preset's, int16 for mcu_cnn; else int32)"
 
-    t = sub.add_parser("train", help="train a preset or JSON model description")
-    t.add_argument("model", help=f"preset ({', '.join(PRESETS)}) or model description .json")
+    t = sub.add_parser("train", help="train a preset or JSON model description, or fine-tune a model file")
+    t.add_argument("model", help=f"preset ({', '.join(PRESETS)}), model description .json, or a trained .nitro "
+                                 "file to fine-tune (its weights and input statistics)")
     t.add_argument("--data", help="dataset: bundled, mnist, fashion-mnist, cifar10, a folder of IDX / CIFAR-10 "
                                   "files, or your own: an .npz, a .csv of features, a folder of images with one "
                                   "sub-folder per class (docs/own_data.md; default: the preset's with --data-dir, "
@@ -290,9 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the training images (default: as the recipe)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
     t.add_argument("--no-schedule", action="store_true", help="constant lr_inv: no plateau, step or early stop")
+    trainable_help = ("comma-separated blocks that train (e.g. fc0,output; see summary); the others stay frozen "
+                      "(default: all, or the model file's set)")
+    t.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
     t.add_argument("--refit", dest="refit", action="store_true", default=None,
                    help="then retrain on training + validation images for the best epoch count and save that "
-                        "(default: as the recipe, where there is a validation split)")
+                        "(default: as the recipe, where there is a validation split; not for a model file)")
     t.add_argument("--no-refit", dest="refit", action="store_false", help="no refit")
     t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
@@ -328,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
                    help="fail if weights in RAM + arena exceed this")
+    g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
     g.set_defaults(func=cmd_generate)
 
     def device_args(sp, verify_cmd=True, extra_targets=()):
@@ -340,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
         sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
         sp.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
+        sp.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
         if verify_cmd:
             sp.add_argument("--steps", type=non_negative, default=20, help="training steps on the device")
             sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")
@@ -347,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="qemu or renode; the Renode files are dry-run checked only, never run here "
                                  "(renode/README.md)")
             sp.add_argument("--allow-still", action="append", default=[], metavar="TENSOR",
-                            help="a tensor allowed not to change in the run (repeatable); any other tensor that "
-                                 "does not move fails the verdict")
+                            help="a trainable tensor allowed not to change in the run (repeatable); any other "
+                                 "trainable tensor that does not move fails the verdict, and so does a frozen "
+                                 "tensor that moves")
             sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 

@@ -58,6 +58,8 @@ def save(model: Model, path, norm: dict | None = None, training: dict | None = N
         "training": training or {},
         "weight_order": list(model.param_shapes()),
     }
+    if not model.all_trainable:  # the blocks that train (absent: all), in forward order
+        meta["trainable"] = [n for n in model.block_names if model.trains(n)]
     arrays = {name: np.asarray(w) for name, w in model.weights.items()}
     files = {k: bytes(v) for k, v in (files or {}).items()}
     if files:
@@ -112,7 +114,8 @@ def load_files(path) -> tuple[Model, dict, dict]:
     if _checksum(meta, arrays, files) != meta.get("sha256"):
         raise ModelFileError(f"{path}: checksum mismatch: the file is corrupted or was edited")
     try:
-        model = Model(meta["spec"], Quirks.from_dict(meta["quirks"]), meta["weight_bits"], meta["seed"], arrays)
+        model = Model(meta["spec"], Quirks.from_dict(meta["quirks"]), meta["weight_bits"], meta["seed"], arrays,
+                      trainable=meta.get("trainable"))
     except (SpecError, ValueError, KeyError) as e:
         raise ModelFileError(f"{path}: inconsistent model file: {e}") from None
     model.dropout_rng = Rng(0, state=int(meta["dropout_rng_state"]))

@@ -72,11 +72,11 @@ class Keeper:
     def _files(self, state: TrainState) -> tuple[Model, dict, dict]:
         """The .nitro's model (selected weights), its resume metadata and the checkpoint member."""
         m = self.model
-        cur = Model(m.spec, m.quirks, m.weight_bits, m.seed, state.weights)
+        cur = Model(m.spec, m.quirks, m.weight_bits, m.seed, state.weights, sorted(m.trainable))
         cur.dropout_rng = Rng(0, state=state.dropout_rng)
         blob = ck.encode(cur, self._steps(state.epoch), state.lr_inv)
         kept = cur if state.best_weights is None else Model(m.spec, m.quirks, m.weight_bits, m.seed,
-                                                            state.best_weights)
+                                                            state.best_weights, sorted(m.trainable))
         kept.dropout_rng = Rng(0, state=state.dropout_rng)
         h = state.history
         meta = {"epoch": state.epoch, "plateau": list(state.plateau), "stopper": list(state.stopper),

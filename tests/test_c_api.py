@@ -214,7 +214,7 @@ SINGLE_CLIENT = r"""
 
 int main(void)
 {
-    static int8_t x[ONE_INPUT_SIZE];
+    static int8_t x[ONE_MAX_BATCH * ONE_INPUT_SIZE];   /* a whole batch: train_batch reads all of it */
     static uint8_t y[ONE_MAX_BATCH];
     int8_t scores[ONE_NUM_CLASSES];
     memset(x, 5, sizeof x);

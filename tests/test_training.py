@@ -278,9 +278,9 @@ def test_fixed_lr_schedule_replays_each_epoch_and_keeps_the_final_weights(monkey
     seen_lr = []
     real_step = Model.train_step
 
-    def spy(self, x, y, lr_inv):
+    def spy(self, x, y, lr_inv, **kw):
         seen_lr.append(lr_inv)
-        return real_step(self, x, y, lr_inv)
+        return real_step(self, x, y, lr_inv, **kw)
 
     monkeypatch.setattr(Model, "train_step", spy)
     monkeypatch.setattr(training, "accuracy_bp", _FlatAccuracy(5000))

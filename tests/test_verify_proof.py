@@ -161,7 +161,7 @@ def test_a_device_that_gets_one_field_wrong_fails(small_file, capsys, monkeypatc
     harness_mutant(monkeypatch, edits)
     rc, out, _ = _verify(capsys, small_file)
     n = sum(w.size for w in pretrained("soak_mlp", 16).weights.values())
-    moved = int(re.search(r"^block0\.fwd +\d+ +(\d+) ", out, re.M).group(1))    # the table's 'changed' column
+    moved = int(re.search(r"^block0\.fwd +trainable +\d+ +(\d+) ", out, re.M).group(1))    # the table's 'changed' column
     assert rc == 1, out
     expected = message.format(n=n, n_plus=n + 1, n_minus=n - 1, moved=moved, moved_half=moved // 2)
     assert f"MISMATCH: first difference at {expected}" in out, out

@@ -95,7 +95,7 @@ class CompiledModel:
         self.num_classes = model.num_classes
         self.input_shape = tuple(model.input_shape)
         self.input_size = int(np.prod(model.input_shape))
-        self.num_weights = sum(t.count for t in conv.plan.tensors)
+        self.num_weights = sum(t.count for t in conv.plan.tensors if t.trainable)  # what export/import carry
         self.max_batch = conv.plan.batch
         self.lr_inv_max = lr_inv_max(conv.plan)
         self.weight_range = (-(2 ** (model.weight_bits - 1)), 2 ** (model.weight_bits - 1) - 1)
@@ -104,6 +104,9 @@ class CompiledModel:
             ("init", None, []),
             ("predict", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
             ("train_batch", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]),
+            ("train_sample", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_void_p]),
+            ("pending_samples", ctypes.c_int32, []),
+            ("normalize_u8", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
             ("set_lr_inv", ctypes.c_int32, [ctypes.c_int32]),
             ("get_lr_inv", ctypes.c_int32, []),
             ("get_rng_state", ctypes.c_uint64, []),
@@ -185,6 +188,38 @@ class CompiledModel:
             raise RuntimeError(self._status("train_batch", r))
         return r
 
+    def train_sample(self, x: np.ndarray, label: int) -> int | None:
+        """Stream one sample (``x`` of the model's shape); returns the batch's correct count when it completed
+        a batch of MAX_BATCH samples, else None."""
+        if not self.trainable:
+            raise InputError("this model was generated without --train")
+        xs = self.check_inputs(np.asarray(x)[None])
+        y = self.check_labels([label], 1)
+        correct = ctypes.c_int32(-1)
+        r = self._f["train_sample"](xs.ctypes.data, int(y[0]), ctypes.byref(correct))
+        if r < 0:
+            raise RuntimeError(self._status("train_sample", r))
+        return correct.value if r == 1 else None
+
+    @property
+    def pending_samples(self) -> int:
+        return self._f["pending_samples"]()
+
+    def normalize_u8(self, raw) -> np.ndarray:
+        """The generated input normalisation: uint8 samples [N, ...] -> int8 [N, INPUT_SIZE]."""
+        if "normalize_u8" not in self._f:
+            raise InputError("this model was generated without input statistics (convert(..., norm=...))")
+        arr = int_array("raw input values (uint8)", raw, 0, 255)
+        arr = np.ascontiguousarray(arr.reshape(len(arr), -1).astype(np.uint8))
+        if arr.shape[1] != self.input_size:
+            raise InputError(f"raw samples must hold {self.input_size} values, got {arr.shape[1]}")
+        out = np.zeros(arr.shape, dtype=np.int8)
+        for i in range(len(arr)):
+            r = self._f["normalize_u8"](arr[i].ctypes.data, out[i].ctypes.data)
+            if r != 0:
+                raise RuntimeError(self._status("normalize_u8", r))
+        return out
+
     def set_lr_inv(self, lr_inv: int):
         v = check_int("lr_inv", lr_inv, 1, self.lr_inv_max, error=InputError)
         r = self._f["set_lr_inv"](v)
@@ -204,34 +239,38 @@ class CompiledModel:
         self._f["set_rng_state"](check_int("rng_state", v, 0, 2**64 - 1, error=InputError))
 
     def get_weights(self) -> dict:
-        """All weight tensors as int arrays, by name (the device's state, for export to Python)."""
+        """Every weight tensor the C holds, as int arrays by name: the trainable ones exported from the device
+        state, the constants (frozen or inference-only) as generated."""
+        flat = np.zeros(self.num_weights, dtype=np.int32)
         if self.trainable:
-            flat = np.zeros(self.num_weights, dtype=np.int32)
             r = self._f["export_weights"](flat.ctypes.data, self.num_weights)
             if r != self.num_weights:
                 raise RuntimeError(self._status("export_weights", r))
-        else:
-            flat = np.concatenate([t.values for t in self.plan.tensors]).astype(np.int32)
         out, i = {}, 0
         for t in self.plan.tensors:
-            out[t.name] = flat[i:i + t.count].reshape(t.shape)
-            i += t.count
+            if t.trainable:
+                out[t.name] = flat[i:i + t.count].reshape(t.shape)
+                i += t.count
+            else:
+                out[t.name] = t.values.astype(np.int32).reshape(t.shape)
         return out
 
     def set_weights(self, weights: dict):
-        """Import every tensor (a dict by name, shapes as :meth:`get_weights`); integers of the weight width."""
+        """Import every trainable tensor (a dict by name, shapes as :meth:`get_weights`); integers of the weight
+        width.  Frozen tensors are constants and are not imported."""
         if not self.trainable:
             raise InputError("this model was generated without --train: its weights are constants")
         if not isinstance(weights, dict):
             raise InputError(f"weights must be a dict of tensors by name, got {type(weights).__name__}")
-        names = [t.name for t in self.plan.tensors]
+        tensors = [t for t in self.plan.tensors if t.trainable]
+        names = [t.name for t in tensors]
         if set(weights) != set(names):
             missing, extra = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
             raise InputError(f"weights must hold exactly the tensors {', '.join(names)}"
                              + (f"; missing {', '.join(missing)}" if missing else "")
                              + (f"; unknown {', '.join(map(str, extra))}" if extra else ""))
         parts = []
-        for t in self.plan.tensors:
+        for t in tensors:
             a = int_array(f"weights of {t.name} (int{self.plan.model.weight_bits})", weights[t.name],
                           *self.weight_range)
             if a.size != t.count or (a.ndim > 1 and list(a.shape) != list(t.shape)):

@@ -7,6 +7,8 @@ training term is proportional to the batch.
 """
 from __future__ import annotations
 
+import copy
+
 from ..trainer.network import Model
 from .ops import BlockOp, ConvOp, DropoutOp, MaxPoolOp, Op, OutputOp
 from .plan import Plan, build
@@ -19,7 +21,12 @@ their update, and the head's gradient fused with its update.  The output layer h
 
 
 def op_phase_macs(op: Op, nc: int) -> dict[str, int]:
-    """Training MACs per sample of each phase of ``op``'s step (empty for ops without weights)."""
+    """Training MACs per sample of each phase of ``op``'s step (empty for ops without weights; the forward
+    only for a frozen layer)."""
+    if isinstance(op, BlockOp) and not op.trains:
+        return dict(forward=op.blk.fan_in * op.out_count)
+    if isinstance(op, OutputOp) and not op.trains:
+        return dict(forward=op.d_in * nc)
     if isinstance(op, BlockOp):
         blk = op.blk
         head = blk.head.d_in * nc
@@ -38,10 +45,10 @@ def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
     """(weight tensor, inference MACs per sample, training MACs per sample) for each tensor ``op`` uses."""
     ph = op_phase_macs(op, nc)
     if isinstance(op, BlockOp):
-        return [(op.blk.name + ".fwd", ph["forward"], ph["forward"] + ph["gradient"]),
-                (op.blk.head.name, 0, ph["head"] + ph["backprop"] + ph["head_update"])]
+        return [(op.blk.name + ".fwd", ph["forward"], ph["forward"] + ph.get("gradient", 0)),
+                (op.blk.head.name, 0, ph.get("head", 0) + ph.get("backprop", 0) + ph.get("head_update", 0))]
     if isinstance(op, OutputOp):
-        return [("output", ph["forward"], ph["forward"] + ph["gradient"])]
+        return [("output", ph["forward"], ph["forward"] + ph.get("gradient", 0))]
     return []
 
 
@@ -70,7 +77,8 @@ def op_macs(p: Plan) -> list[dict]:
 
 
 def tensor_macs(model: Model) -> dict[str, tuple[int, int]]:
-    """Per weight tensor: (inference MACs per sample, MACs per sample of a training step)."""
+    """Per weight tensor: (inference MACs per sample, MACs per sample of a training step; frozen blocks: their
+    forward, and 0 for their heads)."""
     p = build(model, 1, True)
     return {name: (infer, train) for op in p.ops for name, infer, train in op_tensor_macs(op, model.num_classes)}
 
@@ -92,3 +100,43 @@ def fp32_backprop_bytes(model: Model, batch: int) -> dict:
             acts += op.d_in + model.num_classes
     return dict(weights=4 * weights, gradients=4 * weights, activations=4 * batch * acts,
                 total=8 * weights + 4 * batch * acts)
+
+
+def tail_ram(model: Model, batch: int) -> list[dict]:
+    """Static RAM of on-device training (trainable weights + arena) for each trainable tail: the output layer
+    alone, then one more block at a time from the end, up to every block (full training), plus the model's
+    own set when it is not a tail.  One row each: the blocks, RAM, trainable weight bytes, arena, and the
+    frozen weight bytes that stay in flash."""
+    names = model.block_names
+    sets = [names[k:] for k in range(len(names) - 1, -1, -1)]
+    own = [n for n in names if model.trains(n)]
+    if own not in sets:
+        sets.append(own)
+    rows = []
+    for tr in sets:
+        p = build(copy.copy(model).set_trainable(tr), batch, True)
+        rows.append(dict(trainable=tr, label=tail_label(tr, names), ram_bytes=p.ram_bytes,
+                         weight_ram_bytes=p.train_weight_bytes, arena_bytes=p.arena_bytes,
+                         weight_flash_bytes=p.weight_bytes - p.train_weight_bytes, streamed=p.prefix > 0,
+                         current=tr == own))
+    return rows
+
+
+def tail_label(trainable: list[str], names: list[str]) -> str:
+    """``fc0..output`` for a run of consecutive blocks, ``all`` for every block, else the names."""
+    if trainable == names:
+        return "all (full training)"
+    i = names.index(trainable[0])
+    if trainable == names[i:i + len(trainable)] and len(trainable) > 1:
+        return f"{trainable[0]}..{trainable[-1]}"
+    return ",".join(trainable)
+
+
+def tail_ram_text(rows: list[dict]) -> str:
+    """The :func:`tail_ram` rows as a table (the current set marked with *)."""
+    lines = [f"{'RAM of training, by what trains':<34} {'RAM':>9} {'weights':>9} {'arena':>9} {'flash (frozen)':>15}"]
+    for r in rows:
+        label = ("* " if r["current"] else "  ") + r["label"]
+        lines.append(f"{label:<34} {r['ram_bytes']:>9} {r['weight_ram_bytes']:>9} {r['arena_bytes']:>9} "
+                     f"{r['weight_flash_bytes']:>15}")
+    return "\n".join(lines)

@@ -96,12 +96,13 @@ class WeightTensor:
     count: int
     values: np.ndarray
     info: dict
+    trainable: bool = False  # in RAM, trained and exported; else a constant in flash
 
 
 @dataclass(kw_only=True)
 class LayerOp:
-    """An op with weights: its forward wrapper and accumulator in each schedule and, when training, its
-    error buffer.  The training-only fields are None in an inference plan."""
+    """An op with weights: its forward wrapper and accumulator in each schedule and, when it trains, its
+    error buffer.  The training-only fields are None in an inference plan and for frozen layers."""
 
     x_train: Activation
     x_infer: Activation
@@ -109,6 +110,7 @@ class LayerOp:
     acc_infer: str
     info: dict  # init/SGD constants of its (forward) weights
     cname: str
+    trains: bool = False  # a training plan updates its weights (frozen layers only run forward)
     fwd_infer: str = ""
     fwd_train: str | None = None
     err: Buffer | None = None
@@ -126,7 +128,7 @@ class BlockOp(LayerOp):
     in_count: int
     out_count: int
     head_info: dict
-    head_cname: str
+    head_cname: str | None  # None: a frozen block, whose head the C does not hold
     relu_in_pool: bool = False  # training: the following maxpool applies this block's ReLU
     head_chunk: int = 0  # the head's dot products: int32 partial sums of this many terms (>= d_in: one int32 sum)
     fast_head: bool = False  # the fused head update may take its int32 fast path

@@ -38,11 +38,21 @@ class Plan:
     ops: list[Op] = field(default_factory=list)
     buffers: list[Buffer] = field(default_factory=list)
     arena_bytes: int = 0
-    weight_bytes: int = 0
+    weight_bytes: int = 0  # every tensor the C holds
+    train_weight_bytes: int = 0  # the trainable ones (RAM); the rest are constants in flash
     tensors: list[WeightTensor] = field(default_factory=list)
     kernels: set[Kernel] = field(default_factory=set)
     fwd_fns: list[FwdFn] = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
     relu_lut: list[int] = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
+    # Training with a frozen prefix (Model.frozen_prefix) streamed one sample at a time: its first ``prefix``
+    # ops run as at inference, into ``feat`` (one sample); train_batch gathers the batch's features in ``xb``
+    # and the remaining ops (the tail) train on them.  prefix 0: no streaming.  ``feat_count``: the values
+    # per sample the tail reads (the prefix's output, else the input).
+    prefix: int = 0
+    feat: Buffer | None = None
+    feat_count: int = 0
+    xb: Buffer | None = None
+    norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property
@@ -50,16 +60,14 @@ class Plan:
         """The most taps of a conv kernel (1 without convs): the size of the gradient's register block."""
         return max([op.blk.k ** 2 for op in self.ops if isinstance(op, ConvOp)], default=1)
 
-    def memory_table(self) -> list[tuple[str, int]]:
-        rows = [("weights (" + ("RAM, trainable" if self.train else "flash, const") + ")", self.weight_bytes),
-                (f"arena (batch {self.batch}, {'training' if self.train else 'inference'})", self.arena_bytes)]
-        if self.train:
-            rows.append(("initial weights (flash, for reset)", self.weight_bytes))
-        return rows
-
     @property
     def ram_bytes(self) -> int:
-        return self.arena_bytes + (self.weight_bytes if self.train else 0)
+        return self.arena_bytes + (self.train_weight_bytes if self.train else 0)
+
+    @property
+    def stream_bytes(self) -> int:
+        """RAM of train_sample's ring (MAX_BATCH tail inputs, their labels, a count), where it is called."""
+        return self.batch * (self.feat_count + 1) + 4
 
     @property
     def col(self) -> Buffer:
@@ -78,12 +86,21 @@ def plan(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_m
 
 
 def build(model: Model, batch: int = 1, train: bool = False, name: str = "nitro_model") -> Plan:
-    """Walk the model into a plan without the bound checks (the cost model reads any model's plan)."""
+    """Walk the model into a plan without the bound checks (the cost model reads any model's plan).
+
+    A training plan of a model with a frozen prefix streams that prefix one sample at a time when this makes
+    the arena smaller (it does whenever batch > 1), else runs it on the batch as the tail does."""
     if not name.isidentifier() or name.startswith("_"):
         raise CodegenError(f"the model name must be a C identifier, got '{name}'")
     if not 1 <= batch <= 4096:
         raise CodegenError(f"batch must be in 1..4096, got {batch}")
-    return _Walk(model, batch if train else 1, train, name).run()
+    batch = batch if train else 1
+    p = _Walk(model, batch, train, name, stream=False).run()
+    if train and model.frozen_prefix():
+        streamed = _Walk(model, batch, train, name, stream=True).run()
+        if streamed.arena_bytes <= p.arena_bytes:
+            return streamed
+    return p
 
 
 def check(p: Plan) -> Plan:
@@ -107,7 +124,7 @@ def check(p: Plan) -> Plan:
             st = op.blk
             sf(st.name, st.sf)
             sf(st.head.name, st.head.sf)
-            if not p.train:
+            if not op.trains:
                 continue
             if isinstance(op, ConvOp) and st.pool and st.h_out * st.w_out >= 0xFFFF:
                 raise CodegenError(f"{st.name}: feature map too large for 16-bit pool indices")
@@ -115,7 +132,7 @@ def check(p: Plan) -> Plan:
             grad(st.head.name, p.batch, p.relu_max)
         elif isinstance(op, OutputOp):
             sf("output", p.model.output.sf)
-            if p.train:
+            if op.trains:
                 grad("output", p.batch, op.x_train.bound)
     return p
 
@@ -128,21 +145,40 @@ def cname(wname: str) -> str:
 class _Walk:
     """The state of one walk: the plan so far, the arena, the op index and both schedules' current input."""
 
-    def __init__(self, model: Model, batch: int, train: bool, name: str):
+    def __init__(self, model: Model, batch: int, train: bool, name: str, stream: bool = False):
         spec = model.spec
         self.model, self.nc, self.info = model, model.num_classes, model.param_info()
         self.wmax = 2 ** (model.weight_bits - 1)
         relu_max = int(np.abs(L.relu_forward(np.arange(-127, 128).astype(np.int8), spec["slope_inv"])
                               .astype(np.int64)).max())
         delta_type = "int32_t" if self.nc * 255 * self.wmax < INT32_MAX else "int64_t"
-        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4)
+        self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4,
+                      feat_count=int(np.prod(spec["input_shape"])))
         self.arena = Arena()
         self.t = 0
         self.x = Activation(None, "int8_t", 128, tuple(spec["input_shape"]))  # training schedule
         self.xi = self.x  # inference schedule
+        self.prefix = model.frozen_prefix() if train and stream else 0  # stages streamed one sample at a time
+        self.streaming = False
+
+    @property
+    def training(self) -> bool:
+        """The current stage has a training schedule (a streamed prefix runs as at inference)."""
+        return self.p.train and not self.streaming
+
+    @property
+    def b(self) -> int:
+        """Samples the current stage's buffers hold: the batch, or one in a streamed prefix."""
+        return 1 if self.streaming else self.p.batch
+
+    def trains(self, block: str) -> bool:
+        return self.training and self.model.trains(block)
 
     def run(self) -> Plan:
-        for st in self.model.stages:
+        for i, st in enumerate(self.model.stages):
+            self.streaming = i < self.prefix
+            if i == self.prefix and self.prefix:
+                self.boundary()
             if isinstance(st, ConvBlock):
                 self.conv(st)
             elif isinstance(st, LinearBlock):
@@ -151,9 +187,14 @@ class _Walk:
                 self.maxpool(st)
             elif isinstance(st, Dropout) and self.p.train:
                 self.dropout(st)
+        self.streaming = False
+        if self.prefix == len(self.model.stages):
+            self.boundary()
         self.output()
         self.link_relus()
         self.scratch_column()
+        if self.p.xb is not None:
+            self.p.xb.last = self.t + 1  # train_batch fills it before the tail runs: nothing else may use it
         self.p.buffers = self.arena.buffers
         self.p.arena_bytes = place_buffers(self.p.buffers)
         self.weights()
@@ -200,7 +241,18 @@ class _Walk:
         return dict(acc_train=self.acc(st.fan_in, self.x.bound), acc_infer=self.acc(st.fan_in, self.xi.bound),
                     in_count=int(np.prod(self.x.shape)), out_count=out_count,
                     info=self.info[st.name + ".fwd"], head_info=self.info[st.head.name],
-                    cname=cname(st.name + ".fwd"), head_cname=cname(st.head.name))
+                    cname=cname(st.name + ".fwd"), trains=self.trains(st.name),
+                    head_cname=cname(st.head.name) if self.trains(st.name) or not self.p.train else None)
+
+    def boundary(self) -> None:
+        """The streamed prefix ends here: its one-sample output is ``feat``; the tail trains on ``x`` (the
+        train_batch gathers the batch's features into ``xb``, train_sample into its ring)."""
+        p, x = self.p, self.x
+        p.prefix, p.feat, p.feat_count = len(p.ops), x.buf, int(np.prod(x.shape))
+        p.xb = self.new("xb", x.ctype, p.batch * p.feat_count, "the frozen prefix's outputs of the batch "
+                        "(the training tail's input)")
+        p.xb.first = 0
+        self.x = Activation(None, x.ctype, x.bound, x.shape)
 
     def block_done(self, op: BlockOp, shape: tuple) -> None:
         self.p.ops.append(op)
@@ -211,7 +263,7 @@ class _Walk:
     # ---- one function per op kind ----------------------------------------------------------------------
     def conv(self, st: ConvBlock) -> None:
         p, n_out = self.p, st.c_out * st.h_out * st.w_out
-        out = self.new(f"s_{st.name}", "int8_t", p.batch * n_out,
+        out = self.new(f"s_{st.name}", "int8_t", self.b * n_out,
                        f"{st.name}: scaled output, then (relu in place) the block output")
         xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
                         f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
@@ -225,11 +277,12 @@ class _Walk:
         p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
         op.fwd_infer = self.fwd_fn(st.name, self.xi, op.acc_infer, ConvFwd, **geo)
         self.arena.use(self.xi.buf, self.t)
-        if p.train:
+        if self.training:
             p.kernels |= {Kernel("conv_fwd", self.x.sfx, op.acc_train), Kernel("conv_col", self.x.sfx)}
             op.fwd_train = self.fwd_fn(st.name, self.x, op.acc_train, ConvFwd, **geo)
-            self.t += 1
-            self.conv_step(op, xpad.count)
+            if op.trains:
+                self.t += 1
+                self.conv_step(op, xpad.count)
             self.arena.use(self.x.buf, self.t)
         self.block_done(op, (st.c_out, st.h_out, st.w_out))
 
@@ -260,7 +313,7 @@ class _Walk:
         p.kernels |= {Kernel("conv_step", self.x.sfx), Kernel("row_update", "s8"), Kernel("head_error")}
 
     def linear(self, st: LinearBlock) -> None:
-        p, b, q = self.p, self.p.batch, self.model.quirks
+        p, b, q = self.p, self.b, self.model.quirks
         out = self.new(f"s_{st.name}", "int8_t", b * st.d_out,
                        f"{st.name}: scaled output, then (relu in place) the block output")
         passes = 2 if q.cnn_fc_double_update and any(isinstance(k, ConvBlock) for k in self.model.blocks) else 1
@@ -270,9 +323,10 @@ class _Walk:
         p.kernels.add(Kernel("linear_fwd", self.xi.sfx, op.acc_infer))
         op.fwd_infer = self.fwd_fn(st.name, self.xi, op.acc_infer, LinearFwd, **geo)
         self.arena.use(self.xi.buf, self.t)
-        if p.train:
+        if self.training:
             p.kernels.add(Kernel("linear_fwd", self.x.sfx, op.acc_train))
             op.fwd_train = self.fwd_fn(st.name, self.x, op.acc_train, LinearFwd, **geo)
+        if op.trains:
             self.t += 1
             op.err = self.new(f"e_{st.name}", "int16_t", b * self.nc, f"{st.name}: head error")
             self.update_buffers(op, st.name, st.d_in)
@@ -280,11 +334,11 @@ class _Walk:
             op.head_chunk = self.chunk(st.d_out, p.relu_max)
             op.fast_head = self.fast_update(p.relu_max)
             p.kernels.add(Kernel("linear_step", self.x.sfx))
-            self.arena.use(self.x.buf, self.t)
+        self.arena.use(self.x.buf, self.t)
         self.block_done(op, (st.d_out,))
 
     def maxpool(self, st: MaxPool) -> None:
-        p, b, x, xi = self.p, self.p.batch, self.x, self.xi
+        p, b, x, xi = self.p, self.b, self.x, self.xi
         c, h, w = x.shape
         n_out = c * st.h_out * st.w_out
         out = self.new(f"x_pool{self.t}", x.ctype, b * n_out, f"maxpool {st.k}x{st.k} output")
@@ -295,7 +349,7 @@ class _Walk:
         p.ops.append(MaxPoolOp(pool=st, x_train=x, x_infer=xi, out=out, out_infer=out_infer, in_shape=(c, h, w),
                                in_count=c * h * w, out_count=n_out))
         p.kernels.add(Kernel("maxpool", xi.sfx))
-        if p.train:
+        if self.training:
             p.kernels.add(Kernel("maxpool", x.sfx))
         self.arena.use(x.buf, self.t)
         self.arena.use(xi.buf, self.t)
@@ -324,13 +378,14 @@ class _Walk:
         scores = self.new("scores", "int8_t", p.batch * self.nc, "output scores")
         op = OutputOp(x_train=x, x_infer=xi, acc_train=self.acc(o.d_in, x.bound),
                       acc_infer=self.acc(o.d_in, xi.bound), d_in=o.d_in, info=self.info["output"],
-                      cname=cname("output"), scores=scores)
+                      cname=cname("output"), scores=scores, trains=self.trains("output"))
         geo = dict(n_in=o.d_in, n_out=self.nc, sf=o.sf)
         p.kernels.add(Kernel("linear_fwd", xi.sfx, op.acc_infer))
         op.fwd_infer = self.fwd_fn("output", xi, op.acc_infer, LinearFwd, **geo)
         if p.train:
             p.kernels.add(Kernel("linear_fwd", x.sfx, op.acc_train))
             op.fwd_train = self.fwd_fn("output", x, op.acc_train, LinearFwd, **geo)
+        if op.trains:
             op.err = self.new("e_output", "int16_t", p.batch * self.nc, "output error")
             self.update_buffers(op, "output", o.d_in)
             p.kernels.add(Kernel("output_step", x.sfx))
@@ -343,10 +398,11 @@ class _Walk:
         """Training: a block followed by a maxpool leaves s as it is; the maxpool pools s and applies the ReLU
         (inference fuses NITRO-ReLU into the forward kernels)."""
         p = self.p
-        for a, nxt in zip(p.ops, p.ops[1:]):
+        tail = p.ops[p.prefix:]  # a streamed prefix runs as at inference
+        for a, nxt in zip(tail, tail[1:]):
             if isinstance(nxt, MaxPoolOp) and isinstance(a, BlockOp):
                 a.relu_in_pool = nxt.applies_relu = p.train and a.out is nxt.x_train.buf
-        if p.train and any(isinstance(a, BlockOp) and not a.relu_in_pool for a in p.ops):
+        if p.train and any(isinstance(a, BlockOp) and not a.relu_in_pool for a in tail):
             p.kernels.add(Kernel("relu"))
 
     def scratch_column(self) -> None:
@@ -355,7 +411,7 @@ class _Walk:
         col = 2
         for op in self.p.ops:
             if isinstance(op, ConvOp):
-                col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if self.p.train else 0)
+                col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if op.trains else 0)
             elif isinstance(op, LinearOp):
                 col = max(col, op.blk.d_in)
             elif isinstance(op, OutputOp):
@@ -364,11 +420,18 @@ class _Walk:
                                          "im2col / widened input column (forward kernels)"))
 
     def weights(self) -> None:
+        """The tensors the C holds: all of them at inference; in training, the trainable ones (in RAM) and the
+        forward weights of frozen blocks (constants) -- a frozen head never runs, so it is left out."""
         p, model = self.p, self.model
         for wname, shape in model.param_shapes().items():
+            trains = p.train and model.trains(model.tensor_block(wname))
+            if p.train and not trains and wname.endswith(".head"):
+                continue
             p.tensors.append(WeightTensor(wname, cname(wname), list(shape), int(np.prod(shape)),
-                                          np.asarray(model.weights[wname]).reshape(-1), self.info[wname]))
+                                          np.asarray(model.weights[wname]).reshape(-1), self.info[wname], trains))
         lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), model.spec["slope_inv"])
         p.relu_lut = [int(v) for v in lut]
         p.relu_lo = [next(u for u in range(256) if lut[u] == lut[v]) - 128 for v in range(256)]
-        p.weight_bytes = sum(t.count for t in p.tensors) * (model.weight_bits // 8)
+        wb = model.weight_bits // 8
+        p.weight_bytes = sum(t.count for t in p.tensors) * wb
+        p.train_weight_bytes = sum(t.count for t in p.tensors if t.trainable) * wb

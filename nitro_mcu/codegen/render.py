@@ -12,6 +12,7 @@ Every file of one run carries the same generation id (a hash of the C sources); 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -23,6 +24,7 @@ from .. import checkpoint
 from .._version import __version__
 from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
+from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
 from . import status
 from .ops import BlockOp
@@ -53,7 +55,7 @@ def carray(values, per_line: int = 16) -> str:
 
 def lr_inv_max(p: Plan) -> int:
     """The largest lr_inv whose SGD divisors (lr_inv * amp, in int64) cannot overflow."""
-    amps = [op.info["amp"] for op in p.ops if isinstance(op, BlockOp)] + [1]
+    amps = [op.info["amp"] for op in p.ops if isinstance(op, BlockOp) and op.trains] + [1]
     return min(INT32_MAX, INT64_MAX // max(amps))
 
 
@@ -82,6 +84,7 @@ def render(p: Plan) -> dict[str, str]:
                has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
                version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
+               trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:],
                ckpt=checkpoint.layout(model), status_errors=status.ERRORS)
     kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
     kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
@@ -165,17 +168,54 @@ class Converted:
         return replace_file_set(path, self.files)
 
     def memory_report(self) -> str:
-        rows = self.plan.memory_table()
+        p = self.plan
+        if not p.train:
+            rows = [("weights (flash, const)", p.weight_bytes), (f"arena (batch {p.batch}, inference)", p.arena_bytes)]
+        else:
+            rows = [("weights, trainable (RAM)", p.train_weight_bytes)]
+            if p.weight_bytes > p.train_weight_bytes:
+                rows.append(("weights, frozen (flash, const)", p.weight_bytes - p.train_weight_bytes))
+            rows += [(f"arena (batch {p.batch}, training{'; prefix streamed' if p.prefix else ''})", p.arena_bytes),
+                     ("initial trainable weights (flash, for reset)", p.train_weight_bytes)]
         lines = [f"{'memory':<44} {'bytes':>10}"]
         lines += [f"{k:<44} {v:>10}" for k, v in rows]
-        lines.append(f"{'static RAM (weights + arena)':<44} {self.plan.ram_bytes:>10}")
+        lines.append(f"{'static RAM (trainable weights + arena)' if self.plan.train else 'static RAM (arena)':<44} "
+                     f"{self.plan.ram_bytes:>10}")
+        if self.plan.train:
+            lines.append(f"{'  + train_sample ring, when it is used':<44} {self.plan.stream_bytes:>10}")
         return "\n".join(lines)
 
 
 def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
-            ram_limit: int | None = None) -> Converted:
+            ram_limit: int | None = None, trainable=None, norm=None) -> Converted:
+    """Plan and render ``model``.  ``trainable``: the blocks that train on the device (default: the model's
+    set, :meth:`~nitro_mcu.trainer.network.Model.set_trainable`); the others are frozen constants in flash.
+    ``norm``: input statistics (a dict or object with ``mu`` and ``mad``, as a model file's ``norm`` or
+    loaded data) for ``<name>_normalize_u8``."""
+    if trainable is not None:
+        model = copy.copy(model).set_trainable(trainable)  # shares the weights; the caller's set is unchanged
     p = plan(model, batch, train, name)
+    if norm is not None:
+        p.norm_lut = norm_table(model, norm)
     if ram_limit is not None and p.ram_bytes > ram_limit:
-        raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.weight_bytes if train else 0}"
+        raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
                            f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
     return Converted(p)
+
+
+def norm_table(model: Model, norm) -> list[list[int]]:
+    """The uint8 -> int8 input table per channel (trainer/data/normalization.py) from statistics ``norm``."""
+    get = (lambda k: norm[k]) if isinstance(norm, dict) else (lambda k: getattr(norm, k))
+    try:
+        mu, mad = np.asarray(get("mu")).reshape(-1), np.asarray(get("mad")).reshape(-1)
+    except (KeyError, AttributeError):
+        raise CodegenError("normalisation statistics need 'mu' and 'mad' (one integer per channel)") from None
+    n = int(np.prod(model.input_shape))
+    channels = model.input_shape[0] if model.spec["kind"] == "cnn" else None  # an MLP's input is C-order pixels
+    if len(mu) != len(mad) or not len(mu) or n % len(mu) or channels not in (None, len(mu)):
+        raise CodegenError(f"normalisation statistics of {len(mu)} channel(s) do not fit an input of {n} values")
+    try:
+        lut = normalization_lut(mu, mad)
+    except (ValueError, TypeError) as e:
+        raise CodegenError(f"bad normalisation statistics: {e}") from None
+    return [[int(v) for v in row] for row in lut]

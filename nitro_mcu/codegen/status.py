@@ -9,7 +9,7 @@ ERRORS = (
     ("BATCH", -3, "batch size outside 1..{NAME}_MAX_BATCH"),
     ("LABEL", -4, "a label >= {NAME}_NUM_CLASSES"),
     ("RANGE", -5, "lr_inv outside 1..LR_INV_MAX, or a weight that does not fit"),
-    ("COUNT", -6, "a weight count other than {NAME}_NUM_WEIGHTS"),
+    ("COUNT", -6, "a weight count other than {NAME}_NUM_TRAINABLE_WEIGHTS"),
 )
 
 BY_VALUE = {value: suffix for suffix, value, _ in ERRORS}

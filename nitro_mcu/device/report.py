@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen import convert
-from ..codegen.cost import PHASES, op_macs
+from ..codegen.cost import PHASES, op_macs, tail_ram, tail_ram_text
 from ..fileio import atomic_write
 from ..trainer.network import Model
 from .protocol import Session
@@ -20,9 +20,13 @@ from .verify import batches, run_session
 
 
 def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: int = 2, predictions: int = 5,
-           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600) -> dict:
-    """Flash, static RAM, stack, instructions per inference / training step / MAC (and per layer)."""
-    conv = convert(copy.deepcopy(model), batch=batch, train=True, name=name)
+           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600, trainable=None) -> dict:
+    """Flash, static RAM, stack, instructions per inference / training step / MAC (and per layer), and the
+    planned RAM of training each tail next to full training.  ``trainable``: as in :func:`~.verify.verify`."""
+    model = copy.deepcopy(model)
+    if trainable is not None:
+        model.set_trainable(trainable)
+    conv = convert(model, batch=batch, train=True, name=name)
     xs = [(x, y) for x, y in batches(data, steps, batch)]
     xp = data.x_test[:predictions]
 
@@ -55,7 +59,8 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
         total_ram_bytes=b.static_ram_bytes + (r_train.stack_bytes or 0),
         harness_ram_bytes=b.static_ram_bytes - conv.plan.ram_bytes,
         model_ram_bytes=conv.plan.ram_bytes, arena_bytes=conv.plan.arena_bytes,
-        weight_bytes=conv.plan.weight_bytes,
+        weight_bytes=conv.plan.weight_bytes, weight_ram_bytes=conv.plan.train_weight_bytes,
+        trainable=[n for n in model.block_names if model.trains(n)], tail_ram=tail_ram(model, batch),
         insns_per_train_step=int(per_step), insns_per_inference=int(per_inf),
         train_macs=train_macs, infer_macs=infer_macs,
         insns_per_mac_train=round(per_step / train_macs, 3) if train_macs else None,
@@ -66,10 +71,11 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
         for row in macs:
             if row["kind"] == "dropout":
                 continue
+            streamed = row["op"] < conv.plan.prefix  # runs as at inference: no phase markers
             rt = _op_count(conv, xs, xp, 100 + row["op"], target, timeout, train=True)
             ri = _op_count(conv, xs, xp, row["op"], target, timeout, train=False)
             phases = {ph: _op_count(conv, xs, xp, phase_id(row["op"], ph), target, timeout, train=True) // max(1, len(xs))
-                      for ph in PHASES if ph in row["phase_macs"]}
+                      for ph in PHASES if ph in row["phase_macs"] and not streamed}
             out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp)),
                                       phase_insns=phases))
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -105,7 +111,7 @@ def report_text(r: dict) -> str:
         f"cost on {r['target']} ({r['compiler']}; {r['cflags']})",
         f"  flash (text+rodata+data)      {r['flash_bytes']:>10} B  ({r['flash_bytes'] / kb:.1f} KiB)",
         f"  static RAM (data+bss)         {r['static_ram_bytes']:>10} B  (model {r['model_ram_bytes']}: weights "
-        f"{r['weight_bytes']} + arena {r['arena_bytes']}; harness buffers {r['harness_ram_bytes']})",
+        f"{r['weight_ram_bytes']} + arena {r['arena_bytes']}; harness buffers {r['harness_ram_bytes']})",
         f"  stack high-water              {r['stack_bytes']:>10} B",
         f"  RAM total (static + stack)    {r['total_ram_bytes']:>10} B  ({r['total_ram_bytes'] / kb:.1f} KiB)",
         f"  instructions per training step {r['insns_per_train_step']:>9}  (batch {r['batch']}, {r['train_macs']} MACs: "
@@ -122,6 +128,9 @@ def report_text(r: dict) -> str:
             lines.append(f"  {L['name']:<14} {L['train_insns']:>12} {L['train_macs']:>11} {tpm:>6} "
                          f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6}")
         lines += phase_lines(r["layers"])
+    if r.get("tail_ram"):
+        lines.append(f"  trainable: {', '.join(r['trainable'])}; planned model RAM (static RAM above less the harness):")
+        lines += ["  " + ln for ln in tail_ram_text(r["tail_ram"]).splitlines()]
     return "\n".join(lines)
 
 

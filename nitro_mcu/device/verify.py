@@ -4,8 +4,10 @@
 predictions in the emulator while the NumPy trainer does the same steps.  At every checkpoint (the end of the
 run, or every ``checkpoint_every`` steps) it compares every weight, the number of weights the device sent, lr_inv,
 the PRNG state and, per tensor, how many weights changed since the start, counted on the device (the harness's
-MOVE command) and in Python; over the run, the correct count of every training step and the scores.  A tensor
-that did not move at all in a run with training steps fails the verdict unless ``allow_still`` names it.
+MOVE command) and in Python; over the run, the correct count of every training step and the scores.  Movement
+is checked against the trainable set (docs/adaptation.md): a frozen tensor that changed fails the verdict, always;
+a trainable tensor that did not move at all in a run with training steps fails it unless ``allow_still`` names
+it.  Frozen heads, which the generated C does not hold, are checked in Python alone.
 """
 from __future__ import annotations
 
@@ -34,10 +36,21 @@ class TensorCheck:
     first: tuple | None = None          # (index, device value, python value)
     changed: int = 0                    # weights that differ from the start, in Python
     changed_device: int | None = None   # the same, counted by the device
+    trainable: bool = True              # False: frozen, it must not move
+    on_device: bool = True              # False: a frozen head, which the generated C does not hold
 
     @property
     def moved_equal(self) -> bool:
-        return self.changed_device == self.changed
+        return not self.on_device or self.changed_device == self.changed
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.changed or self.changed_device)
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, count=self.count, mismatches=self.mismatches, changed=self.changed,
+                    changed_device=self.changed_device, equal=self.equal, trainable=self.trainable,
+                    on_device=self.on_device)
 
 
 @dataclass
@@ -46,7 +59,7 @@ class Checkpoint:
     step: int
     tensors: list
     weights_device: int      # weights the device sent
-    weights_python: int      # weights the model has
+    weights_python: int      # weights of the tensors the C holds, in Python
     moved_tensors: int       # tensors the device counted (MOVE)
     lr_inv_device: int
     lr_inv_python: int
@@ -66,8 +79,9 @@ class Checkpoint:
                     return f"tensor {t.name}: missing from the device's weights"
                 idx, dev, py = t.first
                 return f"tensor {t.name} index {list(idx)}: device {dev}, python {py}"
-        if self.moved_tensors != len(self.tensors):
-            return f"the device counted moved weights of {self.moved_tensors} tensors, the model has {len(self.tensors)}"
+        held = sum(t.on_device for t in self.tensors)
+        if self.moved_tensors != held:
+            return f"the device counted moved weights of {self.moved_tensors} tensors, the C holds {held}"
         for t in self.tensors:
             if not t.moved_equal:
                 return f"tensor {t.name}: {t.changed_device} weights moved on the device, {t.changed} in Python"
@@ -82,8 +96,7 @@ class Checkpoint:
                     weights=dict(device=self.weights_device, python=self.weights_python),
                     lr_inv=dict(device=self.lr_inv_device, python=self.lr_inv_python),
                     prng_state=dict(device=self.rng_device, python=self.rng_python),
-                    tensors=[dict(name=t.name, count=t.count, mismatches=t.mismatches, changed=t.changed,
-                                  changed_device=t.changed_device, equal=t.equal) for t in self.tensors])
+                    tensors=[t.to_dict() for t in self.tensors])
 
 
 @dataclass
@@ -123,11 +136,16 @@ class VerifyReport:
 
     @property
     def still(self) -> list[str]:
-        """Tensors that did not move in a run with training steps, and that ``allow_still`` does not name."""
+        """Trainable tensors that did not move in a run with training steps, and that ``allow_still`` does not
+        name."""
         if not self.steps:
             return []
-        return [t.name for t in self.tensors if t.changed == 0 and not t.changed_device
-                and t.name not in self.allow_still]
+        return [t.name for t in self.tensors if t.trainable and not t.moved and t.name not in self.allow_still]
+
+    @property
+    def frozen_moved(self) -> list[str]:
+        """Frozen tensors that changed, on the device or in Python: never allowed."""
+        return [t.name for t in self.tensors if not t.trainable and t.moved]
 
     @property
     def bit_exact(self) -> bool:
@@ -135,11 +153,12 @@ class VerifyReport:
 
     @property
     def passed(self) -> bool:
-        return self.bit_exact and not self.still
+        return self.bit_exact and not self.frozen_moved and not self.still
 
     @property
     def verdict(self) -> str:
-        return "MISMATCH" if not self.bit_exact else "STILL" if self.still else "bit-exact"
+        return ("MISMATCH" if not self.bit_exact else "MOVED" if self.frozen_moved else "STILL" if self.still
+                else "bit-exact")
 
     def first_mismatch(self) -> str | None:
         for c in self.checkpoints:
@@ -162,6 +181,11 @@ class VerifyReport:
         m = self.first_mismatch()
         if m:
             return f"MISMATCH: first difference at {m}"
+        if self.frozen_moved:
+            t = next(t for t in self.tensors if t.name == self.frozen_moved[0])
+            return (f"MOVED: frozen {', '.join(self.frozen_moved)} changed ({t.name}: {t.changed} weights in Python"
+                    + (f", {t.changed_device} on the device" if t.on_device else "")
+                    + "); a frozen tensor must keep every value")
         if self.still:
             names = ", ".join(self.still)
             return (f"STILL: {names} did not change in {self.steps} training steps, on the device and in Python, so "
@@ -174,14 +198,17 @@ class VerifyReport:
             return "equal" if b else "DIFFERENT"
 
         f = self.final
-        lines = [f"{'tensor':<14} {'weights':>9} {'changed':>9} {'mismatches':>10}  verdict"]
+        lines = [f"{'tensor':<14} {'role':<9} {'weights':>9} {'changed':>9} {'mismatches':>10}  verdict"]
         for t in self.tensors:
-            v = ok(t.equal and t.moved_equal)
+            v = ok(t.equal and t.moved_equal) if t.on_device else "not in the C (a frozen head)"
             if not t.moved_equal:
                 v += f" (changed on the device: {t.changed_device})"
-            elif self.steps and t.changed == 0:
+            elif not t.trainable:
+                v += ", MOVED" if t.moved else ", kept"
+            elif self.steps and not t.moved:
                 v += ", still (allowed)" if t.name in self.allow_still else ", DID NOT MOVE"
-            lines.append(f"{t.name:<14} {t.count:>9} {t.changed:>9} {t.mismatches:>10}  {v}")
+            role = "trainable" if t.trainable else "frozen"
+            lines.append(f"{t.name:<14} {role:<9} {t.count:>9} {t.changed:>9} {t.mismatches:>10}  {v}")
         lines.append(f"{'weight count':<14} {f.weights_python:>9} {'':>9} {'':>10}  "
                      f"{ok(f.weights_device == f.weights_python)} (device sent {f.weights_device})")
         lines.append(f"{'lr_inv':<14} {1:>9} {'':>9} {'':>10}  {ok(f.lr_inv_device == f.lr_inv_python)} "
@@ -201,15 +228,14 @@ class VerifyReport:
         return dict(
             verdict=self.verdict, problem=self.problem(), target=self.target, emulator=self.emulator, opt=self.opt,
             steps=self.steps, batch=self.batch, predictions=self.predictions,
-            tensors=[dict(name=t.name, count=t.count, mismatches=t.mismatches, changed=t.changed,
-                          changed_device=t.changed_device, equal=t.equal) for t in self.tensors],
+            tensors=[t.to_dict() for t in self.tensors],
             weights=dict(device=f.weights_device, python=f.weights_python),
             lr_inv=dict(device=f.lr_inv_device, python=f.lr_inv_python),
             prng_state=dict(device=f.rng_device, python=f.rng_python),
             correct=dict(device=self.correct_device, python=self.correct_python, equal=self.correct_equal),
             scores_equal=self.scores_equal, classes_equal=self.classes_equal,
             held_out_accuracy_bp=self.device_accuracy_bp if self.predictions else None,
-            still=self.still, allow_still=list(self.allow_still),
+            still=self.still, frozen_moved=self.frozen_moved, allow_still=list(self.allow_still),
             checkpoints=[c.to_dict() for c in self.checkpoints],
             seconds=round(self.seconds, 2), device_seconds=round(self.device_seconds, 2),
             stack_bytes=self.stack_bytes)
@@ -236,11 +262,12 @@ def flat_weights(weights: dict, conv: Converted) -> np.ndarray:
 def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int = 8, predictions: int = 100,
            lr_schedule: dict | None = None, emulator: str = "qemu", name: str = "nitro_model",
            timeout: float = 600, allow_still=(), checkpoint_every: int | None = None,
-           opt: str = "-O2") -> VerifyReport:
+           opt: str = "-O2", trainable=None) -> VerifyReport:
     """Run ``steps`` training steps and ``predictions`` predictions on the device and in Python; compare.
 
-    ``lr_schedule``: step -> lr_inv from that step on.  ``allow_still``: tensors allowed not to move.
+    ``lr_schedule``: step -> lr_inv from that step on.  ``allow_still``: trainable tensors allowed not to move.
     ``checkpoint_every``: also compare the whole state every that many steps (one continuous device run).
+    ``trainable``: the blocks that train (default: the model's set); ``model`` itself is not changed.
     """
     if steps < 0 or predictions < 0:
         raise ValueError("steps and predictions must be non-negative")
@@ -251,9 +278,15 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
         raise ValueError(f"allow_still names no tensor of the model: {', '.join(unknown)} (tensors: "
                          f"{', '.join(model.weights)})")
     t0 = time.perf_counter()
-    conv = convert(copy.deepcopy(model), batch=batch, train=True, name=name)
-    session = Session(int(np.prod(model.input_shape)))
     py = copy.deepcopy(model)
+    if trainable is not None:
+        py.set_trainable(trainable)
+    frozen = [n for n in allow_still if not py.trains(py.tensor_block(n))]
+    if frozen:
+        raise ValueError(f"allow_still names frozen tensor(s) {', '.join(frozen)}: a frozen tensor must never "
+                         "move, so there is nothing to allow")
+    conv = convert(copy.deepcopy(py), batch=batch, train=True, name=name)
+    session = Session(int(np.prod(model.input_shape)))
     start = {k: v.copy() for k, v in py.weights.items()}
     reference = flat_weights(start, conv)
     lr = py.spec["lr_inv"]
@@ -285,9 +318,10 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     dumps = [r for r in res.results if isinstance(r, WeightDump)]
     rep.correct_device = [r for r in res.results if isinstance(r, int)]
     names = [t.name for t in conv.plan.tensors]
+    roles = {n: py.trains(py.tensor_block(n)) for n in py.weights}
     for (step, pw, rng, plr), moved, dump in zip(snapshots, moves, dumps):
         rep.checkpoints.append(compare(step, pw, rng, plr, start, dict(zip(names, moved)), len(moved), dump,
-                                       len(reference)))
+                                       len(reference), roles, set(names)))
     if len(xp):
         scores, cls = next(r for r in res.results if isinstance(r, tuple))
         pys = py.predict_scores(xp)
@@ -302,23 +336,29 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
 
 
 def compare(step: int, weights: dict, rng: int, lr: int, start: dict, moved: dict, moved_tensors: int,
-            dump: WeightDump, n_weights: int) -> Checkpoint:
+            dump: WeightDump, n_weights: int, trainable: dict | None = None, held: set | None = None) -> Checkpoint:
     """One checkpoint: the device's MOVE counts (tensor name -> count) and WGHT dump against Python's weights,
-    PRNG state and lr_inv."""
+    PRNG state and lr_inv.  ``trainable``: tensor name -> whether it trains (default: all); ``held``: the
+    tensors the C holds (default: all; a frozen head is not held, and only its Python movement is checked)."""
     checks = []
     for tname, w in weights.items():
         changed = int(np.count_nonzero(w != start[tname]))
+        role = True if trainable is None else trainable[tname]
+        if held is not None and tname not in held:
+            checks.append(TensorCheck(tname, int(w.size), True, 0, None, changed, None, role, on_device=False))
+            continue
         dev_moved = moved.get(tname)
         d = dump.weights.get(tname)
         if d is None:
-            checks.append(TensorCheck(tname, int(w.size), False, int(w.size), None, changed, dev_moved))
+            checks.append(TensorCheck(tname, int(w.size), False, int(w.size), None, changed, dev_moved, role))
             continue
         diff = d != w
         first = None
         if diff.any():
             j = tuple(int(v) for v in np.argwhere(diff)[0])
             first = (j, int(d[j]), int(w[j]))
-        checks.append(TensorCheck(tname, int(w.size), not diff.any(), int(diff.sum()), first, changed, dev_moved))
+        checks.append(TensorCheck(tname, int(w.size), not diff.any(), int(diff.sum()), first, changed, dev_moved,
+                                  role))
     return Checkpoint(step, checks, dump.count, n_weights, moved_tensors, dump.lr_inv, lr, dump.rng, rng)
 
 

@@ -81,6 +81,21 @@ def accuracy_bp(model: Model, x: np.ndarray, y: np.ndarray, drop_last: bool = Fa
     return int(np.sum(pred == y)) * 10000 // len(x)
 
 
+FEATURE_CACHE_BYTES = 1 << 29  # the frozen prefix's outputs of the training set are kept below this size
+
+
+def prefix_cache(model: Model, x: np.ndarray, chunk: int = 256) -> np.ndarray | None:
+    """The frozen prefix's output (:meth:`Model.prefix_features`) of every image in ``x``, computed once; None
+    when nothing is frozen in front or the result would exceed FEATURE_CACHE_BYTES.  Training on it is
+    bit-identical to training on ``x``: the frozen prefix has no dropout and its weights never change."""
+    if not model.frozen_prefix() or not len(x):
+        return None
+    first = model.prefix_features(x[:1])
+    if first.nbytes * len(x) > FEATURE_CACHE_BYTES:
+        return None
+    return np.concatenate([model.prefix_features(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
 def refit_schedule(hist: History) -> list[int]:
     """lr_inv of each epoch up to the best one: what a refit on train + validation replays.
 
@@ -143,6 +158,7 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
         bar = tqdm(total=max(0, epochs - start + 1) * (n // batch_size), unit="batch", dynamic_ncols=True,
                    leave=False)
     rng = data.rng
+    feats = None if augment else prefix_cache(model, data.x_train)
     for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
         if fixed:
@@ -151,10 +167,10 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
         correct = seen = loss = 0
         for b in range(n // batch_size):
             idx = perm[b * batch_size:(b + 1) * batch_size]
-            x = data.x_train[idx]
+            x = data.x_train[idx] if feats is None else feats[idx]
             if augment:
                 x = augment_batch(x, rng, augment[0], augment[1], q.augment_per_batch)
-            st = model.train_step(x, data.y_train[idx], sched.lr_inv)
+            st = model.train_step(x, data.y_train[idx], sched.lr_inv, features=feats is not None)
             correct += st.correct
             seen += st.count
             loss += st.loss

@@ -25,7 +25,7 @@ class Model:
     """A NITRO-D network: description + quirks + weight width + integer weights + dropout PRNG."""
 
     def __init__(self, spec: dict, quirks: Quirks | str = "default", weight_bits: int = 32, seed: int = 0,
-                 weights: dict | None = None):
+                 weights: dict | None = None, trainable=None):
         self.spec = normalize_spec(spec)
         self.quirks = get_profile(quirks) if isinstance(quirks, str) else quirks
         if weight_bits not in (16, 32):
@@ -46,6 +46,7 @@ class Model:
             self.weights = self.init_weights(Rng(self.seed, STREAM_INIT))
         else:
             self.load_weights(weights)
+        self.set_trainable(trainable)
 
     # ---- structure ----------------------------------------------------------------------------------
     def _build(self):
@@ -146,6 +147,63 @@ class Model:
     def num_classes(self):
         return self.spec["num_classes"]
 
+    # ---- which blocks train (docs/adaptation.md) -----------------------------------------------------
+    @property
+    def block_names(self) -> list[str]:
+        """The names :meth:`set_trainable` accepts, in forward order: every block, then ``output``."""
+        return [b.name for b in self.blocks] + ["output"]
+
+    def set_trainable(self, names=None) -> "Model":
+        """Train only the named blocks (``output`` is the output layer); None: all of them.
+
+        A frozen block keeps its forward weights and its head as they are: its head is never run, and the
+        generated C holds only the forward weights, as constants.  Returns the model."""
+        every = self.block_names
+        if names is None:
+            self.trainable = frozenset(every)
+            return self
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        names = [str(n).strip() for n in names]
+        unknown = [n for n in names if n not in every]
+        if unknown:
+            raise SpecError(f"no block named {unknown[0]!r} to train; the blocks are {', '.join(every)}")
+        if not names:
+            raise SpecError(f"nothing to train: name at least one of {', '.join(every)}")
+        self.trainable = frozenset(names)
+        return self
+
+    def trains(self, block: str) -> bool:
+        """Whether block ``block`` (or ``output``) trains."""
+        return block in self.trainable
+
+    @property
+    def all_trainable(self) -> bool:
+        return len(self.trainable) == len(self.blocks) + 1
+
+    @staticmethod
+    def tensor_block(tensor: str) -> str:
+        """The block a weight tensor belongs to: ``conv1.head`` -> ``conv1``, ``output`` -> ``output``."""
+        return tensor.split(".")[0]
+
+    def frozen_prefix(self) -> int:
+        """The number of leading stages that are frozen and hold no dropout: their training-mode forward is
+        their inference forward, so it may run one sample at a time (the generated C streams it) and its
+        output may be computed once (:meth:`prefix_features`)."""
+        k = 0
+        for st in self.stages:
+            if isinstance(st, Dropout) or (isinstance(st, (LinearBlock, ConvBlock)) and self.trains(st.name)):
+                return k
+            k += 1
+        return k
+
+    def prefix_features(self, x: np.ndarray) -> np.ndarray:
+        """The output of the :meth:`frozen_prefix` stages for inputs ``x``, which :meth:`forward` and
+        :meth:`train_step` take with ``features=True``."""
+        self.check_input(x)
+        h = x.transpose(0, 2, 3, 1) if self.spec["kind"] == "cnn" else x.reshape(x.shape[0], -1)
+        return self._run(h, self.stages[:self.frozen_prefix()], False)
+
     # ---- forward ----------------------------------------------------------------------------------------
     def check_input(self, x: np.ndarray):
         if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.integer):
@@ -157,26 +215,35 @@ class Model:
         if x.size and x.dtype != np.int8 and (int(x.min()) < -128 or int(x.max()) > 127):
             raise SpecError("inputs must lie in the int8 range [-128, 127]")
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """int8 scores [B, classes]; in training mode blocks cache what their step needs."""
-        self.check_input(x)
-        cnn = self.spec["kind"] == "cnn"
-        h = x.transpose(0, 2, 3, 1) if cnn else x.reshape(x.shape[0], -1)  # conv stages run NHWC
-        for st in self.stages:
-            if isinstance(st, (LinearBlock, ConvBlock)):
-                if st.kind == "linear" and h.ndim == 4:
-                    h = h.transpose(0, 3, 1, 2).reshape(h.shape[0], -1)  # Flatten, C order (c, i, j)
-                h = st.forward(self.weights, h, self.hp, train)
-            elif isinstance(st, MaxPool):
-                h = st.forward(h)
-            else:
-                h = st.forward(h, self.dropout_rng, train, self.mask_hook, nhwc=h.ndim == 4)
+    def forward(self, x: np.ndarray, train: bool = False, features: bool = False) -> np.ndarray:
+        """int8 scores [B, classes]; in training mode trainable blocks cache what their step needs.
+
+        ``features``: ``x`` is :meth:`prefix_features` output, and the frozen prefix is not run again."""
+        if features:
+            h, stages = x, self.stages[self.frozen_prefix():]
+        else:
+            self.check_input(x)
+            h = x.transpose(0, 2, 3, 1) if self.spec["kind"] == "cnn" else x.reshape(x.shape[0], -1)  # NHWC
+            stages = self.stages
+        h = self._run(h, stages, train)
         if h.ndim == 4:
             h = h.transpose(0, 3, 1, 2)
         h = h.reshape(h.shape[0], -1)
         if train:
             self._out_in = h
         return self.output.forward(self.weights["output"], h)
+
+    def _run(self, h: np.ndarray, stages, train: bool) -> np.ndarray:
+        for st in stages:
+            if isinstance(st, (LinearBlock, ConvBlock)):
+                if st.kind == "linear" and h.ndim == 4:
+                    h = h.transpose(0, 3, 1, 2).reshape(h.shape[0], -1)  # Flatten, C order (c, i, j)
+                h = st.forward(self.weights, h, self.hp, train and self.trains(st.name))
+            elif isinstance(st, MaxPool):
+                h = st.forward(h)
+            else:
+                h = st.forward(h, self.dropout_rng, train, self.mask_hook, nhwc=h.ndim == 4)
+        return h
 
     def predict_scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
@@ -197,24 +264,26 @@ class Model:
         t[np.arange(len(y)), y] = self.spec["one_hot_value"]
         return t
 
-    def train_step(self, x: np.ndarray, y: np.ndarray, lr_inv: int) -> TrainStats:
-        """One step (docs/algorithm.md §3.7): forward, output-layer update, then every block in reverse."""
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr_inv: int, features: bool = False) -> TrainStats:
+        """One step (docs/algorithm.md §3.7): forward, output-layer update, then every block in reverse;
+        frozen blocks (:meth:`set_trainable`) are skipped.  ``features``: as in :meth:`forward`."""
         if lr_inv <= 0:
             raise SpecError(f"lr_inv must be positive, got {lr_inv}")
         target = self.one_hot(y)
-        y_hat = self.forward(x, train=True)
+        y_hat = self.forward(x, train=True, features=features)
         self.last_y_hat = y_hat
         correct = int(np.sum(np.argmax(y_hat, axis=1) == np.asarray(y)))
         diff = output_error(y_hat, target, self.quirks.loss_wrap_int8)
         sq = diff * diff
         loss = int(np.sum(((sq + 128) & 0xFF) - 128 if self.quirks.loss_wrap_int8 else sq))
-        self.output.step(self.weights, self._out_in, target, lr_inv, self.hp.head_decay_inv, self.hp,
-                         self.quirks.error_wrap_int8, False, y_hat=y_hat)
-        fc = [b for b in self.blocks if b.kind == "linear"]
-        convs = [b for b in self.blocks if b.kind == "conv"]
+        if self.trains("output"):
+            self.output.step(self.weights, self._out_in, target, lr_inv, self.hp.head_decay_inv, self.hp,
+                             self.quirks.error_wrap_int8, False, y_hat=y_hat)
+        fc = [b for b in self.blocks if b.kind == "linear" and self.trains(b.name)]
+        convs = [b for b in self.blocks if b.kind == "conv" and self.trains(b.name)]
         for b in reversed(fc):
             b.step(self.weights, target, lr_inv, self.hp, self.quirks)
-        if convs and self.quirks.cnn_fc_double_update:  # Q2
+        if self.quirks.cnn_fc_double_update and any(b.kind == "conv" for b in self.blocks):  # Q2
             for b in reversed(fc):
                 b.step(self.weights, target, lr_inv, self.hp, self.quirks)
         for b in reversed(convs):
