@@ -16,6 +16,7 @@ from .trainer.profiles import PROFILES, Quirks
 from .trainer.network import Model
 from .trainer.loop import History, accuracy_bp, refit_schedule
 from .trainer.loop import train as _train
+from .trainer.recipes import Recipe, recipe_for
 
 
 def resolve_spec(model: str | dict) -> tuple[dict, dict]:
@@ -191,17 +192,38 @@ def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
             check_int("every lr_inv of lr_schedule", v, 1, INT32_MAX)
 
 
+def recipe(model: str | dict, profile="default", which: str = "tuned", dataset: str | None = None) -> Recipe:
+    """The training recipe of a preset, JSON file or description (nitro_mcu/trainer/recipes.py): its own
+    ("tuned"; the paper's where it has none, and always in the reference profile) or the paper's, whose
+    augmentation is that of ``dataset`` (default: the description's)."""
+    _, defaults = resolve_spec(model)
+    return recipe_for(defaults, profile, which, dataset)
+
+
+def augment_for(augment, recipe: Recipe | None, data: D.Prepared) -> tuple | None:
+    """(crop_pad, flip) or None.  ``augment`` None: the recipe's; True: the recipe's if it has one, else the
+    paper pipeline of the data's dataset; False: none; a (pad, flip) pair: that."""
+    if augment is None:
+        return recipe.augment if recipe is not None else None
+    if augment is True:
+        return (recipe and recipe.augment) or D.augment_defaults(getattr(data, "name", "mnist"))
+    return augment or None
+
+
 def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DEFAULT_BATCH, lr_inv=None,
           augment=None, schedule: bool = True, progress: bool | None = None, on_epoch=None,
-          lr_schedule=None, resume=None, on_checkpoint=None, trainable=None) -> History:
+          lr_schedule=None, resume=None, on_checkpoint=None, recipe: Recipe | None = None,
+          test_reads: str = "epoch", trainable=None) -> History:
     """Train in place (best weights by the monitor are kept); ``augment``: True, False/None or (pad, flip).
 
     ``data`` is what :func:`load_data` returns, or anything it reads: ``(x, y)`` arrays, an ``.npz``, a CSV, a
     folder (loaded with the model's seed; ``history.data`` is then the prepared data, for :func:`save`).
-
+    ``recipe`` (see :func:`recipe`) gives lr_inv and augmentation where those are None, and its step schedule
+    (``epochs`` still caps the run: pass ``recipe.epochs`` for its full length; a refit is :func:`refit`).
     ``lr_schedule`` (one lr_inv per epoch) replays a fixed schedule and keeps the final weights instead.
     ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
     ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
+    ``test_reads``: "epoch", "end" or "never" (nitro_mcu/trainer/loop.py).
     ``trainable``: the block names that train (e.g. ``["fc0", "output"]``), the others stay frozen; it stays
     set on the model (:meth:`~nitro_mcu.trainer.network.Model.set_trainable`), so that ``save`` records it and
     ``convert`` generates the same partial training.  None: the model's current set (all, unless set).
@@ -214,23 +236,26 @@ def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DE
         model.set_trainable(trainable)
     if progress is None:
         progress = sys.stderr.isatty()
-    if augment is True:
-        augment = D.augment_defaults(getattr(data, "name", "mnist"))
-    hist = _train(model, data, epochs, batch_size, lr_inv, augment or None, schedule, progress, on_epoch,
-                  lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint)
+    augment = augment_for(augment, recipe, data)
+    if lr_inv is None and recipe is not None:
+        lr_inv = recipe.lr_inv
+    steps = dict(milestones=recipe.milestones, factor=recipe.factor) if recipe is not None else {}
+    hist = _train(model, data, epochs, batch_size, lr_inv, augment, schedule, progress, on_epoch,
+                  lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint, test_reads=test_reads, **steps)
     hist.data = data
     return hist
 
 
 def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DEFAULT_BATCH, augment=None,
-          progress: bool | None = None, on_epoch=None) -> tuple[Model, D.Prepared, History]:
+          progress: bool | None = None, on_epoch=None, test_reads: str = "epoch") -> tuple[Model, D.Prepared, History]:
     """Retrain on training + validation images with the schedule a validation-driven run found.
 
     ``model`` and ``data`` are those of the finished run (its seed, profile, width and dataset are reused;
     ``model``'s weights are not).  A fresh model from the same seed trains on all training images for
     ``history.best_epoch`` epochs, each at the lr_inv that run used (:func:`~nitro_mcu.trainer.loop.refit_schedule`),
     and keeps its final weights: the test set is never used to choose anything.  Returns the new model,
-    its data (statistics recomputed on all training images) and its history.
+    its data (statistics recomputed on all training images) and its history.  ``augment``: as the run's
+    (its recipe's); ``test_reads`` "end": the test set is read once, for the final weights.
     """
     lr = refit_schedule(history)
     if not len(data.x_val) or data.source is None:
@@ -239,7 +264,7 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
     fresh = Model(model.spec, model.quirks, weight_bits=model.weight_bits, seed=model.seed,
                   trainable=sorted(model.trainable))
     hist = train(fresh, full, len(lr), batch_size, augment=augment, schedule=False, progress=progress,
-                 on_epoch=on_epoch, lr_schedule=lr)
+                 on_epoch=on_epoch, lr_schedule=lr, test_reads=test_reads)
     return fresh, full, hist
 
 

@@ -14,6 +14,7 @@ from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
+from .trainer.recipes import RECIPE_CHOICES, recipe_for
 
 
 class UsageError(ValueError):
@@ -54,23 +55,32 @@ def cmd_train(a) -> int:
     resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
                          test=a.test_data, test_size=a.test_size, norm=norm)
-    augment = defaults.get("augment", False) if a.augment is None else a.augment
-    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment), a.resume)
+    # a model file fine-tunes with the paper's recipe (its own description carries none): no augmentation
+    rec = recipe_for(defaults, model.quirks, a.recipe, data.name)
+    if a.refit is None:  # the recipe's choice, where there is a validation split
+        a.refit = rec.refit and monitor == "val" and a.val_size != 0 and not tuning
+    augment = api.augment_for(a.augment, rec, data)
+    keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment, rec), a.resume)
     if keeper.state is not None:
         print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
+    print(f"recipe ({a.recipe}): {rec.describe()}; this run: {a.epochs} epoch(s)"
+          f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', no schedule' if a.no_schedule else ''}, "
+          f"augment {augment or 'none'}, refit {'yes' if a.refit else 'no'}", flush=True)
     t0 = time.perf_counter()
     try:
-        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment, not a.no_schedule,
-                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch)
+        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment or False, not a.no_schedule,
+                         progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch,
+                         recipe=rec)
     except KeyboardInterrupt:
         print(keeper.interrupted(), file=sys.stderr)
         raise
     dt = time.perf_counter() - t0
-    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment)}
+    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
+             "recipe": rec.to_dict()}
     from .fileio import atomic_write
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
@@ -287,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-data", help="your own data: a separate .npz / .csv / image folder as the test set")
     t.add_argument("--test-size", type=positive, default=None,
                    help="your own data without a test set: samples held out for testing (default: a sixth)")
-    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS, help="training epochs")
+    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS,
+                   help="training epochs, at most (a recipe runs whole with its length: docs/profiles.md)")
     t.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
     t.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
     t.add_argument("--profile", choices=list(PROFILES), default="default", help="quirk profile (docs/profiles.md)")
@@ -297,15 +308,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-size", type=non_negative, default=None, help="validation images (default: 10 %%)")
     t.add_argument("--monitor", choices=["val", "test"], default="val",
                    help="set that drives the schedule (test = the paper's Q10 behaviour)")
+    t.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="tuned",
+                   help="training recipe: the preset's own, chosen on validation only (tuned; the paper's for "
+                        "descriptions without one and in the reference profile), or the paper's; "
+                        "docs/profiles.md")
     t.add_argument("--augment", dest="augment", action="store_true", default=None,
-                   help="augment the training images (default: the preset's)")
+                   help="augment the training images (default: as the recipe)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
-    t.add_argument("--no-schedule", action="store_true", help="no plateau / early stopping")
+    t.add_argument("--no-schedule", action="store_true", help="constant lr_inv: no plateau, step or early stop")
     trainable_help = ("comma-separated blocks that train (e.g. fc0,output; see summary); the others stay frozen "
                       "(default: all, or the model file's set)")
     t.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
-    t.add_argument("--refit", action="store_true",
-                   help="then retrain on training + validation images for the best epoch count and save that")
+    t.add_argument("--refit", dest="refit", action="store_true", default=None,
+                   help="then retrain on training + validation images for the best epoch count and save that "
+                        "(default: as the recipe, where there is a validation split; not for a model file)")
+    t.add_argument("--no-refit", dest="refit", action="store_false", help="no refit")
     t.add_argument("--out", default="out", help="output folder")
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")

@@ -48,11 +48,12 @@ def check_out(out: Path, need: int) -> None:
         raise ResumeError(f"--out {out}: {free} bytes free, the outputs need about {need}")
 
 
-def run_options(a, dataset: str, monitor: str, augment) -> dict:
+def run_options(a, dataset: str, monitor: str, augment, recipe) -> dict:
     """The options that decide every draw and step of a run: a resumed run must use the same."""
     return {"dataset": dataset, "seed": a.seed, "batch": a.batch, "profile": a.profile, "weights": a.weights,
-            "val_size": a.val_size, "monitor": monitor, "augment": bool(augment), "schedule": not a.no_schedule,
-            "lr_inv": a.lr_inv, "test_data": getattr(a, "test_data", None), "test_size": getattr(a, "test_size", None)}
+            "val_size": a.val_size, "monitor": monitor, "augment": list(augment) if augment else False,
+            "schedule": not a.no_schedule, "lr_inv": a.lr_inv, "recipe": recipe.to_dict(),
+            "test_data": getattr(a, "test_data", None), "test_size": getattr(a, "test_size", None)}
 
 
 class Keeper:

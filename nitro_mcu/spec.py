@@ -48,12 +48,17 @@ _VGG11B = [["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1], ["conv", 128, 3, 1, 1
            ["maxpool", 2, 2]]
 
 # The paper's configurations (docs/algorithm.md §6), plus the golden-test CNN and our MCU-sized CNN.
-# "dataset", "augment" and "weight_bits" are training defaults for the preset, not part of the architecture.
+# "dataset", "augment", "weight_bits" and "recipe" are training defaults for the preset, not part of the
+# architecture.  "recipe" (nitro_mcu/trainer/recipes.py) is the default-profile recipe chosen on a validation
+# split only (docs/profiles.md, "Training recipes"); "augment" is the paper's augmentation, which the reference
+# profile and the paper's recipe use.
 PRESETS = {
     "mlp1": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[100, 50],
-                 fwd_decay_inv=12000, head_decay_inv=3000, dataset="mnist", augment=False),
+                 fwd_decay_inv=12000, head_decay_inv=3000, dataset="mnist", augment=False,
+                 recipe=dict(lr_inv=128, crop_pad=1, refit=True)),
     "mlp2": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[200, 100, 50],
-                 fwd_decay_inv=10000, head_decay_inv=8000, dataset="fashion-mnist", augment=False),
+                 fwd_decay_inv=10000, head_decay_inv=8000, dataset="fashion-mnist", augment=False,
+                 recipe=dict(epochs=90, lr_inv=256, crop_pad=1, milestones=[30, 50, 70], refit=True)),
     "mlp3": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[1024, 1024, 1024],
                  fwd_decay_inv=28000, head_decay_inv=500, dataset="mnist", augment=True),
     "mlp3_fmnist": dict(kind="mlp", input_shape=[784], num_classes=10, hidden=[1024, 1024, 1024],
@@ -79,9 +84,10 @@ PRESETS = {
                     features=[["conv", 8, 3, 1, 1], ["maxpool", 2, 2], ["conv", 16, 3, 1, 1], ["maxpool", 2, 2],
                               ["conv", 32, 3, 1, 1], ["maxpool", 2, 2]],
                     fc_hidden=[64], fwd_decay_inv=30000, head_decay_inv=3000, pred_decoder_dim=512,
-                    dataset="mnist", augment=False, weight_bits=16),
+                    dataset="mnist", augment=False, weight_bits=16,
+                    recipe=dict(epochs=60, crop_pad=1, milestones=[30, 45], refit=True)),
 }
-TRAIN_KEYS = ("dataset", "augment", "weight_bits")
+TRAIN_KEYS = ("dataset", "augment", "weight_bits", "recipe")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.
 ARCH_KEYS = frozenset(DEFAULTS) | {"kind", "input_shape", "num_classes", "hidden", "features", "fc_hidden", "name"}
 
@@ -202,8 +208,9 @@ def normalize_spec(spec: dict) -> dict:
 
 
 def check_train_keys(spec: dict) -> None:
-    """The training defaults a description may carry: a known dataset, a boolean, a weight width."""
+    """The training defaults a description may carry: a known dataset, a boolean, a weight width, a recipe."""
     from .trainer.data import DATASET_NAMES, canonical_name
+    from .trainer.recipes import recipe_from_dict
 
     ds = spec.get("dataset")
     if ds is not None and (not isinstance(ds, str) or (canonical_name(ds) is None and not Path(ds).is_dir())):
@@ -213,6 +220,8 @@ def check_train_keys(spec: dict) -> None:
         raise SpecError(f"'augment' must be true or false, got {spec['augment']!r}")
     if "weight_bits" in spec and (not is_int(spec["weight_bits"]) or spec["weight_bits"] not in (16, 32)):
         raise SpecError(f"'weight_bits' must be 16 or 32, got {spec['weight_bits']!r}")
+    if "recipe" in spec:
+        recipe_from_dict(spec["recipe"])
 
 
 def estimate_size(s: dict) -> tuple[int, int]:

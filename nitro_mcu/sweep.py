@@ -1,7 +1,7 @@
 """Sweeps: many training runs (models x seeds x options) as Ray tasks, gathered into one table (docs/sweeps.md).
 
-Every run of a sweep is a :class:`RunConfig`; :func:`run_one` trains it (validation-driven schedule, optional refit,
-one final read of the test set) and returns its record.  :func:`run_sweep` sends the runs to Ray -- a local Ray by
+Every run of a sweep is a :class:`RunConfig`; :func:`run_one` trains it (the model's recipe on a validation split,
+a refit on train + validation per the recipe, one read of the test set for the final model) and returns its record.  :func:`run_sweep` sends the runs to Ray -- a local Ray by
 default, an existing cluster with ``address`` -- and writes each finished record at once to ``<out>/runs/<key>.json``.
 A run that raises, or whose worker dies, is reported and leaves ``<key>.failed.json``; the same sweep started again
 skips the finished runs and re-runs only the failed or missing ones.  Then ``<out>/sweep.csv`` holds one row per
@@ -32,15 +32,17 @@ class RunConfig:
 
     model: str
     seed: int
-    epochs: int
+    epochs: int | None = None  # cap on the recipe's length; None: the recipe's length
     dataset: str | None = None
     data_dir: str | None = None
     batch: int = DEFAULT_BATCH
     profile: str = "default"
     weights: int | None = None
     monitor: str | None = None  # None: the profile's (the test set under Q10, else a validation split)
-    refit: bool = False
-    augment: bool | None = None
+    refit: bool | None = None  # None: the recipe's; only where a validation split drives the run
+    augment: bool | None = None  # None: the recipe's
+    recipe: str = "tuned"  # nitro_mcu/trainer/recipes.py: the model's own ("tuned") or the paper's
+    test_reads: str = "once"  # once: the final model only; epoch: logged after every epoch too
 
     def key(self) -> str:
         """A file-name-safe identity: readable prefix, digest of every field."""
@@ -49,12 +51,22 @@ class RunConfig:
         return f"{stem}-s{self.seed}-{digest}"
 
 
-def run_one(cfg: dict) -> dict:
-    """Train one configuration (a :class:`RunConfig` as a dict) and return its record; runs inside a Ray task."""
+TEST_READS = ("once", "epoch")
+
+
+def run_one(cfg: dict, echo=None) -> dict:
+    """Train one configuration (a :class:`RunConfig` as a dict) and return its record; runs inside a Ray task.
+
+    The honest protocol (docs/profiles.md): the recipe's schedule on a validation split, then (per the recipe or
+    ``refit``) a fresh model on train + validation for the best epoch count; the test set is read once, for the
+    final model (the refit's, else the best validation epoch), unless it drives the run (Q10) or ``test_reads``
+    is "epoch".  ``echo`` (serial runs only) receives one line per epoch."""
     from . import api
     from .trainer.malloc import tune_malloc
 
     c = RunConfig(**cfg)
+    if c.test_reads not in TEST_READS:
+        raise ValueError(f"test_reads must be one of {', '.join(TEST_READS)}, got {c.test_reads!r}")
     tune_malloc()  # a worker process only trains
     spec, defaults = api.resolve_spec(c.model)
     dataset = c.dataset or defaults.get("dataset") or "bundled"
@@ -63,20 +75,34 @@ def run_one(cfg: dict) -> dict:
     model = api.build(spec, c.profile, c.weights, c.seed)
     monitor = c.monitor or ("test" if model.quirks.monitor_test else "val")
     data = api.load_data(dataset, c.seed, c.data_dir, None if monitor == "val" else 0, monitor)
-    augment = bool(defaults.get("augment")) if c.augment is None else c.augment
+    rec = api.recipe(c.model, c.profile, c.recipe, data.name)
+    refit = monitor == "val" and len(data.x_val) > 0 and (rec.refit if c.refit is None else c.refit)
+    reads = "epoch" if monitor == "test" or c.test_reads == "epoch" else "never" if refit else "end"
+    augment = api.augment_for(c.augment, rec, data)
+    epochs = rec.epochs if c.epochs is None else min(rec.epochs, c.epochs)
+
+    def on_epoch(r):
+        echo(f"    epoch {r.epoch:3d}  lr_inv {r.lr_inv:7d}  train {pct(r.train_acc_bp)}  {monitor} "
+             f"{pct(r.monitor_acc_bp)}  test {pct(r.test_acc_bp) or '-'}  {r.seconds:.1f} s")
+
     t0 = time.perf_counter()
-    hist = api.train(model, data, c.epochs, c.batch, augment=augment, schedule=True, progress=False)
+    hist = api.train(model, data, epochs, c.batch, augment=augment or False, schedule=True, progress=False,
+                     on_epoch=on_epoch if echo else None, recipe=rec, test_reads=reads)
     best = hist.records[hist.best_epoch - 1]
-    r = dict(key=RunConfig(**cfg).key(), model=c.model, dataset=data.name, profile=c.profile,
-             weight_bits=model.weight_bits, seed=c.seed, monitor=monitor, train_images=len(data.x_train),
-             val_images=len(data.x_val), test_images=len(data.x_test), epochs=c.epochs, epochs_run=len(hist.records),
-             best_epoch=hist.best_epoch, stopped_early=hist.stopped_early, final_lr_inv=hist.records[-1].lr_inv,
-             train_acc_bp=best.train_acc_bp, val_acc_bp=hist.best_monitor_bp if monitor == "val" else None,
-             test_acc_bp=hist.test_at_best_bp, seconds=round(time.perf_counter() - t0, 1), refit_images=None,
-             refit_epochs=None, refit_test_acc_bp=None, refit_seconds=None)
-    if c.refit and monitor == "val":
+    r = dict(key=c.key(), model=c.model, dataset=data.name, profile=c.profile, weight_bits=model.weight_bits,
+             seed=c.seed, monitor=monitor, train_images=len(data.x_train), val_images=len(data.x_val),
+             test_images=len(data.x_test), epochs=epochs, epochs_run=len(hist.records), best_epoch=hist.best_epoch,
+             stopped_early=hist.stopped_early, final_lr_inv=hist.records[-1].lr_inv, train_acc_bp=best.train_acc_bp,
+             val_acc_bp=hist.best_monitor_bp if monitor == "val" else None,
+             test_acc_bp=None if hist.test_at_best_bp < 0 else hist.test_at_best_bp,
+             seconds=round(time.perf_counter() - t0, 1), refit_images=None, refit_epochs=None,
+             refit_test_acc_bp=None, refit_seconds=None)
+    if refit:
+        if echo:
+            echo(f"    refit: {hist.best_epoch} epochs on train + val")
         t1 = time.perf_counter()
-        _, full, rh = api.refit(model, data, hist, c.batch, augment=augment)
+        _, full, rh = api.refit(model, data, hist, c.batch, augment=augment or False,
+                                on_epoch=on_epoch if echo else None, test_reads="epoch" if reads == "epoch" else "end")
         r.update(refit_images=len(full.x_train), refit_epochs=len(rh.records), refit_test_acc_bp=rh.test_at_best_bp,
                  refit_seconds=round(time.perf_counter() - t1, 1))
     return r
@@ -94,9 +120,12 @@ class SweepResult:
 
 
 def run_sweep(configs: list[RunConfig], out: Path, address: str | None = None, num_cpus: int | None = None,
-              serial: bool = False, echo=print, task=run_one) -> SweepResult:
+              serial: bool = False, echo=print, task=run_one, verbose: bool = False) -> SweepResult:
     """Run every configuration not finished yet under ``out``, as Ray tasks (or in this process with ``serial``),
-    then write ``sweep.csv`` and ``sweep.md``.  ``task`` is the function each run calls (default :func:`run_one`)."""
+    then write ``sweep.csv`` and ``sweep.md``.  ``task`` is the function each run calls (default :func:`run_one`).
+    ``verbose``: per-epoch lines through ``echo``; serial only (Ray workers do not print)."""
+    if verbose and not serial:
+        raise ValueError("per-epoch lines need a serial sweep: Ray workers do not print")
     out = Path(out)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -128,7 +157,7 @@ def run_sweep(configs: list[RunConfig], out: Path, address: str | None = None, n
         if serial:
             for c in todo:
                 try:
-                    finished(c, task(asdict(c)), None)
+                    finished(c, task(asdict(c), echo) if verbose else task(asdict(c)), None)
                 except Exception as e:  # noqa: BLE001 - a run's failure is reported, the sweep goes on
                     finished(c, None, one_line(e))
         else:
@@ -186,9 +215,10 @@ def pct(bp) -> str:
 
 def line(r: dict) -> str:
     val = "" if r["val_acc_bp"] is None else f"val {pct(r['val_acc_bp'])} %, "
-    refit = "" if r["refit_test_acc_bp"] is None else f"; refit test {pct(r['refit_test_acc_bp'])} %"
-    return (f"{val}test {pct(r['test_acc_bp'])} % at epoch {r['best_epoch']} of {r['epochs_run']}, "
-            f"{r['seconds']:.1f} s{refit}")
+    test = "test not read" if r["test_acc_bp"] is None else f"test {pct(r['test_acc_bp'])} %"
+    refit = "" if r["refit_test_acc_bp"] is None else \
+        f"; refit on {r['refit_images']}: test {pct(r['refit_test_acc_bp'])} %, {r['refit_seconds']:.1f} s"
+    return f"{val}{test}, best epoch {r['best_epoch']} of {r['epochs_run']}, {r['seconds']:.1f} s{refit}"
 
 
 def summarize(records: list) -> list[dict]:
@@ -199,7 +229,7 @@ def summarize(records: list) -> list[dict]:
     rows = []
     for key, rs in groups.items():
         row = dict(zip(GROUP_KEYS, key), runs=len(rs), seeds=[r["seed"] for r in rs],
-                   test=stats([r["test_acc_bp"] for r in rs]),
+                   test=stats([r["test_acc_bp"] for r in rs if r["test_acc_bp"] is not None]),
                    val=stats([r["val_acc_bp"] for r in rs if r["val_acc_bp"] is not None]),
                    refit=stats([r["refit_test_acc_bp"] for r in rs if r["refit_test_acc_bp"] is not None]),
                    epochs_run=statistics.fmean(r["epochs_run"] for r in rs),
@@ -231,16 +261,21 @@ def table(records: list) -> str:
     return "\n".join(lines)
 
 
-def write_tables(out: Path, records: list, configs: list[RunConfig]) -> None:
-    rows = [",".join(RECORD_COLS)]
+def csv_text(records: list, cols: list = RECORD_COLS) -> str:
+    """One row per run; accuracies as percentages, empty where not measured (a test set not read)."""
+    rows = [",".join(cols)]
     for r in records:
         row = {**r, "train_acc": pct(r["train_acc_bp"]), "val_acc": pct(r["val_acc_bp"]),
                "test_acc": pct(r["test_acc_bp"]), "refit_test_acc": pct(r["refit_test_acc_bp"])}
-        rows.append(",".join("" if row.get(c) is None else str(row[c]) for c in RECORD_COLS))
-    atomic_write(out / "sweep.csv", ("\n".join(rows) + "\n").encode())
+        rows.append(",".join("" if row.get(c) is None else str(row[c]) for c in cols))
+    return "\n".join(rows) + "\n"
+
+
+def write_tables(out: Path, records: list, configs: list[RunConfig]) -> None:
+    atomic_write(out / "sweep.csv", csv_text(records).encode())
     missing = len(configs) - len(records)
     md = ["# Sweep", "", f"{len(records)} of {len(configs)} run(s) finished"
           + (f"; {missing} failed or not run yet (run the same sweep again to run them)" if missing else "") + ".",
-          "Test accuracy at the best validation epoch (one read of the test set); σ is the population standard "
-          "deviation over the seeds.", "", table(records), ""]
+          "The test set is read once per run, for the final model: the refit's (Refit test), else the best "
+          "validation epoch's (Test; – where a refit followed); σ is the population standard deviation over the seeds.", "", table(records), ""]
     atomic_write(out / "sweep.md", "\n".join(md).encode())

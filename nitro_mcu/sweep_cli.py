@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cliargs import int_in, positive, weights_bits
-from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS
+from .spec import DEFAULT_BATCH
+from .sweep import TEST_READS
 from .trainer.profiles import PROFILES
+from .trainer.recipes import RECIPE_CHOICES
 
 
 def cmd_sweep(a) -> int:
@@ -17,11 +19,13 @@ def cmd_sweep(a) -> int:
     for m in models:
         api.resolve_spec(m)  # a typo fails here, not in every task
     configs = [sweep.RunConfig(model=m, seed=s, epochs=a.epochs, dataset=a.data, data_dir=a.data_dir, batch=a.batch,
-                               profile=a.profile, weights=a.weights, monitor=a.monitor, refit=a.refit)
+                               profile=a.profile, weights=a.weights, monitor=a.monitor, refit=a.refit,
+                               recipe=a.recipe, test_reads=a.test_reads)
                for m in models for s in range(a.seed_base, a.seed_base + a.seeds)]
     out = Path(a.out)
-    print(f"sweep: {', '.join(models)} x seeds {a.seed_base}..{a.seed_base + a.seeds - 1}, {a.epochs} epoch(s) "
-          f"each -> {out}", flush=True)
+    length = "the recipe's length" if a.epochs is None else f"at most {a.epochs} epoch(s)"
+    print(f"sweep: {', '.join(models)} x seeds {a.seed_base}..{a.seed_base + a.seeds - 1}, recipe {a.recipe}, "
+          f"{length} each -> {out}", flush=True)
     try:
         res = sweep.run_sweep(configs, out, address=a.address, num_cpus=a.num_cpus, serial=a.serial)
     except KeyboardInterrupt:
@@ -41,7 +45,11 @@ def register(sub) -> None:
     s.add_argument("models", help="comma-separated presets or model description .json files")
     s.add_argument("--seeds", type=int_in(1, 10**4), default=3, help="seeds per model")
     s.add_argument("--seed-base", type=int_in(0, 2**63), default=0, help="first seed")
-    s.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS, help="most epochs per run")
+    s.add_argument("--epochs", type=int_in(1, 10**6), default=None,
+                   help="cap on the epochs per run (default: the recipe's length)")
+    s.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="tuned",
+                   help="training recipe: each model's own, chosen on validation only (tuned; the paper's for a "
+                        "model without one and in the reference profile) or the paper's (docs/profiles.md)")
     s.add_argument("--data", help="dataset or your own data (default: each model's, bundled without --data-dir)")
     s.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
     s.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
@@ -50,7 +58,13 @@ def register(sub) -> None:
                    help="weight width (default: each model's)")
     s.add_argument("--monitor", choices=["val", "test"], default=None,
                    help="set that drives the schedule (default: the profile's; val unless Q10)")
-    s.add_argument("--refit", action="store_true", help="also retrain each run on train + validation")
+    s.add_argument("--refit", dest="refit", action="store_true", default=None,
+                   help="retrain each run on train + validation for its best epoch count (default: as the recipe, "
+                        "where a validation split drives the run)")
+    s.add_argument("--no-refit", dest="refit", action="store_false", help="no refit")
+    s.add_argument("--test-reads", choices=list(TEST_READS), default="once",
+                   help="once (default): the test set is read once per run, for the final model (the refit's); "
+                        "epoch: after every epoch too (logged only)")
     s.add_argument("--out", default="out/sweep", help="output folder: runs/, sweep.csv, sweep.md")
     s.add_argument("--address", help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of a local Ray")
     s.add_argument("--num-cpus", type=positive, default=None, help="CPUs of the local Ray (default: all)")

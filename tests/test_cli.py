@@ -58,7 +58,10 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_csv_and_png(trained):
     out, r = trained
-    assert sorted(p.name for p in out.iterdir()) == ["mlp1.nitro", "mlp1_curves.png", "mlp1_metrics.csv"]
+    # mlp1's recipe refits on train + validation by default (nitro_mcu/trainer/recipes.py)
+    assert sorted(p.name for p in out.iterdir()) == ["mlp1.nitro", "mlp1_curves.png", "mlp1_metrics.csv",
+                                                     "mlp1_refit_metrics.csv"]
+    assert "refit: a fresh model on all 5000 training images" in r.stdout
     assert (out / "mlp1_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((out / "mlp1_metrics.csv").open()))
     assert [row["epoch"] for row in rows] == ["1", "2"]

@@ -1,6 +1,7 @@
 """Sweeps on a local Ray: a tiny sweep (2 seeds x 1 epoch, bundled data), a killed run reported and re-run alone."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -31,6 +32,8 @@ def test_tiny_sweep_on_local_ray_then_a_killed_run_is_reported_and_rerun_alone(t
     assert "as Ray tasks (local Ray)" in r.stdout
     rows = (out / "sweep.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("key,model,dataset")
+    run = next(csv.DictReader(rows))  # mlp1's recipe refits: the test set is read once, by the refit model
+    assert run["epochs"] == "1" and run["test_acc"] == "" and float(run["refit_test_acc"]) > 0 and run["val_acc"]
     assert "| mlp1 | bundled | default | int32 | 1 | val | 2 |" in (out / "sweep.md").read_text()
     first = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     assert len(first) == 2

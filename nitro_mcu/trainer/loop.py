@@ -42,8 +42,9 @@ class History:
         lines = [",".join(cols)]
         for r in self.records:
             val = format_bp(r.monitor_acc_bp) if self.monitor == "val" else ""
-            lines.append(f"{r.epoch},{r.lr_inv},{format_bp(r.train_acc_bp)},{r.train_loss},{val},"
-                         f"{format_bp(r.test_acc_bp)},{r.seconds:.2f}")
+            test = format_bp(r.test_acc_bp) if r.test_acc_bp >= 0 else ""  # -1: not read (test_reads)
+            lines.append(f"{r.epoch},{r.lr_inv},{format_bp(r.train_acc_bp)},{r.train_loss},{val},{test},"
+                         f"{r.seconds:.2f}")
         return "\n".join(lines) + "\n"
 
 
@@ -110,7 +111,7 @@ def refit_schedule(hist: History) -> list[int]:
 def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | None = None,
           augment: tuple | None = None, schedule: bool = True, progress: bool = True,
           on_epoch=None, lr_schedule: list[int] | None = None, resume: TrainState | None = None,
-          on_checkpoint=None) -> History:
+          on_checkpoint=None, milestones: tuple = (), factor: int = 3, test_reads: str = "epoch") -> History:
     """Train ``model`` on prepared data (nitro_mcu.trainer.data.Prepared); keeps the best weights by the monitor.
 
     ``augment`` is (crop_pad, flip) or None; draws come from ``data.rng`` (the data stream), so a run is
@@ -118,7 +119,14 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
     replays a fixed schedule instead: ``epochs`` is its length, nothing is monitored or selected and the
     final weights are kept (the test accuracy is only logged).  ``resume`` (a :class:`~.state.TrainState`)
     continues a run after its last finished epoch; ``on_checkpoint`` receives one after every epoch.
+    ``milestones`` (with ``factor``) replaces the plateau / early-stop rule by a fixed step schedule
+    (optim.Schedule).  ``test_reads``: "epoch" evaluates the test set after every epoch (logged; it drives
+    the run only without a validation split); "end" reads it once, for the kept weights; "never" not at all.
+    Records and ``test_at_best_bp`` hold -1 where it was not read.  No choice reads it either way with a
+    validation split: "end" / "never" make that visible.
     """
+    if test_reads not in ("epoch", "end", "never"):
+        raise ValueError(f"test_reads must be 'epoch', 'end' or 'never', got {test_reads!r}")
     if lr_schedule is not None:
         lr_schedule = [int(v) for v in lr_schedule]
         if not lr_schedule or min(lr_schedule) <= 0:
@@ -131,10 +139,13 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
     n = len(data.x_train)
     if n < batch_size:
         raise ValueError(f"the training set ({n} images) is smaller than one batch ({batch_size})")
-    sched = Schedule(lr_inv if lr_inv is not None else model.spec["lr_inv"])
+    sched = Schedule(lr_inv if lr_inv is not None else model.spec["lr_inv"], factor=factor,
+                     milestones=tuple(milestones))
     q = model.quirks
     fixed = lr_schedule is not None
     use_test = q.monitor_test or len(data.x_val) == 0
+    if use_test and not fixed and test_reads != "epoch":
+        raise ValueError("the test set drives this run (no validation split, or Q10): test_reads must be 'epoch'")
     hist = History(monitor="none" if fixed else "test" if use_test else "val")
     best_weights = None
     start = 1
@@ -168,7 +179,8 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
                 if b % 20 == 0:
                     bar.set_postfix(epoch=epoch, acc=format_bp(correct * 10000 // seen),
                                     chance=format_bp(10000 // model.num_classes), loss=loss // seen)
-        test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size)
+        test_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size) \
+            if test_reads == "epoch" else -1
         # in a replayed (fixed) schedule the test accuracy is only logged: nothing reads it
         mon_bp = test_bp if use_test or fixed else accuracy_bp(model, data.x_val, data.y_val, q.drop_last_eval,
                                                                batch_size)
@@ -182,8 +194,9 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
             best_weights = {k: v.copy() for k, v in model.weights.items()}
         if bar is not None:
             mon = "" if fixed or use_test else f"{hist.monitor} {format_bp(mon_bp)} %  "
+            test = f"test {format_bp(test_bp)} %  " if test_bp >= 0 else ""
             bar.write(f"epoch {epoch:3d}  lr_inv {rec.lr_inv:6d}  train {format_bp(rec.train_acc_bp)} %  "
-                      f"{mon}test {format_bp(test_bp)} %  loss {rec.train_loss}"
+                      f"{mon}{test}loss {rec.train_loss}"
                       + chance_note(epoch, max(rec.train_acc_bp, mon_bp), model.num_classes))
         if on_epoch:
             on_epoch(rec)
@@ -197,4 +210,6 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
         bar.close()
     if best_weights is not None:
         model.weights = best_weights
+    if test_reads == "end":
+        hist.test_at_best_bp = accuracy_bp(model, data.x_test, data.y_test, q.drop_last_eval, batch_size)
     return hist

@@ -113,7 +113,12 @@ class Monitor:
 
 @dataclass
 class Schedule:
-    """The paper's schedule: plateau x3 (patience 15 from epoch 10), early stop (35 from epoch 30)."""
+    """The paper's schedule: plateau x3 (patience 15 from epoch 10), early stop (35 from epoch 30).
+
+    With ``milestones`` it is a fixed step schedule instead (a training recipe, nitro_mcu/trainer/recipes.py):
+    lr_inv x ``factor`` at the end of each listed epoch, no plateau rule and no early stop; the monitor then
+    only picks the best epoch.
+    """
 
     lr_inv: int
     factor: int = 3
@@ -121,15 +126,23 @@ class Schedule:
     plateau_from: int = 10
     stop_patience: int = 35
     stop_from: int = 30
+    milestones: tuple = ()
 
     def __post_init__(self):
         if self.lr_inv <= 0:
             raise ValueError(f"lr_inv must be a positive integer, got {self.lr_inv}")
+        if self.factor < 1 or any(int(m) < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be epochs >= 1 and factor >= 1, got {self.milestones}, {self.factor}")
+        self.milestones = tuple(sorted({int(m) for m in self.milestones}))
         self.plateau = Monitor(self.plateau_patience, self.plateau_from)
         self.stopper = Monitor(self.stop_patience, self.stop_from, reset_on_fire=False)
 
     def end_epoch(self, epoch: int, acc_bp: int) -> bool:
         """Early-stop check first, then the plateau check; returns True to stop training."""
+        if self.milestones:
+            if epoch in self.milestones:
+                self.lr_inv *= self.factor
+            return False
         if self.stopper.step(epoch, acc_bp):
             return True
         if self.plateau.step(epoch, acc_bp):
