@@ -76,6 +76,8 @@ def run_one(cfg: dict, echo=None) -> dict:
     monitor = c.monitor or ("test" if model.quirks.monitor_test else "val")
     data = api.load_data(dataset, c.seed, c.data_dir, None if monitor == "val" else 0, monitor)
     rec = api.recipe(c.model, c.profile, c.recipe, data.name)
+    if c.refit and monitor != "val":
+        raise ValueError("refit needs a validation split (monitor 'val', a profile without Q10)")
     refit = monitor == "val" and len(data.x_val) > 0 and (rec.refit if c.refit is None else c.refit)
     reads = "epoch" if monitor == "test" or c.test_reads == "epoch" else "never" if refit else "end"
     augment = api.augment_for(c.augment, rec, data)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from nitro_mcu import cli, sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +72,12 @@ def test_a_failing_run_is_one_line_and_the_exit_status_says_so(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "sweep", "mlp9", "--serial"], capture_output=True,
                          text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "unknown preset 'mlp9'" in bad.stderr
+
+
+def test_a_refit_asked_where_the_test_set_drives_the_run_is_refused():
+    cfg = asdict(sweep.RunConfig("mlp1", 0, 1, profile="reference", refit=True))  # Q10: the test set drives
+    with pytest.raises(ValueError, match="refit needs a validation split"):
+        sweep.run_one(cfg)
 
 
 def test_summary_statistics():
