@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -92,20 +91,14 @@ CSV_COLS = ["model", "dataset", "profile", "weight_bits", "seed", "monitor", "tr
 
 
 def summarize(runs):
-    from nitro_mcu.sweep import stats
+    """sweep.summarize per (model, dataset), with the paper's figure; a refit mean only when every run refitted."""
+    from nitro_mcu.sweep import summarize as by_group
 
-    groups = {}
-    for r in runs:
-        groups.setdefault((r["model"], r["dataset"]), []).append(r)
     out = []
-    for (model, dataset), rs in groups.items():
-        test = stats([r["test_acc_bp"] for r in rs if r["test_acc_bp"] is not None])
-        refits = [r["refit_test_acc_bp"] for r in rs if r["refit_test_acc_bp"] is not None]
-        out.append(dict(model=model, dataset=dataset, runs=len(rs), test=test,
-                        val=stats([r["val_acc_bp"] for r in rs if r["val_acc_bp"] is not None]),
-                        refit=stats(refits) if len(refits) == len(rs) else None,
-                        epochs=statistics.fmean(r["epochs_run"] for r in rs),
-                        seconds=statistics.fmean(r["seconds"] for r in rs), paper=PAPER.get((model, dataset), "–")))
+    for s in by_group(runs, keys=("model", "dataset")):
+        if s["refit"] is not None and s["refit"]["n"] != s["runs"]:
+            s["refit"] = None
+        out.append(dict(s, epochs=s["epochs_run"], paper=PAPER.get((s["model"], s["dataset"]), "–")))
     return out
 
 

@@ -223,14 +223,15 @@ def line(r: dict) -> str:
     return f"{val}{test}, best epoch {r['best_epoch']} of {r['epochs_run']}, {r['seconds']:.1f} s{refit}"
 
 
-def summarize(records: list) -> list[dict]:
-    """One row per configuration (all fields but the seed): runs, mean ± σ, min–max of test (and refit) accuracy."""
+def summarize(records: list, keys: tuple = GROUP_KEYS) -> list[dict]:
+    """One row per group of ``keys`` (default: the configuration, all fields but the seed): runs, mean ± σ,
+    min–max of test, validation and refit accuracy, mean epochs run and seconds."""
     groups = {}
     for r in records:
-        groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     rows = []
     for key, rs in groups.items():
-        row = dict(zip(GROUP_KEYS, key), runs=len(rs), seeds=[r["seed"] for r in rs],
+        row = dict(zip(keys, key), runs=len(rs), seeds=[r["seed"] for r in rs],
                    test=stats([r["test_acc_bp"] for r in rs if r["test_acc_bp"] is not None]),
                    val=stats([r["val_acc_bp"] for r in rs if r["val_acc_bp"] is not None]),
                    refit=stats([r["refit_test_acc_bp"] for r in rs if r["refit_test_acc_bp"] is not None]),
