@@ -394,8 +394,62 @@ def test_grown_cnn_weights_take_the_saturating_split_path(batches, monkeypatch):
     calls = []
     real = gemm.matmul_split_f32_sat
     monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: calls.append(a[0].shape) or real(*a))
-    _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 150))
+    # 2**20: the first conv's K = 9 fits no float32 K-chunking (at 150 the others take the chunked path)
+    _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 2**20))
     assert calls
+
+
+def test_grown_cnn_weights_take_the_chunked_conv_path(batches, monkeypatch):
+    """The bit-identity runs above cover the float32 K-chunked conv forward only if mcu_cnn takes it."""
+    calls = []
+    real = gemm.matmul_chunked_f32
+    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: calls.append(a[0].shape[1]) or real(*a))
+    _train("mcu_cnn", "default", 32, batches, 2, False, _grown("mcu_cnn", "default", 32, 150))
+    assert 72 in calls and 144 in calls
+
+
+def _conv_weights_with_row_l1(rng, f, c, k, group_sums):
+    """Integer conv weights [f, c, k, k] whose every fine group of CHUNK_FINE columns (in (c, ky, kx) order) has
+    exactly the given sums of |w| (each term >= 1), signs random."""
+    kk = c * k * k
+    w = np.zeros((f, kk), np.int64)
+    for o in range(f):
+        for g, total in enumerate(group_sums):
+            cut = np.sort(rng.choice(np.arange(1, total), gemm.CHUNK_FINE - 1, replace=False))
+            w[o, g * gemm.CHUNK_FINE:(g + 1) * gemm.CHUNK_FINE] = np.diff(np.concatenate([[0], cut, [total]]))
+    return (w * rng.choice([-1, 1], w.shape)).reshape(f, c, k, k)
+
+
+@pytest.mark.parametrize("group_sums, chunks", [
+    ([20485] * 8 + [184365 - 8 * 20485], 1),      # 91 * row L1 = 2**24 - 1: one float32 GEMM
+    ([20485] * 8 + [184366 - 8 * 20485], 2),      # one past it: two K-chunks
+    ([80000] * 9, 5),                             # 5 chunks > CONV_CHUNKS_MAX: refused, the split GEMM runs
+])
+def test_conv_forward_chunked_at_the_actual_input_bound(group_sums, chunks, monkeypatch):
+    """The conv forward proves its K-chunks with the batch's actual |x|max (91 here, the dtype bound is 128):
+    exact at the bound, more chunks one past it, and the split product beyond CONV_CHUNKS_MAX chunks."""
+    from nitro_mcu.trainer import blocks
+    from nitro_mcu.trainer.profiles import get_profile
+
+    rng = np.random.default_rng(chunks)
+    blk = blocks.ConvBlock("c", 8, 4, 3, 1, 6, 6, 10, 10**6, get_profile("default"))
+    w = _conv_weights_with_row_l1(rng, 4, 8, 3, group_sums)
+    x = rng.integers(-91, 92, (3, 6, 6, 8)).astype(np.int8)
+    x[0, 1:4, 1:4, :] = 91 * np.sign(w[0]).transpose(1, 2, 0)  # z[0, 2, 2, 0] = 91 * row L1
+    widths, splits = [], []
+    real_c, real_s = gemm.matmul_chunked_f32, gemm.matmul_split_f32_sat
+    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: widths.append(a[2]) or real_c(*a))
+    monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: splits.append(1) or real_s(*a))
+    z, cols = blk._forward_float(x, w, 128)
+    ref = L.im2col(x, 3, 1).astype(np.int64) @ w.reshape(4, -1).T.astype(np.int64)
+    ref = ref.reshape(z.shape)
+    if chunks <= blocks.CONV_CHUNKS_MAX:
+        assert -(-72 // widths[0]) == chunks and not splits
+        assert int(ref[0, 2, 2, 0]) == 91 * sum(group_sums)
+        assert (_as_int(z) == ref.astype(object)).all()
+    else:
+        assert splits and not widths
+    assert np.array_equal(L.scaling(z, blk.sf), L.scaling(ref, blk.sf))
 
 
 @pytest.mark.parametrize("name", ["cnn_small", "mcu_cnn"])
