@@ -436,19 +436,21 @@ def test_conv_forward_chunked_at_the_actual_input_bound(group_sums, chunks, monk
     w = _conv_weights_with_row_l1(rng, 4, 8, 3, group_sums)
     x = rng.integers(-91, 92, (3, 6, 6, 8)).astype(np.int8)
     x[0, 1:4, 1:4, :] = 91 * np.sign(w[0]).transpose(1, 2, 0)  # z[0, 2, 2, 0] = 91 * row L1
-    widths, splits = [], []
-    real_c, real_s = gemm.matmul_chunked_f32, gemm.matmul_split_f32_sat
-    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: widths.append(a[2]) or real_c(*a))
+    widths, chunked, splits = [], [], []
+    real_w, real_c, real_s = gemm.l1_chunk_width, gemm.matmul_chunked_f32, gemm.matmul_split_f32_sat
+    monkeypatch.setattr(gemm, "l1_chunk_width", lambda *a: widths.append(real_w(*a)) or widths[-1])
+    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: chunked.append(a[2]) or real_c(*a))
     monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: splits.append(1) or real_s(*a))
     z, cols = blk._forward_float(x, w, 128)
     ref = L.im2col(x, 3, 1).astype(np.int64) @ w.reshape(4, -1).T.astype(np.int64)
     ref = ref.reshape(z.shape)
+    assert len(widths) == 1 and -(-72 // widths[0]) == chunks
     if chunks <= blocks.CONV_CHUNKS_MAX:
-        assert -(-72 // widths[0]) == chunks and not splits
+        assert not splits and len(chunked) == (chunks > 1)  # one chunk: a plain float32 GEMM
         assert int(ref[0, 2, 2, 0]) == 91 * sum(group_sums)
         assert (_as_int(z) == ref.astype(object)).all()
     else:
-        assert splits and not widths
+        assert splits and not chunked
     assert np.array_equal(L.scaling(z, blk.sf), L.scaling(ref, blk.sf))
 
 
@@ -462,3 +464,38 @@ def test_fallbacks_inside_fast_path(name, limit, batches, monkeypatch):
     fast = _train(name, "default", 32, batches, 3, False, w0)
     for k in ref:
         assert np.array_equal(fast[k], ref[k]), k
+
+
+
+@pytest.mark.parametrize("dtype, limit", [(np.float32, 2**24), (np.float64, 2**53)])
+@pytest.mark.parametrize("m, k, n", [(12544, 72, 16), (3136, 144, 32)])
+def test_small_gemm_row_blocks_exact_at_the_carrier_bound(dtype, limit, m, k, n):
+    """Row blocks (the conv forward's shapes, which do cut) equal the integer product at the carrier's bound."""
+    from nitro_mcu.trainer import smallgemm
+
+    assert smallgemm._pieces(m, k * n) > 1
+    rng = np.random.default_rng(m + k)
+    a_max = 91
+    b_max = (limit - 1) // (a_max * k)
+    a = rng.integers(-a_max, a_max + 1, (m, k))
+    b = rng.integers(-b_max, b_max + 1, (k, n))
+    a[0], b[:, 0] = a_max, b_max  # one output at |a|max * |b|max * K itself
+    got = smallgemm.matmul_rows(a.astype(dtype), b.astype(dtype))
+    assert got.dtype == dtype and np.array_equal(got.astype(np.int64), a @ b)
+    assert got[0, 0] == a_max * b_max * k
+
+
+@pytest.mark.parametrize("c, rows, k", [(16, 12544, 72), (32, 3136, 144)])
+def test_small_gemm_inner_blocks_exact_at_the_float64_bound(c, rows, k):
+    """Inner (row) blocks summed in float64, the conv weight gradient's shapes: exact at the 2**53 bound."""
+    from nitro_mcu.trainer import smallgemm
+
+    assert smallgemm._pieces(rows, c * k) > 1
+    rng = np.random.default_rng(rows)
+    x_max = 91
+    d_max = (2**53 - 1) // (x_max * rows)
+    d = rng.integers(-d_max, d_max + 1, (c, rows))
+    x = rng.integers(-x_max, x_max + 1, (rows, k))
+    d[0], x[:, 0] = d_max, x_max
+    got = smallgemm.matmul_inner(d.astype(np.float64), x.astype(np.float64))
+    assert np.array_equal(got.astype(np.int64), d @ x) and got[0, 0] == d_max * x_max * rows

@@ -15,6 +15,7 @@ from . import layers as L
 from .arith import max_abs, wrap_int8
 from .convgrad import pooled_grad
 from .optim import sgd_update
+from .smallgemm import matmul_rows
 
 
 @dataclass
@@ -205,11 +206,13 @@ class ConvBlock:
         w2 = w.reshape(f, -1).T
         z = None
         if dt == np.float32:
-            z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
+            z = matmul_rows(cols.astype(np.float32), w2.astype(np.float32))
         else:
             w32 = w2.T.astype(np.float32)
             kc = gemm.l1_chunk_width(max_abs(x), w32)
-            if kc is not None and -(-kk // kc) <= CONV_CHUNKS_MAX:
+            if kc is not None and kc >= kk:  # one chunk: the whole product is float32-exact
+                z = matmul_rows(cols.astype(np.float32), w32.T)
+            elif kc is not None and -(-kk // kc) <= CONV_CHUNKS_MAX:
                 z = gemm.matmul_chunked_f32(cols, w32, kc)
         if z is None:
             sh = gemm.split_shift(x_max, w_max, kk)

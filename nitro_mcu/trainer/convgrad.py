@@ -14,6 +14,7 @@ import numpy as np
 from . import layers as L
 from .arith import max_abs
 from .gemm import F64_EXACT
+from .smallgemm import matmul_inner
 
 # Head-pool windows larger than this use the gathered gradient; smaller ones scatter into a dense error
 # and run one GEMM (gathering K values per non-zero costs ~8x a BLAS multiply-add).
@@ -88,4 +89,4 @@ def scattered_grad(d, row_c, valid, cols, x_max, w_shape):
         return None
     dense = np.zeros(c * rows, dtype=np.float64)
     dense[flat.ravel()] = d.ravel()
-    return np.matmul(dense.reshape(c, rows), cols.astype(np.float64)).reshape(w_shape)
+    return matmul_inner(dense.reshape(c, rows), cols.astype(np.float64)).reshape(w_shape)
