@@ -499,3 +499,24 @@ def test_small_gemm_inner_blocks_exact_at_the_float64_bound(c, rows, k):
     d[0], x[:, 0] = d_max, x_max
     got = smallgemm.matmul_inner(d.astype(np.float64), x.astype(np.float64))
     assert np.array_equal(got.astype(np.int64), d @ x) and got[0, 0] == d_max * x_max * rows
+
+
+@pytest.mark.parametrize("shape, kh, kw, oh, ow, top, left", [
+    ((5, 28, 28, 8), 4, 4, 7, 7, 0, 0), ((5, 14, 14, 16), 4, 2, 4, 7, 1, 0), ((5, 7, 7, 32), 2, 2, 4, 4, 1, 1),
+    ((3, 7, 7, 5), 4, 2, 2, 4, 2, 1), ((3, 7, 7, 5), 3, 3, 3, 3, 1, 1), ((2, 9, 6, 3), 3, 2, 3, 3, 0, 0)])
+@pytest.mark.parametrize("pad_value", [L.PAD_NEG_INF, 0])
+def test_pool_argmax_keys_equal_the_compare_loop(shape, kh, kw, oh, ow, top, left, pad_value):
+    """The packed-key max-pool (int8 maps) picks the same maxima and first argmax as the compare-and-move loop
+    (taken for int32 maps), on maps full of ties, padded or not."""
+    rng = np.random.default_rng(kh * 10 + kw)
+    x = np.clip(rng.integers(-80, 110, shape), -67, 91).astype(np.int8)
+    calls = []
+    real = L._pool_argmax_keys
+    try:
+        L._pool_argmax_keys = lambda *a: calls.append(1) or real(*a)
+        best, idx = L.maxpool_forward(x, kh, kw, oh, ow, top, left, pad_value, with_idx=True)
+    finally:
+        L._pool_argmax_keys = real
+    ref_best, ref_idx = L.maxpool_forward(x.astype(np.int32), kh, kw, oh, ow, top, left, pad_value, with_idx=True)
+    assert calls and best.dtype == np.int8
+    assert np.array_equal(best, ref_best) and np.array_equal(idx, ref_idx)

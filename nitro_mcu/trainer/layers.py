@@ -279,6 +279,9 @@ def _pool_max_nopad(x, kh, kw, oh, ow):
     return best
 
 
+_WINDOW_OFFSETS = {}
+
+
 def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
     """(max, first argmax) of every window through one max-reduction of packed keys, or None.
 
@@ -308,15 +311,25 @@ def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
     if not (top == 0 and left == 0 and oh * kh <= h and ow * kw <= w):
         kb.fill(pad * t_n)
     np.multiply(x[:, src[0], src[1], :], t_n, out=kb[:, dst[0], dst[1], :], dtype=kdt)
-    kb6 = kb.reshape(b, oh, kh, ow, kw, c)
-    tix = (t_n - 1 - np.arange(kh * kw)).astype(kdt).reshape(kh, 1, kw, 1)
-    kb6 += tix
-    m = kb6[:, :, 0]
+    # Tie-break offsets laid out over a band of kh rows: the add and the max over dy run on long contiguous rows
+    tix = _WINDOW_OFFSETS.get((kh, kw, ow, c, t_n, kdt))
+    if tix is None:
+        t = (t_n - 1 - np.arange(kh * kw)).reshape(kh, 1, kw, 1)
+        tix = np.broadcast_to(t, (kh, ow, kw, c)).reshape(kh, ow * kw * c).astype(kdt)
+        _WINDOW_OFFSETS[(kh, kw, ow, c, t_n, kdt)] = tix
+    kb3 = kb.reshape(b * oh, kh, ow * kw * c)
+    kb3 += tix
+    m = kb3[:, 0]
     for dy in range(1, kh):
-        np.maximum(m, kb6[:, :, dy], out=m)
-    key = m[:, :, :, 0]
-    for dx in range(1, kw):
-        np.maximum(key, m[:, :, :, dx], out=key)
+        np.maximum(m, kb3[:, dy], out=m)
+    # max over dx by halving (keys are distinct within a window: any order finds the same maximum)
+    m = m.reshape(b * oh, ow, kw * c)
+    width = kw
+    while width > 1:
+        half = width // 2
+        np.maximum(m[:, :, :half * c], m[:, :, (width - half) * c:width * c], out=m[:, :, :half * c])
+        width -= half
+    key = m[:, :, :c].reshape(b, oh, ow, c)
     best = (key >> bits).astype(x.dtype)
     idx = ((t_n - 1) - (key & (t_n - 1))).astype(np.int16)
     return best, idx
