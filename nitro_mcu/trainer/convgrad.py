@@ -38,7 +38,7 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     # NHWC row of window (i, j), sample m, offset t: (m*H + i*kh - top + dy) * W + j*kw - left + dx
     base = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
         + np.arange(p.ow) * p.kw - p.left
-    row_c = base + ((tt // p.kw) * ww + tt % p.kw)[t]
+    row_c = base + ((tt // p.kw) * ww + tt % p.kw).take(t)
     valid = None
     if not (pad_value == L.PAD_NEG_INF and windows_real):  # else a -infinity pad never wins a real window
         r = np.arange(p.oh)[:, None] * p.kh + t // p.kw - p.top
