@@ -409,15 +409,15 @@ def test_grown_cnn_weights_take_the_chunked_conv_path(batches, monkeypatch):
 
 
 def _conv_weights_with_row_l1(rng, f, c, k, group_sums):
-    """Integer conv weights [f, c, k, k] whose every fine group of CHUNK_FINE columns (in (c, ky, kx) order) has
-    exactly the given sums of |w| (each term >= 1), signs random."""
+    """Integer conv weights [f, c, k, k] whose every fine group of CHUNK_FINE columns (in im2col's column order
+    for int8 input) has exactly the given sums of |w| (each term >= 1), signs random."""
     kk = c * k * k
     w = np.zeros((f, kk), np.int64)
     for o in range(f):
         for g, total in enumerate(group_sums):
             cut = np.sort(rng.choice(np.arange(1, total), gemm.CHUNK_FINE - 1, replace=False))
             w[o, g * gemm.CHUNK_FINE:(g + 1) * gemm.CHUNK_FINE] = np.diff(np.concatenate([[0], cut, [total]]))
-    return (w * rng.choice([-1, 1], w.shape)).reshape(f, c, k, k)
+    return L.conv_grad_from_cols(w * rng.choice([-1, 1], w.shape), (f, c, k, k), np.int8)
 
 
 @pytest.mark.parametrize("group_sums, chunks", [
@@ -442,7 +442,7 @@ def test_conv_forward_chunked_at_the_actual_input_bound(group_sums, chunks, monk
     monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: chunked.append(a[2]) or real_c(*a))
     monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: splits.append(1) or real_s(*a))
     z, cols = blk._forward_float(x, w, 128)
-    ref = L.im2col(x, 3, 1).astype(np.int64) @ w.reshape(4, -1).T.astype(np.int64)
+    ref = L.im2col(x, 3, 1).astype(np.int64) @ L.conv_weight_cols(w, x.dtype).T.astype(np.int64)
     ref = ref.reshape(z.shape)
     assert len(widths) == 1 and -(-72 // widths[0]) == chunks
     if chunks <= blocks.CONV_CHUNKS_MAX:
@@ -520,3 +520,25 @@ def test_pool_argmax_keys_equal_the_compare_loop(shape, kh, kw, oh, ow, top, lef
     ref_best, ref_idx = L.maxpool_forward(x.astype(np.int32), kh, kw, oh, ow, top, left, pad_value, with_idx=True)
     assert calls and best.dtype == np.int8
     assert np.array_equal(best, ref_best) and np.array_equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("c, dtype, pad, by_pixel", [
+    (1, np.int8, 1, False), (3, np.int8, 1, False), (4, np.int8, 0, True), (8, np.int8, 1, True),
+    (16, np.int8, 1, True), (6, np.int16, 1, True), (3, np.int16, 0, False)])
+def test_im2col_column_orders_match_the_weights(c, dtype, pad, by_pixel):
+    """Whole-pixel (ky, kx, c) and value-by-value (c, ky, kx) im2col orders: the conv forward and the weight
+    gradient equal a direct cross-correlation either way."""
+    rng = np.random.default_rng(c)
+    b, h, w_, f, k = 2, 6, 5, 3, 3
+    x = rng.integers(-100, 100, (b, h, w_, c)).astype(dtype)
+    w = rng.integers(-50, 50, (f, c, k, k))
+    xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho, wo = h + 2 * pad - k + 1, w_ + 2 * pad - k + 1
+    win = np.stack([xp[:, ky:ky + ho, kx:kx + wo, :] for ky in range(k) for kx in range(k)], -1)  # [b,ho,wo,c,kk]
+    z_ref = np.einsum("bijcq,fcq->bijf", win, w.reshape(f, c, k * k))
+    cols = L.im2col(x, k, pad)
+    assert cols.dtype == dtype and L.cols_by_pixel(c, dtype) == by_pixel
+    assert np.array_equal(L.conv_forward_cols(cols, w, b, ho, wo), z_ref)
+    delta = rng.integers(-9, 9, (b, ho, wo, f))
+    g_ref = np.einsum("bijf,bijcq->fcq", delta, win).reshape(f, c, k, k)
+    assert np.array_equal(L.conv_grad_cols(delta, cols, w.shape), g_ref)

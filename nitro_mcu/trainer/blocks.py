@@ -203,7 +203,7 @@ class ConvBlock:
         if dt is None:
             return None, None
         cols = L.im2col(x, self.k, self.pad)
-        w2 = w.reshape(f, -1).T
+        w2 = L.conv_weight_cols(w, x.dtype).T
         z = None
         if dt == np.float32:
             z = matmul_rows(cols.astype(np.float32), w2.astype(np.float32))
@@ -247,7 +247,9 @@ class ConvBlock:
         if self.pool is not None and delta.dtype.kind == "f" and not gemm.FORCE_INT64:
             grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, idx, s, cols,
                                x_max if x_max is not None else max_abs(cols), hp.slope_inv,
-                               quirks.relu_grad_asymmetric_sat, w.shape)
+                               quirks.relu_grad_asymmetric_sat)
+            if grad is not None:
+                grad = L.conv_grad_from_cols(grad, w.shape, cols.dtype)
         if grad is None:
             grad = self._dense_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
         weights[name] = sgd_update(w, grad, lr_inv, amp, hp.fwd_decay_inv, hp.weight_bits)

@@ -22,8 +22,9 @@ SPARSE_MIN_WINDOW = 8
 GATHER_CHUNK = 1 << 17  # float64 elements gathered per matmul in the gathered gradient (1 MiB)
 
 
-def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope_inv, asym_sat, w_shape):
-    """G = the conv weight gradient (float64 or float32 holding exact integers), or None if not float-exact.
+def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope_inv, asym_sat):
+    """G [F, K] = the conv weight gradient in cols' column order (float64 holding exact integers), or None if not
+    float-exact.
 
     ``delta`` is the head's back-propagated error (flattened NCHW [B, C, oh, ow], a float carrier), ``idx`` the
     pool's argmax offsets (NHWC), ``s`` the block's int8 pre-activation (NHWC), ``cols`` its im2col matrix and
@@ -56,11 +57,11 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     if valid is not None:
         d[~valid] = 0
     if p.kh * p.kw > SPARSE_MIN_WINDOW:
-        return gathered_grad(d, row_c, cols, x_max, w_shape)
-    return scattered_grad(d, row_c, valid, cols, x_max, w_shape)
+        return gathered_grad(d, row_c, cols, x_max)
+    return scattered_grad(d, row_c, valid, cols, x_max)
 
 
-def gathered_grad(d, row_c, cols, x_max, w_shape):
+def gathered_grad(d, row_c, cols, x_max):
     """G[f, :] = d[f] @ cols[row_c[f]] in float64: exact because |d|max * |x|max * n < 2**53 is checked."""
     c, n = d.shape
     if max_abs(d) * x_max * n >= F64_EXACT:
@@ -73,10 +74,10 @@ def gathered_grad(d, row_c, cols, x_max, w_shape):
     for f in range(0, c, step):
         g = np.take(cols, row_c[f:f + step], axis=0).astype(np.float64)  # [step, n, K]
         np.matmul(d[f:f + step, None, :], g, out=out[f:f + step])
-    return out.reshape(w_shape)
+    return out.reshape(c, k_cols)
 
 
-def scattered_grad(d, row_c, valid, cols, x_max, w_shape):
+def scattered_grad(d, row_c, valid, cols, x_max):
     """Scatter the few non-zeros into a dense channel-major error [C, rows] and run one float64 GEMM against
     cols: exact because |d|max * |x|max * rows < 2**53 is checked.  (Float32 row chunks would need the chunk
     sums of |d| * |x| below 2**24: trained errors reach ~1e5, so a chunk could hold about one non-zero.)"""
@@ -89,4 +90,4 @@ def scattered_grad(d, row_c, valid, cols, x_max, w_shape):
         return None
     dense = np.zeros(c * rows, dtype=np.float64)
     dense[flat.ravel()] = d.ravel()
-    return matmul_inner(dense.reshape(c, rows), cols.astype(np.float64)).reshape(w_shape)
+    return matmul_inner(dense.reshape(c, rows), cols.astype(np.float64))
