@@ -35,11 +35,8 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     n = b * p.oh * p.ow
     # channel-major [C, B, oh, ow] throughout: delta arrives flattened NCHW [B, C, oh, ow]
     t = idx.transpose(3, 0, 1, 2)  # window offset of the argmax, dy * kw + dx
-    tt = np.arange(p.kh * p.kw)
-    # NHWC row of window (i, j), sample m, offset t: (m*H + i*kh - top + dy) * W + j*kw - left + dx
-    base = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
-        + np.arange(p.ow) * p.kw - p.left
-    row_c = base + ((tt // p.kw) * ww + tt % p.kw).take(t)
+    origin, offset = _window_rows(p, b, hh, ww)
+    row_c = origin + offset.take(t)
     valid = None
     if not (pad_value == L.PAD_NEG_INF and windows_real):  # else a -infinity pad never wins a real window
         r = np.arange(p.oh)[:, None] * p.kh + t // p.kw - p.top
@@ -59,6 +56,22 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     if p.kh * p.kw > SPARSE_MIN_WINDOW:
         return gathered_grad(d, row_c, cols, x_max)
     return scattered_grad(d, row_c, valid, cols, x_max)
+
+
+_WINDOW_ROWS = {}
+
+
+def _window_rows(p, b, hh, ww):
+    """(origin [B, oh, ow], offset [kh*kw]): in window (m, i, j) the cell at offset t = dy*kw + dx is NHWC row
+    (m*H + i*kh - top + dy) * W + j*kw - left + dx = origin + offset[t] (cached per geometry and batch size)."""
+    key = (p.kh, p.kw, p.oh, p.ow, p.top, p.left, b, hh, ww)
+    got = _WINDOW_ROWS.get(key)
+    if got is None:
+        origin = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
+            + np.arange(p.ow) * p.kw - p.left
+        t = np.arange(p.kh * p.kw)
+        got = _WINDOW_ROWS[key] = (origin, (t // p.kw) * ww + t % p.kw)
+    return got
 
 
 def gathered_grad(d, row_c, cols, x_max):
