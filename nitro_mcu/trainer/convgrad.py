@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import gemm
 from . import layers as L
 from .arith import max_abs
-from .gemm import F64_EXACT
 from .smallgemm import matmul_inner
 
 # Head-pool windows larger than this use the gathered gradient; smaller ones scatter into a dense error
@@ -77,7 +77,7 @@ def _window_rows(p, b, hh, ww):
 def gathered_grad(d, row_c, cols, x_max):
     """G[f, :] = d[f] @ cols[row_c[f]] in float64: exact because |d|max * |x|max * n < 2**53 is checked."""
     c, n = d.shape
-    if max_abs(d) * x_max * n >= F64_EXACT:
+    if max_abs(d) * x_max * n >= gemm.F64_EXACT:
         return None
     # Gather and widen a few channels at a time: one [C, n, K] float64 block can be many MB, and
     # streaming it through memory cost ~3x more than chunks that stay in cache (1 MiB each).
@@ -99,7 +99,7 @@ def scattered_grad(d, row_c, valid, cols, x_max):
     flat = row_c + (np.arange(c) * rows)[:, None]
     if valid is not None:  # invalid entries all point at row 0: leave them out, they must not overwrite a value
         flat, d = flat[valid], d[valid]
-    if max_abs(d) * x_max * rows >= F64_EXACT:
+    if max_abs(d) * x_max * rows >= gemm.F64_EXACT:
         return None
     dense = np.zeros(c * rows, dtype=np.float64)
     dense[flat.ravel()] = d.ravel()
