@@ -461,7 +461,13 @@ def test_fallbacks_inside_fast_path(name, limit, batches, monkeypatch):
     w0 = _grown(name, "default", 32, 150)
     ref = _train(name, "default", 32, batches, 3, True, w0)
     monkeypatch.setattr(gemm, "F64_EXACT", limit)
+    from nitro_mcu.trainer import blocks
+
+    refused = []
+    real = blocks.pooled_grad
+    monkeypatch.setattr(blocks, "pooled_grad", lambda *a: (lambda g: refused.append(g is None) or g)(real(*a)))
     fast = _train(name, "default", 32, batches, 3, False, w0)
+    assert any(refused)  # the pooled conv gradient refused its float64 sum and the dense int64 route ran
     for k in ref:
         assert np.array_equal(fast[k], ref[k]), k
 
