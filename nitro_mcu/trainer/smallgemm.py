@@ -30,7 +30,7 @@ def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     m, k = a.shape
     nb = _pieces(m, k * b.shape[1])
     if nb == 1 or not a.flags.c_contiguous:
-        return a @ b
+        return np.matmul(a, b)
     return np.matmul(a.reshape(nb, m // nb, k), b).reshape(m, b.shape[1])
 
 
@@ -40,7 +40,7 @@ def matmul_inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     m, r = a.shape
     nb = _pieces(r, m * b.shape[1])
     if nb == 1 or not b.flags.c_contiguous:
-        return a @ b
+        return np.matmul(a, b)
     rc = r // nb
     parts = np.matmul(a.reshape(m, nb, rc).transpose(1, 0, 2), b.reshape(nb, rc, b.shape[1]))
     return parts.sum(axis=0)
