@@ -394,8 +394,64 @@ def test_grown_cnn_weights_take_the_saturating_split_path(batches, monkeypatch):
     calls = []
     real = gemm.matmul_split_f32_sat
     monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: calls.append(a[0].shape) or real(*a))
-    _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 150))
+    # 2**20: the first conv's K = 9 fits no float32 K-chunking (at 150 the others take the chunked path)
+    _train("cnn_small", "default", 32, batches, 2, False, _grown("cnn_small", "default", 32, 2**20))
     assert calls
+
+
+def test_grown_cnn_weights_take_the_chunked_conv_path(batches, monkeypatch):
+    """The bit-identity runs above cover the float32 K-chunked conv forward only if mcu_cnn takes it."""
+    calls = []
+    real = gemm.matmul_chunked_f32
+    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: calls.append(a[0].shape[1]) or real(*a))
+    _train("mcu_cnn", "default", 32, batches, 2, False, _grown("mcu_cnn", "default", 32, 150))
+    assert 72 in calls and 144 in calls
+
+
+def _conv_weights_with_row_l1(rng, f, c, k, group_sums):
+    """Integer conv weights [f, c, k, k] whose every fine group of CHUNK_FINE columns (in im2col's column order
+    for int8 input) has exactly the given sums of |w| (each term >= 1), signs random."""
+    kk = c * k * k
+    w = np.zeros((f, kk), np.int64)
+    for o in range(f):
+        for g, total in enumerate(group_sums):
+            cut = np.sort(rng.choice(np.arange(1, total), gemm.CHUNK_FINE - 1, replace=False))
+            w[o, g * gemm.CHUNK_FINE:(g + 1) * gemm.CHUNK_FINE] = np.diff(np.concatenate([[0], cut, [total]]))
+    return L.conv_grad_from_cols(w * rng.choice([-1, 1], w.shape), (f, c, k, k), np.int8)
+
+
+@pytest.mark.parametrize("group_sums, chunks", [
+    ([20485] * 8 + [184365 - 8 * 20485], 1),      # 91 * row L1 = 2**24 - 1: one float32 GEMM
+    ([20485] * 8 + [184366 - 8 * 20485], 2),      # one past it: two K-chunks
+    ([80000] * 9, 5),                             # 5 chunks > CONV_CHUNKS_MAX: refused, the split GEMM runs
+])
+def test_conv_forward_chunked_at_the_actual_input_bound(group_sums, chunks, monkeypatch):
+    """The conv forward proves its K-chunks with the batch's actual |x|max (91 here, the dtype bound is 128):
+    exact at the bound, more chunks one past it, and the split product beyond CONV_CHUNKS_MAX chunks."""
+    from nitro_mcu.trainer import blocks
+    from nitro_mcu.trainer.profiles import get_profile
+
+    rng = np.random.default_rng(chunks)
+    blk = blocks.ConvBlock("c", 8, 4, 3, 1, 6, 6, 10, 10**6, get_profile("default"))
+    w = _conv_weights_with_row_l1(rng, 4, 8, 3, group_sums)
+    x = rng.integers(-91, 92, (3, 6, 6, 8)).astype(np.int8)
+    x[0, 1:4, 1:4, :] = 91 * np.sign(w[0]).transpose(1, 2, 0)  # z[0, 2, 2, 0] = 91 * row L1
+    widths, chunked, splits = [], [], []
+    real_w, real_c, real_s = gemm.l1_chunk_width, gemm.matmul_chunked_f32, gemm.matmul_split_f32_sat
+    monkeypatch.setattr(gemm, "l1_chunk_width", lambda *a: widths.append(real_w(*a)) or widths[-1])
+    monkeypatch.setattr(gemm, "matmul_chunked_f32", lambda *a: chunked.append(a[2]) or real_c(*a))
+    monkeypatch.setattr(gemm, "matmul_split_f32_sat", lambda *a: splits.append(1) or real_s(*a))
+    z, cols = blk._forward_float(x, w, 128)
+    ref = L.im2col(x, 3, 1).astype(np.int64) @ L.conv_weight_cols(w, x.dtype).T.astype(np.int64)
+    ref = ref.reshape(z.shape)
+    assert len(widths) == 1 and -(-72 // widths[0]) == chunks
+    if chunks <= blocks.CONV_CHUNKS_MAX:
+        assert not splits and len(chunked) == (chunks > 1)  # one chunk: a plain float32 GEMM
+        assert int(ref[0, 2, 2, 0]) == 91 * sum(group_sums)
+        assert (_as_int(z) == ref.astype(object)).all()
+    else:
+        assert splits and not chunked
+    assert np.array_equal(L.scaling(z, blk.sf), L.scaling(ref, blk.sf))
 
 
 @pytest.mark.parametrize("name", ["cnn_small", "mcu_cnn"])
@@ -405,6 +461,90 @@ def test_fallbacks_inside_fast_path(name, limit, batches, monkeypatch):
     w0 = _grown(name, "default", 32, 150)
     ref = _train(name, "default", 32, batches, 3, True, w0)
     monkeypatch.setattr(gemm, "F64_EXACT", limit)
+    from nitro_mcu.trainer import blocks
+
+    refused = []
+    real = blocks.pooled_grad
+    monkeypatch.setattr(blocks, "pooled_grad", lambda *a: (lambda g: refused.append(g is None) or g)(real(*a)))
     fast = _train(name, "default", 32, batches, 3, False, w0)
+    assert any(refused)  # the pooled conv gradient refused its float64 sum and the dense int64 route ran
     for k in ref:
         assert np.array_equal(fast[k], ref[k]), k
+
+
+
+@pytest.mark.parametrize("dtype, limit", [(np.float32, 2**24), (np.float64, 2**53)])
+@pytest.mark.parametrize("m, k, n", [(12544, 72, 16), (3136, 144, 32)])
+def test_small_gemm_row_blocks_exact_at_the_carrier_bound(dtype, limit, m, k, n):
+    """Row blocks (the conv forward's shapes, which do cut) equal the integer product at the carrier's bound."""
+    from nitro_mcu.trainer import smallgemm
+
+    assert smallgemm._pieces(m, k * n) > 1
+    rng = np.random.default_rng(m + k)
+    a_max = 91
+    b_max = (limit - 1) // (a_max * k)
+    a = rng.integers(-a_max, a_max + 1, (m, k))
+    b = rng.integers(-b_max, b_max + 1, (k, n))
+    a[0], b[:, 0] = a_max, b_max  # one output at |a|max * |b|max * K itself
+    got = smallgemm.matmul_rows(a.astype(dtype), b.astype(dtype))
+    assert got.dtype == dtype and np.array_equal(got.astype(np.int64), a @ b)
+    assert got[0, 0] == a_max * b_max * k
+
+
+@pytest.mark.parametrize("c, rows, k", [(16, 12544, 72), (32, 3136, 144)])
+def test_small_gemm_inner_blocks_exact_at_the_float64_bound(c, rows, k):
+    """Inner (row) blocks summed in float64, the conv weight gradient's shapes: exact at the 2**53 bound."""
+    from nitro_mcu.trainer import smallgemm
+
+    assert smallgemm._pieces(rows, c * k) > 1
+    rng = np.random.default_rng(rows)
+    x_max = 91
+    d_max = (2**53 - 1) // (x_max * rows)
+    d = rng.integers(-d_max, d_max + 1, (c, rows))
+    x = rng.integers(-x_max, x_max + 1, (rows, k))
+    d[0], x[:, 0] = d_max, x_max
+    got = smallgemm.matmul_inner(d.astype(np.float64), x.astype(np.float64))
+    assert np.array_equal(got.astype(np.int64), d @ x) and got[0, 0] == d_max * x_max * rows
+
+
+@pytest.mark.parametrize("shape, kh, kw, oh, ow, top, left", [
+    ((5, 28, 28, 8), 4, 4, 7, 7, 0, 0), ((5, 14, 14, 16), 4, 2, 4, 7, 1, 0), ((5, 7, 7, 32), 2, 2, 4, 4, 1, 1),
+    ((3, 7, 7, 5), 4, 2, 2, 4, 2, 1), ((3, 7, 7, 5), 3, 3, 3, 3, 1, 1), ((2, 9, 6, 3), 3, 2, 3, 3, 0, 0)])
+@pytest.mark.parametrize("pad_value", [L.PAD_NEG_INF, 0])
+def test_pool_argmax_keys_equal_the_compare_loop(shape, kh, kw, oh, ow, top, left, pad_value):
+    """The packed-key max-pool (int8 maps) picks the same maxima and first argmax as the compare-and-move loop
+    (taken for int32 maps), on maps full of ties, padded or not."""
+    rng = np.random.default_rng(kh * 10 + kw)
+    x = np.clip(rng.integers(-80, 110, shape), -67, 91).astype(np.int8)
+    calls = []
+    real = L._pool_argmax_keys
+    try:
+        L._pool_argmax_keys = lambda *a: calls.append(1) or real(*a)
+        best, idx = L.maxpool_forward(x, kh, kw, oh, ow, top, left, pad_value, with_idx=True)
+    finally:
+        L._pool_argmax_keys = real
+    ref_best, ref_idx = L.maxpool_forward(x.astype(np.int32), kh, kw, oh, ow, top, left, pad_value, with_idx=True)
+    assert calls and best.dtype == np.int8
+    assert np.array_equal(best, ref_best) and np.array_equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("c, dtype, pad, by_pixel", [
+    (1, np.int8, 1, False), (3, np.int8, 1, False), (4, np.int8, 0, True), (8, np.int8, 1, True),
+    (16, np.int8, 1, True), (6, np.int16, 1, True), (3, np.int16, 0, False)])
+def test_im2col_column_orders_match_the_weights(c, dtype, pad, by_pixel):
+    """Whole-pixel (ky, kx, c) and value-by-value (c, ky, kx) im2col orders: the conv forward and the weight
+    gradient equal a direct cross-correlation either way."""
+    rng = np.random.default_rng(c)
+    b, h, w_, f, k = 2, 6, 5, 3, 3
+    x = rng.integers(-100, 100, (b, h, w_, c)).astype(dtype)
+    w = rng.integers(-50, 50, (f, c, k, k))
+    xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho, wo = h + 2 * pad - k + 1, w_ + 2 * pad - k + 1
+    win = np.stack([xp[:, ky:ky + ho, kx:kx + wo, :] for ky in range(k) for kx in range(k)], -1)  # [b,ho,wo,c,kk]
+    z_ref = np.einsum("bijcq,fcq->bijf", win, w.reshape(f, c, k * k))
+    cols = L.im2col(x, k, pad)
+    assert cols.dtype == dtype and L.cols_by_pixel(c, dtype) == by_pixel
+    assert np.array_equal(L.conv_forward_cols(cols, w, b, ho, wo), z_ref)
+    delta = rng.integers(-9, 9, (b, ho, wo, f))
+    g_ref = np.einsum("bijf,bijcq->fcq", delta, win).reshape(f, c, k, k)
+    assert np.array_equal(L.conv_grad_cols(delta, cols, w.shape), g_ref)

@@ -13,7 +13,9 @@ import numpy as np
 from . import gemm
 from . import layers as L
 from .arith import max_abs, wrap_int8
+from .convgrad import pooled_grad
 from .optim import sgd_update
+from .smallgemm import matmul_rows
 
 
 @dataclass
@@ -188,9 +190,12 @@ class ConvBlock:
         return h
 
     def _forward_float(self, x, w, x_max):
-        """z = conv(x, W) on exact float BLAS: float32, two float32 halves, or float64; else (None, None).
+        """z = conv(x, W) on exact float BLAS: float32, float32 K-chunks, two float32 halves, or float64; else
+        (None, None).
 
-        Returns z (NHWC, float carrier of exact integers) and the int8/int16 im2col matrix.
+        Returns z (NHWC, float carrier of exact integers) and the int8/int16 im2col matrix.  The K-chunks
+        (:func:`~nitro_mcu.trainer.gemm.l1_chunk_width`, proven with the batch's actual |x|max) cost one GEMM,
+        the halves two: chunks are used while there are at most CONV_CHUNKS_MAX of them.
         """
         b, f, kk = x.shape[0], self.c_out, self.fan_in
         w_max = max_abs(w)
@@ -198,10 +203,18 @@ class ConvBlock:
         if dt is None:
             return None, None
         cols = L.im2col(x, self.k, self.pad)
-        w2 = w.reshape(f, -1).T
+        w2 = L.conv_weight_cols(w, x.dtype).T
+        z = None
         if dt == np.float32:
-            z = np.matmul(cols.astype(np.float32), w2.astype(np.float32))
+            z = matmul_rows(cols.astype(np.float32), w2.astype(np.float32))
         else:
+            w32 = w2.T.astype(np.float32)
+            kc = gemm.l1_chunk_width(max_abs(x), w32)
+            if kc is not None and kc >= kk:  # one chunk: the whole product is float32-exact
+                z = matmul_rows(cols.astype(np.float32), w32.T)
+            elif kc is not None and -(-kk // kc) <= CONV_CHUNKS_MAX:
+                z = gemm.matmul_chunked_f32(cols, w32, kc)
+        if z is None:
             sh = gemm.split_shift(x_max, w_max, kk)
             if sh is None:
                 z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
@@ -232,7 +245,11 @@ class ConvBlock:
         amp = hp.lr_amp_factor * self.amp_scale
         grad = None
         if self.pool is not None and delta.dtype.kind == "f" and not gemm.FORCE_INT64:
-            grad = self._sparse_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
+            grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, idx, s, cols,
+                               x_max if x_max is not None else max_abs(cols), hp.slope_inv,
+                               quirks.relu_grad_asymmetric_sat)
+            if grad is not None:
+                grad = L.conv_grad_from_cols(grad, w.shape, cols.dtype)
         if grad is None:
             grad = self._dense_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
         weights[name] = sgd_update(w, grad, lr_inv, amp, hp.fwd_decay_inv, hp.weight_bits)
@@ -249,72 +266,8 @@ class ConvBlock:
         delta = L.relu_backward(np.ascontiguousarray(delta), s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
         return L.conv_grad_cols(delta, cols, w_shape, b_max=x_max)
 
-    def _sparse_grad(self, delta, idx, s, cols, x_max, hp, quirks, w_shape):
-        """The same G as :meth:`_dense_grad`, touching only the pooled positions; None if not float-exact.
 
-        Behind a kernel=stride head pool the scattered error is zero except at each window's argmax (one
-        cell per window and channel, the windows do not overlap), and NITRO-ReLU backward keeps zeros
-        at zero.  So G[f, :] = sum over windows w of relu_bwd(delta[w, f], s[pos]) * cols[pos, :] with
-        pos = pos(w, f) the argmax row; windows whose argmax is a padded cell contribute nothing
-        (maxpool_backward drops them).  The sum runs over B*oh*ow terms per f instead of B*H*W, in
-        float64, exact because |delta|max * |x|max * (B*oh*ow) < 2**53 is checked.
-        """
-        p = self.pool
-        b, hh, ww, c = s.shape
-        n = b * p.oh * p.ow
-        x_max = x_max if x_max is not None else max_abs(cols)
-        # channel-major [C, B, oh, ow] throughout: delta arrives flattened NCHW [B, C, oh, ow]
-        t = idx.transpose(3, 0, 1, 2)  # window offset of the argmax, dy * kw + dx
-        tt = np.arange(p.kh * p.kw)
-        # NHWC row of window (i, j), sample m, offset t: (m*H + i*kh - top + dy) * W + j*kw - left + dx
-        base = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
-            + np.arange(p.ow) * p.kw - p.left
-        row_c = base + ((tt // p.kw) * ww + tt % p.kw)[t]
-        if self.pad_value == L.PAD_NEG_INF and self.pool_windows_real:
-            all_valid = True  # a -infinity pad never wins a window that holds a real cell
-        else:
-            r = np.arange(p.oh)[:, None] * p.kh + t // p.kw - p.top
-            q = np.arange(p.ow) * p.kw + t % p.kw - p.left
-            valid = (r >= 0) & (r < hh) & (q >= 0) & (q < ww)
-            all_valid = bool(valid.all())
-            if not all_valid:
-                row_c[~valid] = 0
-        row_c = row_c.reshape(c, n)
-        d = delta.reshape(b, c, p.oh * p.ow).transpose(1, 0, 2).reshape(c, n).astype(np.float64)
-        s_at = np.take(s, row_c * c + np.arange(c)[:, None])  # s[row, f] of the NHWC map, flat
-        d = L.relu_backward(d, s_at, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
-        if not all_valid:
-            d[~valid.reshape(c, n)] = 0
-        d_max = max_abs(d)
-        if p.kh * p.kw > _SPARSE_MIN_WINDOW:
-            if d_max * x_max * n >= gemm.F64_EXACT:
-                return None
-            # Gather and widen a few channels at a time: one [C, n, K] float64 block can be many MB, and
-            # streaming it through memory cost ~3x more than chunks that stay in cache (1 MiB each).
-            k_cols = cols.shape[1]
-            out = np.empty((c, 1, k_cols), dtype=np.float64)
-            step = max(1, _GATHER_CHUNK // (n * k_cols))
-            for f in range(0, c, step):
-                g = np.take(cols, row_c[f:f + step], axis=0).astype(np.float64)  # [step, n, K]
-                np.matmul(d[f:f + step, None, :], g, out=out[f:f + step])
-            return out.reshape(w_shape)
-        # Small windows: scatter the few non-zeros into a dense [B*H*W, C] error and run one GEMM.
-        if d_max * x_max * (b * hh * ww) >= gemm.F64_EXACT:
-            return None
-        ch = np.broadcast_to(np.arange(c)[:, None], (c, n))
-        dense = np.zeros((b * hh * ww, c), dtype=np.float64)
-        if all_valid:
-            dense[row_c, ch] = d
-        else:  # invalid entries all point at row 0: leave them out, they must not overwrite a real value
-            keep = valid.reshape(c, n)
-            dense[row_c[keep], ch[keep]] = d[keep]
-        return np.matmul(dense.T, cols.astype(np.float64)).reshape(w_shape)
-
-
-# Head-pool windows larger than this use the gathered (sparse) gradient; smaller ones scatter into a
-# dense error and run one GEMM (gathering K values per non-zero costs ~8x a BLAS multiply-add).
-_SPARSE_MIN_WINDOW = 8
-_GATHER_CHUNK = 1 << 17  # float64 elements gathered per matmul in the sparse gradient (1 MiB)
+CONV_CHUNKS_MAX = 4  # beyond ~5 float32 K-chunks the chunked conv GEMM is as slow as the split one (two GEMMs)
 
 
 class MaxPool:

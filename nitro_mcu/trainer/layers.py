@@ -74,35 +74,60 @@ def linear_grad(delta: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 # ---- Conv2d (stride 1, zero padding, cross-correlation) ----------------------------------------------
-def im2col(x: np.ndarray, k: int, pad: int, dtype=None) -> np.ndarray:
-    """NHWC [B, H, W, C] -> [B*Ho*Wo, C*k*k] in ``dtype``; column order (c, ky, kx) = W.reshape(F, -1).
+def im2col(x: np.ndarray, k: int, pad: int) -> np.ndarray:
+    """NHWC [B, H, W, C] -> [B*Ho*Wo, C*k*k], columns in :func:`conv_weight_cols`' order for x's dtype.
 
-    Built from k*k shifted slices (a strided-window copy is several times slower).
+    Built from k*k shifted slices (a strided-window copy is several times slower).  Where a pixel's C values
+    fill a copy word (:func:`cols_by_pixel`) each slice moves whole pixels, one opaque element apiece, and the
+    column order is (ky, kx, c); otherwise values move one by one in column order (c, ky, kx).
     """
     b, h, w, c = x.shape
     if pad:
         xp = np.zeros((b, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype)
         xp[:, pad:pad + h, pad:pad + w, :] = x
     else:
-        xp = x
+        xp = np.ascontiguousarray(x)
     ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-    cols = np.empty((b, ho, wo, c, k, k), dtype=dtype or x.dtype)
+    if cols_by_pixel(c, x.dtype):
+        src = xp.view(np.dtype((np.void, c * x.itemsize)))[..., 0]
+        cols = dst = np.empty((b, ho, wo, k, k), dtype=src.dtype)
+    else:
+        src, cols = xp, np.empty((b, ho, wo, c, k, k), dtype=x.dtype)
+        dst = cols.transpose(0, 1, 2, 4, 5, 3)
     for ky in range(k):
         for kx in range(k):
-            cols[:, :, :, :, ky, kx] = xp[:, ky:ky + ho, kx:kx + wo, :]
-    return cols.reshape(b * ho * wo, c * k * k)
+            dst[:, :, :, ky, kx] = src[:, ky:ky + ho, kx:kx + wo]
+    return cols.view(x.dtype).reshape(b * ho * wo, c * k * k)
+
+
+def cols_by_pixel(c: int, dtype) -> bool:
+    """Whether :func:`im2col` copies whole pixels (C values of ``dtype`` filling a multiple of 4 bytes, C > 1:
+    several times faster than value by value; other sizes copy slower as opaque elements)."""
+    return c > 1 and (c * np.dtype(dtype).itemsize) % 4 == 0
+
+
+def conv_weight_cols(w: np.ndarray, dtype) -> np.ndarray:
+    """W [F, C, k, k] as [F, C*k*k] in :func:`im2col`'s column order for an input of ``dtype``."""
+    f, c = w.shape[:2]
+    return w.transpose(0, 2, 3, 1).reshape(f, -1) if cols_by_pixel(c, dtype) else w.reshape(f, -1)
+
+
+def conv_grad_from_cols(g: np.ndarray, w_shape, dtype) -> np.ndarray:
+    """A weight gradient [F, C*k*k] in :func:`im2col`'s column order (input ``dtype``) as [F, C, k, k]."""
+    f, c, k, _ = w_shape
+    return g.reshape(f, k, k, c).transpose(0, 3, 1, 2) if cols_by_pixel(c, dtype) else g.reshape(w_shape)
 
 
 def conv_forward_cols(cols: np.ndarray, w: np.ndarray, batch: int, ho: int, wo: int, a_max=None) -> np.ndarray:
     """z in NHWC [B, Ho, Wo, F]: z[m,i,j,f] = sum_{c,k,l} W[f,c,k,l] * xp[m,c,i+k,j+l]."""
     f = w.shape[0]
-    return matmul_exact(cols, w.reshape(f, -1).T, a_max=a_max).reshape(batch, ho, wo, f)
+    return matmul_exact(cols, conv_weight_cols(w, cols.dtype).T, a_max=a_max).reshape(batch, ho, wo, f)
 
 
 def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> np.ndarray:
     """G[f, c, k, l] = sum_{m,i,j} delta[m, i, j, f] * xp[m, c, i+k, j+l]  (delta in NHWC)."""
-    f = w_shape[0]
-    return matmul_exact(delta.reshape(-1, f).T, cols, b_max=b_max).reshape(w_shape)
+    g = matmul_exact(delta.reshape(-1, w_shape[0]).T, cols, b_max=b_max)
+    return conv_grad_from_cols(g, w_shape, cols.dtype)
 
 
 # ---- NITRO-Scaling and NITRO-ReLU ---------------------------------------------------------------------
@@ -279,6 +304,9 @@ def _pool_max_nopad(x, kh, kw, oh, ow):
     return best
 
 
+_WINDOW_OFFSETS = {}
+
+
 def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
     """(max, first argmax) of every window through one max-reduction of packed keys, or None.
 
@@ -308,15 +336,25 @@ def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
     if not (top == 0 and left == 0 and oh * kh <= h and ow * kw <= w):
         kb.fill(pad * t_n)
     np.multiply(x[:, src[0], src[1], :], t_n, out=kb[:, dst[0], dst[1], :], dtype=kdt)
-    kb6 = kb.reshape(b, oh, kh, ow, kw, c)
-    tix = (t_n - 1 - np.arange(kh * kw)).astype(kdt).reshape(kh, 1, kw, 1)
-    kb6 += tix
-    m = kb6[:, :, 0]
+    # Tie-break offsets laid out over a band of kh rows: the add and the max over dy run on long contiguous rows
+    tix = _WINDOW_OFFSETS.get((kh, kw, ow, c, t_n, kdt))
+    if tix is None:
+        t = (t_n - 1 - np.arange(kh * kw)).reshape(kh, 1, kw, 1)
+        tix = np.broadcast_to(t, (kh, ow, kw, c)).reshape(kh, ow * kw * c).astype(kdt)
+        _WINDOW_OFFSETS[(kh, kw, ow, c, t_n, kdt)] = tix
+    kb3 = kb.reshape(b * oh, kh, ow * kw * c)
+    kb3 += tix
+    m = kb3[:, 0]
     for dy in range(1, kh):
-        np.maximum(m, kb6[:, :, dy], out=m)
-    key = m[:, :, :, 0]
-    for dx in range(1, kw):
-        np.maximum(key, m[:, :, :, dx], out=key)
+        np.maximum(m, kb3[:, dy], out=m)
+    # max over dx by halving (keys are distinct within a window: any order finds the same maximum)
+    m = m.reshape(b * oh, ow, kw * c)
+    width = kw
+    while width > 1:
+        half = width // 2
+        np.maximum(m[:, :, :half * c], m[:, :, (width - half) * c:width * c], out=m[:, :, :half * c])
+        width -= half
+    key = m[:, :, :c].reshape(b, oh, ow, c)
     best = (key >> bits).astype(x.dtype)
     idx = ((t_n - 1) - (key & (t_n - 1))).astype(np.int16)
     return best, idx
