@@ -225,6 +225,11 @@ def _steps(run, a) -> int:
     return max(3, min(a.steps, int(a.budget / per_step)))
 
 
+def _rate(sps: float) -> str:
+    """Samples/s as a whole number, with two decimals below 10 (vgg8b's pure-int64 path)."""
+    return f"{sps:,.0f}" if sps >= 10 else f"{sps:.2f}"
+
+
 def table(rows) -> str:
     hdr = (f"{'model':<10} {'PyTorch FP32':>13} {'integer':>10} {'ratio':>7} {'torch best10':>13} {'int best10':>11} "
            f"{'ratio':>7} {'int64':>8} {'identical':>9} {'steps':>6} {'warm-up':>8} {'max|W_fwd|':>10} "
@@ -234,7 +239,7 @@ def table(rows) -> str:
         off = OFFICIAL_NITRO_D.get(r["model"])
         lines.append(f"{r['model']:<10} {r['torch_sps']:>13,.0f} {r['int_sps']:>10,.0f} "
                      f"{r['int_sps'] / r['torch_sps']:>6.2f}x {r['torch_chunk']:>13,.0f} {r['int_chunk']:>11,.0f} "
-                     f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {r['int64_sps']:>8,.0f} "
+                     f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {_rate(r['int64_sps']):>8} "
                      f"{'yes' if r['same'] else 'NO':>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
                      f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
     return "\n".join(lines) + ("\n(samples/s, batch 64, one core; best10: the best 10-step piece of any repeat;\n"
