@@ -13,10 +13,16 @@ of it as ``--warmup-budget`` seconds allow).  Both train the same batches (MNIST
 best time of each side is reported, so a load change on the machine hits both alike.  Then the integer
 side replays ``--int64-steps`` batches with ``gemm.FORCE_INT64`` and must end with identical weights.
 Heavy presets get fewer timed steps: each side is capped at ``--budget`` seconds per repeat.
+
+"products" is the integer side's time inside ``numpy.matmul`` alone (one more replay with every call timed): the
+BLAS products on the float carriers the exactness bounds allow (nitro_mcu/trainer/gemm.py).  "ceiling" is
+PyTorch's whole step over that time: the ratio the integer trainer could reach if everything but its matrix
+products took no time.  Below 1.0x, no bookkeeping change can meet the target on that preset.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -147,17 +153,20 @@ def main(argv=None) -> int:
                 t_torch = min(t_torch, tr.run(steps))
             t_int = min(t_int, run.run(steps)[0])
         same, sps64 = run.same_as_int64(min(a.int64_steps, steps))
+        products = products_time(run, steps) / steps
         ok &= same
         row = dict(model=name, data=source, warm=warm, steps=steps, int_sps=steps * a.batch / t_int,
                    torch_sps=steps * a.batch / t_torch if tr is not None else float("nan"),
                    int_chunk=a.batch / run.chunk_best,
                    torch_chunk=a.batch / tr.chunk_best if tr is not None else float("nan"),
-                   int64_sps=sps64, same=same, wmax=run.max_fwd_weight())
+                   int64_sps=sps64, same=same, wmax=run.max_fwd_weight(), products_ms=products * 1e3,
+                   ceiling=(steps / t_torch) ** -1 / products if tr is not None else float("nan"))
         rows.append(row)
         print(f"  {name}: integer {row['int_sps']:,.0f} samples/s, torch {row['torch_sps']:,.0f}, "
               f"ratio {row['int_sps'] / row['torch_sps']:.2f}x (best 10-step pieces: {row['int_chunk']:,.0f} / "
               f"{row['torch_chunk']:,.0f} = {row['int_chunk'] / row['torch_chunk']:.2f}x; {steps} steps after {warm} "
-              f"warm-up steps; int64 check {'identical' if same else 'DIFFERENT'})", flush=True)
+              f"warm-up steps; int64 check {'identical' if same else 'DIFFERENT'}; products {row['products_ms']:.3f} ms of "
+              f"{t_int / steps * 1e3:.3f} ms per step, ceiling {row['ceiling']:.2f}x)", flush=True)
     print()
     print(table(rows))
     print("official NITRO-D: figures quoted in issue 14 (the official Python code, samples/s), not measured here")
@@ -165,6 +174,38 @@ def main(argv=None) -> int:
         print("ERROR: the fast path and the pure-int64 path gave different weights")
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _timed_matmul(np, total: list):
+    """Every ``numpy.matmul`` call (the trainer's products all go through it) adds its seconds to total[0]."""
+    inner = np.matmul
+
+    def timed(*args, **kw):
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kw)
+        finally:
+            total[0] += time.perf_counter() - t
+
+    np.matmul = timed
+    try:
+        yield
+    finally:
+        np.matmul = inner
+
+
+def products_time(run, steps: int) -> float:
+    """Seconds the integer side spends in its matrix products over ``steps`` timed batches (best of 2 replays)."""
+    import numpy as np
+
+    best = float("inf")
+    for _ in range(2):
+        total = [0.0]
+        with _timed_matmul(np, total):
+            run.run(steps)
+        best = min(best, total[0])
+    return best
 
 
 def _warmup(model, data, a) -> int:
@@ -184,19 +225,25 @@ def _steps(run, a) -> int:
     return max(3, min(a.steps, int(a.budget / per_step)))
 
 
+def _rate(sps: float) -> str:
+    """Samples/s as a whole number, with two decimals below 10 (vgg8b's pure-int64 path)."""
+    return f"{sps:,.0f}" if sps >= 10 else f"{sps:.2f}"
+
+
 def table(rows) -> str:
     hdr = (f"{'model':<10} {'PyTorch FP32':>13} {'integer':>10} {'ratio':>7} {'torch best10':>13} {'int best10':>11} "
            f"{'ratio':>7} {'int64':>8} {'identical':>9} {'steps':>6} {'warm-up':>8} {'max|W_fwd|':>10} "
-           f"{'official NITRO-D (quoted)':>26}")
+           f"{'products ms':>11} {'ceiling':>8} {'official NITRO-D (quoted)':>26}")
     lines = [hdr, "-" * len(hdr)]
     for r in rows:
         off = OFFICIAL_NITRO_D.get(r["model"])
         lines.append(f"{r['model']:<10} {r['torch_sps']:>13,.0f} {r['int_sps']:>10,.0f} "
                      f"{r['int_sps'] / r['torch_sps']:>6.2f}x {r['torch_chunk']:>13,.0f} {r['int_chunk']:>11,.0f} "
-                     f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {r['int64_sps']:>8,.0f} "
+                     f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {_rate(r['int64_sps']):>8} "
                      f"{'yes' if r['same'] else 'NO':>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
-                     f"{f'{off:,}' if off else '-':>26}")
-    return "\n".join(lines) + "\n(samples/s, batch 64, one core; best10: the best 10-step piece of any repeat)"
+                     f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
+    return "\n".join(lines) + ("\n(samples/s, batch 64, one core; best10: the best 10-step piece of any repeat;\n"
+                               " products: ms per integer step inside numpy.matmul; ceiling: PyTorch's step time / products)")
 
 
 if __name__ == "__main__":

@@ -228,6 +228,32 @@ def test_linear_scaled_takes_the_chunked_path_and_equals_int64(monkeypatch):
     assert np.array_equal(L.linear_scaled(x, w, sf), ref)
 
 
+def test_a_refused_chunk_test_is_skipped_for_a_while_then_retried_with_the_same_results(monkeypatch):
+    rng = np.random.default_rng(22)
+    x = rng.integers(-128, 128, (64, 784)).astype(np.int8)
+    w_big = rng.integers(-20000, 20001, (100, 784)).astype(np.int32)  # no chunking into <= 10 chunks fits
+    w_small = rng.integers(-2000, 2001, (100, 784)).astype(np.int32)  # chunks fit (see the test above)
+    sf = L.scale_factor(784)
+    tests, chunked = [], []
+    real_width, real_chunked = gemm.l1_chunk_width, gemm.matmul_chunked_f32
+    monkeypatch.setattr(L, "l1_chunk_width", lambda *a: tests.append(1) or real_width(*a))
+    monkeypatch.setattr(L, "matmul_chunked_f32", lambda *a: chunked.append(1) or real_chunked(*a))
+    memo = gemm.ChunkMemo()
+
+    def ref(w):
+        return np.clip(arith.tdiv(_ref_matmul(x, w.T).astype(np.int64), sf), -127, 127).astype(np.int8)
+
+    assert np.array_equal(L.linear_scaled(x, w_big, sf, memo=memo), ref(w_big))
+    assert len(tests) == 1 and not chunked  # tested, refused
+    for _ in range(gemm.ChunkMemo.RETRY_AFTER):  # skipped: exact fallback even where chunks would now fit
+        assert np.array_equal(L.linear_scaled(x, w_small, sf, memo=memo), ref(w_small))
+    assert len(tests) == 1 and not chunked
+    assert np.array_equal(L.linear_scaled(x, w_small, sf, memo=memo), ref(w_small))
+    assert len(tests) == 2 and len(chunked) == 1  # retried, and taken
+    assert np.array_equal(L.linear_scaled(x, w_small, sf, memo=memo), ref(w_small))
+    assert len(tests) == 3 and len(chunked) == 2  # a test that passes is not skipped
+
+
 @pytest.mark.parametrize("bits", [16, 32])
 @pytest.mark.parametrize("decay", [12000, 0])
 def test_bounded_sgd_update_at_the_storage_bound(bits, decay, monkeypatch):

@@ -1,8 +1,9 @@
-"""The generator wing: a trained model -> a typed plan (ops.py: records; memory.py: the arena; plan.py: the
-walk) -> C via Jinja2 templates (render.py), the costs read off the plan (cost.py), and a host-compiled
-wrapper of that C for Python (compiled.py); see docs/codegen.md."""
+"""The generator wing: a trained model -> a typed plan (ops.py: records; memory.py: the arena; walk.py: the
+walk over the stages; plan.py: build and check) -> C via Jinja2 templates (render.py), the costs read off the
+plan (cost.py), and a host-compiled wrapper of that C for Python (compiled.py); see docs/codegen.md."""
 from .cost import fp32_backprop_bytes, op_macs, tensor_macs
-from .plan import CodegenError, Plan, plan
+from .ops import Plan
+from .plan import CodegenError, plan
 from .render import Converted, convert, template_dir
 
 __all__ = ["CodegenError", "Converted", "Plan", "convert", "fp32_backprop_bytes", "op_macs", "plan", "tensor_macs",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 
 from ..trainer.network import Model
-from .ops import BlockOp, ConvOp, DropoutOp, MaxPoolOp, Op, OutputOp
-from .plan import Plan, build
+from .ops import BlockOp, ConvOp, DropoutOp, MaxPoolOp, Op, OutputOp, Plan
+from .plan import build
 
 
 PHASES = ("forward", "head", "backprop", "gradient", "head_update")

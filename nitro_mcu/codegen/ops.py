@@ -6,13 +6,17 @@ and inference (dropout is the identity), hence ``x_train`` and ``x_infer``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple, Union
 
 import numpy as np
 
 from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
+from ..trainer.network import Model
 from .memory import Buffer
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -199,3 +203,66 @@ class OutputOp(LayerOp):
 
 
 Op = Union[ConvOp, LinearOp, MaxPoolOp, DropoutOp, OutputOp]
+
+
+@dataclass
+class Plan:
+    """Everything the templates render and the cost model reads: ops in forward order, the arena's buffers
+    at their offsets, the weight tensors, the kernels and forward wrappers to emit."""
+
+    name: str
+    model: Model
+    batch: int
+    train: bool
+    wtype: str
+    delta_type: str  # the back-propagated head error: int32 when classes*255*|w|max fits
+    relu_max: int  # the proven bound of a block output (NITRO-ReLU of an int8)
+    bp: int = 4  # batch stride of the transposed copies of the fused updates: the batch rounded up to 4
+    ops: list[Op] = field(default_factory=list)
+    buffers: list[Buffer] = field(default_factory=list)
+    arena_bytes: int = 0
+    weight_bytes: int = 0  # every tensor the C holds
+    train_weight_bytes: int = 0  # the trainable ones (RAM); the rest are constants in flash
+    tensors: list[WeightTensor] = field(default_factory=list)
+    kernels: set[Kernel] = field(default_factory=set)
+    fwd_fns: list[FwdFn] = field(default_factory=list)  # per-layer forward wrappers (layer constants folded in)
+    relu_lut: list[int] = field(default_factory=list)  # NITRO-ReLU of -128..127 (the inference output LUT)
+    # Training with a frozen prefix (Model.frozen_prefix) streamed one sample at a time: its first ``prefix``
+    # ops run as at inference, into ``feat`` (one sample); train_batch gathers the batch's features in ``xb``
+    # and the remaining ops (the tail) train on them.  prefix 0: no streaming.  ``feat_count``: the values
+    # per sample the tail reads (the prefix's output, else the input).
+    prefix: int = 0
+    feat: Buffer | None = None
+    feat_count: int = 0
+    xb: Buffer | None = None
+    norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
+    relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
+
+    @property
+    def max_kk(self) -> int:
+        """The most taps of a conv kernel (1 without convs): the size of the gradient's register block."""
+        return max([op.blk.k ** 2 for op in self.ops if isinstance(op, ConvOp)], default=1)
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.arena_bytes + (self.train_weight_bytes if self.train else 0)
+
+    @property
+    def stream_bytes(self) -> int:
+        """RAM of train_sample's ring (MAX_BATCH tail inputs, their labels, a count), where it is called."""
+        return self.batch * (self.feat_count + 1) + 4
+
+    @property
+    def col(self) -> Buffer:
+        """The int16 scratch column shared by all forward kernels."""
+        return next(b for b in self.buffers if b.name == "col")
+
+    @property
+    def scores(self) -> Buffer:
+        """The output layer's int8 scores."""
+        return self.ops[-1].scores
+
+
+def cname(wname: str) -> str:
+    """The C name of a weight tensor."""
+    return "w_" + wname.replace(".", "_")

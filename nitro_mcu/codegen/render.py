@@ -27,8 +27,8 @@ from ..trainer import layers as L
 from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
 from . import status
-from .ops import BlockOp
-from .plan import INT32_MAX, INT64_MAX, CodegenError, Plan, plan
+from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
+from .plan import CodegenError, plan
 
 _PKG_DIR = Path(__file__).resolve().parent.parent
 # a wheel carries the templates as nitro_mcu/templates; a checkout has them at the repository root

@@ -74,9 +74,10 @@ class Head:
     def __init__(self, name: str, d_in: int, n_classes: int):
         self.name, self.d_in, self.n_classes = name, d_in, n_classes
         self.sf = L.scale_factor(d_in)
+        self.memo = gemm.ChunkMemo()
 
     def forward(self, w: np.ndarray, x: np.ndarray, w_max: int | None = None) -> np.ndarray:
-        return L.linear_scaled(x, w, self.sf, w_max)
+        return L.linear_scaled(x, w, self.sf, w_max, self.memo)
 
     def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool, y_hat=None):
         """Local step on flattened input x -> (y_hat, delta_in or None, a bound on |delta_in|).
@@ -107,6 +108,7 @@ class LinearBlock:
         self.head = Head(name + ".head", d_out, n_classes)
         self.amp_scale = 1
         self.cache = None
+        self.memo = gemm.ChunkMemo()
 
     def param_shapes(self):
         return {self.name + ".fwd": (self.d_out, self.d_in), self.head.name: (self.head.n_classes, self.d_out)}
@@ -115,7 +117,7 @@ class LinearBlock:
         x = x.reshape(x.shape[0], -1)
         w = weights[self.name + ".fwd"]
         w_max = max_abs(w)
-        s = L.linear_scaled(x, w, self.sf, w_max)
+        s = L.linear_scaled(x, w, self.sf, w_max, self.memo)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
             self.cache = (x, s, h, w_max)

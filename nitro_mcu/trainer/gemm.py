@@ -73,6 +73,27 @@ def l1_chunk_width(a_max: int, bt32: np.ndarray) -> int | None:
     return None
 
 
+class ChunkMemo:
+    """One layer's memory of a refused :func:`l1_chunk_width`: the next ``RETRY_AFTER`` products skip the test
+    and take the exact fallback at once.  Weights move slowly, so a test refused once is refused for a while;
+    skipping it changes only the speed, never a result (every path is exact)."""
+
+    RETRY_AFTER = 32
+
+    def __init__(self):
+        self.skip = 0
+
+    def due(self) -> bool:
+        """Is the chunk test worth running for this product?"""
+        if self.skip:
+            self.skip -= 1
+            return False
+        return True
+
+    def refused(self) -> None:
+        self.skip = self.RETRY_AFTER
+
+
 _CANDIDATES = {}
 
 
@@ -112,7 +133,7 @@ def matmul_chunked_f32(a: np.ndarray, bt32: np.ndarray, kc: int) -> np.ndarray:
         bt[:, :k] = bt32
         bt32 = bt
     if c == 1:
-        return a32 @ bt32.T
+        return np.matmul(a32, bt32.T)
     parts = np.matmul(a32.reshape(m, c, kc).transpose(1, 0, 2), bt32.reshape(-1, c, kc).transpose(1, 2, 0))
     return parts.sum(axis=0, dtype=np.float64)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arith import INT16_MIN, isqrt, max_abs, tdiv
-from .gemm import F32_EXACT, F64_EXACT, l1_chunk_width, matmul_chunked_f32, matmul_exact
+from .gemm import F32_EXACT, F64_EXACT, ChunkMemo, l1_chunk_width, matmul_chunked_f32, matmul_exact
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (docs/algorithm.md §2.4, §4.4).
 RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
@@ -48,23 +48,27 @@ _DTYPE_BOUND = {np.dtype(np.int8): 128, np.dtype(np.int16): 32768}
 CHUNKED_MIN_MACS = 1 << 20  # smaller products: the chunk test costs more than float32 saves over float64
 
 
-def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None) -> np.ndarray:
+def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None,
+                  memo: ChunkMemo | None = None) -> np.ndarray:
     """scaling(linear_forward(x, w), sf) as int8.
 
     Where float32 is not exact for the whole rows but float64 is, a large product runs as float32 K-chunks
     whose exactness :func:`~nitro_mcu.trainer.gemm.l1_chunk_width` proves from W's chunk sums; else (or when
-    no chunking fits) the product is :func:`~nitro_mcu.trainer.gemm.matmul_exact`.
+    no chunking fits) the product is :func:`~nitro_mcu.trainer.gemm.matmul_exact`.  ``memo`` (the layer's
+    :class:`~nitro_mcu.trainer.gemm.ChunkMemo`) skips the chunk test for a while after it was refused.
     """
     x_max = dtype_bound(x) or max_abs(x)
     w_max = max_abs(w) if w_max is None else w_max
     k = x.shape[1]
     bound = x_max * w_max * k
     if (F32_EXACT <= bound < F64_EXACT and w_max < F32_EXACT and x_max < F32_EXACT
-            and x.shape[0] * w.shape[0] * k >= CHUNKED_MIN_MACS):
+            and x.shape[0] * w.shape[0] * k >= CHUNKED_MIN_MACS and (memo is None or memo.due())):
         w32 = w.astype(np.float32)
         kc = l1_chunk_width(x_max, w32)
         if kc is not None:
             return scaling(matmul_chunked_f32(x, w32, kc), sf, overwrite=True)
+        if memo is not None:
+            memo.refused()
     return scaling(matmul_exact(x, w.T, a_max=x_max, b_max=w_max), sf, overwrite=True)
 
 
