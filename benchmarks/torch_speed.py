@@ -160,7 +160,7 @@ def main(argv=None) -> int:
                    int_chunk=a.batch / run.chunk_best,
                    torch_chunk=a.batch / tr.chunk_best if tr is not None else float("nan"),
                    int64_sps=sps64, same=same, wmax=run.max_fwd_weight(), products_ms=products * 1e3,
-                   ceiling=(steps / t_torch) ** -1 / products if tr is not None else float("nan"))
+                   ceiling=t_torch / steps / products if tr is not None else float("nan"))
         rows.append(row)
         print(f"  {name}: integer {row['int_sps']:,.0f} samples/s, torch {row['torch_sps']:,.0f}, "
               f"ratio {row['int_sps'] / row['torch_sps']:.2f}x (best 10-step pieces: {row['int_chunk']:,.0f} / "

@@ -92,7 +92,7 @@ class Head:
         e_max = max_abs(e)
         d_bound = e_max * w_max * self.n_classes
         delta = L.matmul_exact(e, w, a_max=e_max, b_max=w_max) if propagate else None  # pre-update weights
-        x_max = L.dtype_bound(x) or max_abs(x)
+        x_max = L.abs_bound(x)
         g = L.matmul_exact(e.T, x, a_max=e_max, b_max=x_max)
         weights[self.name] = sgd_update(w, g, lr_inv, 1, decay_inv, hp.weight_bits, w_max, e_max * x_max * len(x))
         return y_hat, delta, d_bound
@@ -132,7 +132,7 @@ class LinearBlock:
                                          True)
         delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
         name = self.name + ".fwd"
-        x_max = L.dtype_bound(x) or max_abs(x)
+        x_max = L.abs_bound(x)
         w = weights[name]
         if quirks.cnn_fc_double_update:
             w_max = max_abs(w)  # Q2 steps twice per batch: the bound cached by forward may be stale

@@ -9,6 +9,8 @@ route (blocks.ConvBlock._dense_grad), and returns None where no float carrier is
 """
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from . import gemm
@@ -35,7 +37,7 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     n = b * p.oh * p.ow
     # channel-major [C, B, oh, ow] throughout: delta arrives flattened NCHW [B, C, oh, ow]
     t = idx.transpose(3, 0, 1, 2)  # window offset of the argmax, dy * kw + dx
-    origin, offset = _window_rows(p, b, hh, ww)
+    origin, offset = _window_rows(p.kh, p.kw, p.oh, p.ow, p.top, p.left, b, hh, ww)
     row_c = origin + offset.take(t)
     valid = None
     if not (pad_value == L.PAD_NEG_INF and windows_real):  # else a -infinity pad never wins a real window
@@ -58,20 +60,13 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     return scattered_grad(d, row_c, valid, cols, x_max)
 
 
-_WINDOW_ROWS = {}
-
-
-def _window_rows(p, b, hh, ww):
+@cache
+def _window_rows(kh, kw, oh, ow, top, left, b, hh, ww):
     """(origin [B, oh, ow], offset [kh*kw]): in window (m, i, j) the cell at offset t = dy*kw + dx is NHWC row
     (m*H + i*kh - top + dy) * W + j*kw - left + dx = origin + offset[t] (cached per geometry and batch size)."""
-    key = (p.kh, p.kw, p.oh, p.ow, p.top, p.left, b, hh, ww)
-    got = _WINDOW_ROWS.get(key)
-    if got is None:
-        origin = (np.arange(b)[:, None, None] * hh + np.arange(p.oh)[:, None] * p.kh - p.top) * ww \
-            + np.arange(p.ow) * p.kw - p.left
-        t = np.arange(p.kh * p.kw)
-        got = _WINDOW_ROWS[key] = (origin, (t // p.kw) * ww + t % p.kw)
-    return got
+    origin = (np.arange(b)[:, None, None] * hh + np.arange(oh)[:, None] * kh - top) * ww + np.arange(ow) * kw - left
+    t = np.arange(kh * kw)
+    return origin, (t // kw) * ww + t % kw
 
 
 def gathered_grad(d, row_c, cols, x_max):

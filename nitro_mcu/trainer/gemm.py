@@ -8,6 +8,8 @@ comparisons and casts treat it like int64.
 """
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from .arith import max_abs
@@ -94,24 +96,19 @@ class ChunkMemo:
         self.skip = self.RETRY_AFTER
 
 
-_CANDIDATES = {}
-
-
+@cache
 def _chunk_candidates(groups: int):
     """For K of ``groups`` fine groups: the chunkings tried (groups per chunk, fewest chunks first), where each
     one's columns start in the 0/1 matrix [groups, total chunks] that sums fine groups into chunks."""
-    got = _CANDIDATES.get(groups)
-    if got is None:
-        pers = sorted({-(-groups // c) for c in range(1, min(CHUNK_MAX, groups) + 1)}, reverse=True)
-        cols, starts = [], []
-        for per in pers:
-            starts.append(len(cols))
-            for c0 in range(0, groups, per):
-                col = np.zeros(groups)
-                col[c0:c0 + per] = 1.0
-                cols.append(col)
-        got = _CANDIDATES[groups] = (pers, np.array(starts), np.stack(cols, axis=1))
-    return got
+    pers = sorted({-(-groups // c) for c in range(1, min(CHUNK_MAX, groups) + 1)}, reverse=True)
+    cols, starts = [], []
+    for per in pers:
+        starts.append(len(cols))
+        for c0 in range(0, groups, per):
+            col = np.zeros(groups)
+            col[c0:c0 + per] = 1.0
+            cols.append(col)
+    return pers, np.array(starts), np.stack(cols, axis=1)
 
 
 def matmul_chunked_f32(a: np.ndarray, bt32: np.ndarray, kc: int) -> np.ndarray:

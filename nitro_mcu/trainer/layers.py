@@ -6,6 +6,8 @@ like the specification and the C templates can mirror it line by line.  All prod
 """
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from .arith import INT16_MIN, isqrt, max_abs, tdiv
@@ -44,6 +46,11 @@ def dtype_bound(x: np.ndarray) -> int | None:
     return _DTYPE_BOUND.get(x.dtype)
 
 
+def abs_bound(x: np.ndarray) -> int:
+    """A bound on |x|: the dtype's (:func:`dtype_bound`), else one pass over x."""
+    return dtype_bound(x) or max_abs(x)
+
+
 _DTYPE_BOUND = {np.dtype(np.int8): 128, np.dtype(np.int16): 32768}
 CHUNKED_MIN_MACS = 1 << 20  # smaller products: the chunk test costs more than float32 saves over float64
 
@@ -57,7 +64,7 @@ def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = Non
     no chunking fits) the product is :func:`~nitro_mcu.trainer.gemm.matmul_exact`.  ``memo`` (the layer's
     :class:`~nitro_mcu.trainer.gemm.ChunkMemo`) skips the chunk test for a while after it was refused.
     """
-    x_max = dtype_bound(x) or max_abs(x)
+    x_max = abs_bound(x)
     w_max = max_abs(w) if w_max is None else w_max
     k = x.shape[1]
     bound = x_max * w_max * k
@@ -70,11 +77,6 @@ def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = Non
         if memo is not None:
             memo.refused()
     return scaling(matmul_exact(x, w.T, a_max=x_max, b_max=w_max), sf, overwrite=True)
-
-
-def linear_grad(delta: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """G[o, i] = sum_m delta[m, o] * x[m, i]  (int64, the raw batch sum)."""
-    return matmul_exact(delta.T, x)
 
 
 # ---- Conv2d (stride 1, zero padding, cross-correlation) ----------------------------------------------
@@ -158,43 +160,33 @@ def scaling(z: np.ndarray, sf: int, overwrite: bool = False) -> np.ndarray:
     return np.clip(tdiv(z, sf), -127, 127).astype(np.int8)
 
 
-_RELU_LUT = {}
-
-
+@cache
 def _relu_lut(slope_inv: int) -> np.ndarray:
-    lut = _RELU_LUT.get(slope_inv)
-    if lut is None:
-        v = np.arange(-128, 128, dtype=np.int64)
-        lut = (np.maximum(v, 0) + tdiv(np.clip(v, -127, 0), slope_inv) - RELU_MEAN[slope_inv]).astype(np.int8)
-        _RELU_LUT[slope_inv] = lut
-    return lut
+    v = np.arange(-128, 128, dtype=np.int64)
+    return (np.maximum(v, 0) + tdiv(np.clip(v, -127, 0), slope_inv) - RELU_MEAN[slope_inv]).astype(np.int8)
 
 
-_RELU_LUT_U8 = {}
-_RELU_LUT_PAIRS = {}
+@cache
+def _relu_lut_u8(slope_inv: int) -> np.ndarray:
+    """The same table indexed by the int8 bit pattern (a uint8 view): no widening pass over s."""
+    return _relu_lut(slope_inv)[(np.arange(256) + 128) & 0xFF]
 
 
-def _relu_lut_pairs(slope_inv: int, lut8: np.ndarray) -> np.ndarray:
+@cache
+def _relu_lut_pairs(slope_inv: int) -> np.ndarray:
     """65536-entry table mapping two adjacent int8 inputs (one uint16 load) to their two outputs."""
-    lut2 = _RELU_LUT_PAIRS.get(slope_inv)
-    if lut2 is None:
-        pairs = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)  # memory order: any endianness
-        lut2 = _RELU_LUT_PAIRS[slope_inv] = np.ascontiguousarray(lut8[pairs]).view(np.uint16).ravel()
-    return lut2
+    pairs = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)  # memory order: any endianness
+    return np.ascontiguousarray(_relu_lut_u8(slope_inv)[pairs]).view(np.uint16).ravel()
 
 
 def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
     """clip(s, 0, 127) + tdiv(clip(s, -127, 0), alpha_inv) - mu, as a 256-entry table on the int8 input."""
     lut = _relu_lut(slope_inv)
     if s.dtype == np.int8:
-        # Same table, indexed by the int8 bit pattern (uint8 view): no widening pass over s.
-        lut8 = _RELU_LUT_U8.get(slope_inv)
-        if lut8 is None:
-            lut8 = _RELU_LUT_U8[slope_inv] = lut[(np.arange(256) + 128) & 0xFF]
         if s.size % 2 == 0 and s.flags.c_contiguous and s.size >= 4096:
             # Two elements per lookup (take's index conversion dominates): half the work on big maps.
-            return _relu_lut_pairs(slope_inv, lut8).take(s.reshape(-1).view(np.uint16)).view(np.int8).reshape(s.shape)
-        return lut8.take(s.view(np.uint8))
+            return _relu_lut_pairs(slope_inv).take(s.reshape(-1).view(np.uint16)).view(np.int8).reshape(s.shape)
+        return _relu_lut_u8(slope_inv).take(s.view(np.uint8))
     return lut[s.astype(np.int16) + 128]
 
 
@@ -228,19 +220,13 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
     return out
 
 
-_RELU_GRAD = {}
-
-
-def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool, dtype) -> np.ndarray:
+@cache
+def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool, dtype: np.dtype) -> np.ndarray:
     """Table over the int8 bit pattern of s: 0 where the gradient is blocked, 1/alpha_inv below 0, else 1."""
-    key = (slope_inv, asymmetric_sat, np.dtype(dtype))
-    f = _RELU_GRAD.get(key)
-    if f is None:
-        v = ((np.arange(256) + 128) & 0xFF) - 128  # the value of each uint8 bit pattern as int8
-        f = np.where(v < 0, 1.0 / slope_inv, 1.0)
-        f[(v == 127) | ((v == -127) & (not asymmetric_sat))] = 0.0
-        f = _RELU_GRAD[key] = f.astype(dtype)
-    return f
+    v = ((np.arange(256) + 128) & 0xFF) - 128  # the value of each uint8 bit pattern as int8
+    f = np.where(v < 0, 1.0 / slope_inv, 1.0)
+    f[(v == 127) | ((v == -127) & (not asymmetric_sat))] = 0.0
+    return f.astype(dtype)
 
 
 # ---- MaxPool ------------------------------------------------------------------------------------------
@@ -308,7 +294,11 @@ def _pool_max_nopad(x, kh, kw, oh, ow):
     return best
 
 
-_WINDOW_OFFSETS = {}
+@cache
+def _window_offsets(kh: int, kw: int, ow: int, c: int, t_n: int, kdt) -> np.ndarray:
+    """The tie-break offsets (t_n - 1 - dy*kw - dx) of every cell, laid out over a band of kh rows."""
+    t = (t_n - 1 - np.arange(kh * kw)).reshape(kh, 1, kw, 1)
+    return np.broadcast_to(t, (kh, ow, kw, c)).reshape(kh, ow * kw * c).astype(kdt)
 
 
 def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
@@ -340,14 +330,9 @@ def _pool_argmax_keys(x, kh, kw, oh, ow, top, left, pad_value):
     if not (top == 0 and left == 0 and oh * kh <= h and ow * kw <= w):
         kb.fill(pad * t_n)
     np.multiply(x[:, src[0], src[1], :], t_n, out=kb[:, dst[0], dst[1], :], dtype=kdt)
-    # Tie-break offsets laid out over a band of kh rows: the add and the max over dy run on long contiguous rows
-    tix = _WINDOW_OFFSETS.get((kh, kw, ow, c, t_n, kdt))
-    if tix is None:
-        t = (t_n - 1 - np.arange(kh * kw)).reshape(kh, 1, kw, 1)
-        tix = np.broadcast_to(t, (kh, ow, kw, c)).reshape(kh, ow * kw * c).astype(kdt)
-        _WINDOW_OFFSETS[(kh, kw, ow, c, t_n, kdt)] = tix
+    # offsets over a band of kh rows: the add and the max over dy run on long contiguous rows
     kb3 = kb.reshape(b * oh, kh, ow * kw * c)
-    kb3 += tix
+    kb3 += _window_offsets(kh, kw, ow, c, t_n, kdt)
     m = kb3[:, 0]
     for dy in range(1, kh):
         np.maximum(m, kb3[:, dy], out=m)
