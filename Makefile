@@ -9,4 +9,4 @@ demo: setup
 	nitro-mcu demo
 
 test: setup
-	OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 -q
+	OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 -q -rs

@@ -1,4 +1,4 @@
-"""Build models from the golden cases of ../shared/golden (exported from the official implementation)."""
+"""Build models from the golden cases of tests/golden (exported from the official implementation)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from nitro_mcu.trainer.network import Model
+from paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 CASES = ["appendixB", "micro_wrap", "mlp1_mnist_10steps", "mlp2_fmnist_10steps", "cnn_small_mnist_5steps",
          "cnn_small_fmnist_5steps_dropout"]
 

@@ -15,16 +15,11 @@ from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer.data import DataError
 from nitro_mcu.trainer.arith import tdiv
 from nitro_mcu.trainer.rng import GAMMA, STREAM_DATA, Rng
+from paths import DATASETS, GOLDEN, dataset_dir, needs_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATASETS = SHARED / "datasets"
-GOLDEN = SHARED / "golden"
-
-needs_mnist = pytest.mark.skipif(not (DATASETS / "mnist").is_dir(), reason="../shared/datasets/mnist not present")
-needs_fmnist = pytest.mark.skipif(not (DATASETS / "fashion-mnist").is_dir(),
-                                  reason="../shared/datasets/fashion-mnist not present")
-needs_golden = pytest.mark.skipif(not (GOLDEN / "mlp1_mnist_10steps.npz").is_file(), reason="golden files not present")
+needs_mnist = needs_dataset("mnist")
+needs_fmnist = needs_dataset("fashion-mnist")
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -212,7 +207,7 @@ def test_cifar_errors(tmp_path):
 # ------------------------------------------------------------------------------------------------ real MNIST + golden
 @pytest.fixture(scope="module")
 def mnist():
-    return D.load_dataset("mnist", DATASETS / "mnist")
+    return D.load_dataset("mnist", dataset_dir("mnist"))
 
 
 @needs_mnist
@@ -224,7 +219,6 @@ def test_real_mnist_counts(mnist):
 
 
 @needs_mnist
-@needs_golden
 def test_mnist_golden_normalisation(mnist):
     meta = json.loads((GOLDEN / "mlp1_mnist_10steps.json").read_text())["data"]["normalization"]
     mu, mad = D.compute_norm_stats(mnist.x_train[:25000])
@@ -249,10 +243,8 @@ def test_fmnist_stats():
     assert np.bincount(f.y_train).tolist() == [6000] * 10 and np.bincount(f.y_test).tolist() == [1000] * 10
     mu, mad = D.compute_norm_stats(f.x_train[:25000])
     assert (mu.tolist(), mad.tolist()) == ([-55], [81])
-    gp = GOLDEN / "mlp2_fmnist_10steps.npz"
-    if gp.is_file():
-        gold = np.load(gp)["x"]
-        assert np.array_equal(D.normalize(f.x_train[:64], mu, mad).reshape(64, 784), gold[0])
+    gold = np.load(GOLDEN / "mlp2_fmnist_10steps.npz")["x"]
+    assert np.array_equal(D.normalize(f.x_train[:64], mu, mad).reshape(64, 784), gold[0])
 
 
 def test_stats_match_elementwise_definition():

@@ -11,8 +11,9 @@ from nitro_mcu.trainer import layers as L
 from nitro_mcu.trainer.data import load_dataset, prepare
 from nitro_mcu.spec import preset
 from nitro_mcu.trainer.network import Model
+from paths import dataset_dir
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+MNIST_DIR = dataset_dir("mnist")
 
 
 def _ref_matmul(a, b):
@@ -357,7 +358,7 @@ def test_relu_backward_float_matches_int():
 # ---- (3) training runs: fast path == pure int64 ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def batches():
-    if any(MNIST_DIR.glob("train-images*")):
+    if MNIST_DIR is not None:
         ds = load_dataset("mnist", MNIST_DIR)
     else:
         ds = load_dataset("bundled")
