@@ -140,6 +140,26 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def cmd_spec(a) -> int:
+    from .spec import description_json, full_description
+
+    if is_model_file(a.model):
+        model, _ = api.load(a.model)
+        desc = full_description(model.spec)
+    else:
+        spec, _ = api.resolve_spec(a.model)
+        desc = full_description(spec)
+    text = description_json(desc)
+    if a.out:
+        from .fileio import atomic_write
+
+        atomic_write(a.out, text.encode())
+        print(f"wrote {a.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
     """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
     or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
@@ -300,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the initial weights")
     s.add_argument("--json", action="store_true", help="print the rows as JSON")
     s.set_defaults(func=cmd_summary)
+
+    sp = sub.add_parser("spec", help="print a preset's (or a model file's) description as JSON, every default "
+                                      "written out: a start for your own (docs/model_description.md)")
+    sp.add_argument("model", help="preset name, JSON description or trained .nitro file")
+    sp.add_argument("--out", help="write it to this file instead of printing it")
+    sp.set_defaults(func=cmd_spec)
 
     g = sub.add_parser("generate", help="emit C (header, source, kernels, CMake and Makefile glue) for a model")
     g.add_argument("model", help="trained .nitro file, preset name or JSON description")

@@ -107,6 +107,37 @@ DEFAULT_BATCH = 64
 DEFAULT_WEIGHT_BITS = 32
 
 
+# The order `nitro-mcu spec` writes keys in: the architecture first, then the training constants, then the
+# training defaults (TRAIN_KEYS).
+KEY_ORDER = ("name", "kind", "input_shape", "num_classes", "hidden", "features", "fc_hidden", "dropout",
+             "pred_decoder_dim", "slope_inv", "one_hot_value", "lr_inv", "lr_amp_factor", "fwd_decay_inv",
+             "head_decay_inv", *TRAIN_KEYS)
+
+
+def full_description(spec: dict) -> dict:
+    """A description with every default written out, in KEY_ORDER: what `nitro-mcu spec` prints and what
+    `summary`/`train`/`generate` read back to the same model."""
+    out = {**DEFAULTS, **spec}
+    if out.get("kind") == "cnn":
+        out.setdefault("fc_hidden", [])
+    else:
+        out.pop("pred_decoder_dim", None)  # only the conv heads use it
+    normalize_spec(out)  # the printed file must build
+    return {k: out[k] for k in KEY_ORDER if k in out}
+
+
+def description_json(desc: dict) -> str:
+    """A description as JSON a person edits: one key a line, each layer entry on its own line."""
+    lines = []
+    for k, v in desc.items():
+        if isinstance(v, list) and v and isinstance(v[0], list):
+            inner = ",\n".join(f"    {json.dumps(e)}" for e in v)
+            lines.append(f'  {json.dumps(k)}: [\n{inner}\n  ]')
+        else:
+            lines.append(f"  {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def preset(name: str) -> dict:
     """A copy of a preset's description, its training defaults (TRAIN_KEYS) included."""
     if name not in PRESETS:
@@ -147,7 +178,7 @@ def _rate(v, what: str) -> int:
 def _check_feature(f) -> None:
     if not isinstance(f, list) or not f or f[0] not in ("conv", "maxpool", "dropout"):
         raise SpecError(f"bad feature entry {f!r}: use ['conv', C, K, 1, pad], ['maxpool', k, k] or "
-                        "['dropout', rate]")
+                        "['dropout', rate] (docs/model_description.md; `nitro-mcu spec mcu_cnn` prints an example)")
     if f[0] == "conv" and (len(f) != 5 or not all(is_int(v) for v in f[1:]) or f[3] != 1
                            or not 1 <= f[1] <= MAX_VALUES_PER_SAMPLE or not 1 <= f[2] <= 4096
                            or not 0 <= f[4] <= 4096):
@@ -172,7 +203,8 @@ def normalize_spec(spec: dict) -> dict:
         raise SpecError(f"'kind' must be 'mlp' or 'cnn', got {kind!r}")
     unknown = set(s) - ARCH_KEYS
     if unknown:
-        raise SpecError(f"unknown key(s) in model description: {', '.join(sorted(unknown))}")
+        raise SpecError(f"unknown key(s) in model description: {', '.join(sorted(unknown))} (the keys are "
+                        f"{', '.join(k for k in KEY_ORDER if k in ARCH_KEYS)}; docs/model_description.md)")
     missing = [k for k in ("input_shape", "num_classes", "hidden" if kind == "mlp" else "features") if k not in s]
     if missing:
         raise SpecError(f"the model description lacks {', '.join(repr(k) for k in missing)} (required for "

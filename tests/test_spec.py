@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import jsonschema
+import numpy as np
 import pytest
 
 from nitro_mcu.spec import ARCH_KEYS, DEFAULTS, PRESETS, TRAIN_KEYS, SpecError, normalize_spec, schema
@@ -95,3 +97,52 @@ def test_invalid_descriptions_fail_both(spec, key, validator):
     with pytest.raises(SpecError) as e:
         normalize_spec(copy.deepcopy(spec))
     assert key in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+# ---- `nitro-mcu spec`: a preset printed as JSON reads back to the same model -------------------------------
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_spec_prints_json_that_builds_the_same_model(name, tmp_path, capsys, validator):
+    from nitro_mcu import api
+    from nitro_mcu.cli import main
+
+    assert main(["spec", name]) == 0
+    text = capsys.readouterr().out
+    desc = json.loads(text)
+    validator.validate(desc)
+    assert set(DEFAULTS) - {"pred_decoder_dim"} <= set(desc)  # every default written out
+    path = tmp_path / f"{name}.json"
+    path.write_text(text)
+    assert api.resolve_spec(str(path))[1] == api.resolve_spec(name)[1]  # the training defaults too
+    if PRESETS[name]["kind"] == "cnn" and PRESETS[name]["features"][0][1] > 16 or max(PRESETS[name].get("hidden", [0])) > 500:
+        return  # the big presets: the description and defaults suffice (building one takes seconds)
+    a, b = api.build(name, seed=5), api.build(str(path), seed=5)
+    assert a.spec == b.spec and a.weight_bits == b.weight_bits
+    assert all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights) and a.weights.keys() == b.weights.keys()
+
+
+def test_spec_reads_a_model_file_and_writes_atomically(tmp_path, capsys):
+    from nitro_mcu import api
+    from nitro_mcu.cli import main
+
+    m = api.build({"kind": "mlp", "input_shape": [6], "num_classes": 3, "hidden": [5], "lr_inv": 64})
+    api.save(m, tmp_path / "m.nitro")
+    out = tmp_path / "sub" / "m.json"
+    assert main(["spec", str(tmp_path / "m.nitro"), "--out", str(out)]) == 0
+    desc = json.loads(out.read_text())
+    assert desc["lr_inv"] == 64 and desc["hidden"] == [5] and "pred_decoder_dim" not in desc
+    assert main(["summary", str(out)]) == 0
+
+
+def test_natural_guesses_are_refused_with_the_entry_forms(tmp_path, capsys):
+    from nitro_mcu.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "cnn", "input_shape": [1, 8, 8], "num_classes": 3,
+                               "features": [{"type": "conv", "filters": 4}]}))
+    assert main(["summary", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "['conv', C, K, 1, pad]" in err and "nitro-mcu spec" in err
+    bad.write_text(json.dumps({"kind": "mlp", "input_shape": [4], "num_classes": 3, "layers": [8]}))
+    assert main(["summary", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) in model description: layers" in err and "hidden" in err
