@@ -12,7 +12,7 @@ from golden_cases import CASES, MaskFeeder, build_golden_model
 from grown import grow
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import ops
-from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.device.compiled import compile_model
 from nitro_mcu.codegen.cost import fp32_backprop_bytes
 from nitro_mcu.codegen.memory import Buffer
 from nitro_mcu.codegen.plan import CodegenError, plan

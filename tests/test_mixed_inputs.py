@@ -7,7 +7,7 @@ import pytest
 from device_cases import Synthetic
 from kernel_cases import MIXED_ALL, MIXED_CNN, MIXED_MLP
 
-from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.device.compiled import compile_model
 from nitro_mcu.codegen.ops import Kernel
 from nitro_mcu.codegen.render import convert
 from nitro_mcu.device.harness import run_host_harness
