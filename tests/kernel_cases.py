@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nitro_mcu.codegen.render import convert  # noqa: E402
-from nitro_mcu.spec import preset  # noqa: E402
-from nitro_mcu.trainer.network import Model  # noqa: E402
+from nitro_mcu.codegen.render import convert
+from nitro_mcu.spec import preset
+from nitro_mcu.trainer.network import Model
 
 
 def _with(name: str, **changes) -> dict:
