@@ -52,3 +52,14 @@ def int_in(lo: int, hi: int = INT32_MAX, what: str = "an integer"):
 
 positive = int_in(1)
 non_negative = int_in(0)
+
+
+MAX_C_NAME = 63  # C11 guarantees 63 significant characters of an internal identifier
+
+
+def c_name(s: str) -> str:
+    """An argparse type: a C identifier prefix (the generated files and symbols are named after it)."""
+    if not s.isidentifier() or not s.isascii() or s.startswith("_") or len(s) > MAX_C_NAME:
+        raise argparse.ArgumentTypeError(f"--name must be a C identifier of 1..{MAX_C_NAME} characters that does "
+                                         f"not begin with '_', got {s[:80]!r}")
+    return s
