@@ -148,7 +148,7 @@ def _stage(path: Path, data: bytes) -> Path:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a pid no process can have
         return False
     except (PermissionError, OSError):
         return True  # another user's process (or we cannot tell): leave its files alone
