@@ -76,17 +76,17 @@ RESUME_FIELDS = {  # training.resume of a run's .nitro (Keeper._files writes it)
 
 def check_record(res: dict, where: str) -> None:
     """The resume record field by field, and its consistency: one history record per finished epoch."""
-    modelfile.check_fields(res, RESUME_FIELDS, where, ResumeError, "resume.")
+    modelfile.check_fields(res, RESUME_FIELDS, where, ResumeError, "training.resume.")
     records = res["history"]["records"]
     for i, r in enumerate(records):
-        modelfile.check_fields(r, RECORD_FIELDS, where, ResumeError, f"resume.history.records[{i}].")
+        modelfile.check_fields(r, RECORD_FIELDS, where, ResumeError, f"training.resume.history.records[{i}].")
         if r["epoch"] != i + 1:
-            raise ResumeError(f"{where}: field 'resume.history.records[{i}].epoch' is {r['epoch']}, not {i + 1}")
+            raise ResumeError(f"{where}: field 'training.resume.history.records[{i}].epoch' is {r['epoch']}, not {i + 1}")
     if len(records) != res["epoch"]:
-        raise ResumeError(f"{where}: field 'resume.epoch' is {res['epoch']} but the history holds "
+        raise ResumeError(f"{where}: field 'training.resume.epoch' is {res['epoch']} but the history holds "
                           f"{len(records)} epoch(s)")
     if res["history"]["best_epoch"] > res["epoch"]:
-        raise ResumeError(f"{where}: field 'resume.history.best_epoch' is {res['history']['best_epoch']}, after the "
+        raise ResumeError(f"{where}: field 'training.resume.history.best_epoch' is {res['history']['best_epoch']}, after the "
                           f"last epoch {res['epoch']}")
 
 

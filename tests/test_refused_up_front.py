@@ -289,18 +289,18 @@ def edit_resume(key, value):
 
 
 RESUME_CASES = {
-    "no plateau": (edit_resume("plateau", DELETE), ["field 'resume.plateau' is missing"]),
-    "plateau 5": (edit_resume("plateau", 5), ["field 'resume.plateau' must be a list of integers"]),
-    "plateau of 3": (edit_resume("plateau", [1, 2, 3]), ["'resume.plateau' must be [best, counter]"]),
-    "options null": (edit_resume("options", None), ["field 'resume.options' must be an object"]),
-    "epoch -3": (edit_resume("epoch", -3), ["'resume.epoch' must be in [1, 1000000], got -3"]),
-    "epoch 999": (edit_resume("epoch", 999), ["'resume.epoch' is 999 but the history holds 1 epoch(s)"]),
-    "epoch '1'": (edit_resume("epoch", "1"), ["'resume.epoch' must be an integer"]),
-    "data_rng 2**64": (edit_resume("data_rng", str(2**64)), ["'resume.data_rng'"]),
-    "history.monitor x": (edit_resume("history.monitor", "x"), ["'resume.history.monitor' must be one of"]),
+    "no plateau": (edit_resume("plateau", DELETE), ["field 'training.resume.plateau' is missing"]),
+    "plateau 5": (edit_resume("plateau", 5), ["field 'training.resume.plateau' must be a list of integers"]),
+    "plateau of 3": (edit_resume("plateau", [1, 2, 3]), ["'training.resume.plateau' must be [best, counter]"]),
+    "options null": (edit_resume("options", None), ["field 'training.resume.options' must be an object"]),
+    "epoch -3": (edit_resume("epoch", -3), ["'training.resume.epoch' must be in [1, 1000000], got -3"]),
+    "epoch 999": (edit_resume("epoch", 999), ["'training.resume.epoch' is 999 but the history holds 1 epoch(s)"]),
+    "epoch '1'": (edit_resume("epoch", "1"), ["'training.resume.epoch' must be an integer"]),
+    "data_rng 2**64": (edit_resume("data_rng", str(2**64)), ["'training.resume.data_rng'"]),
+    "history.monitor x": (edit_resume("history.monitor", "x"), ["'training.resume.history.monitor' must be one of"]),
     "a record without lr_inv": (lambda m: m["training"]["resume"]["history"]["records"][0].pop("lr_inv"),
-                                ["'resume.history.records[0].lr_inv' is missing"]),
-    "best_epoch 5": (edit_resume("history.best_epoch", 5), ["'resume.history.best_epoch' is 5"]),
+                                ["'training.resume.history.records[0].lr_inv' is missing"]),
+    "best_epoch 5": (edit_resume("history.best_epoch", 5), ["'training.resume.history.best_epoch' is 5"]),
 }
 
 
