@@ -14,7 +14,7 @@ from .trainer.profiles import PROFILES
 
 MAX_PAGE = 64 << 10  # flash page bytes: the largest page size import-checkpoint tries on a dump (checkpoint.py)
 MAX_CUTS = 1024      # cut points on an emulated core: each is one emulator run
-page_size = int_in(ck.MIN_PAGE, MAX_PAGE)
+page_size = int_in(1, MAX_PAGE)  # the lower bound and the multiple of 4: ck.check_page, with its own message
 
 
 def cmd_powerloss(a) -> int:

@@ -413,12 +413,12 @@ def test_only_stale_temporary_files_are_removed(tmp_path):
     (["verify", "mlp1", "--batch", "4096"], ["--batch", f"[1, {MAX_BATCH}]", "4096"]),
     (["report", "mlp1", "--batch", "4096"], ["--batch", f"[1, {MAX_BATCH}]"]),
     (["report", "mlp1", "--steps", str(MAX_STEPS + 1)], ["--steps"]),
-    (["powerloss", "mlp1", "--page-size", "1073741824"], ["--page-size", "[64, 65536]"]),
+    (["powerloss", "mlp1", "--page-size", "1073741824"], ["--page-size", "[1, 65536]"]),
     (["powerloss", "mlp1", "--cuts", "100000"], ["--cuts", "[1, 1024]"]),
     (["export-checkpoint", "mlp1", "--flash-image", "--page-size", "1073741824", "--out", "OUT"],
-     ["--page-size", "[64, 65536]", "1073741824"]),
+     ["--page-size", "[1, 65536]", "1073741824"]),
     (["import-checkpoint", "x.bin", "--model", "mlp1", "--page-size", "1073741824", "--out", "OUT"],
-     ["--page-size", "[64, 65536]"]),
+     ["--page-size", "[1, 65536]"]),
 ])
 def test_sizes_beyond_the_documented_limits_are_refused_at_once(argv, needles, tmp_path, capsys):
     argv = [str(tmp_path / "o.bin") if a == "OUT" else a for a in argv]
