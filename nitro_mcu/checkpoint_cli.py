@@ -6,10 +6,15 @@ import copy
 from pathlib import Path
 
 from . import checkpoint as ck, modelfile
-from .cliargs import load_or_build, positive, weights_bits
-from .fileio import atomic_write
+from .cliargs import int_in, load_or_build, weights_bits
+from .fileio import atomic_write, check_output_file
 from .resume import MEMBER
 from .trainer.profiles import PROFILES
+
+
+MAX_PAGE = 64 << 10  # flash page bytes: the largest page size import-checkpoint tries on a dump (checkpoint.py)
+MAX_CUTS = 1024      # cut points on an emulated core: each is one emulator run
+page_size = int_in(1, MAX_PAGE)  # the lower bound and the multiple of 4: ck.check_page, with its own message
 
 
 def cmd_powerloss(a) -> int:
@@ -40,10 +45,16 @@ def _base(a):
 
 
 def cmd_import(a) -> int:
-    model, meta = _base(a)
+    check_output_file(a.out, "--out")
     path = Path(a.checkpoint)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
+    model, meta = _base(a)
+    longest = max(ck.size(model), ck.region_bytes(model, a.page_size or MAX_PAGE))
+    have = path.stat().st_size
+    if have > longest:  # before reading it: a checkpoint or flash dump of this model is at most that long
+        raise ValueError(f"{path}: {have} bytes, longer than a checkpoint of this model ({ck.size(model)} bytes) "
+                         f"or its flash region ({longest} bytes at most)")
     c = ck.from_bytes(path.read_bytes(), model, a.page_size)
     out = copy.deepcopy(model)
     ck.apply(out, c)
@@ -56,6 +67,7 @@ def cmd_import(a) -> int:
 
 
 def cmd_export(a) -> int:
+    check_output_file(a.out, "--out")
     model, meta = _base(a)
     files = modelfile.load_files(a.model)[2] if meta else {}
     if MEMBER in files and not (meta.get("training") or {}).get("resume"):
@@ -76,8 +88,8 @@ def register(sub, device_args, model_and_data) -> None:
     loads a device command's model and data."""
     p = sub.add_parser("powerloss", help="cut the power at every point of a checkpoint save and check recovery")
     device_args(p, verify_cmd=False, extra_targets=("host",))  # --target host: the simulated flash
-    p.add_argument("--page-size", type=positive, default=256, help="flash page bytes")
-    p.add_argument("--cuts", type=positive, default=64, help="instruction counts cut at on an emulated core")
+    p.add_argument("--page-size", type=page_size, default=256, help="flash page bytes")
+    p.add_argument("--cuts", type=int_in(1, MAX_CUTS), default=64, help="instruction counts cut at on an emulated core")
     p.set_defaults(func=cmd_powerloss, model_and_data=model_and_data)
 
     for verb, fn, what in (("import-checkpoint", cmd_import, "make a .nitro file from a device checkpoint or flash dump"),
@@ -86,11 +98,11 @@ def register(sub, device_args, model_and_data) -> None:
         if verb == "import-checkpoint":
             q.add_argument("checkpoint", help="checkpoint file, or a dump of the device's flash region")
             q.add_argument("--model", required=True, help="the model it belongs to: .nitro file, preset or JSON")
-            q.add_argument("--page-size", type=positive, default=None, help="page bytes of a flash dump (default: found)")
+            q.add_argument("--page-size", type=page_size, default=None, help="page bytes of a flash dump (default: found)")
         else:
             q.add_argument("model", help=".nitro file (or preset / JSON: its initial weights)")
             q.add_argument("--flash-image", action="store_true", help="a whole flash region, checkpoint in slot 0")
-            q.add_argument("--page-size", type=positive, default=256, help="flash page bytes of the image")
+            q.add_argument("--page-size", type=page_size, default=256, help="flash page bytes of the image")
         q.add_argument("--out", required=True, help="file to write")
         q.add_argument("--weights", type=weights_bits, default=None, metavar="int16|int32", help="weight width (default: the model file's)")
         q.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")

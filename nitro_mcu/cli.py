@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from . import api, checkpoint_cli, resume, sweep_cli
+from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Parser, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
+from .cliargs import Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
@@ -22,7 +23,17 @@ class UsageError(ValueError):
     pass
 
 
+def train_outputs(name: str) -> list[str]:
+    """The files ``train --name NAME`` may write into --out."""
+    return [f"{name}.nitro", f"{name}_metrics.csv", f"{name}_curves.png", f"{name}_refit_metrics.csv"]
+
+
 def cmd_train(a) -> int:
+    with contextlib.ExitStack() as held:  # the --out lock, taken once the inputs are checked
+        return _train(a, held)
+
+
+def _train(a, held) -> int:
     tune_malloc()  # this process trains: keep the step temporaries' heap (opt-in; see trainer/malloc.py)
     norm, tuning = None, is_model_file(a.model)
     if tuning:  # fine-tuning: the model file's weights and input statistics, then --trainable
@@ -46,7 +57,9 @@ def cmd_train(a) -> int:
     if a.refit and (monitor != "val" or a.val_size == 0):
         raise UsageError("--refit needs a validation split (monitor 'val', --val-size > 0, a profile without Q10)")
     out = Path(a.out)
-    name = a.name or (a.model if a.model in PRESETS else Path(a.model).stem + ("_tuned" if tuning else ""))
+    name = fileio.check_stem(a.name or (a.model if a.model in PRESETS else
+                                        Path(a.model).stem + ("_tuned" if tuning else "")))
+    fileio.check_names(out, train_outputs(name))
     if tuning and (out / f"{name}.nitro").resolve() == Path(a.model).resolve():
         raise UsageError(f"--out/--name would overwrite {a.model}, the model being fine-tuned; choose another --name")
     resume.check_out(out, resume.output_bytes(model))
@@ -57,8 +70,15 @@ def cmd_train(a) -> int:
     if a.refit is None:  # the recipe's choice, where there is a validation split
         a.refit = rec.refit and monitor == "val" and a.val_size != 0 and not tuning
     augment = api.augment_for(a.augment, rec, data)
+    held.enter_context(fileio.folder_lock(out))  # a second writer of --out is refused from here on
+    if not a.resume and not a.force:
+        resume.check_not_replacing(out / f"{name}.nitro")
     keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment, rec), a.resume)
     if keeper.state is not None:
+        if keeper.state.epoch >= a.epochs or keeper.state.history.stopped_early:
+            raise UsageError(f"--resume: {keeper.path} already holds {keeper.state.epoch} epoch(s)"
+                             f"{' and stopped early' if keeper.state.history.stopped_early else ''}: with --epochs "
+                             f"{a.epochs} there is nothing left to train")
         print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
     frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
@@ -160,9 +180,13 @@ def cmd_generate(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
     from .codegen.cost import tail_ram, tail_ram_text
 
-    model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     if a.trainable and not a.train:
         raise UsageError("--trainable needs --train (an inference build has no training)")
+    if Path(a.out).suffix == ".h":
+        fileio.check_output_file(a.out, "--out")
+    else:
+        fileio.check_names(a.out, [f"{a.name}_kernels.h", f"{a.name}.mk", "CMakeLists.txt"])
+    model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
                    norm=norm if norm and "mu" in norm else None)
     paths = conv.save(file=a.out)
@@ -190,9 +214,12 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .device.verify import verify
+    from .device.verify import check_bounds, verify
 
+    if a.json:
+        fileio.check_output_file(a.json, "--json")
     model, data = _model_and_data(a)
+    check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
@@ -210,7 +237,13 @@ def cmd_report(a) -> int:
     from .fileio import atomic_write
     from .device.report import plot_report, report, report_json, report_text
 
+    for opt, path in (("--json", a.json), ("--png", a.png)):
+        if path:
+            fileio.check_output_file(path, opt)
     model, data = _model_and_data(a)
+    from .device.verify import check_bounds
+
+    check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
                per_layer=not a.no_per_layer, name=a.name)
     print(report_text(r))
@@ -233,6 +266,7 @@ def cmd_demo(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .codegen.render import DEFAULT_NAME
     from .device.targets import DEFAULT_TARGET, TARGETS
+    from .device.verify import MAX_BATCH, MAX_STEPS
 
     p = Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
     p.add_argument("--version", action="version", version=f"nitro-mcu {__version__}")
@@ -281,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="file stem of the outputs (default: the model name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: one on a terminal)")
     t.add_argument("--resume", action="store_true", help="continue the run kept in --out (same options)")
+    t.add_argument("--force", action="store_true",
+                   help="start afresh even where --out holds a resumable run of this --name (it is replaced)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a trained model file")
@@ -312,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=weights_bits, default=None, metavar=widths,
                    help="weight width (default: the model file's or the preset's, else int32)")
     g.add_argument("--batch", type=int_in(1, 4096), default=8, help="maximum training batch")
-    g.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
+    g.add_argument("--name", type=c_name, default=DEFAULT_NAME, help="C identifier prefix")
     g.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
@@ -323,16 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     def device_args(sp, verify_cmd=True, extra_targets=()):
         sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
         sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET, help="Cortex-M core")
-        sp.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
+        sp.add_argument("--batch", type=int_in(1, MAX_BATCH), default=8, help="training batch on the device")
         sp.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
         sp.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
         sp.add_argument("--data", help="dataset for the batches (default: the model's, else bundled)")
         sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
         sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
-        sp.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
+        sp.add_argument("--name", type=c_name, default=DEFAULT_NAME, help="C identifier prefix")
         sp.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
         if verify_cmd:
-            sp.add_argument("--steps", type=non_negative, default=20, help="training steps on the device")
+            sp.add_argument("--steps", type=int_in(0, MAX_STEPS), default=20, help="training steps on the device")
             sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")
             sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
                             help="qemu or renode; the Renode files are dry-run checked only, never run here "
@@ -350,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     device_args(r)
     rp = sub.add_parser("report", help="flash, RAM, stack and instruction counts on the emulated MCU")
     device_args(rp, verify_cmd=False)
-    rp.add_argument("--steps", type=positive, default=2, help="training steps measured")
+    rp.add_argument("--steps", type=int_in(1, MAX_STEPS), default=2, help="training steps measured")
     rp.add_argument("--predictions", type=positive, default=5, help="inferences measured")
     rp.add_argument("--json", help="also write the report as JSON")
     rp.add_argument("--png", help="also write a per-layer bar chart")
@@ -376,7 +412,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("nitro-mcu: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+    except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"nitro-mcu: error: {msg}", file=sys.stderr)
         return 2

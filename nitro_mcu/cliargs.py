@@ -77,3 +77,12 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, 
     if trainable:
         m.set_trainable(trainable)
     return m, norm
+MAX_C_NAME = 63  # C11 guarantees 63 significant characters of an internal identifier
+
+
+def c_name(s: str) -> str:
+    """An argparse type: a C identifier prefix (the generated files and symbols are named after it)."""
+    if not s.isidentifier() or not s.isascii() or s.startswith("_") or len(s) > MAX_C_NAME:
+        raise argparse.ArgumentTypeError(f"--name must be a C identifier of 1..{MAX_C_NAME} characters that does "
+                                         f"not begin with '_', got {s[:80]!r}")
+    return s

@@ -22,6 +22,7 @@ from .trainer.rng import Rng
 from .trainer.state import TrainState
 
 MEMBER = "resume.ckpt"
+MAX_EPOCHS = 10**6  # train --epochs' bound
 SLACK = 1 << 20   # metrics, curves and the zip's own bytes
 
 
@@ -46,6 +47,57 @@ def check_out(out: Path, need: int) -> None:
     free = shutil.disk_usage(out).free
     if free < need:
         raise ResumeError(f"--out {out}: {free} bytes free, the outputs need about {need}")
+
+
+BP = (-1, 10000)  # accuracies in basis points; -1: none yet
+RECORD_FIELDS = {name: modelfile.Field("number" if name == "seconds" else "int") for name in
+                 ("epoch", "lr_inv", "train_acc_bp", "train_loss", "monitor_acc_bp", "test_acc_bp", "seconds")}
+HISTORY_FIELDS = {
+    "records": modelfile.Field("list", check=lambda v: None if all(isinstance(r, dict) for r in v)
+                               else "must be a list of objects"),
+    "best_epoch": modelfile.Field("int", check=modelfile.in_range(0, MAX_EPOCHS)),
+    "best_monitor_bp": modelfile.Field("int", check=modelfile.in_range(-1, 2**31 - 1)),
+    "test_at_best_bp": modelfile.Field("int", check=modelfile.in_range(-1, 10000)),
+    "stopped_early": modelfile.Field("bool"),
+    "monitor": modelfile.Field("str", check=modelfile.one_of("val", "test", "none")),
+}
+PAIR = modelfile.each_in(-2**31, 2**31 - 1, 2)
+RESUME_FIELDS = {  # training.resume of a run's .nitro (Keeper._files writes it)
+    "epoch": modelfile.Field("int", check=modelfile.in_range(1, MAX_EPOCHS)),
+    "plateau": modelfile.Field("int_list", check=lambda v: PAIR(v) or (None if len(v) == 2 else
+                                                                       f"must be [best, counter], got {v}")),
+    "stopper": modelfile.Field("int_list", check=lambda v: PAIR(v) or (None if len(v) == 2 else
+                                                                       f"must be [best, counter], got {v}")),
+    "data_rng": modelfile.Field("str", check=modelfile.decimal_u64),
+    "options": modelfile.Field("dict"),
+    "history": modelfile.Field("dict", fields=HISTORY_FIELDS),
+}
+
+
+def check_record(res: dict, where: str) -> None:
+    """The resume record field by field, and its consistency: one history record per finished epoch."""
+    modelfile.check_fields(res, RESUME_FIELDS, where, ResumeError, "training.resume.")
+    records = res["history"]["records"]
+    for i, r in enumerate(records):
+        modelfile.check_fields(r, RECORD_FIELDS, where, ResumeError, f"training.resume.history.records[{i}].")
+        if r["epoch"] != i + 1:
+            raise ResumeError(f"{where}: field 'training.resume.history.records[{i}].epoch' is {r['epoch']}, not {i + 1}")
+    if len(records) != res["epoch"]:
+        raise ResumeError(f"{where}: field 'training.resume.epoch' is {res['epoch']} but the history holds "
+                          f"{len(records)} epoch(s)")
+    if res["history"]["best_epoch"] > res["epoch"]:
+        raise ResumeError(f"{where}: field 'training.resume.history.best_epoch' is {res['history']['best_epoch']}, after the "
+                          f"last epoch {res['epoch']}")
+
+
+def check_not_replacing(path: Path) -> None:
+    """A fresh run must not silently replace a resumable run kept in ``path``."""
+    meta = modelfile.read_meta(path) if path.is_file() else None
+    res = ((meta or {}).get("training") or {}).get("resume") if isinstance((meta or {}).get("training"), dict) \
+        else None
+    if isinstance(res, dict):
+        raise ResumeError(f"{path} holds a resumable run (epoch {res.get('epoch')!r}): continue it with --resume, "
+                          "or start afresh and replace it with --force")
 
 
 def run_options(a, dataset: str, monitor: str, augment, recipe) -> dict:
@@ -112,9 +164,10 @@ class Keeper:
         if not self.path.is_file():
             raise ResumeError(f"{where}: no such file (nothing to resume)")
         kept, meta, files = modelfile.load_files(self.path)
-        res = (meta.get("training") or {}).get("resume")
+        res = meta["training"].get("resume")
         if not isinstance(res, dict) or MEMBER not in files:
             raise ResumeError(f"{where}: the file holds no resumable run")
+        check_record(res, where)
         for k, v in self.options.items():
             if res["options"].get(k) != v:
                 raise ResumeError(f"{where}: the run used {k} {res['options'].get(k)!r}, not {v!r}")
@@ -125,7 +178,7 @@ class Keeper:
         if ck.fingerprint(kept) != ck.fingerprint(self.model):
             raise ResumeError(f"{where}: the file holds another model")
         h = res["history"]
-        hist = History([EpochRecord(**r) for r in h["records"]], h["best_epoch"], h["best_monitor_bp"],
+        hist = History([EpochRecord(**{k: r[k] for k in RECORD_FIELDS}) for r in h["records"]], h["best_epoch"], h["best_monitor_bp"],
                        h["test_at_best_bp"], h["stopped_early"], h["monitor"])
         best = None if hist.monitor == "none" else dict(kept.weights)
         return TrainState(res["epoch"], c.lr_inv, tuple(res["plateau"]), tuple(res["stopper"]), int(res["data_rng"]),

@@ -65,19 +65,8 @@ def run_one(cfg: dict, echo=None) -> dict:
     from .trainer.malloc import tune_malloc
 
     c = RunConfig(**cfg)
-    if c.test_reads not in TEST_READS:
-        raise ValueError(f"test_reads must be one of {', '.join(TEST_READS)}, got {c.test_reads!r}")
     tune_malloc()  # a worker process only trains
-    spec, defaults = api.resolve_spec(c.model)
-    dataset = c.dataset or defaults.get("dataset") or "bundled"
-    if c.dataset is None and c.data_dir is None:
-        dataset = "bundled"  # a preset's paper dataset needs its files: without data_dir, the bundled subset
-    model = api.build(spec, c.profile, c.weights, c.seed)
-    monitor = c.monitor or ("test" if model.quirks.monitor_test else "val")
-    data = api.load_data(dataset, c.seed, c.data_dir, None if monitor == "val" else 0, monitor)
-    rec = api.recipe(c.model, c.profile, c.recipe, data.name)
-    if c.refit and monitor != "val":
-        raise ValueError("refit needs a validation split (monitor 'val', a profile without Q10)")
+    model, data, monitor, rec = setup(c)
     refit = monitor == "val" and len(data.x_val) > 0 and (rec.refit if c.refit is None else c.refit)
     reads = "epoch" if monitor == "test" or c.test_reads == "epoch" else "never" if refit else "end"
     augment = api.augment_for(c.augment, rec, data)
@@ -108,6 +97,47 @@ def run_one(cfg: dict, echo=None) -> dict:
         r.update(refit_images=len(full.x_train), refit_epochs=len(rh.records), refit_test_acc_bp=rh.test_at_best_bp,
                  refit_seconds=round(time.perf_counter() - t1, 1))
     return r
+
+
+def setup(c: RunConfig, loaded: dict | None = None):
+    """(model, data, monitor, recipe) of one run, checked: the model builds, the data loads and fits it.
+    ``loaded`` caches data sets across calls (key: how they were loaded)."""
+    from . import api
+
+    if c.test_reads not in TEST_READS:
+        raise ValueError(f"test_reads must be one of {', '.join(TEST_READS)}, got {c.test_reads!r}")
+    spec, defaults = api.resolve_spec(c.model)
+    dataset = c.dataset or defaults.get("dataset") or "bundled"
+    if c.dataset is None and c.data_dir is None:
+        dataset = "bundled"  # a preset's paper dataset needs its files: without data_dir, the bundled subset
+    model = api.build(spec, c.profile, c.weights, c.seed)
+    monitor = c.monitor or ("test" if model.quirks.monitor_test else "val")
+    if c.refit and monitor != "val":
+        raise ValueError("refit needs a validation split (monitor 'val', a profile without Q10)")
+    loaded = {} if loaded is None else loaded
+    how = (dataset, c.seed, c.data_dir, monitor)
+    if how not in loaded:
+        loaded[how] = api.load_data(dataset, c.seed, c.data_dir, None if monitor == "val" else 0, monitor)
+    data = loaded[how]
+    api.check_compatible(model, data)
+    return model, data, monitor, api.recipe(c.model, c.profile, c.recipe, data.name)
+
+
+def check(configs: list[RunConfig], out: Path) -> None:
+    """Everything a sweep can check before its first task, so that bad input writes nothing: the output folder
+    takes the run files, and each distinct model / data combination builds, loads and fits (with the first seed)."""
+    from .fileio import check_names, check_output_file
+
+    out = Path(out)
+    check_output_file(out / "sweep.csv", "--out")
+    check_names(out / "runs", [f"{c.key()}.failed.json" for c in configs], "a run file")
+    loaded, seen = {}, set()
+    for c in configs:
+        ident = asdict(c) | {"seed": configs[0].seed}
+        key = json.dumps(ident, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            setup(RunConfig(**ident), loaded)
 
 
 @dataclass

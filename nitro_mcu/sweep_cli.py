@@ -11,7 +11,7 @@ from .trainer.recipes import RECIPE_CHOICES
 
 
 def cmd_sweep(a) -> int:
-    from . import api, sweep
+    from . import api, fileio, sweep
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     if not models:
@@ -23,11 +23,13 @@ def cmd_sweep(a) -> int:
                                recipe=a.recipe, test_reads=a.test_reads)
                for m in models for s in range(a.seed_base, a.seed_base + a.seeds)]
     out = Path(a.out)
+    sweep.check(configs, out)  # models, data and the output folder, before the first task: bad input writes nothing
     length = "the recipe's length" if a.epochs is None else f"at most {a.epochs} epoch(s)"
     print(f"sweep: {', '.join(models)} x seeds {a.seed_base}..{a.seed_base + a.seeds - 1}, recipe {a.recipe}, "
           f"{length} each -> {out}", flush=True)
     try:
-        res = sweep.run_sweep(configs, out, address=a.address, num_cpus=a.num_cpus, serial=a.serial)
+        with fileio.folder_lock(out):
+            res = sweep.run_sweep(configs, out, address=a.address, num_cpus=a.num_cpus, serial=a.serial)
     except KeyboardInterrupt:
         print(f"interrupted: the finished runs are kept in {out / 'runs'}; run the same command again to go on")
         raise

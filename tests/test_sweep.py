@@ -61,14 +61,18 @@ def test_tiny_sweep_on_local_ray_then_a_killed_run_is_reported_and_rerun_alone(t
     assert "| 3 |" in sweep.table(res.records) and len((out / "sweep.csv").read_text().splitlines()) == 4
 
 
-def test_a_failing_run_is_one_line_and_the_exit_status_says_so(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "sweep", "mlp1", "--seeds", "1", "--epochs", "1",
-                        "--data", "mnist", "--data-dir", str(empty), "--serial", "--out", str(tmp_path / "sw")],
+@pytest.mark.parametrize("data", ["empty", "garbage.npz"])
+def test_bad_data_stops_a_sweep_before_its_first_task_and_writes_nothing(data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    extra = ["--data", "mnist", "--data-dir", str(tmp_path / "empty")] if data == "empty" else \
+        ["--data", str(tmp_path / data)]
+    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "sweep", "mlp1", "--seeds", "2", "--epochs", "1",
+                        *extra, "--serial", "--out", str(tmp_path / "sw")],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "mlp1 seed 0 on mnist: FAILED: DataError:" in r.stdout and "run the same command again" in r.stdout
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert len(r.stderr.splitlines()) == 1 and ("missing IDX file" in r.stderr or "not a readable .npz" in r.stderr)
+    assert not (tmp_path / "sw").exists()
     bad = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "sweep", "mlp9", "--serial"], capture_output=True,
                          text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "unknown preset 'mlp9'" in bad.stderr

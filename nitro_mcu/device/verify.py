@@ -259,6 +259,24 @@ def flat_weights(weights: dict, conv: Converted) -> np.ndarray:
     return np.concatenate([np.asarray(weights[t.name]).reshape(-1) for t in conv.plan.tensors])
 
 
+MAX_STEPS = 100_000          # training steps of one device run
+MAX_BATCH = 256              # training batch on the device (the generator's --batch goes to 4096 for the host)
+MAX_COMMAND_BYTES = 64 << 20  # the batches of one run are sent as one command file, held in memory first
+
+
+def check_bounds(model: Model, steps: int, batch: int, predictions: int) -> None:
+    """One line, before anything is built, for a run whose commands would not fit the documented limits."""
+    if not 0 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be in [0, {MAX_STEPS}], got {steps}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"the device batch must be in [1, {MAX_BATCH}], got {batch}")
+    size = int(np.prod(model.input_shape))
+    need = steps * batch * (size + 1) + predictions * size
+    if need > MAX_COMMAND_BYTES:
+        raise ValueError(f"{steps} steps of batch {batch} (and {predictions} predictions) are {need} bytes of "
+                         f"commands, over the limit of {MAX_COMMAND_BYTES}: run fewer steps")
+
+
 def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int = 8, predictions: int = 100,
            lr_schedule: dict | None = None, emulator: str = "qemu", name: str = "nitro_model",
            timeout: float = 600, allow_still=(), checkpoint_every: int | None = None,
@@ -271,6 +289,7 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     """
     if steps < 0 or predictions < 0:
         raise ValueError("steps and predictions must be non-negative")
+    check_bounds(model, steps, batch, min(predictions, len(data.x_test)))
     if checkpoint_every is not None and checkpoint_every <= 0:
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     unknown = [n for n in allow_still if n not in model.weights]

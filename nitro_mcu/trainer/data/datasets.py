@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import DataError
 from .formats import (CIFAR_TEST, CIFAR_TRAIN, IDX_FILES, PathLike, cifar_batch, find_idx, is_cifar_dir, is_idx_dir,
-                      load_idx, load_pickle, pickle_key)
+                      load_idx, load_npz, load_pickle, pickle_key)
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -168,11 +168,11 @@ def load_bundled() -> Dataset:
         blob = resources.files("nitro_mcu.datasets").joinpath(BUNDLED_RESOURCE).read_bytes()
     except (FileNotFoundError, ModuleNotFoundError, OSError) as exc:
         raise DataError(f"bundled dataset {BUNDLED_RESOURCE} not found in the package ({exc})") from None
+    z = load_npz(io.BytesIO(blob), f"bundled dataset {BUNDLED_RESOURCE}")
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (KeyError, ValueError, OSError) as exc:
-        raise DataError(f"bundled dataset {BUNDLED_RESOURCE} is unreadable ({exc})") from None
+        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except KeyError as exc:
+        raise DataError(f"bundled dataset {BUNDLED_RESOURCE} lacks the array {exc}") from None
     arrays["y_train"] = arrays["y_train"].astype(np.int64)
     arrays["y_test"] = arrays["y_test"].astype(np.int64)
     return Dataset(name="bundled", num_classes=10, classes=MNIST_CLASSES, **arrays).validate()

@@ -1,7 +1,9 @@
-"""Dataset file formats read as raw arrays: IDX (MNIST, FashionMNIST) and CIFAR-10's python pickles.
+"""Dataset file formats read as raw arrays: IDX (MNIST, FashionMNIST), CIFAR-10's python pickles and .npz.
 
 Files may be gzip-compressed whatever their name.  Every problem raises a one-line :class:`DataError`
 naming the file; CIFAR pickles are unpickled by an allow-list that admits only what the batches contain.
+Sizes are bounded before anything is allocated: a file (decompressed) or an .npz's arrays (from their
+headers) may hold at most MAX_DATA_BYTES.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import importlib
 import io
 import os
 import pickle
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Optional, Union
@@ -29,6 +32,8 @@ IDX_FILES = {  # role -> file stem (raw; '.gz' is tried too, as is the '.idx' sp
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 
+MAX_DATA_BYTES = 4 << 30  # one data file decompressed, or all arrays of one .npz
+
 _IDX_DTYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
 
 
@@ -38,12 +43,18 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
+    if path.stat().st_size > MAX_DATA_BYTES:
+        raise DataError(f"{path}: {path.stat().st_size} bytes, over the limit of {MAX_DATA_BYTES} for one data file")
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
         try:
-            return gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+                out = g.read(MAX_DATA_BYTES + 1)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+        if len(out) > MAX_DATA_BYTES:
+            raise DataError(f"{path}: decompresses to over {MAX_DATA_BYTES} bytes, the limit for one data file")
+        return out
     return raw
 
 
@@ -167,3 +178,57 @@ def cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def is_cifar_dir(directory: Path) -> bool:
     return (directory / CIFAR_TRAIN[0]).is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# .npz (NumPy arrays, no pickles)
+# --------------------------------------------------------------------------------------------------
+def load_npz(source, label: str) -> dict:
+    """The arrays of an .npz (a path or a binary file object) as name -> array.  Each member's .npy header is read
+    first (numpy.lib.format): object dtypes, shapes whose data the member does not hold and arrays of more than
+    MAX_DATA_BYTES in all are refused before any array is allocated; a damaged zip is a :class:`DataError`."""
+    try:
+        with zipfile.ZipFile(source) as z:
+            total, arrays = 0, {}
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename[:-4]
+                with z.open(info) as f:
+                    shape, dtype = _npy_header(f, f"{label}: array {name!r}")
+                    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    total += need
+                    if total > MAX_DATA_BYTES:
+                        raise DataError(f"{label}: array {name!r} declares shape {list(shape)} ({need} bytes); the "
+                                        f"arrays of one file may hold at most {MAX_DATA_BYTES} bytes")
+                    if need > info.file_size - f.tell():
+                        raise DataError(f"{label}: array {name!r} declares shape {list(shape)} ({need} bytes) but "
+                                        f"holds {info.file_size - f.tell()}: truncated or damaged")
+                with z.open(info) as f:
+                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+            return arrays
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{label}: file not found") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{label}: not a readable .npz (damaged or truncated zip: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - ValueError, OSError, NotImplementedError (compression), ...
+        raise DataError(f"{label}: unreadable .npz ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") \
+            from None
+
+
+def _npy_header(f, what: str):
+    """(shape, dtype) from an .npy header, without reading its data."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+    except ValueError as exc:
+        raise DataError(f"{what}: bad .npy header ({str(exc).splitlines()[0]})") from None
+    if dtype.hasobject:
+        raise DataError(f"{what}: holds Python objects; only numeric arrays are read")
+    return shape, dtype

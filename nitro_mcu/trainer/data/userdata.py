@@ -23,9 +23,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ...spec import MAX_VALUES_PER_SAMPLE
 from ..rng import STREAM_HOLDOUT, Rng
 from .datasets import Dataset
 from .errors import DataError
+from .formats import load_npz
 from .normalization import FEATURE_LIMIT
 
 MAX_DECIMALS = 6
@@ -118,11 +120,7 @@ def _read(source, info: dict) -> _Part:
 def _read_npz(p: Path) -> dict:
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise DataError(f"{p}: unreadable .npz ({e})") from None
+    return load_npz(p, str(p))
 
 
 def _from_dict(d: dict, name: str, info: dict) -> _Part:
@@ -263,7 +261,11 @@ def _read_csv(p: Path, info: dict) -> _Part:
         bad = next((i for i, v in enumerate(vals) if v is None), None)
         if bad is not None:
             raise DataError(f"{p}: row {bad + 1 + (header is not None)}, {cname}: {col[bad]!r} is not a number")
-        d = max(max(0, -v.as_tuple().exponent) for v in vals) if known is None else int(known[j])
+        big = next((i for i, v in enumerate(vals) if v and v.adjusted() >= 10), None)  # |v| >= 1e10 > 2**31
+        if big is not None:
+            raise DataError(f"{p}: row {big + 1 + (header is not None)}, {cname}: {col[big][:40]!r} is beyond 2**31: "
+                            "rescale it")
+        d = max(max(0, -v.as_tuple().exponent) for v in vals) if known is None else int(known[j])  # 0 <= d
         if d > MAX_DECIMALS:
             raise DataError(f"{p}: {cname} has values with more than {MAX_DECIMALS} decimals: round them first")
         scaled = [v.scaleb(d) for v in vals]
@@ -354,8 +356,16 @@ def _class_files(d: Path) -> dict:
 
 
 def _open_rgb(image_module, f: Path) -> np.ndarray:
+    """One image as RGB uint8 [H, W, 3]; its size is read from the header and bounded before decoding."""
     try:
         with image_module.open(f) as im:
+            w, h = im.size
+            if w * h > MAX_VALUES_PER_SAMPLE:
+                raise DataError(f"{f}: {w}x{h} pixels, over the limit of {MAX_VALUES_PER_SAMPLE} pixels per image "
+                                "(a model takes at most that many values per sample): resize the images")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{f}: unreadable image ({e})") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, Image.DecompressionBombError, SyntaxError (bad headers), ...
+        raise DataError(f"{f}: unreadable image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+            from None
