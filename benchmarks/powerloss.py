@@ -62,7 +62,7 @@ def main():
         ("model", f"{a.model}, int{a.weights} weights, {ck.num_weights(model)} weights"),
         ("checkpoint", f"{c:,} B ({ck.HEADER_BYTES} B header, {c - ck.HEADER_BYTES - 4:,} B weights and padding, "
                        f"4 B CRC)"),
-        ("flash region", f"{ck.region_bytes(model, a.page_size):,} B: two slots of {ck.slot_pages(model, a.page_size)}"
+        ("flash region", f"{ck.region_bytes(model, a.page_size):,} B: two slots of {ck.slot_sectors(model, a.page_size)}"
                          f" pages of {a.page_size} B"),
         ("host: cuts (every operation x half, bits, after)", f"{host.cuts}: {host.recovered} recovered exactly "
                                                              f"({host.old} old, {host.new} new), {host.corrupt} corrupt"),
