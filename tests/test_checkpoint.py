@@ -279,3 +279,38 @@ def test_python_and_c_pick_the_same_slot_of_every_flash_region_of_the_corpus(cor
     assert picks["slot 0 bad CRC, slot 1 bad magic"] == ("crc", None)
     assert picks["slot 0 erased, slot 1 bad version"] == ("version", None)
     assert picks["region one page short"] == picks["region half"] == ("arg", None)
+
+
+def test_cli_moves_checkpoints_through_128k_sector_flash_images_and_refuses_nonzero_reserved_bytes(tmp_path):
+    """export-checkpoint --flash-image --sector-size lays out what the C loads; a dump the C saved on 128 KB
+    sectors imports with the sector found from its length; the issue's blob (byte 41 = 7, CRC fixed) is refused."""
+    import json
+
+    from test_cli import run_proc
+
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY))
+    model = Model(TINY, "default", 16, seed=0)
+    cm = CompiledModel(convert(copy.deepcopy(model), batch=4, train=True, name="ckcli"))
+    lib = CkptLib(cm)
+    img = tmp_path / "img.bin"
+    r = run_proc("export-checkpoint", str(spec), "--weights", "int16", "--out", str(img), "--flash-image",
+                 "--page-size", "256", "--sector-size", "131072")
+    assert r.returncode == 0, r.stderr
+    assert len(img.read_bytes()) == ck.region_bytes(model, 131072) == 2 * 131072
+    flash = NorFlash(256, 1024, img.read_bytes(), sector_size=131072)
+    assert lib.load(Storage(flash)) == 0 and lib.export(ck.size(model)) == ck.encode(model, 0)
+    for x, y in batches()[:2]:
+        cm.train_batch(x, y)
+    assert lib.save(Storage(flash)) == 0 and lib.seq() == 2 and not flash.violations
+    (tmp_path / "dump.bin").write_bytes(bytes(flash.mem))
+    out = tmp_path / "dev.nitro"
+    r = run_proc("import-checkpoint", str(tmp_path / "dump.bin"), "--model", str(spec), "--weights", "int16",
+                 "--out", str(out))
+    assert r.returncode == 0 and "step 2" in r.stdout and "sequence 2" in r.stdout, r.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(_recrc(ck.encode(model, 5), 41, b"\x07"))
+    r = run_proc("import-checkpoint", str(bad), "--model", str(spec), "--weights", "int16", "--out", str(out))
+    assert r.returncode == 2 and "inconsistent checkpoint header" in r.stderr and "Traceback" not in r.stderr
+    r = run_proc("export-checkpoint", str(spec), "--out", str(img), "--flash-image", "--sector-size", "1000")
+    assert r.returncode == 2 and "sector size must be a multiple of the page size (256)" in r.stderr

@@ -131,9 +131,11 @@ def classify(rep: SweepReport, where: str, rc: int, state: bytes | None, old: by
 
 
 def sweep_host(model: Model, batches: list, page_size: int = 256, tears=TEARS, name: str = "plhost",
-               sector_size: int | None = None, ablate: str | None = None) -> SweepReport:
+               sector_size: int | None = None, ablate: str | None = None, stride: int = 1) -> SweepReport:
     """Cut at every operation of a save with each tear in ``tears``; ``batches`` are four (x, y) batches.
-    ``sector_size``: the erase unit (default: the page); ``ablate``: a defence to remove (:data:`ABLATIONS`)."""
+    ``sector_size``: the erase unit (default: the page); ``ablate``: a defence to remove (:data:`ABLATIONS`);
+    ``stride`` > 1: a deterministic sample of the operations, every stride-th plus the protocol's boundaries
+    (the first erase, the last two operations: the last page and the commit word)."""
     t0 = time.perf_counter()
     from ..codegen.compiled import CompiledModel
 
@@ -188,7 +190,8 @@ def sweep_host(model: Model, batches: list, page_size: int = 256, tears=TEARS, n
     rep.save_ops = dict(flash.stats)
     n_ops = flash.ops
 
-    for op in range(n_ops):
+    ops = sorted(set(range(0, n_ops, stride)) | {0, max(n_ops - 2, 0), n_ops - 1})
+    for op in ops:
         for tear in tears:
             flash.power_on(base)
             cm.reset()
