@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--sector-size", type=int, default=None, help="erase unit (default: the page size)")
     ap.add_argument("--cuts", type=int, default=100)
     ap.add_argument("--ablation-stride", type=int, default=16)
+    ap.add_argument("--ablations-only", action="store_true", help="only the host sweeps of the ablated builds")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     sector = ck.check_geometry(a.page_size, a.sector_size)
@@ -69,13 +70,23 @@ def main():
     batches = training_batches(data, 8)
 
     t0 = time.perf_counter()
-    host = sweep_host(model, batches, a.page_size, sector_size=sector)
-    print(host.text(), flush=True)
     ablated = {}
     for ab in ABLATIONS:
         ablated[ab] = sweep_host(model, batches, a.page_size, sector_size=sector, ablate=ab, name="plabl",
                                  stride=a.ablation_stride)
         print(ablated[ab].text(), flush=True)
+    abl_rows = [(f"host, without {ab.replace('_', ' ')}: every {a.ablation_stride}th operation + boundaries x "
+             f"{len(TEARS)} tears", f"{outcome(r_)}; failing tears: {failing_tears(r_)}") for ab, r_ in ablated.items()]
+    if a.ablations_only:
+        md = (f"{a.model}, int{a.weights}, {a.page_size} B pages, {sector:,} B sectors (slots of "
+              f"{ck.slot_sectors(model, sector)} sectors)\n\n| | |\n|---|---|\n"
+              + "\n".join(f"| {k} | {v} |" for k, v in abl_rows) + f"\n\n{time.perf_counter() - t0:.0f} s.\n")
+        print(md)
+        if a.out:
+            atomic_write(Path(a.out), md.encode())
+        return 0
+    host = sweep_host(model, batches, a.page_size, sector_size=sector)
+    print(host.text(), flush=True)
     t_host = time.perf_counter() - t0
     mcu = sweep_mcu(model, batches, "m4", a.page_size, a.cuts, sector_size=sector)
     print(mcu.text(), flush=True)
@@ -102,8 +113,7 @@ def main():
         ("flash", f"{a.page_size} B program pages, {sector:,} B sectors; region {ck.region_bytes(model, sector):,} B: "
                   f"two slots of {ck.slot_sectors(model, sector)} sector(s)"),
         (f"host, intact: every operation ({n_ops}) x {len(TEARS)} tears ({', '.join(TEARS)})", outcome(host)),
-        *[(f"host, without {ab.replace('_', ' ')}: every {a.ablation_stride}th operation + boundaries x "
-           f"{len(TEARS)} tears", f"{outcome(r_)}; failing tears: {failing_tears(r_)}") for ab, r_ in ablated.items()],
+        *abl_rows,
         ("M4, intact: cuts at instruction counts over a save", outcome(mcu)),
         ("M4, without sequence number", outcome(mcu_seq)),
         ("M4: one save", f"{mcu.save_insns:,} instructions; {mcu.save_ops['erases']} erases, "

@@ -116,6 +116,15 @@ def test_the_sweep_reports_lost_or_corrupt_state_when_any_one_defence_is_removed
     assert not rep.ok and rep.lost + rep.corrupt > 0 and rep.diverged == 0, rep.text()
 
 
+def test_without_the_early_and_blind_tears_a_missing_crc_check_or_commit_order_goes_unseen():
+    """Why the adversarial tears exist: with half/bits/after alone each of the two defences covers the other."""
+    model = Model(TINY, "default", 16, seed=3)
+    for ablate in ("commit_order", "crc"):
+        rep = sweep_host(model, batches(), BIG_PAGE, sector_size=BIG_SECTOR, ablate=ablate, name="plabl",
+                         tears=("half", "bits", "after"))
+        assert rep.ok and rep.recovered == rep.cuts > 0, ablate
+
+
 def test_ablation_switches_refuse_to_build_without_test_hooks(tmp_path):
     import subprocess
 
