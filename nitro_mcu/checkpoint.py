@@ -220,27 +220,25 @@ def newer(seq: int, than: int) -> bool:
 
 
 def scan(image: bytes, model: Model, sector: int) -> tuple:
-    """What the C's load sees in a flash region: (slot index or None, Checkpoint or None, [per-slot error code
-    or None]).  The committed, valid slot with the newer sequence number wins; a tie keeps slot 0."""
+    """What the C's load takes from a flash region: (slot index, Checkpoint).  The committed, valid slot with the
+    newer sequence number wins; a tie keeps slot 0.  CheckpointError (the first non-empty slot's defect) if none."""
     sp = slot_bytes(model, sector)
     if len(image) < SLOTS * sp:
         raise CheckpointError("arg", f"a flash region of this model has {SLOTS * sp} bytes with {sector}-byte "
                                      f"sectors, got {len(image)}")
-    best, pick, codes, err = None, None, [], None
+    best, pick, err = None, None, None
     for i in range(SLOTS):
         try:
             ck = decode(image[i * sp:(i + 1) * sp], model, slot=True)
         except CheckpointError as e:
-            codes.append(e.code)
             if err is None or err.code == "empty":
                 err = e
             continue
-        codes.append(None)
         if best is None or newer(ck.seq, best.seq):
             best, pick = ck, i
     if best is None:
         raise err
-    return pick, best, codes
+    return pick, best
 
 
 def newest(image: bytes, model: Model, sector: int) -> Checkpoint:

@@ -252,7 +252,7 @@ def test_python_and_c_pick_the_same_slot_of_every_flash_region_of_the_corpus(cor
     picks = {}
     for name, image in corpus.regions(m).items():
         try:
-            slot, c, _ = ck.scan(image, m, corpus.SECTOR)
+            slot, c = ck.scan(image, m, corpus.SECTOR)
             py = ("ok", slot, c.seq, _python_state(m, c))
         except ck.CheckpointError as e:
             py = (e.code, None, None, None)

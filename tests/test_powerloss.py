@@ -180,10 +180,14 @@ def test_plugin_limit_cuts_before_the_first_region_instruction_and_leaves_flash_
 def test_powerloss_cli_prints_the_summary_line(tmp_path):
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps({"kind": "mlp", "input_shape": [784], "num_classes": 10, "hidden": [8]}))
-    r = run_proc("powerloss", str(spec), "--target", "host", "--weights", "int16", "--page-size", "1024")
+    r = run_proc("powerloss", str(spec), "--target", "host", "--weights", "int16", "--page-size", "1024",
+                 "--sector-size", "131072")
     assert r.returncode == 0, r.stderr
+    assert "1024-byte pages, 131072-byte sectors" in r.stdout
     last = r.stdout.strip().splitlines()[-1]
     cuts = int(last.split()[1])
     assert cuts > 0 and last == f"power-loss: {cuts} cuts, {cuts} recovered exactly, 0 corrupt"
     bad = run_proc("powerloss", str(spec), "--page-size", "30")
     assert bad.returncode == 2 and bad.stderr.startswith("nitro-mcu: error: page size") and "Traceback" not in bad.stderr
+    bad = run_proc("powerloss", str(spec), "--page-size", "256", "--sector-size", "384")
+    assert bad.returncode == 2 and "sector size must be a multiple of the page size (256)" in bad.stderr
