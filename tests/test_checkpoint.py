@@ -174,6 +174,21 @@ def test_nor_flash_model_only_clears_bits_and_takes_whole_words():
     assert f.mem[:24] == b"\x00" * 24 and f.mem[24:36] == b"\xff" * 12 and f.dead
 
 
+def test_nor_flash_model_erases_whole_sectors_and_programs_inside_pages():
+    f = NorFlash(64, 8, sector_size=256)                        # 512 B: two sectors of four pages
+    assert f.program(0, b"\x00" * 64) == 0 and f.program(256, b"\x00" * 8) == 0
+    assert f.program(60, b"\x00" * 8) == -1                    # crosses a page, though not a sector
+    assert f.erase(0) == 0 and bytes(f.mem[:256]) == b"\xff" * 256 and bytes(f.mem[256:264]) == b"\x00" * 8
+    assert f.erase(2) == -1 and len(f.violations) == 2
+    f.program(0, b"\x00" * 64)
+    f.power_on()
+    f.arm(0, "early")                                           # an erase cut as it began: a few bits read 1
+    f.erase(0)
+    assert f.mem[:64] == b"\x00" * 23 + b"\x40" + b"\x00" * 40 and f.mem[64:256] == b"\xff" * 192
+    with pytest.raises(ValueError):
+        NorFlash(64, 6, sector_size=256)                        # the region is not whole sectors
+
+
 def test_generated_checkpoint_code_is_in_every_trainable_build_and_float_free():
     conv = convert(Model(preset("mcu_cnn"), "default", 16), batch=8, train=True, name="cnn")
     h, c = conv.sources["cnn.h"], conv.sources["cnn.c"]
