@@ -178,7 +178,8 @@ class NorFlash:
 
 
 class Storage:
-    """A :class:`NorFlash` (or a read-only byte string) as a ``<name>_storage_t`` for the generated C.
+    """A :class:`NorFlash` (or a read-only byte string, read in ``page_size`` chunks, with ``sector_size`` as the
+    erase unit it reports) as a ``<name>_storage_t`` for the generated C.
 
     Keep this object alive while the C may call it: it owns the callbacks and the page buffer."""
 
