@@ -1,8 +1,9 @@
 /* nitro_mcu board flash backed by a host file (firmware/board_flash.h): NOR semantics, write-through.
  *
- * Erase sets a page to 0xFF one word at a time; program clears bits (old AND new) of whole aligned words, each
- * word in two half-word stages.  Every stage is written to the file at once (SYS_SEEK + SYS_WRITE, which QEMU
- * performs immediately), so a cut between two stages leaves a half-erased page or a half-programmed word.
+ * Erase sets a sector to 0xFF a stage at a time (a word when the sector is one page, else a page: a 128 KB sector
+ * in 512 stages); program clears bits (old AND new) of whole aligned words inside one page, each word in two
+ * half-word stages.  Every stage is written to the file at once (SYS_SEEK + SYS_WRITE, which QEMU performs
+ * immediately), so a cut between two stages leaves a half-erased sector or a half-programmed word.
  * -DNITRO_FLASH_RAM_ONLY keeps the changes in RAM (the file is only read): for counting the instructions of
  * the checkpoint code without the cost of the write-through.
  */
@@ -17,11 +18,16 @@
 #if !defined(NITRO_FLASH_BYTES) || !defined(NITRO_FLASH_PAGE)
 #error "flash_file.c needs -DNITRO_FLASH_BYTES=<region bytes> -DNITRO_FLASH_PAGE=<page bytes>"
 #endif
+#ifndef NITRO_FLASH_SECTOR
+#define NITRO_FLASH_SECTOR NITRO_FLASH_PAGE   /* erase unit; a part that erases pages */
+#endif
+#define ERASE_STAGE (NITRO_FLASH_SECTOR == NITRO_FLASH_PAGE ? 4u : (uint32_t)NITRO_FLASH_PAGE)
 #ifndef NITRO_FLASH_FILE
 #define NITRO_FLASH_FILE "flash.bin"
 #endif
 
-_Static_assert(NITRO_FLASH_BYTES % NITRO_FLASH_PAGE == 0 && NITRO_FLASH_PAGE % 4 == 0, "flash geometry");
+_Static_assert(NITRO_FLASH_BYTES % NITRO_FLASH_SECTOR == 0 && NITRO_FLASH_SECTOR % NITRO_FLASH_PAGE == 0 &&
+               NITRO_FLASH_PAGE % 4 == 0, "flash geometry");
 
 board_flash_stats_t board_flash_stats;
 static uint8_t flash_mem[NITRO_FLASH_BYTES];
@@ -85,8 +91,9 @@ int32_t board_flash_program(void *ctx, uint32_t addr, const void *src, uint32_t 
     (void)ctx;
     board_flash_stats.programs++;
     board_flash_stats.program_bytes += n;
-    if (!ready() || (addr & 3u) || (n & 3u) || addr > NITRO_FLASH_BYTES || n > NITRO_FLASH_BYTES - addr) {
-        return -1;
+    if (!ready() || (addr & 3u) || (n & 3u) || addr > NITRO_FLASH_BYTES || n > NITRO_FLASH_BYTES - addr ||
+        (n && addr / NITRO_FLASH_PAGE != (addr + n - 1u) / NITRO_FLASH_PAGE)) {
+        return -1;   /* a program stays inside one page */
     }
     const uint8_t *s = (const uint8_t *)src;
     for (uint32_t i = 0u; i < n; ++i) {
@@ -106,17 +113,17 @@ int32_t board_flash_program(void *ctx, uint32_t addr, const void *src, uint32_t 
     return 0;
 }
 
-int32_t board_flash_erase(void *ctx, uint32_t page)
+int32_t board_flash_erase(void *ctx, uint32_t sector)
 {
     (void)ctx;
     board_flash_stats.erases++;
-    if (!ready() || page >= NITRO_FLASH_BYTES / NITRO_FLASH_PAGE) {
+    if (!ready() || sector >= NITRO_FLASH_BYTES / NITRO_FLASH_SECTOR) {
         return -1;
     }
-    const uint32_t base = page * (uint32_t)NITRO_FLASH_PAGE;
-    for (uint32_t w = 0u; w < (uint32_t)NITRO_FLASH_PAGE; w += 4u) {
-        memset(flash_mem + base + w, 0xFF, 4u);
-        if (stage(base + w, 4u)) {
+    const uint32_t base = sector * (uint32_t)NITRO_FLASH_SECTOR;
+    for (uint32_t w = 0u; w < (uint32_t)NITRO_FLASH_SECTOR; w += ERASE_STAGE) {
+        memset(flash_mem + base + w, 0xFF, ERASE_STAGE);
+        if (stage(base + w, ERASE_STAGE)) {
             return -1;
         }
     }

@@ -327,8 +327,12 @@ static int cmd_move(void)
 #include "board_flash.h"
 
 static uint8_t flash_page[NITRO_FLASH_PAGE];
+#ifndef NITRO_FLASH_SECTOR
+#define NITRO_FLASH_SECTOR NITRO_FLASH_PAGE
+#endif
+/* one program page of RAM, whatever the sector (erase unit) */
 static const M(storage_t) flash_store = {board_flash_read, board_flash_program, board_flash_erase, NULL, flash_page,
-                                          NITRO_FLASH_PAGE, NITRO_FLASH_BYTES / NITRO_FLASH_PAGE};
+                                          NITRO_FLASH_PAGE, NITRO_FLASH_BYTES / NITRO_FLASH_PAGE, NITRO_FLASH_SECTOR};
 
 static int flash_ops(const board_flash_stats_t *before, int with_stages)
 {

@@ -23,11 +23,13 @@ from .trainer.rng import Rng
 
 MAGIC = b"NCKP"
 VERSION = 1
-HEADER = struct.Struct("<4sHHQIIIiQBxxxI")   # magic version header_bytes fingerprint size seq step lr rng bits n
+# magic version header_bytes fingerprint size seq step lr rng bits n: every byte a field, none implicit ("<": no
+# alignment padding), so Python and the C read the same words (docs/checkpoint.md lists each byte)
+HEADER = struct.Struct("<4sHHQIIIiQII")
 HEADER_BYTES = HEADER.size                    # 48
 COMMIT = 0x54494D43                           # b"CMIT" little-endian: written after a slot's checkpoint, last
 SLOTS = 2
-MIN_PAGE = 64
+MIN_PAGE = 64                                 # a page (program unit, the C's one buffer) holds the 48-byte header
 
 # error codes, the same values as the C constants <NAME>_CKPT_ERR_* (docs/checkpoint.md)
 ERRORS = {"arg": -101, "io": -102, "empty": -103, "magic": -104, "version": -105, "model": -106, "format": -107,
@@ -123,10 +125,12 @@ def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Check
     """Parse and check checkpoint bytes (against ``model`` when given); CheckpointError names the defect.
 
     ``slot``: ``blob`` is a flash slot, whose commit word must follow the checkpoint.  The checks run in the
-    C's order, so both name the same defect."""
+    C's order, so both name the same defect (tests/ckpt_corpus.py holds the blobs both must agree on)."""
     blob = bytes(blob)
-    if len(blob) < HEADER_BYTES + 4:
-        raise CheckpointError("format", f"a checkpoint has at least {HEADER_BYTES + 4} bytes, got {len(blob)}")
+    need = size(model) + (4 if slot else 0) if model is not None else HEADER_BYTES + 4
+    if len(blob) < need:          # the C: a storage region smaller than one checkpoint (and its commit word)
+        raise CheckpointError("arg", f"{len(blob)} bytes cannot hold a checkpoint"
+                                     + (f" of this model ({need} bytes)" if model is not None else ""))
     if blob[:4] == b"\xff\xff\xff\xff":
         raise CheckpointError("empty", "erased flash, no checkpoint")
     magic, ver, hbytes, fp, total, seq, step, lr, rng, bits, n = HEADER.unpack_from(blob)
@@ -138,15 +142,19 @@ def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Check
         raise CheckpointError("model", f"the checkpoint belongs to another model (fingerprint {fp:016x}, "
                                        f"this model {fingerprint(model):016x})")
     raw = HEADER_BYTES + n * bits // 8
-    if hbytes != HEADER_BYTES or bits not in (16, 32) or total != raw + (-raw) % 4 + 4 or len(blob) < total or \
+    if hbytes != HEADER_BYTES or bits not in (16, 32) or total != raw + (-raw) % 4 + 4 or \
             (model is not None and (bits != model.weight_bits or n != num_weights(model))):
         raise CheckpointError("format", f"inconsistent checkpoint header (size {total}, {n} int{bits} weights)")
-    if slot and (len(blob) < total + 4 or struct.unpack_from("<I", blob, total)[0] != COMMIT):
+    if len(blob) < total + (4 if slot else 0):
+        raise CheckpointError("arg", f"{len(blob)} bytes cannot hold the checkpoint the header describes ({total})")
+    if slot and struct.unpack_from("<I", blob, total)[0] != COMMIT:
         raise CheckpointError("uncommitted", "an interrupted save (no commit word)")
     if zlib.crc32(blob[:total - 4]) != struct.unpack_from("<I", blob, total - 4)[0]:
         raise CheckpointError("crc", "checkpoint CRC mismatch: torn or corrupted")
     if lr <= 0:
         raise CheckpointError("format", f"checkpoint holds lr_inv {lr}, not a positive value")
+    if any(blob[raw:total - 4]):
+        raise CheckpointError("format", "the padding after the weights is not zero")
     w = np.frombuffer(blob, "<i2" if bits == 16 else "<i4", n, HEADER_BYTES)
     return Checkpoint(fp, seq, step, lr, rng, bits, w.astype(np.int16 if bits == 16 else np.int32))
 
@@ -160,26 +168,42 @@ def apply(model: Model, ckpt: Checkpoint) -> None:
 
 
 # ---- the two-slot flash layout -------------------------------------------------------------------------------
+# Two geometries of a flash part: the page (program unit, and the size of the C's one RAM buffer) and the sector
+# (erase unit, a multiple of the page: 4 KB on SPI NOR, 16-128 KB on STM32F4).  Slots are whole sectors, so the
+# layout depends on the sector alone; a part whose erase unit is its page has sector == page.
 def check_page(page_size: int) -> None:
     if page_size < MIN_PAGE or page_size % 4:
         raise ValueError(f"page size must be a multiple of 4 and at least {MIN_PAGE}, got {page_size}")
 
 
-def slot_pages(model: Model, page_size: int) -> int:
-    """Pages of one slot: a checkpoint and its commit word."""
+def check_geometry(page_size: int, sector_size: int | None = None) -> int:
+    """Check a flash geometry; returns the erase unit (``sector_size``, or the page size when None)."""
     check_page(page_size)
-    return -(-(size(model) + 4) // page_size)
+    sector = page_size if sector_size is None else sector_size
+    if sector < page_size or sector % page_size:
+        raise ValueError(f"sector size must be a multiple of the page size ({page_size}), got {sector}")
+    return sector
 
 
-def region_bytes(model: Model, page_size: int) -> int:
-    """Flash bytes that save/load use: two slots."""
-    return SLOTS * slot_pages(model, page_size) * page_size
+def slot_sectors(model: Model, sector: int) -> int:
+    """Sectors of one slot: a checkpoint and its commit word."""
+    check_page(sector)
+    return -(-(size(model) + 4) // sector)
 
 
-def flash_image(model: Model, page_size: int, slots: list) -> bytes:
+def slot_bytes(model: Model, sector: int) -> int:
+    return slot_sectors(model, sector) * sector
+
+
+def region_bytes(model: Model, sector: int) -> int:
+    """Flash bytes that save/load use: two slots of whole sectors."""
+    return SLOTS * slot_bytes(model, sector)
+
+
+def flash_image(model: Model, sector: int, slots: list) -> bytes:
     """A flash region as the C leaves it: ``slots[i]`` is checkpoint bytes committed in slot i, or None (erased)."""
-    sp = slot_pages(model, page_size) * page_size
-    img = bytearray(b"\xff" * region_bytes(model, page_size))
+    sp = slot_bytes(model, sector)
+    img = bytearray(b"\xff" * region_bytes(model, sector))
     for i, blob in enumerate(slots):
         if blob is None:
             continue
@@ -190,27 +214,37 @@ def flash_image(model: Model, page_size: int, slots: list) -> bytes:
     return bytes(img)
 
 
-def newest(image: bytes, model: Model, page_size: int) -> Checkpoint:
-    """The checkpoint that the C's load would take from a flash region: the committed, valid slot with the
-    highest sequence number (serial-number order).  CheckpointError (first non-empty slot's defect) if none."""
-    sp = slot_pages(model, page_size) * page_size
+def newer(seq: int, than: int) -> bool:
+    """Serial-number order of 32-bit sequence numbers (RFC 1982): ``seq`` is strictly newer than ``than``."""
+    return 0 < ((seq - than) & 0xFFFFFFFF) < 0x80000000
+
+
+def scan(image: bytes, model: Model, sector: int) -> tuple:
+    """What the C's load takes from a flash region: (slot index, Checkpoint).  The committed, valid slot with the
+    newer sequence number wins; a tie keeps slot 0.  CheckpointError (the first non-empty slot's defect) if none."""
+    sp = slot_bytes(model, sector)
     if len(image) < SLOTS * sp:
-        raise CheckpointError("arg", f"a flash region of this model has {SLOTS * sp} bytes with {page_size}-byte "
-                                     f"pages, got {len(image)}")
-    best, err = None, None
+        raise CheckpointError("arg", f"a flash region of this model has {SLOTS * sp} bytes with {sector}-byte "
+                                     f"sectors, got {len(image)}")
+    best, pick, err = None, None, None
     for i in range(SLOTS):
-        slot = image[i * sp:(i + 1) * sp]
         try:
-            ck = decode(slot, model, slot=True)
+            ck = decode(image[i * sp:(i + 1) * sp], model, slot=True)
         except CheckpointError as e:
             if err is None or err.code == "empty":
                 err = e
             continue
-        if best is None or 0 < ((ck.seq - best.seq) & 0xFFFFFFFF) < 0x80000000:   # strictly newer
-            best = ck
+        if best is None or newer(ck.seq, best.seq):
+            best, pick = ck, i
     if best is None:
         raise err
-    return best
+    return pick, best
+
+
+def newest(image: bytes, model: Model, sector: int) -> Checkpoint:
+    """The checkpoint that the C's load would take from a flash region (:func:`scan`).  CheckpointError (the
+    first non-empty slot's defect) if none."""
+    return scan(image, model, sector)[1]
 
 
 def crc_nibble_table() -> list[int]:
@@ -228,24 +262,29 @@ def crc_nibble_table() -> list[int]:
 def layout(model: Model) -> dict:
     """What the C templates need to write and read this model's checkpoints (one source for both sides)."""
     return dict(magic=MAGIC.decode(), version=VERSION, header=HEADER_BYTES, fingerprint=fingerprint(model),
+                weight_end=HEADER_BYTES + num_weights(model) * model.weight_bits // 8,
                 body=body_bytes(model), bytes=size(model), commit=COMMIT, min_page=MIN_PAGE, errors=ERRORS,
                 crc_table=crc_nibble_table())
 
 
-def from_bytes(blob: bytes, model: Model, page_size: int | None = None) -> Checkpoint:
+SECTOR_CANDIDATES = tuple(MIN_PAGE << i for i in range(12))   # 64 B .. 128 KB: a dump's erase unit, when not given
+
+
+def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoint:
     """A checkpoint of ``model`` from a file: one checkpoint, or a flash region dump (the newest valid slot).
 
-    Without ``page_size`` the dump's length gives the candidates; the one whose slot 1 begins with a checkpoint is
-    taken (any one when slot 1 was never written: then only slot 0 counts)."""
+    Without ``sector`` (the erase unit) the dump's length gives the candidates; the one whose slot 1 begins with a
+    checkpoint is taken (any one when slot 1 was never written: then only slot 0 counts)."""
     if blob[:4] == MAGIC and len(blob) == size(model):
         return decode(blob, model)
-    sizes = [page_size] if page_size else [p for p in (64 << i for i in range(11)) if region_bytes(model, p) == len(blob)]
+    sizes = [sector] if sector else [p for p in SECTOR_CANDIDATES if region_bytes(model, p) == len(blob)]
     if not sizes:
         raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
                                         f"of one (got {len(blob)} bytes)")
-    used = [p for p in sizes if blob[slot_pages(model, p) * p:][:4] == MAGIC] or sizes[:1]
-    if len({slot_pages(model, p) * p for p in used}) > 1:     # page sizes with the same slot size are the same
-        raise CheckpointError("arg", f"a flash region of {len(blob)} bytes fits page sizes {used}: give the page size")
+    used = [p for p in sizes if blob[slot_bytes(model, p):][:4] == MAGIC] or sizes[:1]
+    if len({slot_bytes(model, p) for p in used}) > 1:     # sector sizes with the same slot size are the same
+        raise CheckpointError("arg", f"a flash region of {len(blob)} bytes fits sector sizes {used}: give the "
+                                     f"sector size")
     return newest(blob, model, used[0])
 
 

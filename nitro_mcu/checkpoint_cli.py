@@ -15,13 +15,15 @@ from .trainer.profiles import PROFILES
 MAX_PAGE = 64 << 10  # flash page bytes: the largest page size import-checkpoint tries on a dump (checkpoint.py)
 MAX_CUTS = 1024      # cut points on an emulated core: each is one emulator run
 page_size = int_in(1, MAX_PAGE)  # the lower bound and the multiple of 4: ck.check_page, with its own message
+MAX_SECTOR = 256 << 10  # flash erase unit: STM32F4 sectors are 16-128 KB, STM32F7/H7 up to 256 KB
+sector_size = int_in(1, MAX_SECTOR)
 
 
 def cmd_powerloss(a) -> int:
     from .device.powerloss import sweep_host, sweep_mcu, training_batches
     from .device.targets import get_target
 
-    ck.check_page(a.page_size)
+    sector = ck.check_geometry(a.page_size, a.sector_size)
     if a.target != "host":
         get_target(a.target)
     model, data = a.model_and_data(a)
@@ -30,9 +32,9 @@ def cmd_powerloss(a) -> int:
         f"the emulated {a.target} (flash in a host file, {a.cuts} instruction counts)"
     print(f"power-loss sweep of {a.model} (int{model.weight_bits}) on {where}", flush=True)
     if a.target == "host":
-        rep = sweep_host(model, batches, a.page_size, name=a.name)
+        rep = sweep_host(model, batches, a.page_size, name=a.name, sector_size=sector)
     else:
-        rep = sweep_mcu(model, batches, a.target, a.page_size, a.cuts, name=a.name)
+        rep = sweep_mcu(model, batches, a.target, a.page_size, a.cuts, name=a.name, sector_size=sector)
     print(rep.text())
     return 0 if rep.ok else 1
 
@@ -50,12 +52,13 @@ def cmd_import(a) -> int:
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
     model, meta = _base(a)
-    longest = max(ck.size(model), ck.region_bytes(model, a.page_size or MAX_PAGE))
+    sector = a.sector_size or a.page_size
+    longest = max(ck.size(model), ck.region_bytes(model, sector or MAX_SECTOR))
     have = path.stat().st_size
     if have > longest:  # before reading it: a checkpoint or flash dump of this model is at most that long
         raise ValueError(f"{path}: {have} bytes, longer than a checkpoint of this model ({ck.size(model)} bytes) "
                          f"or its flash region ({longest} bytes at most)")
-    c = ck.from_bytes(path.read_bytes(), model, a.page_size)
+    c = ck.from_bytes(path.read_bytes(), model, sector)
     out = copy.deepcopy(model)
     ck.apply(out, c)
     blob = ck.encode(out, c.step, c.lr_inv)
@@ -68,6 +71,7 @@ def cmd_import(a) -> int:
 
 def cmd_export(a) -> int:
     check_output_file(a.out, "--out")
+    sector = ck.check_geometry(a.page_size, a.sector_size) if a.flash_image else None
     model, meta = _base(a)
     files = modelfile.load_files(a.model)[2] if meta else {}
     if MEMBER in files and not (meta.get("training") or {}).get("resume"):
@@ -76,9 +80,9 @@ def cmd_export(a) -> int:
         lr = (meta.get("training") or {}).get("final_lr_inv") or model.spec["lr_inv"]
         blob = ck.encode(model, 0, lr)
     if a.flash_image:
-        blob = ck.flash_image(model, a.page_size, [ck.with_seq(blob, 1)])
+        blob = ck.flash_image(model, sector, [ck.with_seq(blob, 1)])
     atomic_write(Path(a.out), blob)
-    what = f"a flash region ({a.page_size}-byte pages) with it in slot 0" if a.flash_image else "a checkpoint"
+    what = f"a flash region ({sector}-byte sectors) with it in slot 0" if a.flash_image else "a checkpoint"
     print(f"wrote {a.out}: {what}, {len(blob)} bytes")
     return 0
 
@@ -88,7 +92,9 @@ def register(sub, device_args, model_and_data) -> None:
     loads a device command's model and data."""
     p = sub.add_parser("powerloss", help="cut the power at every point of a checkpoint save and check recovery")
     device_args(p, verify_cmd=False, extra_targets=("host",))  # --target host: the simulated flash
-    p.add_argument("--page-size", type=page_size, default=256, help="flash page bytes")
+    p.add_argument("--page-size", type=page_size, default=256, help="flash page bytes (program unit)")
+    p.add_argument("--sector-size", type=sector_size, default=None,
+                   help="flash sector bytes (erase unit, a multiple of the page; default: the page size)")
     p.add_argument("--cuts", type=int_in(1, MAX_CUTS), default=64, help="instruction counts cut at on an emulated core")
     p.set_defaults(func=cmd_powerloss, model_and_data=model_and_data)
 
@@ -98,11 +104,15 @@ def register(sub, device_args, model_and_data) -> None:
         if verb == "import-checkpoint":
             q.add_argument("checkpoint", help="checkpoint file, or a dump of the device's flash region")
             q.add_argument("--model", required=True, help="the model it belongs to: .nitro file, preset or JSON")
-            q.add_argument("--page-size", type=page_size, default=None, help="page bytes of a flash dump (default: found)")
+            q.add_argument("--page-size", type=page_size, default=None,
+                           help="erase unit of a flash dump when it erases pages (default: found)")
         else:
             q.add_argument("model", help=".nitro file (or preset / JSON: its initial weights)")
             q.add_argument("--flash-image", action="store_true", help="a whole flash region, checkpoint in slot 0")
-            q.add_argument("--page-size", type=page_size, default=256, help="flash page bytes of the image")
+            q.add_argument("--page-size", type=page_size, default=256, help="flash page bytes (program unit)")
+        q.add_argument("--sector-size", type=sector_size, default=None,
+                       help="flash sector bytes (erase unit; slots start on sectors; default: the page size"
+                            + (", or found from the dump)" if verb == "import-checkpoint" else ")"))
         q.add_argument("--out", required=True, help="file to write")
         q.add_argument("--weights", type=weights_bits, default=None, metavar="int16|int32", help="weight width (default: the model file's)")
         q.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")

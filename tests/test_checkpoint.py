@@ -174,6 +174,21 @@ def test_nor_flash_model_only_clears_bits_and_takes_whole_words():
     assert f.mem[:24] == b"\x00" * 24 and f.mem[24:36] == b"\xff" * 12 and f.dead
 
 
+def test_nor_flash_model_erases_whole_sectors_and_programs_inside_pages():
+    f = NorFlash(64, 8, sector_size=256)                        # 512 B: two sectors of four pages
+    assert f.program(0, b"\x00" * 64) == 0 and f.program(256, b"\x00" * 8) == 0
+    assert f.program(60, b"\x00" * 8) == -1                    # crosses a page, though not a sector
+    assert f.erase(0) == 0 and bytes(f.mem[:256]) == b"\xff" * 256 and bytes(f.mem[256:264]) == b"\x00" * 8
+    assert f.erase(2) == -1 and len(f.violations) == 2
+    f.program(0, b"\x00" * 64)
+    f.power_on()
+    f.arm(0, "early")                                           # an erase cut as it began: a few bits read 1
+    f.erase(0)
+    assert f.mem[:64] == b"\x00" * 23 + b"\x40" + b"\x00" * 40 and f.mem[64:256] == b"\xff" * 192
+    with pytest.raises(ValueError):
+        NorFlash(64, 6, sector_size=256)                        # the region is not whole sectors
+
+
 def test_generated_checkpoint_code_is_in_every_trainable_build_and_float_free():
     conv = convert(Model(preset("mcu_cnn"), "default", 16), batch=8, train=True, name="cnn")
     h, c = conv.sources["cnn.h"], conv.sources["cnn.c"]
@@ -190,3 +205,127 @@ def test_generated_checkpoint_code_is_in_every_trainable_build_and_float_free():
     assert len({ck.fingerprint(m), ck.fingerprint(Model(TINY, "default", 32)),
                 ck.fingerprint(Model(TINY, "reference", 16)), ck.fingerprint(Model(dict(TINY, hidden=[17]), "default",
                                                                                     16))}) == 4
+
+
+# ---- one checkpoint truth: a corpus that Python's reader and the C loader classify identically ----------------
+import ckpt_corpus as corpus  # noqa: E402
+
+NAMES = {v: k for k, v in ck.ERRORS.items()}
+
+
+@pytest.fixture(scope="module")
+def corpus_c():
+    m = corpus.model()
+    cm = CompiledModel(convert(copy.deepcopy(m), batch=1, train=True, name="ckcorp"))
+    return m, cm, CkptLib(cm)
+
+
+def _python_state(m, c: ck.Checkpoint) -> bytes:
+    """The state a decoded checkpoint stands for, as export bytes (sequence 0)."""
+    py = copy.deepcopy(m)
+    ck.apply(py, c)
+    return ck.encode(py, c.step, c.lr_inv)
+
+
+def _c_verdict(lib, cm, m, st) -> tuple:
+    cm.reset()
+    rc = lib.import_(st) if not isinstance(st, tuple) else lib.load(st[0])
+    return ("ok", lib.export(ck.size(m)), lib.seq()) if rc == 0 else (NAMES.get(rc, rc), None, None)
+
+
+def test_python_and_c_classify_every_single_checkpoint_of_the_corpus_alike(corpus_c):
+    m, cm, lib = corpus_c
+    n = ck.size(m)
+    verdicts = {}
+    for name, blob in corpus.singles(m).items():
+        try:
+            c = ck.decode(blob, m)
+            py = ("ok", _python_state(m, c))
+        except ck.CheckpointError as e:
+            py = (e.code, None)
+        exact = Storage(blob, page_size=n)          # the storage holds exactly len(blob) bytes, read in one page
+        exact.struct.num_pages = len(blob) // n
+        got = _c_verdict(lib, cm, m, exact)[:2]
+        assert got == py, f"{name}: C {got[0]}, Python {py[0]}"
+        if len(blob) >= n:                          # and streamed through 64-byte pages
+            assert _c_verdict(lib, cm, m, Storage(blob, PAGE))[:2] == py, name
+        verdicts[name] = py[0]
+    # verdicts derived from the layout (docs/checkpoint.md), not from either reader
+    assert verdicts["valid"] == verdicts["seq changed, CRC fixed"] == verdicts["step changed, CRC fixed"] == "ok"
+    for byte in (41, 42, 43):
+        assert verdicts[f"byte {byte} = 7, CRC fixed"] == "format"      # the weight width is a whole 32-bit word
+    assert all(v == "format" for k, v in verdicts.items() if k.startswith("padding") and "fixed" in k)
+    assert all(v == "arg" for k, v in verdicts.items() if k.startswith("truncated") or k == "empty file")
+    assert verdicts["erased"] == "empty" and verdicts["magic changed, CRC fixed"] == "magic"
+    assert verdicts["CRC word off by one bit"] == verdicts["weight bit flipped"] == "crc"
+    assert set(verdicts.values()) == {"ok", "arg", "empty", "magic", "version", "model", "format", "crc"}
+
+
+def test_python_and_c_pick_the_same_slot_of_every_flash_region_of_the_corpus(corpus_c):
+    m, cm, lib = corpus_c
+    n, sp = ck.size(m), ck.slot_bytes(m, corpus.SECTOR)
+    picks = {}
+    for name, image in corpus.regions(m).items():
+        try:
+            slot, c = ck.scan(image, m, corpus.SECTOR)
+            py = ("ok", slot, c.seq, _python_state(m, c))
+        except ck.CheckpointError as e:
+            py = (e.code, None, None, None)
+        st = Storage(image, corpus.PAGE, corpus.SECTOR)
+        st.struct.num_pages = len(image) // corpus.PAGE
+        code, state, seq = _c_verdict(lib, cm, m, (st,))
+        slot = None
+        if code == "ok":                            # which slot's bytes the C now holds
+            slots = [image[i * sp:i * sp + n] for i in range(2)]
+            held = [i for i in range(2) if ck.with_seq(slots[i], 0) == state and
+                    struct.unpack_from("<I", slots[i], 20)[0] == seq]
+            assert len(held) == 1, name
+            slot = held[0]
+        assert (code, slot, seq, state) == py, f"{name}: C {code} slot {slot}, Python {py[0]} slot {py[1]}"
+        picks[name] = py[:2]
+    # serial-number order, derived by hand: the newer of two sequence numbers less than 2**31 apart; else slot 0
+    for (s0, s1), slot in {(1, 2): 1, (2, 1): 0, (5, 5): 0, (0xFFFFFFFF, 0): 1, (0, 0xFFFFFFFF): 0, (0xFFFFFFFE, 1): 1,
+                           (0x7FFFFFFF, 0x80000000): 1, (0, 0x80000000): 0, (0x80000000, 0): 0,
+                           (3, 0x80000002): 1, (0x80000003, 3): 0}.items():
+        assert picks[f"both valid, sequences {s0:#x}, {s1:#x}"] == ("ok", slot), (s0, s1)
+    assert picks["slot 0 byte 41 = 7, CRC fixed, slot 1 older valid"] == ("ok", 1)     # the issue's dump
+    assert all(p == ("ok", 0) for k, p in picks.items() if k.startswith("slot 1 newer"))
+    assert all(p == ("ok", 1) for k, p in picks.items() if k.startswith("slot 0 newer"))
+    assert picks["slot 0 bad CRC, slot 1 bad magic"] == ("crc", None)
+    assert picks["slot 0 erased, slot 1 bad version"] == ("version", None)
+    assert picks["region one page short"] == picks["region half"] == ("arg", None)
+
+
+def test_cli_moves_checkpoints_through_128k_sector_flash_images_and_refuses_nonzero_reserved_bytes(tmp_path):
+    """export-checkpoint --flash-image --sector-size lays out what the C loads; a dump the C saved on 128 KB
+    sectors imports with the sector found from its length; the issue's blob (byte 41 = 7, CRC fixed) is refused."""
+    import json
+
+    from test_cli import run_proc
+
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY))
+    model = Model(TINY, "default", 16, seed=0)
+    cm = CompiledModel(convert(copy.deepcopy(model), batch=4, train=True, name="ckcli"))
+    lib = CkptLib(cm)
+    img = tmp_path / "img.bin"
+    r = run_proc("export-checkpoint", str(spec), "--weights", "int16", "--out", str(img), "--flash-image",
+                 "--page-size", "256", "--sector-size", "131072")
+    assert r.returncode == 0, r.stderr
+    assert len(img.read_bytes()) == ck.region_bytes(model, 131072) == 2 * 131072
+    flash = NorFlash(256, 1024, img.read_bytes(), sector_size=131072)
+    assert lib.load(Storage(flash)) == 0 and lib.export(ck.size(model)) == ck.encode(model, 0)
+    for x, y in batches()[:2]:
+        cm.train_batch(x, y)
+    assert lib.save(Storage(flash)) == 0 and lib.seq() == 2 and not flash.violations
+    (tmp_path / "dump.bin").write_bytes(bytes(flash.mem))
+    out = tmp_path / "dev.nitro"
+    r = run_proc("import-checkpoint", str(tmp_path / "dump.bin"), "--model", str(spec), "--weights", "int16",
+                 "--out", str(out))
+    assert r.returncode == 0 and "step 2" in r.stdout and "sequence 2" in r.stdout, r.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(_recrc(ck.encode(model, 5), 41, b"\x07"))
+    r = run_proc("import-checkpoint", str(bad), "--model", str(spec), "--weights", "int16", "--out", str(out))
+    assert r.returncode == 2 and "inconsistent checkpoint header" in r.stderr and "Traceback" not in r.stderr
+    r = run_proc("export-checkpoint", str(spec), "--out", str(img), "--flash-image", "--sector-size", "1000")
+    assert r.returncode == 2 and "sector size must be a multiple of the page size (256)" in r.stderr

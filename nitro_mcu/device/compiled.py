@@ -84,11 +84,11 @@ def int_array(what: str, a, lo: int, hi: int) -> np.ndarray:
 class CompiledModel:
     """ctypes front-end of a generated model built as a host shared library."""
 
-    def __init__(self, conv: Converted, cc: str | None = None):
+    def __init__(self, conv: Converted, cc: str | None = None, extra_flags=()):
         self.conv = conv
         self.plan = conv.plan
         self.name = conv.plan.name
-        self.lib_path = build_shared(conv, cc)
+        self.lib_path = build_shared(conv, cc, extra_flags)   # extra_flags: test switches (-DNITRO_CKPT_ABLATE_*)
         self.lib = ctypes.CDLL(str(self.lib_path))
         n = self.name
         model = conv.plan.model

@@ -28,35 +28,47 @@ CUT_STATUS = 86          # BOARD_FLASH_CUT_STATUS and the plugin's limit exit
 FLASH_FILE = "flash.bin"
 
 
-def save_stages(model, page_size: int) -> int:
-    """Write-throughs of one save: every word of the slot erased, every half-word of checkpoint and commit."""
-    return ck.slot_pages(model, page_size) * page_size // 4 + (ck.size(model) + 4) // 2
+def erase_stage(page_size: int, sector: int) -> int:
+    """Bytes of one erase write-through of firmware/flash_file.c: a word when the sector is the page, else a page
+    (a 128 KB sector in 512 steps, so that a sweep's cuts spread over the program phase too)."""
+    return 4 if sector == page_size else page_size
 
 
-def flash_defines(conv: Converted, page_size: int) -> list[str]:
-    region = ck.region_bytes(conv.plan.model, page_size)
-    return model_defines(conv) + [f"NITRO_FLASH_BYTES={region}u", f"NITRO_FLASH_PAGE={page_size}u"]
+def save_stages(model, page_size: int, sector: int | None = None) -> int:
+    """Write-throughs of one save: the slot erased in erase stages, every half-word of checkpoint and commit."""
+    sector = sector or page_size
+    return ck.slot_bytes(model, sector) // erase_stage(page_size, sector) + (ck.size(model) + 4) // 2
+
+
+def flash_defines(conv: Converted, page_size: int, sector: int | None = None) -> list[str]:
+    sector = sector or page_size
+    region = ck.region_bytes(conv.plan.model, sector)
+    return model_defines(conv) + [f"NITRO_FLASH_BYTES={region}u", f"NITRO_FLASH_PAGE={page_size}u",
+                                  f"NITRO_FLASH_SECTOR={sector}u"]
 
 
 def sources(conv: Converted) -> list:
     return [FIRMWARE_DIR / "harness.c", f"{conv.plan.name}.c", FIRMWARE_DIR / "flash_file.c"]
 
 
-def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool = False) -> BuildResult:
+def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool = False,
+                    sector: int | None = None, defines=()) -> BuildResult:
     """The harness firmware with the file-backed flash, cross-compiled (and cached) for ``target``.
 
-    ``ram_only``: the flash changes stay in RAM (for counting the checkpoint code's own instructions)."""
-    defines = flash_defines(conv, page_size) + (["NITRO_FLASH_RAM_ONLY"] if ram_only else [])
+    ``ram_only``: the flash changes stay in RAM (for counting the checkpoint code's own instructions);
+    ``defines``: more (test) switches, e.g. an ablation (powerloss.ablate_defines)."""
+    defines = flash_defines(conv, page_size, sector) + (["NITRO_FLASH_RAM_ONLY"] if ram_only else []) + list(defines)
     return build_cached(sources(conv), target, dict(conv.sources), name=f"{conv.plan.name}_{target}_flash",
                         defines=defines, io="semihost")
 
 
-def build_flash_host(conv: Converted, out_dir: Path, page_size: int, cc: str = "gcc", sanitize: bool = True) -> Path:
+def build_flash_host(conv: Converted, out_dir: Path, page_size: int, cc: str = "gcc", sanitize: bool = True,
+                     sector: int | None = None) -> Path:
     """The same on the host (board_host.c), with UBSan and ASan unless ``sanitize`` is False."""
     out_dir = Path(out_dir)
     conv.save(file=out_dir)
     srcs = [s if isinstance(s, Path) else out_dir / s for s in sources(conv)]
-    return build_host(srcs, out_dir, [out_dir], flash_defines(conv, page_size), name="harness_flash",
+    return build_host(srcs, out_dir, [out_dir], flash_defines(conv, page_size, sector), name="harness_flash",
                       sanitize=sanitize, cc=cc, cflags=HOST_HARNESS_CFLAGS)
 
 
