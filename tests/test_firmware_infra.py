@@ -76,25 +76,31 @@ def _write_src(d: Path, name: str, body: str) -> Path:
 def test_unknown_target_message():
     with pytest.raises(ValueError) as ei:
         T.get_target("x")
-    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33"
+    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405"
     with pytest.raises(ValueError, match="unknown target 'm99'"):
         T.build_firmware([SELFTEST], "m99", "/tmp/unused")
 
 
 def test_targets_table():
     assert T.DEFAULT_TARGET == "m4"
-    assert list(T.TARGETS) == ALL_TARGETS
+    assert list(T.TARGETS) == [*ALL_TARGETS, "rv32imc", "rv32imac", "stm32f405"]
     m0, m4, m33 = T.TARGETS["m0"], T.TARGETS["m4"], T.TARGETS["m33"]
     assert m0.qemu_machine == "microbit" and "-mcpu=cortex-m0plus" in m0.cpu_flags and m0.ram_size == 16 * 1024
     assert m4.qemu_machine == "mps2-an386" and m4.uart_base == 0x40004000
     assert m33.qemu_machine == "mps2-an505" and m33.uart_base == 0x50200000 and m33.code_base == 0x10000000
     for t in T.TARGETS.values():
         assert t.ld_path.exists()
+        # the memory the fit check reads is the linker script's (RAM, CODE)
+        ld = t.ld_path.read_text()
+        assert f"ORIGIN = 0x{t.code_base:08X}" in ld and f"ORIGIN = 0x{t.ram_base:08X}" in ld, t.name
+        assert f"LENGTH = {t.ram_size // 1024}K" in ld or f"LENGTH = {t.ram_size // (1024 * 1024)}M" in ld, t.name
 
 
 def test_check_toolchain_ok():
     found = T.check_toolchain()
     assert "arm-none-eabi-gcc" in found and "qemu-system-arm" in found
+    found = T.check_toolchain(isa="riscv")
+    assert "riscv64-unknown-elf-gcc" in found and "qemu-system-riscv32" in found
 
 
 @pytest.mark.parametrize("missing,package", [("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
