@@ -109,7 +109,10 @@ def build_firmware(sources: Iterable["str | Path"], target: "str | Target", out_
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         err = proc.stderr.strip()
-        first = next((ln for ln in err.splitlines() if "error" in ln), err.splitlines()[0] if err else "")
+        lines = err.splitlines()
+        # the linker's "region `RAM' overflowed by N bytes" says more than collect2's summary line
+        first = next((ln for ln in lines if "overflowed by" in ln), None) or \
+            next((ln for ln in lines if "error" in ln), lines[0] if lines else "")
         raise BuildError(f"{t.isa_info.tool('gcc')} failed for target {t.name}: {first}\n{err}", cmd, err)
 
     result = BuildResult(elf=elf, target=t.name, io=io, cmd=cmd, compiler_version=compiler_version(gcc),
