@@ -1,5 +1,5 @@
 """Power cuts during a checkpoint save: on the host at every flash operation with every tear, in the sanitizer
-build of the harness at flash write-throughs, and on the emulated Cortex-M4 at instruction counts; after each,
+build of the harness at flash write-throughs, and on the emulated Cortex-M4 and RV32IMC at instruction counts; after each,
 the load must give exactly the previous or the new state, and training from it must equal Python's."""
 import copy
 import json
@@ -91,9 +91,10 @@ def test_harness_flash_code_is_sanitizer_clean_through_cuts_at_write_throughs(tm
     assert seen == {False}          # the commit is the last write-through: every cut before it keeps the old
 
 
-def test_m4_sweep_cuts_at_instruction_counts_and_always_recovers():
+@pytest.mark.parametrize("target", ["m4", "rv32imc"])
+def test_mcu_sweep_cuts_at_instruction_counts_and_always_recovers(target):
     model = Model(TINY, "default", 16, seed=3)
-    rep = sweep_mcu(model, batches(), "m4", PAGE, cuts=8)
+    rep = sweep_mcu(model, batches(), target, PAGE, cuts=8)
     assert rep.ok and rep.cuts == 8 and rep.old > 0 and rep.new > 0, rep.text()
     assert rep.save_insns > 0 and rep.load_insns > 0 and rep.save_ops["erases"] == ck.slot_pages(model, PAGE)
 
