@@ -14,11 +14,11 @@ from .trainer.profiles import PROFILES
 
 def cmd_powerloss(a) -> int:
     from .device.powerloss import sweep_host, sweep_mcu, training_batches
-    from .device.targets import get_target
+    from .device.flashfw import check_flash_target
 
     ck.check_page(a.page_size)
     if a.target != "host":
-        get_target(a.target)
+        check_flash_target(a.target)
     model, data = a.model_and_data(a)
     batches = training_batches(data, a.batch)
     where = "the host (simulated NOR flash, every operation, every tear)" if a.target == "host" else \

@@ -122,3 +122,6 @@ def test_powerloss_cli_prints_the_summary_line(tmp_path):
     assert cuts > 0 and last == f"power-loss: {cuts} cuts, {cuts} recovered exactly, 0 corrupt"
     bad = run_proc("powerloss", str(spec), "--page-size", "30")
     assert bad.returncode == 2 and bad.stderr.startswith("nitro-mcu: error: page size") and "Traceback" not in bad.stderr
+    part = run_proc("powerloss", str(spec), "--target", "stm32f405")
+    assert part.returncode == 2 and part.stdout == "" and "Traceback" not in part.stderr
+    assert part.stderr.startswith("nitro-mcu: error: target 'stm32f405' has no semihosting") and "rv32imc" in part.stderr
