@@ -2,10 +2,10 @@
 Python.
 
 Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
-on M4, and an M4 DSP build at -O3.  RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and the STM32F405 part
-(QEMU netduinoplus2, through its USART, no semihosting): CI runs the representative rows (RV32_CI_ROWS, the
-STM32F405 cells); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is skipped, with that reason
-printed, otherwise.  Training cells start from a host pre-trained model (tests/device_cases.py)
+on M4, and an M4 DSP build at -O3.  RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and the STM32F405 and
+STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs the
+representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
+skipped, with that reason printed, otherwise.  Training cells start from a host pre-trained model (tests/device_cases.py)
 with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the held-out accuracy
 after device training means something.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a
 missing tool fails, never skips.
@@ -99,14 +99,14 @@ def test_rv32_firmware_is_rv32imc_soft_float_and_the_emulated_cpu_has_no_fpu(bun
     assert "f=off" in t.qemu_args[-1] and "d=off" in t.qemu_args[-1]
 
 
-STM32_CELLS = [("soak_mlp", 16, 8)]
+STM32_CELLS = [("stm32f405", "soak_mlp", 16, 8), ("stm32f205", "soak_mlp", 16, 8)]
 
 
-@pytest.mark.parametrize("preset_name,bits,batch", STM32_CELLS)
-def test_stm32f405_part_trains_bit_exactly_through_its_usart(bundled, preset_name, bits, batch):
-    """A real part's model (QEMU netduinoplus2): commands in flash, results and exit line on USART2."""
+@pytest.mark.parametrize("target,preset_name,bits,batch", STM32_CELLS)
+def test_stm32_part_trains_bit_exactly_through_its_usart(bundled, target, preset_name, bits, batch):
+    """A real part's model (QEMU netduinoplus2, netduino2): commands in flash, results and exit line on USART2."""
     model = pretrained(preset_name, bits)
-    rep = verify(model, bundled, "stm32f405", steps=K_STEPS, batch=batch, predictions=100, lr_schedule=LR_CHANGE,
+    rep = verify(model, bundled, target, steps=K_STEPS, batch=batch, predictions=100, lr_schedule=LR_CHANGE,
                  name=f"{preset_name}{bits}")
     _check(rep, "train")
     assert rep.device_accuracy_bp >= MIN_ACCURACY_BP, rep.device_accuracy_bp

@@ -76,14 +76,14 @@ def _write_src(d: Path, name: str, body: str) -> Path:
 def test_unknown_target_message():
     with pytest.raises(ValueError) as ei:
         T.get_target("x")
-    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405"
+    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405, stm32f205"
     with pytest.raises(ValueError, match="unknown target 'm99'"):
         T.build_firmware([SELFTEST], "m99", "/tmp/unused")
 
 
 def test_targets_table():
     assert T.DEFAULT_TARGET == "m4"
-    assert list(T.TARGETS) == [*ALL_TARGETS, "rv32imc", "rv32imac", "stm32f405"]
+    assert list(T.TARGETS) == [*ALL_TARGETS, "rv32imc", "rv32imac", "stm32f405", "stm32f205"]
     m0, m4, m33 = T.TARGETS["m0"], T.TARGETS["m4"], T.TARGETS["m33"]
     assert m0.qemu_machine == "microbit" and "-mcpu=cortex-m0plus" in m0.cpu_flags and m0.ram_size == 16 * 1024
     assert m4.qemu_machine == "mps2-an386" and m4.uart_base == 0x40004000
@@ -555,12 +555,12 @@ def test_rv32_selftest_matches_host(target, build_cache, host_output, tmp_path):
     assert size == b.sizes["stack"] and 0 < used < size
 
 
-@pytest.mark.parametrize("target", ["rv32imc", "stm32f405"])
-def test_uart_output_of_rv32_and_the_stm32f405_part(target, build_cache, host_output, tmp_path):
+@pytest.mark.parametrize("target", ["rv32imc", "stm32f405", "stm32f205"])
+def test_uart_output_of_rv32_and_the_stm32_parts(target, build_cache, host_output, tmp_path):
     b = build_cache(target, "uart")
     res = T.run_qemu(b, cwd=_workdir(tmp_path), timeout=30)
     host = _comparable(host_output)
-    if target == "stm32f405":     # no semihosting on the part: no file lines, and the run ends with the exit line
+    if target.startswith("stm32"):  # no semihosting on the parts: no file lines, and the run ends with the exit line
         host = [ln for ln in host if not ln.startswith(FILE_LINES)]
         assert res.lines[-2:] == ["NITRO-DONE 0", "NITRO-EXIT 0"] and "-semihosting-config" not in res.cmd
         assert res.cmd[res.cmd.index("-serial") + 1] == "null"   # USART1 unconnected, USART2 on stdio

@@ -35,7 +35,7 @@ class Isa:
     binutils_package: str
     qemu: str                 # QEMU system emulator
     qemu_package: str
-    libc_probe: tuple         # gcc arguments that print the C library's path (checked to exist)
+    libc_probe: tuple         # gcc arguments that print the path of a C library file (checked to exist)
     libc_package: str
     elf_machine: int          # e_machine of its ELF files (EM_ARM 40, EM_RISCV 243)
 
@@ -57,7 +57,7 @@ ISAS: dict[str, Isa] = {
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    name: str                 # m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405
+    name: str                 # m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405, stm32f205
     core: str                 # human-readable core name
     cpu_flags: tuple          # compiler flags selecting the CPU
     qemu_machine: str         # QEMU -M
@@ -73,7 +73,7 @@ class Target:
     unicorn_cpu: str          # name of the UC_CPU_ARM_* constant ("" where Unicorn does not model the core)
     arch: str                 # armv6-m, armv7-m, armv7e-m, armv8-m.main, rv32imc, rv32imac
     isa: str = "arm"          # key of ISAS
-    qemu_args: tuple = ()     # machine options after -M (the RISC-V CPU's extensions, no boot ROM)
+    qemu_args: tuple = ()     # machine options after -M (RISC-V: no OpenSBI firmware, the CPU's extensions)
     semihosting: bool = True  # False: a real part's firmware has no debugger attached; the console is the UART,
     #                           the commands are compiled in, and the run ends with the exit line (board_exit)
     uart_serial: int = 0      # which of QEMU's serial ports (-serial, in order) is the UART at uart_base
@@ -129,6 +129,10 @@ TARGETS: dict[str, Target] = {
     "stm32f405": Target("stm32f405", "STM32F405 Cortex-M4 (soft-float ABI) on QEMU netduinoplus2", ("-mcpu=cortex-m4",),
                         "netduinoplus2", "stm32f405.ld", "stm32", 0x40004400, 0x08000000, 1 * MiB,
                         0x20000000, 128 * KiB, 0x10000000, 64 * KiB, "UC_CPU_ARM_CORTEX_M4", "armv7e-m",
+                        semihosting=False, uart_serial=1),
+    "stm32f205": Target("stm32f205", "STM32F205 Cortex-M3 on QEMU netduino2", ("-mcpu=cortex-m3",),
+                        "netduino2", "stm32f205.ld", "stm32", 0x40004400, 0x08000000, 768 * KiB,
+                        0x20000000, 128 * KiB, None, 0, "UC_CPU_ARM_CORTEX_M3", "armv7-m",
                         semihosting=False, uart_serial=1),
 }
 DEFAULT_TARGET = "m4"
