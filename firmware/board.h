@@ -3,9 +3,10 @@
  * Output channel is chosen at compile time:
  *   -DBOARD_IO_SEMIHOST (default)  semihosting console (SYS_WRITE0/SYS_WRITEC)
  *   -DBOARD_IO_UART                memory-mapped UART; select the kind with
- *                                  -DBOARD_UART_CMSDK or -DBOARD_UART_NRF51 and
+ *                                  -DBOARD_UART_CMSDK, _NRF51, _STM32 or _NS16550 and
  *                                  the base with -DBOARD_UART_BASE=0x40004000u
- * Exit and file I/O always use semihosting (bkpt 0xAB).
+ * Exit and file I/O use semihosting (Cortex-M bkpt 0xAB, RISC-V ebreak sequence), except with
+ * -DBOARD_NO_SEMIHOST (a real part): no file I/O, and board_exit prints "NITRO-EXIT <status>".
  */
 #ifndef NITRO_BOARD_H
 #define NITRO_BOARD_H

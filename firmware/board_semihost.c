@@ -1,5 +1,11 @@
 /* nitro_mcu board: semihosting core (exit, file I/O), integer formatting,
- * profiling markers, and the semihosting console (unless BOARD_IO_UART). */
+ * profiling markers, and the semihosting console (unless BOARD_IO_UART).
+ *
+ * Semihosting call: Cortex-M "bkpt 0xAB"; RISC-V the uncompressed sequence slli/ebreak/srai
+ * (RISC-V semihosting spec), aligned so that it never straddles a page.
+ * BOARD_NO_SEMIHOST (a real part, no debugger attached): no semihosting at all, so no file I/O;
+ * board_exit prints the exit line "NITRO-EXIT <status>" on the console and halts the core; the
+ * host watches for that line and then stops the emulator. */
 #include <stdint.h>
 #include <stddef.h>
 #include "board.h"
@@ -9,12 +15,35 @@ enum {
     SYS_WRITE = 0x05, SYS_READ = 0x06, SYS_SEEK = 0x0A, SYS_FLEN = 0x0C, SYS_EXIT_EXTENDED = 0x20
 };
 
+#if defined(BOARD_NO_SEMIHOST)
+#if !defined(BOARD_IO_UART)
+#error "BOARD_NO_SEMIHOST needs the UART console (BOARD_IO_UART)"
+#endif
+void board_exit(int status)
+{
+    board_puts("NITRO-EXIT ");
+    board_put_i32((int32_t)status);
+    board_putc('\n');
+    for (;;) {
+        __asm__ volatile ("wfi");
+    }
+}
+#else
 uint32_t board_semihost(uint32_t op, const void *arg)
 {
+#if defined(__riscv)
+    register uint32_t a0 __asm__("a0") = op;
+    register const void *a1 __asm__("a1") = arg;
+    __asm__ volatile (".option push\n\t.option norvc\n\t.balign 16\n\t"
+                      "slli zero, zero, 0x1f\n\tebreak\n\tsrai zero, zero, 7\n\t.option pop"
+                      : "+r"(a0) : "r"(a1) : "memory");
+    return a0;
+#else
     register uint32_t r0 __asm__("r0") = op;
     register const void *r1 __asm__("r1") = arg;
     __asm__ volatile ("bkpt #0xAB" : "+r"(r0) : "r"(r1) : "memory");
     return r0;
+#endif
 }
 
 void board_exit(int status)
@@ -79,6 +108,7 @@ int32_t board_flen(int32_t fd)
     const uint32_t block[1] = { (uint32_t)fd };
     return (int32_t)board_semihost(SYS_FLEN, block);
 }
+#endif /* BOARD_NO_SEMIHOST */
 
 __attribute__((noinline, used)) void prof_start(void) { __asm__ volatile ("" ::: "memory"); }
 __attribute__((noinline, used)) void prof_stop(void)  { __asm__ volatile ("" ::: "memory"); }

@@ -1,10 +1,13 @@
 /* nitro_mcu board: UART console (compiled to nothing unless BOARD_IO_UART).
  *   -DBOARD_UART_CMSDK  CMSDK APB UART (mps2-an385/an386/an500 at 0x40004000, an505 Secure at 0x50200000)
  *   -DBOARD_UART_NRF51  nRF51 UART (microbit at 0x40002000)
- *   -DBOARD_UART_STM32  STM32F4 USART (STM32F4-Discovery USART2 at 0x40004400, PA2 = TX, 16 MHz HSI,
- *                       115200 baud); UNVERIFIED: no STM32F4 machine is used by the tests
+ *   -DBOARD_UART_STM32  STM32F2/F4 USART2 at 0x40004400 (PA2 = TX, 16 MHz HSI, 115200 baud): the stm32f405
+ *                       and stm32f205 targets run it on QEMU's netduinoplus2 and netduino2 (SoC models); the
+ *                       STM32F4-Discovery build (stm32f407) is the same code, unverified on the board itself
+ *   -DBOARD_UART_NS16550 16550-compatible UART, byte registers (QEMU virt RISC-V at 0x10000000)
  *   -DBOARD_UART_BASE=0x...u
- * Exit and file I/O still go through semihosting (board_semihost.c). */
+ * Exit and file I/O go through semihosting (board_semihost.c), except on a part built with
+ * BOARD_NO_SEMIHOST, whose exit is a line on this console. */
 #include <stdint.h>
 #include "board.h"
 
@@ -64,8 +67,22 @@ void board_putc(char c)
     }
     REG(0x04u) = (uint32_t)(uint8_t)c;                   /* DR */
 }
+#elif defined(BOARD_UART_NS16550)
+#define REG8(off) (*(volatile uint8_t *)((uintptr_t)(BOARD_UART_BASE) + (off)))
+void board_init(void)
+{
+    REG8(0x3u) = 0x03u;   /* LCR: 8 data bits, no parity, 1 stop bit */
+    REG8(0x2u) = 0x01u;   /* FCR: FIFOs on */
+}
+
+void board_putc(char c)
+{
+    while ((REG8(0x5u) & 0x20u) == 0u) {   /* LSR.THRE: transmit holding register empty */
+    }
+    REG8(0x0u) = (uint8_t)c;              /* THR */
+}
 #else
-#error "BOARD_IO_UART needs -DBOARD_UART_CMSDK, -DBOARD_UART_NRF51 or -DBOARD_UART_STM32"
+#error "BOARD_IO_UART needs -DBOARD_UART_CMSDK, -DBOARD_UART_NRF51, -DBOARD_UART_STM32 or -DBOARD_UART_NS16550"
 #endif
 
 void board_puts(const char *s)

@@ -1,6 +1,7 @@
 /* nitro_mcu harness: drives a generated model from a command file and writes the results back.
  *
- * Runs unchanged on the host (board_host.c: stdio files) and on Cortex-M (semihosting file I/O).
+ * Runs unchanged on the host (board_host.c: stdio files) and on Cortex-M and RV32 (semihosting file I/O, or
+ * the embedded transport below on a part without semihosting).
  * Build with -DNITRO_MODEL=<name> -DNH_UPPER=<NAME> -DNH_HEADER='"<name>.h"'.
  *
  * Input file (NITRO_HARNESS_IN, default "cmd.bin"): commands, each a 4-byte tag then its payload,

@@ -87,7 +87,7 @@ int main(void)
     prof_stop();
     line_i32("depth", ds);
 
-#if !defined(SELFTEST_NO_FILE)   /* define it for emulators without semihosting (e.g. older Renode) */
+#if !defined(SELFTEST_NO_FILE) && !defined(BOARD_NO_SEMIHOST)   /* no file I/O without semihosting */
     /* semihosting file input: length and byte sum */
     int32_t fd = board_fopen(SELFTEST_INPUT, BOARD_MODE_RB);
     if (fd < 0) {

@@ -1,8 +1,9 @@
-/* nitro_mcu startup for Cortex-M0/M0+/M3/M4/M7/M33 (soft-float or hard-float ABI).
+/* nitro_mcu startup for Cortex-M0/M0+/M3/M4/M7/M33 (soft-float or hard-float ABI) and RV32 (ilp32).
  *
- * Vector table first in the code region (QEMU takes SP/PC from VTOR at reset),
- * .data copy, .bss clear, stack painting, board_init(), main(), exit via
- * semihosting with main's return value.  Any fault exits with status 0x7F.
+ * Cortex-M: vector table first in the code region (QEMU takes SP/PC from VTOR at reset).
+ * RISC-V: an entry stub first in the code region (the reset ROM jumps there) sets sp and mtvec.
+ * Then .data copy, .bss clear, stack painting, board_init(), main(), board_exit() with main's
+ * return value.  Any fault or trap exits with status 0x7F.
  */
 #include <stdint.h>
 #include "board.h"
@@ -28,7 +29,11 @@ static void paint_stack(void) __attribute__((noinline));
 static void paint_stack(void)
 {
     uint32_t sp;
+#if defined(__riscv)
+    __asm__ volatile ("mv %0, sp" : "=r"(sp));
+#else
     __asm__ volatile ("mov %0, sp" : "=r"(sp));
+#endif
     volatile uint32_t *p = __stack_limit;
     volatile uint32_t *end = (volatile uint32_t *)(uintptr_t)((sp - 32u) & ~(uint32_t)3u);
     while (p < end) {
@@ -71,6 +76,27 @@ void on_reset(void)
     board_exit(main());
 }
 
+#if defined(__riscv)
+/* Entry: sp 16-byte aligned (ilp32 ABI) at the top of the stack region; every trap (illegal instruction,
+ * access fault, ...) goes to a 4-byte aligned stub (mtvec direct mode) that calls on_fault. */
+__asm__(
+    "    .section .vectors, \"ax\"\n"
+    "    .globl _start\n"
+    "_start:\n"
+    "    .option push\n"
+    "    .option norelax\n"
+    "    .option arch, +zicsr\n"
+    "    la sp, __stack_top\n"
+    "    andi sp, sp, -16\n"
+    "    la t0, nitro_trap\n"
+    "    csrw mtvec, t0\n"
+    "    j on_reset\n"
+    "    .balign 4\n"
+    "nitro_trap:\n"
+    "    j on_fault\n"
+    "    .option pop\n"
+    "    .text\n");
+#else
 typedef void (*vector_t)(void);
 
 /* 16 system exception entries: SP, Reset, NMI, HardFault, MemManage, BusFault,
@@ -82,3 +108,4 @@ static const vector_t vectors[16] = {
     0, 0, 0,
     on_fault, on_fault, 0, on_fault, on_fault,
 };
+#endif

@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def device_args(sp, verify_cmd=True, extra_targets=()):
         sp.add_argument("model", help="trained .nitro file, preset name or JSON description")
-        sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET, help="Cortex-M core")
+        sp.add_argument("--target", choices=[*TARGETS, *extra_targets], default=DEFAULT_TARGET,
+                        help="emulated core or part (docs/toolchain.md)")
         sp.add_argument("--batch", type=int_in(1, MAX_BATCH), default=8, help="training batch on the device")
         sp.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
         sp.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")

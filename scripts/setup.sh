@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh Debian/Ubuntu machine: the ARM toolchain, QEMU, clang (sanitizer builds), g++ and
+# One-time set-up on a fresh Debian/Ubuntu machine: the ARM and RISC-V toolchains (newlib, picolibc), QEMU (arm,
+# riscv32 from qemu-system-misc), clang (sanitizer builds), g++ and
 # CMake (the C++ client and the CMake example of tests/test_c_api.py, tests/test_example.py) and
 # the Python package with its test extras.  Safe to re-run: installed packages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm clang libclang-rt-14-dev gcc g++ make cmake"
+APT_PKGS="gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-system-arm \
+gcc-riscv64-unknown-elf binutils-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc clang libclang-rt-14-dev gcc g++ make cmake"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -243,9 +243,10 @@ def test_allow_still_cannot_name_a_frozen_tensor(bundled):
         verify(Model(preset("mcu_cnn"), "default", 16), bundled, steps=1, allow_still=["conv0.fwd"], trainable=TAIL)
 
 
-def test_tail_only_training_on_the_m4_is_bit_exact_and_moves_only_the_tail(bundled):
+@pytest.mark.parametrize("target", ["m4", "rv32imc"])
+def test_tail_only_training_on_the_device_is_bit_exact_and_moves_only_the_tail(bundled, target):
     m = Model(preset("mcu_cnn"), "default", 16, seed=8)
-    rep = verify(m, bundled, "m4", steps=12, batch=8, predictions=10, lr_schedule={0: 16}, name="tail4",
+    rep = verify(m, bundled, target, steps=12, batch=8, predictions=10, lr_schedule={0: 16}, name=f"tail_{target}",
                  trainable=TAIL)
     assert rep.passed, rep.problem()
     assert not rep.frozen_moved and not rep.still

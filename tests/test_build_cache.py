@@ -60,8 +60,12 @@ def test_firmware_key_covers_sources_flags_and_defines(monkeypatch):
     monkeypatch.setattr(flags, "FIRMWARE_CFLAGS", (*flags.FIRMWARE_CFLAGS, "-fno-strict-aliasing"))
     k_common = _key()
     assert k_common != k                                                 # a common compile flag
-    monkeypatch.setattr(firmware, "FIRMWARE_LDFLAGS", (*firmware.FIRMWARE_LDFLAGS, "-Wl,--no-relax"))
+    monkeypatch.setattr(flags, "FIRMWARE_LDFLAGS", (*flags.FIRMWARE_LDFLAGS, "-Wl,--no-relax"))
     assert _key() != k_common                                            # a link flag
+    k_rv = _key(target="rv32imc")
+    assert k_rv != k_common and k_rv != _key(target="rv32imac")          # another instruction set, another CPU
+    monkeypatch.setattr(flags, "RV32_FIRMWARE_CFLAGS", (*flags.RV32_FIRMWARE_CFLAGS, "-fno-strict-aliasing"))
+    assert _key(target="rv32imc") != k_rv                                # an RV32 common compile flag
 
 
 def test_firmware_key_covers_linker_scripts_headers_and_board_sources(tmp_path):

@@ -1,12 +1,17 @@
-"""Emulator regression: the generated C trains and predicts on emulated Cortex-M cores bit-exactly like Python.
+"""Emulator regression: the generated C trains and predicts on emulated Cortex-M and RV32 cores bit-exactly like
+Python.
 
 Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
-on M4, and an M4 DSP build at -O3.  Training cells start from a host pre-trained model (tests/device_cases.py)
+on M4, and an M4 DSP build at -O3.  RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and the STM32F405 and
+STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs the
+representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
+skipped, with that reason printed, otherwise.  Training cells start from a host pre-trained model (tests/device_cases.py)
 with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the held-out accuracy
 after device training means something.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a
 missing tool fails, never skips.
 """
 import copy
+import os
 import shutil
 import struct
 import subprocess
@@ -63,6 +68,67 @@ def test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, m
                  name=f"{preset_name}{bits}")
     _check(rep, mode)
     assert rep.device_accuracy_bp >= MIN_ACCURACY_BP, rep.device_accuracy_bp
+
+
+RV32_CI_ROWS = [("rv32imc", "mlp1", 32), ("rv32imac", "mcu_cnn", 16)]
+RV32_MATRIX = [("rv32imc", "mlp1", 32), ("rv32imc", "mlp1", 16), ("rv32imc", "mcu_cnn", 16),
+               ("rv32imc", "mcu_cnn", 32), ("rv32imac", "mlp1", 32), ("rv32imac", "mcu_cnn", 16)]
+FULL_MATRIX = os.environ.get("NITRO_MCU_FULL_MATRIX") == "1"
+
+
+@pytest.mark.parametrize("mode", ["predict", "train"])
+@pytest.mark.parametrize("target,preset_name,bits", RV32_MATRIX)
+def test_rv32_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode):
+    if (target, preset_name, bits) not in RV32_CI_ROWS and not FULL_MATRIX:
+        pytest.skip("full RV32 matrix row: runs with NITRO_MCU_FULL_MATRIX=1 (CI runs RV32_CI_ROWS)")
+    if mode == "predict" and not FULL_MATRIX:
+        pytest.skip("RV32 prediction-only cell: runs with NITRO_MCU_FULL_MATRIX=1 (the training cell predicts too)")
+    test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode)
+
+
+def test_rv32_firmware_is_rv32imc_soft_float_and_the_emulated_cpu_has_no_fpu(bundled):
+    """The ELF says RV32IMC, ilp32 soft-float; QEMU's CPU lacks F/D, so a float instruction would trap."""
+    b = build_mcu(convert(pretrained("mlp1", 32), batch=8, train=True, name="mlp132"), "rv32imc")
+    assert "-march=rv32imc" in b.cmd and "-mabi=ilp32" in b.cmd and b.compiler_version.startswith("riscv64")
+    head = b.elf.read_bytes()[:52]
+    assert head[18:20] == (243).to_bytes(2, "little") and int.from_bytes(head[36:40], "little") & 0x6 == 0
+    attrs = subprocess.run([tool("riscv64-unknown-elf-readelf"), "-A", str(b.elf)], capture_output=True, text=True,
+                           check=True).stdout
+    assert '"rv32i2p1_m2p0_c2p0' in attrs and "_f2p" not in attrs and "_d2p" not in attrs
+    t = get_target("rv32imc")
+    assert "f=off" in t.qemu_args[-1] and "d=off" in t.qemu_args[-1]
+
+
+STM32_CELLS = [("stm32f405", "soak_mlp", 16, 8), ("stm32f205", "soak_mlp", 16, 8)]
+
+
+@pytest.mark.parametrize("target,preset_name,bits,batch", STM32_CELLS)
+def test_stm32_part_trains_bit_exactly_through_its_usart(bundled, target, preset_name, bits, batch):
+    """A real part's model (QEMU netduinoplus2, netduino2): commands in flash, results and exit line on USART2."""
+    model = pretrained(preset_name, bits)
+    rep = verify(model, bundled, target, steps=K_STEPS, batch=batch, predictions=100, lr_schedule=LR_CHANGE,
+                 name=f"{preset_name}{bits}")
+    _check(rep, "train")
+    assert rep.device_accuracy_bp >= MIN_ACCURACY_BP, rep.device_accuracy_bp
+
+
+def test_stm32f405_firmware_has_no_semihosting_and_ends_with_the_exit_line():
+    model = Model(TINY, "default", 16, seed=4)
+    data = Synthetic((64,))
+    conv = convert(model, batch=4, train=True, name="stm")
+    s = Session(64)
+    s.train(data.x_train[:4], data.y_train[:4])
+    model.train_step(data.x_train[:4], data.y_train[:4], 512)
+    s.weights()
+    r = run_mcu(conv, s, "stm32f405")           # the files transport is not there: embedded, over USART2
+    assert r.build.io == "uart" and "-DBOARD_NO_SEMIHOST" in r.build.cmd
+    assert not any("semihosting" in c for c in r.run.cmd) and r.run.cmd[r.run.cmd.index("-M") + 1] == "netduinoplus2"
+    assert r.run.lines[-2:] == ["NITRO-DONE 0", "NITRO-EXIT 0"] and r.run.exit_status == 0
+    dis = subprocess.run([tool("arm-none-eabi-objdump"), "-d", str(r.build.elf)], capture_output=True, text=True,
+                         check=True).stdout
+    assert "\tbkpt\t" not in dis and "\twfi" in dis
+    for k, w in model.weights.items():
+        np.testing.assert_array_equal(r.results[-1].weights[k], w, err_msg=k)
 
 
 @pytest.mark.parametrize("preset_name", ["mcu_cnn", "mlp1"])
@@ -190,9 +256,10 @@ def test_instruction_counts_of_qemu_plugin_equal_unicorn(case, bundled):
         assert q.insns_region > 1_000_000       # a real training step, not an empty region
 
 
-def test_report_measures_memory_and_instructions(bundled):
+@pytest.mark.parametrize("target", ["m4", "rv32imc"])
+def test_report_measures_memory_and_instructions(bundled, target):
     model = Model(preset("mcu_cnn"), "default", 16, seed=0)
-    r = report(model, "m4", 8, bundled, steps=1, predictions=2, per_layer=False, name="rep")
+    r = report(model, target, 8, bundled, steps=1, predictions=2, per_layer=False, name="rep")
     assert r["static_ram_bytes"] >= r["model_ram_bytes"] > 0 and 0 < r["stack_bytes"] < 8192
     assert r["total_ram_bytes"] <= 256 * 1024  # on-device training of the MCU CNN, int16, batch 8
     assert r["insns_per_train_step"] > r["train_macs"] > 0 and r["insns_per_inference"] > r["infer_macs"] > 0

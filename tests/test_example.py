@@ -1,6 +1,6 @@
 """examples/stream_classifier: a user application linking a generated model through its CMake target, built
-for the host and, with the example's arm-none-eabi toolchain file, for the Cortex-M4, run in QEMU; both print
-the same lines, and the model learns on the device."""
+for the host and, with the example's toolchain files, for the Cortex-M4 (arm-none-eabi) and RV32IMC
+(riscv64-unknown-elf, picolibc), run in QEMU; all print the same lines, and the model learns on the device."""
 from __future__ import annotations
 
 import os
@@ -18,6 +18,7 @@ from nitro_mcu.device.targets import get_target
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "stream_classifier"
 TOOLCHAIN = REPO / "examples" / "cmake" / "arm-none-eabi-cortex-m4.cmake"
+RV32_TOOLCHAIN = REPO / "examples" / "cmake" / "riscv64-unknown-elf-rv32imc.cmake"
 
 
 def sh(cmd, **kw):
@@ -72,6 +73,28 @@ def test_the_example_cross_builds_for_the_cortex_m4_and_runs_in_qemu_like_the_ho
     assert r.stdout == host_out  # integer-only: the same digits on the MCU
     ctest = sh(["ctest", "--output-on-failure"], cwd=build)  # the README's way: QEMU as CMake's emulator
     assert "100% tests passed" in ctest.stdout
+
+
+def test_the_example_cross_builds_for_rv32imc_and_runs_in_qemu_like_the_host(host_run, model_dir, tmp_path):
+    _, host_out = host_run
+    build = tmp_path / "rv32imc"
+    configure_and_build(EXAMPLE, build, f"-DCMAKE_TOOLCHAIN_FILE={RV32_TOOLCHAIN}", f"-DNITRO_MODEL_DIR={model_dir}")
+    elf = build / "stream_classifier.elf"
+    assert elf.read_bytes()[18:20] == (243).to_bytes(2, "little")   # EM_RISCV
+    assert no_float_proof(elf) == []
+    r = subprocess.run(qemu_command(elf, "rv32imc"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == host_out
+    ctest = sh(["ctest", "--output-on-failure"], cwd=build)
+    assert "100% tests passed" in ctest.stdout
+
+
+def test_the_rv32_toolchain_file_uses_the_targets_flags_machine_and_linker_script():
+    text = RV32_TOOLCHAIN.read_text()
+    rv = get_target("rv32imc")
+    for flag in rv.cpu_flags:
+        assert flag in text, flag
+    assert f"-M {rv.qemu_machine} {' '.join(rv.qemu_args)}" in text and f'"{rv.linker_script}"' in text
 
 
 def test_the_toolchain_file_uses_the_targets_cpu_and_abi_flags():

@@ -76,25 +76,31 @@ def _write_src(d: Path, name: str, body: str) -> Path:
 def test_unknown_target_message():
     with pytest.raises(ValueError) as ei:
         T.get_target("x")
-    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33"
+    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405, stm32f205"
     with pytest.raises(ValueError, match="unknown target 'm99'"):
         T.build_firmware([SELFTEST], "m99", "/tmp/unused")
 
 
 def test_targets_table():
     assert T.DEFAULT_TARGET == "m4"
-    assert list(T.TARGETS) == ALL_TARGETS
+    assert list(T.TARGETS) == [*ALL_TARGETS, "rv32imc", "rv32imac", "stm32f405", "stm32f205"]
     m0, m4, m33 = T.TARGETS["m0"], T.TARGETS["m4"], T.TARGETS["m33"]
     assert m0.qemu_machine == "microbit" and "-mcpu=cortex-m0plus" in m0.cpu_flags and m0.ram_size == 16 * 1024
     assert m4.qemu_machine == "mps2-an386" and m4.uart_base == 0x40004000
     assert m33.qemu_machine == "mps2-an505" and m33.uart_base == 0x50200000 and m33.code_base == 0x10000000
     for t in T.TARGETS.values():
         assert t.ld_path.exists()
+        # the memory the fit check reads is the linker script's (RAM, CODE)
+        ld = t.ld_path.read_text()
+        assert f"ORIGIN = 0x{t.code_base:08X}" in ld and f"ORIGIN = 0x{t.ram_base:08X}" in ld, t.name
+        assert f"LENGTH = {t.ram_size // 1024}K" in ld or f"LENGTH = {t.ram_size // (1024 * 1024)}M" in ld, t.name
 
 
 def test_check_toolchain_ok():
     found = T.check_toolchain()
     assert "arm-none-eabi-gcc" in found and "qemu-system-arm" in found
+    found = T.check_toolchain(isa="riscv")
+    assert "riscv64-unknown-elf-gcc" in found and "qemu-system-riscv32" in found
 
 
 @pytest.mark.parametrize("missing,package", [("arm-none-eabi-gcc", "gcc-arm-none-eabi"),
@@ -523,3 +529,128 @@ def test_real_renode_smoke(tmp_path):
     proc = subprocess.run(["renode-test", str(RENODE / "smoke.robot"), "--variable", f"ELF:{b.elf}"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+# --------------------------------------------------------------------------- RV32 and the STM32F405 part
+
+RV32_TARGETS = ["rv32imc", "rv32imac"]
+FILE_LINES = ("flen ", "fread ", "fsum ", "fwrite ")     # the selftest's semihosting file lines
+
+
+@pytest.mark.parametrize("target", RV32_TARGETS)
+def test_rv32_selftest_matches_host(target, build_cache, host_output, tmp_path):
+    b = build_cache(target)
+    assert b.compiler_version.startswith("riscv64-unknown-elf-gcc")
+    for flag in ("-O2", "-ffreestanding", "-Werror", "-nostartfiles", "--specs=picolibc.specs", "-Wl,--gc-sections",
+                 "-lgcc", f"-march={target}", "-mabi=ilp32"):
+        assert flag in b.cmd
+    assert "-mthumb" not in b.cmd and "--specs=nano.specs" not in b.cmd
+    assert T.no_float_proof(b.elf) == []
+    wd = _workdir(tmp_path)
+    res = T.run_qemu(b, cwd=wd, timeout=30)
+    assert res.cmd[0].endswith("qemu-system-riscv32") and res.exit_status == 0 and res.sentinel_status == 0
+    assert _comparable(res.stdout) == _comparable(host_output)
+    assert (wd / "selftest_output.txt").read_text() == "written by selftest\n"
+    used, size = map(int, re.search(r"^stack (\d+) (\d+)$", res.stdout, re.M).groups())
+    assert size == b.sizes["stack"] and 0 < used < size
+
+
+@pytest.mark.parametrize("target", ["rv32imc", "stm32f405", "stm32f205"])
+def test_uart_output_of_rv32_and_the_stm32_parts(target, build_cache, host_output, tmp_path):
+    b = build_cache(target, "uart")
+    res = T.run_qemu(b, cwd=_workdir(tmp_path), timeout=30)
+    host = _comparable(host_output)
+    if target.startswith("stm32"):  # no semihosting on the parts: no file lines, and the run ends with the exit line
+        host = [ln for ln in host if not ln.startswith(FILE_LINES)]
+        assert res.lines[-2:] == ["NITRO-DONE 0", "NITRO-EXIT 0"] and "-semihosting-config" not in res.cmd
+        assert res.cmd[res.cmd.index("-serial") + 1] == "null"   # USART1 unconnected, USART2 on stdio
+    assert _comparable(res.stdout) == host
+
+
+def test_a_part_without_semihosting_refuses_the_semihosting_console(tmp_path):
+    with pytest.raises(ValueError, match="no semihosting"):
+        T.build_firmware([SELFTEST], "stm32f405", tmp_path / "b", io="semihost")
+
+
+def test_stm32f405_fault_ends_the_run_through_the_exit_line(tmp_path):
+    src = _write_src(tmp_path, "crash.c", 'int main(void){ board_puts("before\\n"); __asm__ volatile ("udf #0"); '
+                                          'return 0; }\n')
+    b = T.build_firmware([src], "stm32f405", tmp_path / "b", io="uart")
+    with pytest.raises(EmulatorError, match="fault") as ei:
+        T.run_qemu(b, timeout=10)
+    assert ei.value.result.exit_status == 0x7F and ei.value.result.lines[-1] == "NITRO-EXIT 127"
+
+
+def test_rv32_plugin_counts_the_same_region_over_semihosting_and_uart(build_cache, tmp_path):
+    """The markers bracket the same code in both builds: the region count must agree, the totals differ."""
+    a = T.run_qemu(build_cache("rv32imc"), cwd=_workdir(tmp_path / "a"), timeout=30, count_insns=True)
+    u = T.run_qemu(build_cache("rv32imc", "uart"), cwd=_workdir(tmp_path / "u"), timeout=30, count_insns=True)
+    assert a.regions == u.regions == 2 and a.insns_region == u.insns_region > 1000
+    assert a.insns_total > 100_000 and a.insns_total != u.insns_total
+
+
+RV32_CRASHES = {
+    "illegal": '__asm__ volatile (".word 0");',          # an all-zero word is illegal on RISC-V
+    "float": '__asm__ volatile (".option push\\n.option arch, +f\\nfmv.w.x ft0, zero\\n.option pop");',  # no F
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RV32_CRASHES))
+def test_rv32_trap_is_emulator_error(kind, tmp_path):
+    src = _write_src(tmp_path, "crash.c", f'int main(void){{ board_puts("before\\n"); {RV32_CRASHES[kind]} '
+                                          'board_puts("NITRO-DONE 0\\n"); return 0; }\n')
+    try:
+        elf = T.build_firmware([src], "rv32imc", tmp_path / "b").elf
+    except NoFloatProofError as e:          # the proof sees the F instruction before it ever runs
+        assert kind == "float" and any("fmv.w.x" in v for v in e.violations), e.violations
+        elf = e.elf
+    with pytest.raises(EmulatorError, match="fault") as ei:
+        T.run_qemu(elf, "rv32imc", timeout=10)
+    assert ei.value.result.exit_status == 0x7F and ei.value.result.lines == ["before"]
+
+
+def test_rv32_no_float_proof_catches_soft_float_calls(tmp_path):
+    src = _write_src(tmp_path, "bad.c", BAD_SRC)
+    with pytest.raises(NoFloatProofError) as ei:
+        T.build_firmware([src], "rv32imc", tmp_path / "soft")
+    v = ei.value.violations
+    assert all(x.startswith("symbol ") for x in v)      # soft-float ABI, no F/D: calls only
+    assert "symbol __muldf3" in v and "symbol __fixdfsi" in v and "symbol __mulsf3" in v
+
+
+def test_rv32_no_float_proof_catches_the_hard_float_abi_and_instructions(tmp_path):
+    src = _write_src(tmp_path, "bad.c", BAD_SRC)
+    with pytest.raises(NoFloatProofError) as ei:
+        T.build_firmware([src], "rv32imac", tmp_path / "hard", extra_cflags=["-march=rv32imafdc", "-mabi=ilp32d"])
+    v = ei.value.violations
+    assert any(x.startswith("ELF flags") and "hard-float ABI" in x for x in v), v
+    assert any(x.startswith("architecture ") and "f2p2" in x and "d2p2" in x for x in v), v
+    assert any(re.search(r": f(mul|cvt|mv|l[wd])", x) for x in v), v
+
+
+def test_rv32_no_float_proof_catches_f_in_a_soft_abi_build(tmp_path):
+    """-march with F but the ilp32 soft-float ABI: the header flags pass, the attribute and the instructions not."""
+    src = _write_src(tmp_path, "bad.c", "volatile float f = 3.0f;\nvolatile int32_t x = 7;\nint main(void)\n{\n"
+                                        "    board_put_i32((int32_t)(f * (float)x));\n    return 0;\n}\n")
+    with pytest.raises(NoFloatProofError) as ei:
+        T.build_firmware([src], "rv32imac", tmp_path / "softf", extra_cflags=["-march=rv32imafc"])
+    v = ei.value.violations
+    assert not any(x.startswith("ELF flags") for x in v)
+    assert any(x.startswith("architecture ") for x in v) and any(x.startswith("instruction ") for x in v), v
+
+
+def test_rv32_insn_regex():
+    rx = T.elf.RV_FLOAT_INSN_RE
+    for line in ("80000120:\t00a57053          \tfadd.s\tft0,fa0,fa0",
+                 "80000124:\t2002                \tc.fld\tfs0,0(s0)",
+                 "80000128:\t6108                \tflw\tfa0,0(a0)",
+                 "8000012c:\t00302573          \tcsrr\ta0,fcsr",
+                 "80000130:\t00301073          \tfscsr\tzero",
+                 "80000134:\t00301073          \tfrflags\ta0"):
+        assert rx.match(line), line
+    for line in ("80000120:\t0ff0000f          \tfence",
+                 "80000124:\t0000100f          \tfence.i",
+                 "80000128:\t00050513          \tmv\ta0,a0",
+                 "8000012c:\t34102573          \tcsrr\ta0,mepc",
+                 "80000130 <fdiv_helper>:"):
+        assert not rx.match(line), line

@@ -1,6 +1,6 @@
 """Power cuts during a checkpoint save: on the host at every flash operation with every tear, in the sanitizer
-build of the harness at flash write-throughs, and on the emulated Cortex-M4 at instruction counts; after each,
-the load must give exactly the previous or the new state, and training from it must equal Python's.  With one
+build of the harness at flash write-throughs, and on the emulated Cortex-M4 and RV32IMC at instruction counts; after
+each, the load must give exactly the previous or the new state, and training from it must equal Python's.  With one
 defence removed (a test build's NITRO_CKPT_ABLATE_* switch) the same sweep must report lost or corrupt states;
 large-sector flash (128 KB sectors, 256-byte pages) is swept on the host and on the M4."""
 import copy
@@ -148,9 +148,10 @@ def test_crc_blind_tear_leaves_the_crc_of_any_message_around_it_unchanged():
     assert crc_blind_bits(b"\xff" * 60) == []                                 # nothing left to tear
 
 
-def test_m4_sweep_cuts_at_instruction_counts_and_always_recovers():
+@pytest.mark.parametrize("target", ["m4", "rv32imc"])
+def test_mcu_sweep_cuts_at_instruction_counts_and_always_recovers(target):
     model = Model(TINY, "default", 16, seed=3)
-    rep = sweep_mcu(model, batches(), "m4", PAGE, cuts=8)
+    rep = sweep_mcu(model, batches(), target, PAGE, cuts=8)
     assert rep.ok and rep.cuts == 8 and rep.old > 0 and rep.new > 0, rep.text()
     assert rep.save_insns > 0 and rep.load_insns > 0 and rep.save_ops["erases"] == ck.slot_sectors(model, PAGE)
 
@@ -191,3 +192,6 @@ def test_powerloss_cli_prints_the_summary_line(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("nitro-mcu: error: page size") and "Traceback" not in bad.stderr
     bad = run_proc("powerloss", str(spec), "--page-size", "256", "--sector-size", "384")
     assert bad.returncode == 2 and "sector size must be a multiple of the page size (256)" in bad.stderr
+    part = run_proc("powerloss", str(spec), "--target", "stm32f405")
+    assert part.returncode == 2 and part.stdout == "" and "Traceback" not in part.stderr
+    assert part.stderr.startswith("nitro-mcu: error: target 'stm32f405' has no semihosting") and "rv32imc" in part.stderr

@@ -1,7 +1,7 @@
-"""The device wing: Cortex-M targets and toolchains, firmware builds, emulators (QEMU, Unicorn, Renode), the
+"""The device wing: Cortex-M and RV32 targets (and real STM32 parts) and their toolchains, firmware builds, emulators (QEMU, Unicorn, Renode), the
 harness protocol, bit-exact verification against the trainer and the cost report.
 
-  targets    the Target table (core, QEMU machine, linker script, memory map, UART)
+  targets    the Target table (core, QEMU machine, linker script, memory map, UART) and the instruction sets
   toolchain  finding programs and their versions; errors name the apt package
   flags      the compile-flag table (firmware per target, host builds, sanitizers)
   cache      the cache folder and the key over every input of a build

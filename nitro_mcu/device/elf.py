@@ -1,7 +1,10 @@
 """What a linked ELF holds: section sizes, flash / RAM / stack use, symbols, and the no-float proof.
 
-The proof has three levels: the compile flags (-mfloat-abi=soft, -Wdouble-promotion, -Wfloat-conversion,
--Werror), no soft-float or libm symbol in the ELF, and no VFP or coprocessor-10/11 instruction in it.
+The proof has three levels: the compile flags (Cortex-M -mfloat-abi=soft; RV32 -march without F/D and
+-mabi=ilp32; both -Wdouble-promotion, -Wfloat-conversion, -Werror), no soft-float or libm symbol in the ELF, and
+no floating-point instruction in it (Cortex-M: VFP or coprocessor-10/11; RV32: F/D/Q/Zfh instructions or FP CSR
+accesses).  An RV32 ELF must also declare the soft-float ABI in its header flags and no F/D/Q extension in
+its architecture attribute.  The ELF's own e_machine picks the binutils that read it.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from .targets import ISAS, Isa
 from .toolchain import tool
 
 
@@ -23,16 +27,34 @@ class NoFloatProofError(RuntimeError):
         self.violations = list(violations)
 
 
+def elf_header(elf: "str | Path") -> tuple[int, int]:
+    """(e_machine, e_flags) of a 32-bit little-endian ELF file."""
+    with open(elf, "rb") as f:
+        head = f.read(52)
+    if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] != 1 or head[5] != 1:
+        raise ValueError(f"{elf}: not a 32-bit little-endian ELF file")
+    return int.from_bytes(head[18:20], "little"), int.from_bytes(head[36:40], "little")
+
+
+def elf_isa(elf: "str | Path") -> Isa:
+    """The instruction set of an ELF file, from its e_machine."""
+    machine = elf_header(elf)[0]
+    for isa in ISAS.values():
+        if isa.elf_machine == machine:
+            return isa
+    raise ValueError(f"{elf}: ELF machine {machine} is none of the targets' instruction sets")
+
+
 def section_sizes(elf: "str | Path") -> dict[str, int]:
-    """Allocated section sizes from ``arm-none-eabi-size -A`` (leading '.' stripped)."""
-    size = tool("arm-none-eabi-size")
+    """Allocated section sizes from ``<cross>-size -A`` (leading '.' stripped)."""
+    size = tool(elf_isa(elf).tool("size"))
     out = subprocess.run([size, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
     sizes: dict[str, int] = {}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
             name = parts[0][1:]
-            if name.startswith(("debug", "comment", "ARM.attributes")):
+            if name.startswith(("debug", "comment", "ARM.attributes", "riscv.attributes")):
                 continue
             sizes[name] = sizes.get(name, 0) + int(parts[1])
     for k in ("text", "rodata", "data", "bss", "stack", "psram"):
@@ -57,7 +79,7 @@ def stack_and_ram(elf: "str | Path") -> MemoryUsage:
 
 
 def symbols(elf: "str | Path") -> list[tuple[str, str, str]]:
-    nm = tool("arm-none-eabi-nm")
+    nm = tool(elf_isa(elf).tool("nm"))
     out = subprocess.run([nm, str(elf)], capture_output=True, text=True, check=True).stdout
     syms = []
     for line in out.splitlines():
@@ -92,26 +114,59 @@ FLOAT_SYMBOL_PATTERNS = tuple(re.compile(p) for p in (
     r"^__kernel_",
     r"^(sqrt|exp|log|pow|sin|cos|tan|floor|ceil|fabs|fmod|frexp|ldexp|modf|round|lround|trunc)f?$",
 ))
+# RV32: any F/D/Q/Zfh instruction (their mnemonics start with f, as fence does not count), compressed FP loads and
+# stores, and reads or writes of the FP CSRs
+RV_FLOAT_INSN_RE = re.compile(
+    r"^\s*[0-9a-f]+:\t[0-9a-f]{4,8}\s*\t"
+    r"(?:(?:c\.)?f(?!ence)[a-z0-9.]*\s|f(?!ence)[a-z0-9.]*$|csr\w*\s+(?:\w+,)?(?:fflags|frm|fcsr)\b)")
+# EF_RISCV_FLOAT_ABI (e_flags bits 1-2): 0 is the soft-float ABI
+RV_FLOAT_ABI_MASK = 0x6
 FLOAT_INSN_RE = re.compile(
     r"^\s*[0-9a-f]+:\t[0-9a-f]{4}(?: [0-9a-f]{4})?\s*\t"
     r"(?:v[a-z0-9]+|(?:mrc|mcr|mrrc|mcrr|ldc|stc|cdp)2?l?\s+p?1[01],)")
 
 
+def riscv_arch(elf: "str | Path") -> str:
+    """The Tag_RISCV_arch attribute of an RV32 ELF (e.g. ``rv32i2p1_m2p0_c2p0``), "" without one."""
+    readelf = tool(ISAS["riscv"].tool("readelf"))
+    out = subprocess.run([readelf, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    m = re.search(r'Tag_RISCV_arch: "([^"]*)"', out)
+    return m.group(1) if m else ""
+
+
+def _rv_abi_violations(elf: "str | Path") -> list[str]:
+    out = []
+    flags = elf_header(elf)[1]
+    if flags & RV_FLOAT_ABI_MASK:
+        out.append(f"ELF flags 0x{flags:x}: hard-float ABI")
+    arch = riscv_arch(elf)
+    exts = [e for e in arch.split("_")[1:] if e[:1] in ("f", "d", "q") or e.startswith(("zfh", "zfinx", "zdinx"))]
+    base = re.match(r"rv32([a-z]*?)\d", arch)   # single-letter extensions: rv32i2p1 -> "i", then _m2p0 ...
+    if base and set(base.group(1)) & set("fdq"):
+        exts.append(base.group(1))
+    if exts:
+        out.append(f"architecture {arch}: floating-point extension {', '.join(exts)}")
+    return out
+
+
 def no_float_proof(elf: "str | Path") -> list[str]:
-    """Levels 2 and 3 of the proof (symbols, instructions).  Returns the violations; an empty list is a pass.
+    """Levels 2 and 3 of the proof (symbols, instructions; on RV32 the ELF's float ABI too).  Returns the
+    violations; an empty list is a pass.
 
     Entries look like ``symbol __aeabi_dmul`` or ``instruction 0000012c: vmov s15, r4``.
     """
-    violations = []
+    isa = elf_isa(elf)
+    violations = _rv_abi_violations(elf) if isa.name == "riscv" else []
     seen = set()
     for _addr, _kind, sym in symbols(elf):
         if sym not in seen and any(p.search(sym) for p in FLOAT_SYMBOL_PATTERNS):
             seen.add(sym)
             violations.append(f"symbol {sym}")
-    objdump = tool("arm-none-eabi-objdump")
+    objdump = tool(isa.tool("objdump"))
     dis = subprocess.run([objdump, "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    insn_re = RV_FLOAT_INSN_RE if isa.name == "riscv" else FLOAT_INSN_RE
     for line in dis.splitlines():
-        if FLOAT_INSN_RE.match(line):
+        if insn_re.match(line):
             addr, _enc, insn = line.split("\t", 2)
             violations.append(f"instruction {addr.strip().rstrip(':')}: {' '.join(insn.split())}")
     return violations

@@ -1,4 +1,5 @@
-"""Cross builds of firmware with arm-none-eabi-gcc, each proved float-free, and a cache of them.
+"""Cross builds of firmware with the target's cross gcc (arm-none-eabi-gcc, riscv64-unknown-elf-gcc), each proved
+float-free, and a cache of them.
 
 A cached build lives in a folder named by :func:`build_key`, the hash of every input of the build: the
 compiler command (all flags and defines), the compiler's version string and the contents of the sources,
@@ -16,7 +17,7 @@ from typing import Iterable, Mapping, Sequence
 from ..fileio import atomic_write
 from .cache import cache_dir, input_key
 from .elf import NoFloatProofError, no_float_proof, section_sizes
-from .flags import FIRMWARE_LDFLAGS, FIRMWARE_LIBS, firmware_cflags
+from .flags import FIRMWARE_LIBS, firmware_cflags, firmware_ldflags
 from .targets import BOARD_SOURCES, FIRMWARE_DIR, LD_DIR, Target, check_io, get_target
 from .toolchain import BuildError, check_toolchain, compiler_version
 
@@ -29,7 +30,7 @@ class BuildResult:
     target: str
     io: str
     cmd: list                 # the exact compiler command (argv)
-    compiler_version: str     # first line of `arm-none-eabi-gcc --version`
+    compiler_version: str     # first line of `<cross>-gcc --version`
     sizes: dict               # section name -> bytes (text, rodata, data, bss, stack, psram, ...)
     map_file: Path | None = None
 
@@ -62,18 +63,18 @@ def firmware_command(gcc: str, target: "str | Target", sources: Iterable["str | 
                      extra_cflags: Sequence[str] = (), stack_size: int | None = None) -> list[str]:
     """The argv that compiles and links ``sources`` (plus startup/board code) into ``out_dir/<name>.elf``."""
     t = get_target(target)
-    check_io(io)
+    check_io(io, t)
     out_dir = Path(out_dir)
-    defs = list(defines) + (t.uart_defines() if io == "uart" else [])
+    defs = list(defines) + t.board_defines(io)
     incs = [FIRMWARE_DIR] + [Path(i) for i in include_dirs]
     base = firmware_cflags(t, opt)
-    if any(f.startswith("-mfloat-abi=") for f in extra_cflags):
+    if any(f.startswith("-mfloat-abi=") for f in extra_cflags) and "-mfloat-abi=soft" in base:
         base.remove("-mfloat-abi=soft")       # a second -mfloat-abi confuses multilib selection
     cmd = [gcc, *base, *extra_cflags]
     cmd += [f"-I{i}" for i in incs]
     cmd += [f"-D{d}" for d in defs]
     cmd += [str(s) for s in _all_sources(sources, board)]
-    cmd += [*FIRMWARE_LDFLAGS, f"-L{LD_DIR}", "-T", str(t.ld_path), f"-Wl,-Map={out_dir / f'{name}.map'}"]
+    cmd += [*firmware_ldflags(t), f"-L{LD_DIR}", "-T", str(t.ld_path), f"-Wl,-Map={out_dir / f'{name}.map'}"]
     if stack_size is not None:
         cmd.append(f"-Wl,--defsym=__stack_size={int(stack_size)}")
     cmd += [*FIRMWARE_LIBS, "-o", str(out_dir / f"{name}.elf")]
@@ -93,8 +94,8 @@ def build_firmware(sources: Iterable["str | Path"], target: "str | Target", out_
     Every build runs :func:`no_float_proof`; a violation raises NoFloatProofError.
     """
     t = get_target(target)
-    check_io(io)
-    gcc = check_toolchain(qemu=False)["arm-none-eabi-gcc"]
+    check_io(io, t)
+    gcc = check_toolchain(qemu=False, isa=t.isa)[t.isa_info.tool("gcc")]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = list(sources)
@@ -108,8 +109,11 @@ def build_firmware(sources: Iterable["str | Path"], target: "str | Target", out_
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         err = proc.stderr.strip()
-        first = next((ln for ln in err.splitlines() if "error" in ln), err.splitlines()[0] if err else "")
-        raise BuildError(f"arm-none-eabi-gcc failed for target {t.name}: {first}\n{err}", cmd, err)
+        lines = err.splitlines()
+        # the linker's "region `RAM' overflowed by N bytes" says more than collect2's summary line
+        first = next((ln for ln in lines if "overflowed by" in ln), None) or \
+            next((ln for ln in lines if "error" in ln), lines[0] if lines else "")
+        raise BuildError(f"{t.isa_info.tool('gcc')} failed for target {t.name}: {first}\n{err}", cmd, err)
 
     result = BuildResult(elf=elf, target=t.name, io=io, cmd=cmd, compiler_version=compiler_version(gcc),
                          sizes=section_sizes(elf), map_file=out_dir / f"{name}.map")
@@ -168,7 +172,8 @@ def _located(sources: Sequence["str | Path"], d: Path) -> list[Path]:
 def cache_key(sources: Sequence["str | Path"], target: "str | Target", generated: Mapping[str, str], *,
               name: str, **options) -> str:
     """The :func:`build_key` of a :func:`build_cached` build (same arguments, less ``timeout``)."""
-    gcc = check_toolchain(qemu=False)["arm-none-eabi-gcc"]
+    t = get_target(target)
+    gcc = check_toolchain(qemu=False, isa=t.isa)[t.isa_info.tool("gcc")]
     cmd = firmware_command(gcc, target, _located(sources, KEY_DIR), KEY_DIR, name=name, include_dirs=[KEY_DIR],
                            **options)
     return build_key(cmd, KEY_DIR, generated)

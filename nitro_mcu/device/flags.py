@@ -1,6 +1,7 @@
 """The compile-flag table: every compiler call of the project takes its flags from here.
 
-Firmware: the CPU flags of each target (``Target.cpu_flags`` in targets.py) plus the common flags below.
+Firmware: the CPU flags of each target (``Target.cpu_flags`` in targets.py) plus the common flags of its
+instruction set below (Cortex-M: Thumb, soft-float ABI; RV32: the ilp32 soft-float ABI is in the CPU flags).
 Host: the selftest build, the harness build, the shared library of device/compiled.py, the warning check of the
 generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
 it, which the host sanitizer builds check (no signed overflow is defined away) and the bit-exact emulator runs
@@ -20,6 +21,12 @@ FIRMWARE_CFLAGS = (
 )
 FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 FIRMWARE_LIBS = ("-lgcc",)
+# riscv64-unknown-elf-gcc with picolibc: the same C flags less the ARM ones; no F/D in -march, ilp32
+RV32_FIRMWARE_CFLAGS = (
+    "-g", "-std=c11", "-ffreestanding", "-fno-common", "-ffunction-sections", "-fdata-sections", *WARNINGS,
+    "-Wdouble-promotion", "-Wfloat-conversion", "-Werror",
+)
+RV32_FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=picolibc.specs", "-Wl,--gc-sections")
 
 # firmware C on the host (firmware/board_host.c), for output diffs: as the firmware
 HOST_FIRMWARE_CFLAGS = ("-O1", "-g", "-std=c11", *WARNINGS, "-Wshadow", "-Werror")
@@ -38,7 +45,14 @@ PLUGIN_CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra")
 def firmware_cflags(target: "str | Target", opt: str = "-O2") -> list[str]:
     """Compile flags for a target's firmware, without include dirs or defines."""
     t = get_target(target)
+    if t.isa == "riscv":
+        return [*t.cpu_flags, opt, *RV32_FIRMWARE_CFLAGS]
     return [*t.cpu_flags, FIRMWARE_CFLAGS[0], opt, *FIRMWARE_CFLAGS[1:]]
+
+
+def firmware_ldflags(target: "str | Target") -> tuple:
+    """Link flags (before the linker script) for a target's firmware."""
+    return RV32_FIRMWARE_LDFLAGS if get_target(target).isa == "riscv" else FIRMWARE_LDFLAGS
 
 
 def sanitize_flags(cc: str) -> list[str]:

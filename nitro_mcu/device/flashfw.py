@@ -22,7 +22,7 @@ from .harness import model_defines
 from .host import build_host, run_host
 from .protocol import HarnessError, Session, check_sentinel, stack_high_water
 from .qemu import build_insn_plugin, qemu_command
-from .targets import FIRMWARE_DIR
+from .targets import FIRMWARE_DIR, TARGETS, get_target
 
 CUT_STATUS = 86          # BOARD_FLASH_CUT_STATUS and the plugin's limit exit
 FLASH_FILE = "flash.bin"
@@ -51,12 +51,21 @@ def sources(conv: Converted) -> list:
     return [FIRMWARE_DIR / "harness.c", f"{conv.plan.name}.c", FIRMWARE_DIR / "flash_file.c"]
 
 
+def check_flash_target(target: str) -> None:
+    """ValueError (unknown target, or one without the semihosting files the file-backed flash writes through)."""
+    if not get_target(target).semihosting:
+        with_files = ", ".join(n for n, t in TARGETS.items() if t.semihosting)
+        raise ValueError(f"target {target!r} has no semihosting, which the file-backed board flash needs; "
+                         f"the checkpoint and power-loss runs take one of {with_files}")
+
+
 def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool = False,
                     sector: int | None = None, defines=()) -> BuildResult:
     """The harness firmware with the file-backed flash, cross-compiled (and cached) for ``target``.
 
     ``ram_only``: the flash changes stay in RAM (for counting the checkpoint code's own instructions);
     ``defines``: more (test) switches, e.g. an ablation (powerloss.ablate_defines)."""
+    check_flash_target(target)
     defines = flash_defines(conv, page_size, sector) + (["NITRO_FLASH_RAM_ONLY"] if ram_only else []) + list(defines)
     return build_cached(sources(conv), target, dict(conv.sources), name=f"{conv.plan.name}_{target}_flash",
                         defines=defines, io="semihost")

@@ -16,7 +16,7 @@ from .host import build_host, run_host
 from .protocol import (HarnessError, RunResult, Session, check_sentinel, cmd_blob_c, parse_console_results,
                        parse_results, stack_high_water)
 from .qemu import run_qemu
-from .targets import FIRMWARE_DIR
+from .targets import FIRMWARE_DIR, get_target
 
 
 def model_defines(conv: Converted, masks: bool = False) -> list[str]:
@@ -91,6 +91,7 @@ def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool =
 
     transport 'files': semihosting file I/O (cmd.bin / res.bin); 'embedded': commands compiled into the
     firmware and results as hex lines on the console (the path Renode and real boards use), here over UART.
+    A target without semihosting (a real part) always takes the embedded transport.
     """
     ctx = tempfile.TemporaryDirectory(prefix="nitro-mcu-") if work_dir is None else None
     d = Path(work_dir or ctx.name)
@@ -98,6 +99,8 @@ def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool =
         d.mkdir(parents=True, exist_ok=True)
         if transport not in ("files", "embedded"):
             raise ValueError(f"unknown transport '{transport}'")
+        if not get_target(target).semihosting:
+            transport = "embedded"
         embedded = session.to_bytes() if transport == "embedded" else None
         if embedded is not None:
             io = "uart"

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ..codegen import Converted
 
 SENTINEL_RE = re.compile(r"^NITRO-DONE (-?\d+)\s*$", re.M)
+# the exit line of a part without semihosting (firmware/board_semihost.c, BOARD_NO_SEMIHOST): its exit status
+EXIT_RE = re.compile(r"^NITRO-EXIT (-?\d+)\r?\n", re.M)
 
 
 def sentinel_status(stdout: str) -> int | None:
@@ -24,6 +26,12 @@ def sentinel_status(stdout: str) -> int | None:
     m = None
     for m in SENTINEL_RE.finditer(stdout):
         pass
+    return int(m.group(1)) if m else None
+
+
+def exit_line_status(stdout: str) -> int | None:
+    """The status of the first complete ``NITRO-EXIT <status>`` line, or None when there is none yet."""
+    m = EXIT_RE.search(stdout)
     return int(m.group(1)) if m else None
 
 

@@ -1,12 +1,17 @@
-"""Run firmware in qemu-system-arm, optionally counting instructions with the project's TCG plugin.
+"""Run firmware in the target's QEMU (qemu-system-arm, qemu-system-riscv32), optionally counting instructions with
+the project's TCG plugin.
 
 The plugin (firmware/qemu_plugin/insncount.c, for QEMU 7.2) counts every executed instruction and those
-between the ``prof_start`` and ``prof_stop`` markers of the firmware.
+between the ``prof_start`` and ``prof_stop`` markers of the firmware, on any guest.  A target without semihosting
+(a real part) ends its run with the exit line on its UART (protocol.EXIT_RE): the runner watches the console for
+it and then stops QEMU.
 """
 from __future__ import annotations
 
 import os
 import re
+import select
+import signal
 import subprocess
 import tempfile
 import time
@@ -16,7 +21,7 @@ from .cache import input_key
 from .elf import symbol_address
 from .firmware import BuildResult
 from .flags import PLUGIN_CFLAGS
-from .protocol import EmulatorError, RunResult, check_exit, output_tail, sentinel_status
+from .protocol import EmulatorError, RunResult, check_exit, exit_line_status, output_tail, sentinel_status
 from .targets import DEFAULT_TARGET, PLUGIN_DIR, REPO_ROOT, Target, check_io, get_target
 from .toolchain import BuildError, check_toolchain, compiler_version, find_host_cc, tool
 
@@ -48,17 +53,20 @@ def build_insn_plugin(out_dir: "str | Path | None" = None) -> Path:
 
 def qemu_command(elf: "str | Path", target: "str | Target", io: str = "semihost",
                  plugin_args: str | None = None) -> list[str]:
-    """The qemu-system-arm argv for ``elf`` on ``target``: console on semihosting or on the UART."""
+    """The QEMU argv for ``elf`` on ``target``: console on semihosting or on the UART (the target's serial port
+    ``uart_serial`` on stdio, those before it unconnected); no semihosting on a target without it."""
     t = get_target(target)
     if not t.qemu_machine:
         raise ValueError(f"target {t.name!r} has no QEMU machine")
-    check_io(io)
-    cmd = [tool("qemu-system-arm"), "-M", t.qemu_machine, "-display", "none", "-monitor", "none"]
+    check_io(io, t)
+    cmd = [tool(t.isa_info.qemu), "-M", t.qemu_machine, *t.qemu_args, "-display", "none", "-monitor", "none"]
     if io == "semihost":
         cmd += ["-serial", "null", "-chardev", "stdio,id=sh0",
                 "-semihosting-config", "enable=on,target=native,chardev=sh0"]
     else:
-        cmd += ["-serial", "stdio", "-semihosting-config", "enable=on,target=native"]
+        cmd += [*["-serial", "null"] * t.uart_serial, "-serial", "stdio"]
+        if t.semihosting:
+            cmd += ["-semihosting-config", "enable=on,target=native"]
     if plugin_args:
         cmd += ["-plugin", plugin_args]
     cmd += ["-kernel", str(elf)]
@@ -87,7 +95,7 @@ def run_qemu(elf: "str | Path | BuildResult", target: "str | Target | None" = No
     if not elf.exists():
         raise FileNotFoundError(f"firmware ELF not found: {elf}")
     cwd = Path(cwd) if cwd is not None else elf.parent
-    check_toolchain(qemu=True)
+    check_toolchain(qemu=True, isa=target.isa)
 
     plugin_args = None
     count_file = None
@@ -103,18 +111,23 @@ def run_qemu(elf: "str | Path | BuildResult", target: "str | Target | None" = No
                 plugin_args += f",{key}=0x{addr:x}"
         plugin_args += f",out={count_file}"
 
+    if not target.semihosting and io == "semihost":
+        io = "uart"
     cmd = qemu_command(elf, target, io, plugin_args)
     t0 = time.monotonic()
     try:
-        try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, cwd=cwd, timeout=timeout)
-            stdout = proc.stdout.decode("utf-8", "replace")
-            stderr = proc.stderr.decode("utf-8", "replace")
-            status, timed_out = proc.returncode, False
-        except subprocess.TimeoutExpired as exc:
-            stdout = (exc.stdout or b"").decode("utf-8", "replace")
-            stderr = (exc.stderr or b"").decode("utf-8", "replace")
-            status, timed_out = None, True
+        if target.semihosting:
+            try:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, cwd=cwd, timeout=timeout)
+                stdout = proc.stdout.decode("utf-8", "replace")
+                stderr = proc.stderr.decode("utf-8", "replace")
+                status, timed_out = proc.returncode, False
+            except subprocess.TimeoutExpired as exc:
+                stdout = (exc.stdout or b"").decode("utf-8", "replace")
+                stderr = (exc.stderr or b"").decode("utf-8", "replace")
+                status, timed_out = None, True
+        else:
+            stdout, stderr, status, timed_out = _run_to_exit_line(cmd, cwd, timeout)
         wall = time.monotonic() - t0
         res = RunResult(stdout=stdout, stderr=stderr, exit_status=status, sentinel_status=sentinel_status(stdout),
                         cmd=cmd, wall_s=wall, timed_out=timed_out)
@@ -129,6 +142,47 @@ def run_qemu(elf: "str | Path | BuildResult", target: "str | Target | None" = No
     if check:
         _check_run(res, elf, target, timeout, expect_status)
     return res
+
+
+def _run_to_exit_line(cmd: list, cwd: Path, timeout: float) -> tuple[str, str, int | None, bool]:
+    """Run QEMU until its console shows the exit line, then stop it (SIGINT: QEMU quits cleanly and the plugin
+    writes its counts); the status is the line's.  A QEMU that quits first gives its own exit status."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    out, err = bytearray(), bytearray()
+    status, timed_out = None, False
+    deadline = time.monotonic() + timeout
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    try:
+        while streams:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select(list(streams), [], [], min(left, 1.0))
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    del streams[fd]
+                else:
+                    streams[fd] += chunk
+            status = exit_line_status(out.decode("utf-8", "replace"))
+            if status is not None:
+                break
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        out += proc.stdout.read()
+        err += proc.stderr.read()
+        if status is None and not timed_out:
+            status = rc
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), status, timed_out
 
 
 def _check_run(res: RunResult, elf: Path, t: Target, timeout: float, expect_status: int) -> None:

@@ -89,7 +89,7 @@ def phase_id(op: int, phase: str) -> int:
 
 def _flags(b) -> str:
     keep = [f for f in b.cmd[1:] if f.startswith(("-m", "-O", "-std", "-f")) and "=" not in f or
-            f.startswith(("-mcpu", "-mfloat-abi"))]
+            f.startswith(("-mcpu", "-mfloat-abi", "-march", "-mabi"))]
     return " ".join(dict.fromkeys(keep))
 
 

@@ -6,12 +6,13 @@ import shutil
 import subprocess
 from typing import Sequence
 
+from .targets import ISAS
+
+BINUTILS = ("nm", "objdump", "size", "readelf")
 APT_PACKAGES = {
-    "arm-none-eabi-gcc": "gcc-arm-none-eabi",
-    "arm-none-eabi-nm": "binutils-arm-none-eabi",
-    "arm-none-eabi-objdump": "binutils-arm-none-eabi",
-    "arm-none-eabi-size": "binutils-arm-none-eabi",
-    "qemu-system-arm": "qemu-system-arm",
+    **{i.tool("gcc"): i.gcc_package for i in ISAS.values()},
+    **{i.tool(b): i.binutils_package for i in ISAS.values() for b in BINUTILS},
+    **{i.qemu: i.qemu_package for i in ISAS.values()},
     "gcc": "gcc",
     "cc": "gcc",
     "clang": "clang",
@@ -51,27 +52,28 @@ def find_host_cc(cc: str | None = None) -> str:
     return found
 
 
-def check_toolchain(qemu: bool = True, host_cc: bool = False) -> dict[str, str]:
-    """Check that the cross toolchain (and QEMU) are usable; returns program -> path.
+def check_toolchain(qemu: bool = True, host_cc: bool = False, isa: str = "arm") -> dict[str, str]:
+    """Check that the cross toolchain of instruction set ``isa`` (and its QEMU) are usable; returns program -> path.
 
     Raises ToolchainError with a one-line message naming the missing program and its apt package.
     """
-    names = ["arm-none-eabi-gcc", "arm-none-eabi-nm", "arm-none-eabi-objdump", "arm-none-eabi-size"]
+    i = ISAS[isa]
+    names = [i.tool(n) for n in ("gcc", "nm", "objdump", "size")]
     if qemu:
-        names.append("qemu-system-arm")
+        names.append(i.qemu)
     found = {n: tool(n) for n in names}
     if host_cc:
         if shutil.which("gcc") is None:
             raise ToolchainError("gcc not found; install it with: apt-get install -y gcc")
         found["gcc"] = shutil.which("gcc")
-    if "newlib" not in _checked:
-        proc = subprocess.run([found["arm-none-eabi-gcc"], "-mthumb", "-mcpu=cortex-m4",
-                               "-print-file-name=libc_nano.a"], capture_output=True, text=True)
+    if i.name not in _checked:
+        proc = subprocess.run([found[i.tool("gcc")], *i.libc_probe], capture_output=True, text=True)
         p = proc.stdout.strip()
+        lib = i.libc_probe[-1].split("=", 1)[1]
         if proc.returncode != 0 or not os.path.isabs(p) or not os.path.exists(p):
-            raise ToolchainError("newlib (libc_nano.a) not found for arm-none-eabi-gcc; install it with: "
-                                 "apt-get install -y --no-install-recommends libnewlib-arm-none-eabi")
-        _checked.add("newlib")
+            raise ToolchainError(f"the C library ({lib}) not found for {i.tool('gcc')}; install it with: "
+                                 f"apt-get install -y --no-install-recommends {i.libc_package}")
+        _checked.add(i.name)
     return found
 
 

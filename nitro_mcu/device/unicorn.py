@@ -58,8 +58,10 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
     (CMSDK or nRF51 at the target's base) is captured as well.  With ``check`` raises
     EmulatorError on a fault, a timeout, a wrong exit status or a missing sentinel.
     """
-    unicorn, arm, capstone, ELFFile = _imports()
     t = get_target(target)
+    if not t.unicorn_cpu or not t.semihosting:
+        raise ValueError(f"the Unicorn cross-check models the Cortex-M targets with semihosting, not {t.name!r}")
+    unicorn, arm, capstone, ELFFile = _imports()
     elf = Path(elf).resolve()
     cwd = Path(cwd) if cwd is not None else elf.parent
 
