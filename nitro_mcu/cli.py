@@ -240,6 +240,22 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_fit(a) -> int:
+    from .device.fit import fit, fit_json, fit_text
+    from .device.parts import PARTS, get_part
+    from .fileio import atomic_write
+
+    parts = list(PARTS.values()) if a.part in (None, "all") else [get_part(a.part)]  # checked before work
+    model, _ = load_or_build(a.model, a.profile, a.weights, a.seed)
+    res = fit(model, parts, a.batch, count=not a.no_count, seed=a.seed,
+              name=a.model if a.model in PRESETS else Path(a.model).name)
+    print(fit_text(res))
+    if a.json:
+        atomic_write(Path(a.json), json.dumps(fit_json(res), indent=1).encode())
+        print(f"wrote {a.json}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -369,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--png", help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
     rp.set_defaults(func=cmd_report)
+
+    from .device.parts import part_names
+
+    f = sub.add_parser("fit", help="does a model train on a part: RAM, flash, instructions and estimated ms per "
+                                   "step of every trainable tail (docs/fit.md)")
+    f.add_argument("model", help="trained .nitro file, preset name or JSON description")
+    f.add_argument("--part", metavar="NAME", help=f"{', '.join(part_names())}, or all (default: all)")
+    f.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
+    f.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
+    f.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
+    f.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models and the inputs")
+    f.add_argument("--no-count", action="store_true", help="memory only: no build, no emulator (fast)")
+    f.add_argument("--json", metavar="FILE", help="also write the whole fit as JSON")
+    f.set_defaults(func=cmd_fit)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
     d.add_argument("--out", default="out/demo", help="output folder")
