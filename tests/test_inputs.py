@@ -4,6 +4,8 @@ and the issue's scenario: raw int16 accelerometer windows train with the default
 Python predicts."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import subprocess
 
@@ -19,6 +21,12 @@ from nitro_mcu.device.harness import run_host_harness, run_mcu
 from nitro_mcu.device.protocol import Session
 from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer.network import Model
+from paths import REPO
+
+_spec = importlib.util.spec_from_file_location("make_motion", REPO / "examples" / "motion" / "make_motion.py")
+make_motion = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_motion)
+motion_windows, write_csv = make_motion.motion_windows, make_motion.write_csv  # the example's data, one source
 
 LIMITS = {"u8": (0, 255), "s16": (-32768, 32767), "s32": (-2**31, 2**31 - 1)}
 
@@ -33,33 +41,6 @@ def oracle(raw, mu, mad, per_channel):
         q = abs(num) // den * (1 if num >= 0 else -1)
         out.append(max(-128, min(127, q)))
     return np.array(out, dtype=np.int64)
-
-
-def motion_windows(n_per=150, steps=16, seed=0):
-    """3 motions as raw int16 accelerometer windows (x, y, z interleaved per step), clearly separable: still,
-    a slow shake along x, a fast wave along y; gravity on z, sensor noise, clipped to int16 as a sensor does."""
-    r = np.random.default_rng(seed)
-    t = np.arange(steps)
-    rows, labels = [], []
-    for k in range(3):
-        for _ in range(n_per):
-            ax = np.zeros((steps, 3))
-            ax[:, 2] = 16384
-            ph = r.uniform(0, 2 * np.pi)
-            if k == 1:
-                ax[:, 0] += 12000 * np.sin(2 * np.pi * t / 8 + ph)
-            elif k == 2:
-                ax[:, 1] += 9000 * np.sin(2 * np.pi * t / 4 + ph)
-                ax[:, 2] -= 6000
-            ax += r.normal(0, 1500, ax.shape)
-            rows.append(np.clip(np.round(ax), -32768, 32767).astype(np.int64).reshape(-1))
-            labels.append(k)
-    return np.array(rows), np.array(labels)
-
-
-def write_csv(path, x, y):
-    path.write_text("".join(",".join(map(str, row)) + f",{lab}\n" for row, lab in zip(x.tolist(), y.tolist())))
-    return path
 
 
 def feature_model(n, classes=3, hidden=8):
@@ -196,7 +177,7 @@ def motion(tmp_path_factory):
     d = tmp_path_factory.mktemp("motion")
     x, y = motion_windows()
     write_csv(d / "motion.csv", x, y)
-    (d / "motion.json").write_text('{"kind": "mlp", "input_shape": [48], "num_classes": 3, "hidden": [32]}')
+    (d / "motion.json").write_text(json.dumps(make_motion.MODEL))
     assert main(["train", str(d / "motion.json"), "--data", str(d / "motion.csv"), "--out", str(d), "--quiet"]) == 0
     model, meta = nm.load(d / "motion.nitro")
     data = nm.load_data(str(d / "motion.csv"), seed=0)  # the same split: the raw rows of the held-out part
