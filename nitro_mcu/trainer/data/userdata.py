@@ -12,7 +12,9 @@
 A source without a test part gets one held out: ``test_size`` samples (default a sixth) drawn with
 ``Rng(seed, STREAM_HOLDOUT)``, so the same seed holds out the same samples in training and in evaluation.
 Features become channels of an int64 [N, F, 1, 1] array: normalised per feature (:mod:`.normalization`), an MLP
-sees F inputs.  Every problem raises a one-line :class:`DataError`.
+sees F inputs.  ``load_info["dtype"]`` is the raw input type (u8, s16, s32; :func:`_raw_dtype`, a CSV by the range
+of its fixed-point integers): the generated C normalises readings of that type.  Every problem raises a one-line
+:class:`DataError`.
 """
 from __future__ import annotations
 
