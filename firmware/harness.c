@@ -15,7 +15,7 @@
  *   "MOVE" int32 n, n*int32 reference weights   -> out "MOVE" int32 tensors, per tensor int32 weights that differ
  *                                               from the reference (the model's n weights in export order; a
  *                                               missing reference value counts as a difference)
- *   "NORM", "WIND"                              raw inputs, where the model has them (section "raw inputs")
+ *   "NORM", "WIND"                              raw inputs, in builds with NITRO_RAW_INPUTS (section "raw inputs")
  *   "DONE"                                      end
  * Output file (NITRO_HARNESS_OUT, default "res.bin").  The console gets a few text lines and, last,
  * the sentinel "NITRO-DONE <status>"; status 0 = every command ran.
@@ -375,8 +375,8 @@ static int cmd_flash(const char *tag, int *status)
 }
 #endif
 
-#if MU(HAS_NORMALIZE)
-/* ---- raw inputs (templates/input.h.j2), raw values RAW_BYTES each, little-endian:
+#if MU(HAS_NORMALIZE) && defined(NITRO_RAW_INPUTS)
+/* ---- raw inputs (builds with -DNITRO_RAW_INPUTS) (templates/input.h.j2), raw values RAW_BYTES each, little-endian:
  *   "NORM" int32 n, n*INPUT raw values  -> out "NORM" int32 n, per sample INPUT int8 inputs (normalize_<dtype>),
  *                                          NUM_CLASSES scores and the class (predict on those inputs)
  *   "WIND" int32 hop, int32 n, n raw    -> out "WIND", per ready window (window_push, one reading at a time):
@@ -465,7 +465,7 @@ static int run(void)
             return 0;
         } else if (!memcmp(tag, "PRED", 4)) {
             status = cmd_predict();
-#if MU(HAS_NORMALIZE)
+#if MU(HAS_NORMALIZE) && defined(NITRO_RAW_INPUTS)
         } else if (!memcmp(tag, "NORM", 4)) {
             status = cmd_norm();
         } else if (!memcmp(tag, "WIND", 4)) {

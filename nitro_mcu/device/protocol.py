@@ -160,6 +160,11 @@ class Session:
         self.commands.append(b"WIND" + struct.pack("<ii", hop, r.size) + r.tobytes())
         self.expect.append("WIND")
 
+    @property
+    def raw_inputs(self) -> bool:
+        """Whether the session sends raw inputs: the harness is then built with those commands."""
+        return any(c[:4] in (b"NORM", b"WIND") for c in self.commands)
+
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
 
