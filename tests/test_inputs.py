@@ -235,3 +235,22 @@ def test_the_emulated_m4_normalises_streams_and_predicts_as_python(motion):
     for (i, xw, cls), row in zip(wins, raw[:2]):
         np.testing.assert_array_equal(xw, nm.normalize(model, row))
         assert cls == int(model.predict(nm.normalize(model, row)[None], 1)[0])
+
+
+@pytest.mark.parametrize("dtype", ["u8", "s32"])
+def test_the_emulated_m4_normalises_the_other_types_at_their_extremes(dtype):
+    model = feature_model(5)
+    mu, mad = stats_for(dtype, 5, 8)
+    model.input_norm = {"mu": mu, "mad": mad, "dtype": dtype, "load_info": {"kind": "features"}}
+    lo, hi = LIMITS[dtype]
+    raw = np.random.default_rng(9).integers(lo, hi, (6, 5), endpoint=True)
+    raw[0], raw[1] = lo, hi
+    s = Session(5)
+    s.norm(raw, dtype)
+    s.window(raw.reshape(-1), 5, dtype)
+    (x, _, classes), wins = run_mcu(convert(model, name=f"m4{dtype}"), s, "m4").results
+    np.testing.assert_array_equal(x, nm.normalize(model, raw))
+    np.testing.assert_array_equal(x.reshape(-1), oracle(raw, mu, mad, 1))
+    np.testing.assert_array_equal(classes, model.predict(x, 64))
+    assert [i for i, _, _ in wins] == [4, 9, 14, 19, 24, 29]
+    np.testing.assert_array_equal(np.stack([w for _, w, _ in wins]), x)  # hop = size: the samples themselves
