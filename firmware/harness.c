@@ -16,6 +16,7 @@
  *   "MOVE" int32 n, n*int32 reference weights   -> out "MOVE" int32 tensors, per tensor int32 weights that differ
  *                                               from the reference (the model's n weights in export order; a
  *                                               missing reference value counts as a difference)
+ *   "NORM", "WIND"                              raw inputs, in builds with NITRO_RAW_INPUTS (section "raw inputs")
  *   "DONE"                                      end
  * Output file (NITRO_HARNESS_OUT, default "res.bin").  The console gets a few text lines and, last,
  * the sentinel "NITRO-DONE <status>"; status 0 = every command ran.
@@ -379,6 +380,84 @@ static int cmd_flash(const char *tag, int *status)
 }
 #endif
 
+#if MU(HAS_NORMALIZE) && defined(NITRO_RAW_INPUTS)
+/* ---- raw inputs (builds with -DNITRO_RAW_INPUTS) (templates/input.h.j2), raw values RAW_BYTES each, little-endian:
+ *   "NORM" int32 n, n*INPUT raw values  -> out "NORM" int32 n, per sample INPUT int8 inputs (normalize_<dtype>),
+ *                                          NUM_CLASSES scores and the class (predict on those inputs)
+ *   "WIND" int32 hop, int32 n, n raw    -> out "WIND", per ready window (window_push, one reading at a time):
+ *                                          int32 the reading's index, INPUT int8 (window_read), the class;
+ *                                          then int32 -1 */
+static M(raw_t) rawbuf[MU(INPUT_SIZE)];
+static M(window_t) window;
+
+static int32_t normalize_raw(const M(raw_t) *raw, int8_t *x)
+{
+#if MU(INPUT_RAW_BYTES) == 1
+    return M(normalize_u8)(raw, x);
+#elif MU(INPUT_RAW_BYTES) == 2
+    return M(normalize_s16)(raw, x);
+#else
+    return M(normalize_s32)(raw, x);
+#endif
+}
+
+static int put_class(const int8_t *x, int with_scores)
+{
+    const int32_t cls = M(predict)(x, scores);
+    const uint8_t c8 = (uint8_t)cls;
+    return cls >= 0 && (!with_scores || write_exact(scores, MU(NUM_CLASSES))) && write_exact(&c8, 1);
+}
+
+static int cmd_norm(void)
+{
+    int32_t n;
+    if (!read_i32(&n) || n < 0) {
+        return fail(ERR_PROTOCOL, "NORM count");
+    }
+    if (!write_exact("NORM", 4) || !write_i32(n)) {
+        return fail(ERR_IO, "write");
+    }
+    for (int32_t i = 0; i < n; ++i) {
+        if (!read_exact(rawbuf, (uint32_t)sizeof rawbuf)) {
+            return fail(ERR_PROTOCOL, "NORM data");
+        }
+        if (normalize_raw(rawbuf, xbuf) != 0) {
+            return fail(ERR_MODEL, "normalize");
+        }
+        if (!write_exact(xbuf, MU(INPUT_SIZE)) || !put_class(xbuf, 1)) {
+            return fail(ERR_IO, "write");
+        }
+    }
+    return 0;
+}
+
+static int cmd_window(void)
+{
+    int32_t hop, n;
+    if (!read_i32(&hop) || !read_i32(&n) || n < 0 || M(window_init)(&window, hop) != 0) {
+        return fail(ERR_PROTOCOL, "WIND header");
+    }
+    if (!write_exact("WIND", 4)) {
+        return fail(ERR_IO, "write");
+    }
+    for (int32_t i = 0; i < n; ++i) {
+        M(raw_t) v;
+        if (!read_exact(&v, (uint32_t)sizeof v)) {
+            return fail(ERR_PROTOCOL, "WIND data");
+        }
+        const int32_t ready = M(window_push)(&window, v);
+        if (ready < 0) {
+            return fail(ERR_MODEL, "window_push");
+        }
+        if (ready == 1 && (M(window_read)(&window, xbuf) != 0 || !write_i32(i) ||
+                           !write_exact(xbuf, MU(INPUT_SIZE)) || !put_class(xbuf, 0))) {
+            return fail(ERR_IO, "WIND");
+        }
+    }
+    return write_i32(-1) ? 0 : fail(ERR_IO, "write");
+}
+#endif
+
 static int run(void)
 {
     for (;;) {
@@ -391,6 +470,12 @@ static int run(void)
             return 0;
         } else if (!memcmp(tag, "PRED", 4)) {
             status = cmd_predict();
+#if MU(HAS_NORMALIZE) && defined(NITRO_RAW_INPUTS)
+        } else if (!memcmp(tag, "NORM", 4)) {
+            status = cmd_norm();
+        } else if (!memcmp(tag, "WIND", 4)) {
+            status = cmd_window();
+#endif
         } else if (!memcmp(tag, "PROF", 4)) {
             status = read_i32(&prof_mode) ? 0 : fail(ERR_PROTOCOL, "PROF");
 #ifdef NITRO_PROFILE_OPS

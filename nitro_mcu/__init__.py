@@ -13,7 +13,7 @@ The Python API mirrors the CLI verbs::
 from __future__ import annotations
 
 from ._version import __version__
-from .api import build, evaluate, load, load_data, recipe, refit, save, summary, train
+from .api import build, evaluate, load, load_data, normalize, recipe, refit, save, summary, train
 from .codegen import convert
 from .device.compiled import compile_model
 from .spec import PRESETS
@@ -21,5 +21,5 @@ from .trainer.network import Model
 from .trainer.profiles import PROFILES
 from .trainer.recipes import Recipe
 
-__all__ = ["__version__", "build", "evaluate", "load", "load_data", "recipe", "refit", "save", "summary", "train",
+__all__ = ["__version__", "build", "evaluate", "load", "load_data", "normalize", "recipe", "refit", "save", "summary", "train",
            "convert", "compile_model", "Model", "PRESETS", "PROFILES", "Recipe"]

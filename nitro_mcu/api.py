@@ -183,7 +183,7 @@ def check_train_args(epochs, batch_size, lr_inv, lr_schedule) -> None:
     """Hyper-parameters are integers in range, or refused (512.7 is not an lr_inv)."""
     check_int("epochs", epochs, 1, 10**6)
     check_int("batch_size", batch_size, 1, 2**20)
-    if lr_inv is not None:
+    if lr_inv is not None and lr_inv != "auto":
         check_int("lr_inv", lr_inv, 1, INT32_MAX)
     if lr_schedule is not None:
         if isinstance(lr_schedule, (str, bytes)) or not hasattr(lr_schedule, "__len__") or not len(lr_schedule):
@@ -224,6 +224,9 @@ def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DE
     ``progress`` None: a progress bar when stderr is a terminal (the CLI's default too).
     ``resume``/``on_checkpoint``: continue from, and receive after each epoch, a loop state (nitro_mcu/resume.py).
     ``test_reads``: "epoch", "end" or "never" (nitro_mcu/trainer/loop.py).
+    ``lr_inv="auto"``: chosen on the validation split by a short search (nitro_mcu/trainer/lrsearch.py; the run's
+    ``history.lr_search`` says what was tried); pair it with ``epochs=lrsearch.AUTO_EPOCHS`` and the schedule, so
+    that early stopping on validation picks the length.
     ``trainable``: the block names that train (e.g. ``["fc0", "output"]``), the others stay frozen; it stays
     set on the model (:meth:`~nitro_mcu.trainer.network.Model.set_trainable`), so that ``save`` records it and
     ``convert`` generates the same partial training.  None: the model's current set (all, unless set).
@@ -239,10 +242,18 @@ def train(model: Model, data, epochs: int = DEFAULT_EPOCHS, batch_size: int = DE
     augment = augment_for(augment, recipe, data)
     if lr_inv is None and recipe is not None:
         lr_inv = recipe.lr_inv
+    search = None
+    if lr_inv == "auto":
+        from .trainer.lrsearch import search_lr_inv
+
+        search = search_lr_inv(model, data, batch_size, augment=augment)
+        lr_inv = search.chosen
     steps = dict(milestones=recipe.milestones, factor=recipe.factor) if recipe is not None else {}
     hist = _train(model, data, epochs, batch_size, lr_inv, augment, schedule, progress, on_epoch,
                   lr_schedule=lr_schedule, resume=resume, on_checkpoint=on_checkpoint, test_reads=test_reads, **steps)
     hist.data = data
+    hist.lr_search = search
+    model.input_norm = norm_record(data)  # what nm.normalize and convert use for raw inputs
     return hist
 
 
@@ -278,17 +289,25 @@ def evaluate(model: Model, data: D.Prepared) -> dict:
     return out
 
 
+def norm_record(data: D.Prepared) -> dict:
+    """The input statistics of ``data`` as a model file keeps them (``norm``): mu, mad, the raw input type
+    (u8, s16, s32: normalization.INPUT_DTYPES), the dataset and how your own data was read."""
+    info = getattr(data, "load_info", None) or {}
+    norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
+            "dtype": D.input_dtype({"load_info": info}), "dataset": getattr(data, "name", None)}
+    if info:
+        norm["load_info"] = info  # how your own data was read: later data is read alike
+    own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)
+    if own is not None and (list(own[0]) != norm["mu"] or list(own[1]) != norm["mad"]):
+        norm.update(data_mu=[int(v) for v in own[0]], data_mad=[int(v) for v in own[1]])
+    return norm
+
+
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
          extra: dict | None = None, files: dict | None = None) -> Path:
-    norm = {}
-    if data is not None:
-        norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
-                "dataset": getattr(data, "name", None)}
-        if getattr(data, "load_info", None):
-            norm["load_info"] = data.load_info  # how your own data was read: later data is read alike
-        own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)
-        if own is not None and (list(own[0]) != norm["mu"] or list(own[1]) != norm["mad"]):
-            norm.update(data_mu=[int(v) for v in own[0]], data_mad=[int(v) for v in own[1]])
+    """Write ``model`` to a .nitro file with the input statistics of ``data`` (default: the model's own, from
+    training or loading), the run's ``history`` and ``extra`` training facts."""
+    norm = norm_record(data) if data is not None else dict(model.input_norm or {})
     training = dict(extra or {})
     if history is not None:
         training.update(best_epoch=history.best_epoch, epochs_run=len(history.records),
@@ -300,7 +319,27 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
 
 
 def load(path) -> tuple[Model, dict]:
-    return modelfile.load(path)
+    model, meta = modelfile.load(path)
+    model.input_norm = meta.get("norm") or None
+    return model, meta
+
+
+def normalize(model, raw) -> np.ndarray:
+    """Raw readings -> the int8 inputs of ``model`` (a Model trained on data or loaded from a file, or a .nitro
+    path): exactly what the generated ``<name>_normalize_<dtype>`` computes on the device.
+
+    ``raw``: integers of the model's raw input type (u8 pixels, s16 or s32 readings; a CSV's decimals as
+    value * 10**decimals), samples of the model's input size back to back in any shape; returns int8 of that shape.
+    """
+    if isinstance(model, (str, Path)):
+        model, _ = load(model)
+    if not isinstance(model, Model):
+        raise SpecError(f"normalize needs a model (or a .nitro path), got {type(model).__name__}")
+    norm = model.input_norm
+    if not norm or "mu" not in norm:
+        raise SpecError("the model has no input statistics: train it on data (nm.train) or load a model file "
+                        "trained on data")
+    return D.normalize_raw(raw, norm["mu"], norm["mad"], D.input_dtype(norm), int(np.prod(model.input_shape)))
 
 
 def summary_rows(model: Model) -> list[dict]:

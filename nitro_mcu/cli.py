@@ -16,6 +16,7 @@ from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
+from .trainer.lrsearch import AUTO_EPOCHS, CANDIDATES, SEARCH_EPOCHS
 from .trainer.recipes import RECIPE_CHOICES, recipe_for
 
 
@@ -51,6 +52,11 @@ def _train(a, held) -> int:
         dataset = "bundled"
     if not tuning:
         model = api.build(spec, a.profile, a.weights, a.seed)
+    # a description without lr_inv (not a preset, no recipe lr_inv): lr_inv searched, epochs by early stopping
+    auto = (a.lr_inv is None and not tuning and a.model not in PRESETS and "lr_inv" not in spec
+            and "lr_inv" not in spec.get("recipe", {}) and a.profile != "reference" and a.recipe == "tuned"
+            and a.monitor == "val" and a.val_size != 0 and not a.no_schedule)
+    a.epochs = a.epochs or (AUTO_EPOCHS if auto else DEFAULT_EPOCHS)
     if a.trainable:
         model.set_trainable(a.trainable)
     monitor = "test" if model.quirks.monitor_test or a.monitor == "test" else "val"
@@ -85,13 +91,19 @@ def _train(a, held) -> int:
           f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
           f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
     print(f"recipe ({a.recipe}): {rec.describe()}; this run: {a.epochs} epoch(s)"
-          f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', no schedule' if a.no_schedule else ''}, "
+          f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', lr_inv searched on validation' if auto else ''}{', no schedule' if a.no_schedule else ''}, "
           f"augment {augment or 'none'}, refit {'yes' if a.refit else 'no'}", flush=True)
     t0 = time.perf_counter()
     try:
-        hist = api.train(model, data, a.epochs, a.batch, a.lr_inv, augment or False, not a.no_schedule,
+        if auto and keeper.state is None:
+            print(f"lr_inv search on the validation split: {len(CANDIDATES)} candidates x {SEARCH_EPOCHS} epochs "
+                  "(--lr-inv N to skip it)", flush=True)
+        lr = keeper.state.lr_inv if auto and keeper.state is not None else "auto" if auto else a.lr_inv
+        hist = api.train(model, data, a.epochs, a.batch, lr, augment or False, not a.no_schedule,
                          progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch,
                          recipe=rec)
+        if hist.lr_search is not None:
+            print(f"chose {hist.lr_search.describe()}", flush=True)
     except KeyboardInterrupt:
         print(keeper.interrupted(), file=sys.stderr)
         raise
@@ -103,6 +115,9 @@ def _train(a, held) -> int:
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
     ev = api.evaluate(model, data)
+    if auto:
+        print(f"epochs: early stopping on validation ended the run after {len(hist.records)} of at most {a.epochs}"
+              if hist.stopped_early else f"epochs: all {len(hist.records)} run (no early stop)", flush=True)
     print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
           f"test {format_pct(ev['test_acc_bp'])} "
           f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
@@ -256,6 +271,22 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_fit(a) -> int:
+    from .device.fit import fit, fit_json, fit_text
+    from .device.parts import PARTS, get_part
+    from .fileio import atomic_write
+
+    parts = list(PARTS.values()) if a.part in (None, "all") else [get_part(a.part)]  # checked before work
+    model, _ = load_or_build(a.model, a.profile, a.weights, a.seed)
+    res = fit(model, parts, a.batch, count=not a.no_count, seed=a.seed,
+              name=a.model if a.model in PRESETS else Path(a.model).name)
+    print(fit_text(res))
+    if a.json:
+        atomic_write(Path(a.json), json.dumps(fit_json(res), indent=1).encode())
+        print(f"wrote {a.json}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
 
@@ -285,14 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-data", help="your own data: a separate .npz / .csv / image folder as the test set")
     t.add_argument("--test-size", type=positive, default=None,
                    help="your own data without a test set: samples held out for testing (default: a sixth)")
-    t.add_argument("--epochs", type=int_in(1, 10**6), default=DEFAULT_EPOCHS,
-                   help="training epochs, at most (a recipe runs whole with its length: docs/profiles.md)")
+    t.add_argument("--epochs", type=int_in(1, 10**6), default=None,
+                   help=f"training epochs, at most (default {DEFAULT_EPOCHS}; {AUTO_EPOCHS} with early stopping for a "
+                        "description without lr_inv; a recipe runs whole with its length: docs/profiles.md)")
     t.add_argument("--batch", type=int_in(1, 2**20), default=DEFAULT_BATCH, help="training batch size")
     t.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of every random draw")
     t.add_argument("--profile", choices=list(PROFILES), default="default", help="quirk profile (docs/profiles.md)")
     t.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
-    t.add_argument("--lr-inv", type=positive, default=None, help="initial inverse learning rate (default: the "
-                                                                 "model's)")
+    t.add_argument("--lr-inv", type=positive, default=None,
+                   help="initial inverse learning rate (default: the recipe's or the description's; a description "
+                        "without one: searched on the validation split, docs/own_data.md)")
     t.add_argument("--val-size", type=non_negative, default=None, help="validation images (default: 10 %%)")
     t.add_argument("--monitor", choices=["val", "test"], default="val",
                    help="set that drives the schedule (test = the paper's Q10 behaviour)")
@@ -393,6 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--png", help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
     rp.set_defaults(func=cmd_report)
+
+    from .device.parts import part_names
+
+    f = sub.add_parser("fit", help="does a model train on a part: RAM, flash, instructions and estimated ms per "
+                                   "step of every trainable tail (docs/fit.md)")
+    f.add_argument("model", help="trained .nitro file, preset name or JSON description")
+    f.add_argument("--part", metavar="NAME", help=f"{', '.join(part_names())}, or all (default: all)")
+    f.add_argument("--batch", type=int_in(1, 4096), default=8, help="training batch on the device")
+    f.add_argument("--weights", type=weights_bits, default=None, metavar=widths, help=width_help)
+    f.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
+    f.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models and the inputs")
+    f.add_argument("--no-count", action="store_true", help="memory only: no build, no emulator (fast)")
+    f.add_argument("--json", metavar="FILE", help="also write the whole fit as JSON")
+    f.set_defaults(func=cmd_fit)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")
     d.add_argument("--out", default="out/demo", help="output folder")

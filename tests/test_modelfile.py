@@ -97,7 +97,8 @@ def test_api_save_records_data_and_history(tmp_path):
     m = nm.build("mlp1")
     path = nm.save(m, tmp_path / "a.nitro", data=data)
     _, meta = nm.load(path)
-    assert meta["norm"] == {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad], "dataset": "bundled"}
+    assert meta["norm"] == {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad], "dataset": "bundled",
+                            "dtype": "u8"}  # the raw input type: uint8 pixels
 
 
 # ------------------------------------------------------------------------------------------------ defects

@@ -235,7 +235,7 @@ class Plan:
     feat: Buffer | None = None
     feat_count: int = 0
     xb: Buffer | None = None
-    norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
+    norm: object | None = None  # the input pipeline (codegen/inputs.py InputNorm), from the model's statistics
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property

@@ -24,9 +24,9 @@ from .. import checkpoint
 from .._version import __version__
 from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
-from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
 from . import isa, status
+from .inputs import input_norm
 from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
 from .plan import CodegenError, plan
 
@@ -197,32 +197,16 @@ def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAU
             ram_limit: int | None = None, trainable=None, norm=None) -> Converted:
     """Plan and render ``model``.  ``trainable``: the blocks that train on the device (default: the model's
     set, :meth:`~nitro_mcu.trainer.network.Model.set_trainable`); the others are frozen constants in flash.
-    ``norm``: input statistics (a dict or object with ``mu`` and ``mad``, as a model file's ``norm`` or
-    loaded data) for ``<name>_normalize_u8``."""
+    ``norm``: input statistics (a model file's ``norm`` dict, or an object with ``mu`` and ``mad`` such as loaded
+    data) for ``<name>_normalize_<dtype>`` and the window helper (codegen/inputs.py); None: the model's own
+    (``model.input_norm``, set by training on data or by loading a model file), if any."""
     if trainable is not None:
         model = copy.copy(model).set_trainable(trainable)  # shares the weights; the caller's set is unchanged
     p = plan(model, batch, train, name)
-    if norm is not None:
-        p.norm_lut = norm_table(model, norm)
+    norm = getattr(model, "input_norm", None) if norm is None else norm
+    if norm:
+        p.norm = input_norm(model, norm)
     if ram_limit is not None and p.ram_bytes > ram_limit:
         raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
                            f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
     return Converted(p)
-
-
-def norm_table(model: Model, norm) -> list[list[int]]:
-    """The uint8 -> int8 input table per channel (trainer/data/normalization.py) from statistics ``norm``."""
-    get = (lambda k: norm[k]) if isinstance(norm, dict) else (lambda k: getattr(norm, k))
-    try:
-        mu, mad = np.asarray(get("mu")).reshape(-1), np.asarray(get("mad")).reshape(-1)
-    except (KeyError, AttributeError):
-        raise CodegenError("normalisation statistics need 'mu' and 'mad' (one integer per channel)") from None
-    n = int(np.prod(model.input_shape))
-    channels = model.input_shape[0] if model.spec["kind"] == "cnn" else None  # an MLP's input is C-order pixels
-    if len(mu) != len(mad) or not len(mu) or n % len(mu) or channels not in (None, len(mu)):
-        raise CodegenError(f"normalisation statistics of {len(mu)} channel(s) do not fit an input of {n} values")
-    try:
-        lut = normalization_lut(mu, mad)
-    except (ValueError, TypeError) as e:
-        raise CodegenError(f"bad normalisation statistics: {e}") from None
-    return [[int(v) for v in row] for row in lut]

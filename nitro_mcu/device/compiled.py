@@ -81,6 +81,9 @@ def int_array(what: str, a, lo: int, hi: int) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+_RAW_CTYPES = {"u8": ctypes.c_uint8, "s16": ctypes.c_int16, "s32": ctypes.c_int32}  # one raw reading
+
+
 class CompiledModel:
     """ctypes front-end of a generated model built as a host shared library."""
 
@@ -106,7 +109,12 @@ class CompiledModel:
             ("train_batch", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]),
             ("train_sample", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_void_p]),
             ("pending_samples", ctypes.c_int32, []),
-            ("normalize_u8", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
+            (f"normalize_{conv.plan.norm.dtype if conv.plan.norm else 'u8'}", ctypes.c_int32,
+             [ctypes.c_void_p, ctypes.c_void_p]),
+            ("window_init", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32]),
+            ("window_push", ctypes.c_int32, [ctypes.c_void_p, _RAW_CTYPES[conv.plan.norm.dtype if conv.plan.norm
+                                                                       else "u8"]]),
+            ("window_read", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
             ("set_lr_inv", ctypes.c_int32, [ctypes.c_int32]),
             ("get_lr_inv", ctypes.c_int32, []),
             ("get_rng_state", ctypes.c_uint64, []),
@@ -205,19 +213,51 @@ class CompiledModel:
     def pending_samples(self) -> int:
         return self._f["pending_samples"]()
 
-    def normalize_u8(self, raw) -> np.ndarray:
-        """The generated input normalisation: uint8 samples [N, ...] -> int8 [N, INPUT_SIZE]."""
-        if "normalize_u8" not in self._f:
+    def _raw(self, raw, what: str) -> np.ndarray:
+        """``raw`` checked against the model's raw input type: int64 values of that type's range."""
+        n = self.plan.norm
+        if n is None:
             raise InputError("this model was generated without input statistics (convert(..., norm=...))")
-        arr = int_array("raw input values (uint8)", raw, 0, 255)
-        arr = np.ascontiguousarray(arr.reshape(len(arr), -1).astype(np.uint8))
+        return int_array(f"{what} ({n.ctype})", raw, n.lo, n.hi)
+
+    def normalize(self, raw) -> np.ndarray:
+        """The generated ``<name>_normalize_<dtype>``: raw samples [N, ...] -> int8 [N, INPUT_SIZE]."""
+        n = self.plan.norm
+        arr = self._raw(raw, "raw input values")
+        arr = np.ascontiguousarray(arr.reshape(len(arr), -1).astype(np.dtype(n.ctype[:-2])))
         if arr.shape[1] != self.input_size:
             raise InputError(f"raw samples must hold {self.input_size} values, got {arr.shape[1]}")
         out = np.zeros(arr.shape, dtype=np.int8)
+        f = self._f[f"normalize_{n.dtype}"]
         for i in range(len(arr)):
-            r = self._f["normalize_u8"](arr[i].ctypes.data, out[i].ctypes.data)
+            r = f(arr[i].ctypes.data, out[i].ctypes.data)
             if r != 0:
-                raise RuntimeError(self._status("normalize_u8", r))
+                raise RuntimeError(self._status(f"normalize_{n.dtype}", r))
+        return out
+
+    def normalize_u8(self, raw) -> np.ndarray:
+        """:meth:`normalize` of a model trained on uint8 values (its C function is ``<name>_normalize_u8``)."""
+        if self.plan.norm is not None and self.plan.norm.dtype != "u8":
+            raise InputError(f"this model's raw input type is {self.plan.norm.dtype}: no normalize_u8")
+        return self.normalize(raw)
+
+    def windows(self, readings, hop: int) -> list[tuple[int, np.ndarray]]:
+        """Push ``readings`` one at a time through ``<name>_window_push`` (a fresh window, ``hop``); for each
+        ready window, (the index of the reading that completed it, ``<name>_window_read``'s int8 input)."""
+        vals = self._raw(readings, "readings").reshape(-1)
+        w = ctypes.create_string_buffer(8 * self.input_size + 64)  # holds the struct (raw ring + 4 int32)
+        r = self._f["window_init"](w, int(hop))
+        if r != 0:
+            raise InputError(f"window hop must lie in [1, {self.input_size}], got {hop}")
+        out, x = [], np.zeros(self.input_size, dtype=np.int8)
+        for i, v in enumerate(vals.tolist()):
+            r = self._f["window_push"](w, v)
+            if r < 0:
+                raise RuntimeError(self._status("window_push", r))
+            if r == 1:
+                if self._f["window_read"](w, x.ctypes.data) != 0:
+                    raise RuntimeError("window_read failed on a ready window")
+                out.append((i, x.copy()))
         return out
 
     def set_lr_inv(self, lr_inv: int):

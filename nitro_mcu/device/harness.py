@@ -19,9 +19,11 @@ from .qemu import run_qemu
 from .targets import FIRMWARE_DIR, get_target
 
 
-def model_defines(conv: Converted, masks: bool = False) -> list[str]:
+def model_defines(conv: Converted, masks: bool = False, raw: bool = False) -> list[str]:
+    """The harness's defines; ``raw``: with the raw-input commands (NORM, WIND) and their buffers, which other
+    builds leave out, so that their flash and RAM stay the model's and the harness's alone."""
     n = conv.plan.name
-    d = [f"NH_NAME={n}", f"NH_UPPER={n.upper()}", f'NH_HEADER="{n}.h"']
+    d = [f"NH_NAME={n}", f"NH_UPPER={n.upper()}", f'NH_HEADER="{n}.h"'] + (["NITRO_RAW_INPUTS"] if raw else [])
     if masks:
         d += ["NITRO_TEST_HOOKS", f"NITRO_MAX_MASK_BYTES={mask_bytes(conv)}"]
     return d
@@ -32,12 +34,12 @@ def mask_bytes(conv: Converted) -> int:
 
 
 def build_host_harness(conv: Converted, out_dir: Path, cc: str = "gcc", sanitize: bool = True,
-                       masks: bool = False) -> Path:
+                       masks: bool = False, raw: bool = False) -> Path:
     """Compile harness + generated model + board_host.c with strict warnings (and sanitizers)."""
     out_dir = Path(out_dir)
     conv.save(file=out_dir)
     return build_host([FIRMWARE_DIR / "harness.c", out_dir / f"{conv.plan.name}.c"], out_dir, [out_dir],
-                      model_defines(conv, masks), name="harness_host", sanitize=sanitize, cc=cc,
+                      model_defines(conv, masks, raw), name="harness_host", sanitize=sanitize, cc=cc,
                       cflags=HOST_HARNESS_CFLAGS)
 
 
@@ -46,7 +48,7 @@ def run_host_harness(conv: Converted, session: Session, cc: str = "gcc", sanitiz
     """Run ``session`` on a host build of the harness; returns the decoded results."""
     with tempfile.TemporaryDirectory(prefix="nitro-harness-") as d:
         d = Path(d)
-        exe = build_host_harness(conv, d, cc, sanitize, masks)
+        exe = build_host_harness(conv, d, cc, sanitize, masks, session.raw_inputs)
         (d / "cmd.bin").write_bytes(session.to_bytes())
         r = run_host(exe, cwd=d, timeout=timeout)
         check_sentinel(r.stdout, r.stderr, r.exit_status)
@@ -62,12 +64,13 @@ class McuRun:
 
 
 def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
-              profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2") -> BuildResult:
+              profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2",
+              raw: bool = False) -> BuildResult:
     """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
     ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
     name = f"{conv.plan.name}_{target}"
-    defines = model_defines(conv, masks) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
+    defines = model_defines(conv, masks, raw) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
     generated = dict(conv.sources)
     sources = [FIRMWARE_DIR / "harness.c", f"{conv.plan.name}.c"]
     if embedded_cmd is not None:
@@ -104,7 +107,7 @@ def run_mcu(conv: Converted, session: Session, target: str = "m4", masks: bool =
         embedded = session.to_bytes() if transport == "embedded" else None
         if embedded is not None:
             io = "uart"
-        b = build_mcu(conv, target, None, masks, io, profile_ops, embedded, opt)
+        b = build_mcu(conv, target, None, masks, io, profile_ops, embedded, opt, session.raw_inputs)
         (d / "cmd.bin").write_bytes(session.to_bytes())
         r = run_qemu(b.elf, target, cwd=d, timeout=timeout, count_insns=count_insns, io=io, check=False)
         if r.timed_out:

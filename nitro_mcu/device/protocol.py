@@ -112,6 +112,9 @@ def stack_high_water(stdout: str) -> int | None:
     return used
 
 
+RAW_DTYPES = {"u8": "<u1", "s16": "<i2", "s32": "<i4"}  # raw readings on the wire (normalization.INPUT_DTYPES)
+
+
 @dataclasses.dataclass
 class Session:
     """The commands of one harness run, in order, and the kinds of answer they expect."""
@@ -153,6 +156,23 @@ class Session:
         self.commands.append(b"MOVE" + struct.pack("<i", ref.size) + ref.tobytes())
         self.expect.append("MOVE")
 
+    def norm(self, raw: np.ndarray, dtype: str):
+        """Raw samples through the device's normalize_<dtype>, then predict (models with input statistics)."""
+        raw = np.ascontiguousarray(raw, dtype=RAW_DTYPES[dtype]).reshape(-1, self.input_size)
+        self.commands.append(b"NORM" + struct.pack("<i", len(raw)) + raw.tobytes())
+        self.expect.append("NORM")
+
+    def window(self, readings: np.ndarray, hop: int, dtype: str):
+        """Readings pushed one at a time through the device's window helper; each ready window comes back."""
+        r = np.ascontiguousarray(readings, dtype=RAW_DTYPES[dtype]).reshape(-1)
+        self.commands.append(b"WIND" + struct.pack("<ii", hop, r.size) + r.tobytes())
+        self.expect.append("WIND")
+
+    @property
+    def raw_inputs(self) -> bool:
+        """Whether the session sends raw inputs: the harness is then built with those commands."""
+        return any(c[:4] in (b"NORM", b"WIND") for c in self.commands)
+
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
 
@@ -192,7 +212,7 @@ class WeightDump:
 
 def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
     """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> :class:`WeightDump`, MOVE -> list of
-    per-tensor counts."""
+    per-tensor counts, NORM -> (inputs, scores, classes), WIND -> [(reading index, inputs, class)]."""
     p = conv.plan
     nc = p.model.num_classes
     out, pos = [], 0
@@ -215,6 +235,18 @@ def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
             n = struct.unpack("<i", take(4))[0]
             rec = np.frombuffer(take(n * (nc + 1)), dtype=np.uint8).reshape(n, nc + 1)
             out.append((rec[:, :nc].view(np.int8).copy(), rec[:, nc].astype(np.int64)))
+        elif kind == "NORM":  # (inputs int8 [n, INPUT], scores, classes)
+            n = struct.unpack("<i", take(4))[0]
+            size = int(np.prod(p.model.input_shape))
+            rec = np.frombuffer(take(n * (size + nc + 1)), dtype=np.uint8).reshape(n, size + nc + 1)
+            out.append((rec[:, :size].view(np.int8).copy(), rec[:, size:size + nc].view(np.int8).copy(),
+                        rec[:, -1].astype(np.int64)))
+        elif kind == "WIND":  # [(reading index, inputs int8 [INPUT], class)]
+            size, wins = int(np.prod(p.model.input_shape)), []
+            while (i := struct.unpack("<i", take(4))[0]) >= 0:
+                rec = np.frombuffer(take(size + 1), dtype=np.uint8)
+                wins.append((i, rec[:size].view(np.int8).copy(), int(rec[size])))
+            out.append(wins)
         elif kind == "MOVE":
             n = struct.unpack("<i", take(4))[0]
             if n < 0:

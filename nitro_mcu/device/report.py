@@ -32,25 +32,11 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
 
     t0 = time.perf_counter()
     # run 1: training steps counted; run 2: predictions counted (same firmware, same inputs)
-    s_train = Session(int(np.prod(model.input_shape)))
-    s_train.prof(1)
-    for x, y in xs:
-        s_train.train(x, y)
-    s_train.prof(0)
-    s_train.predict(xp)
-    # totals come from a build without the per-op markers, so they carry no measuring overhead
-    r_train = run_session(conv, s_train, target, "qemu", timeout, count_insns=True)
-    s_pred = Session(int(np.prod(model.input_shape)))
-    for x, y in xs:
-        s_pred.train(x, y)
-    s_pred.prof(2)
-    s_pred.predict(xp)
-    r_pred = run_session(conv, s_pred, target, "qemu", timeout, count_insns=True)
+    per_step, r_train = count_insns(conv, target, xs, xp, "train", timeout)
+    per_inf, r_pred = count_insns(conv, target, xs, xp, "predict", timeout)
     macs = op_macs(conv.plan)
     infer_macs = sum(r["infer_macs"] for r in macs)
     train_macs = sum(r["train_macs"] for r in macs)
-    per_step = r_train.run.insns_region / max(1, r_train.run.regions)
-    per_inf = r_pred.run.insns_region / max(1, r_pred.run.regions)
     b = r_train.build
     out = dict(
         target=target, model=model.spec.get("name") or model.spec["kind"], weight_bits=model.weight_bits,
@@ -80,6 +66,20 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
                                       phase_insns=phases))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def count_insns(conv, target: str, xs, xp, what: str, timeout: float = 600):
+    """(instructions per training step or per inference, the run) on ``target``: ``what`` "train" counts the
+    training steps on the batches ``xs`` (then predicts ``xp``); "predict" trains on ``xs`` uncounted, then counts
+    the predictions of ``xp``.  Totals come from a build without per-op markers: no measuring overhead."""
+    s = Session(int(np.prod(conv.plan.model.input_shape)))
+    s.prof(1 if what == "train" else 0)
+    for x, y in xs:
+        s.train(x, y)
+    s.prof(0 if what == "train" else 2)
+    s.predict(xp)
+    r = run_session(conv, s, target, "qemu", timeout, count_insns=True)
+    return r.run.insns_region / max(1, r.run.regions), r
 
 
 def phase_id(op: int, phase: str) -> int:

@@ -42,6 +42,7 @@ class Model:
             raise SpecError(str(e)) from None
         self.dropout_rng = Rng(self.seed, STREAM_DROPOUT)
         self.mask_hook = None  # test hook: (site, shape) -> keep-mask, replaces the PRNG draw
+        self.input_norm = None  # the input statistics and raw type it was trained with (api.norm_record), if any
         if weights is None:
             self.weights = self.init_weights(Rng(self.seed, STREAM_INIT))
         else:

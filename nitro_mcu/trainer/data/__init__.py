@@ -24,12 +24,13 @@ from .datasets import (BUNDLED_RESOURCE, CIFAR10_CLASSES, DATASET_NAMES, FASHION
                        canonical_name, load_bundled, load_cifar10, load_dataset)
 from .errors import DataError
 from .formats import IDX_FILES, find_idx, find_idx_files, load_idx
-from .normalization import NORM_CENTRE, NORM_CONSTANT, compute_norm_stats, normalization_lut, normalize
+from .normalization import (INPUT_DTYPES, NORM_CENTRE, NORM_CONSTANT, compute_norm_stats, input_dtype,
+                            normalization_lut, normalize, normalize_raw)
 from .split import DEFAULT_STATS_IMAGES, Prepared, prepare
 from .userdata import is_user_source, load_source
 
 __all__ = ["augment", "augment_defaults", "DEFAULT_ONE_HOT", "batches", "num_batches", "one_hot", "BUNDLED_RESOURCE",
            "CIFAR10_CLASSES", "DATASET_NAMES", "FASHION_CLASSES", "MNIST_CLASSES", "Dataset", "canonical_name",
            "load_bundled", "load_cifar10", "load_dataset", "DataError", "IDX_FILES", "find_idx", "find_idx_files",
-           "load_idx", "NORM_CENTRE", "NORM_CONSTANT", "compute_norm_stats", "normalization_lut", "normalize",
+           "load_idx", "INPUT_DTYPES", "input_dtype", "normalize_raw", "NORM_CENTRE", "NORM_CONSTANT", "compute_norm_stats", "normalization_lut", "normalize",
            "DEFAULT_STATS_IMAGES", "Prepared", "prepare", "is_user_source", "load_source"]

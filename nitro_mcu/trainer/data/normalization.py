@@ -6,6 +6,10 @@ pixel -> clip(tdiv((pixel - 128 - mu_c) * 51, mad_c), -128, 127).  No float anyw
 Images are uint8 pixels [N, C, H, W].  Features (a CSV's columns, a [N, F] array) are integers of any range
 below 2**31, held as int64 [N, F, 1, 1]: each feature is a channel, with the same formulas (the 256-entry
 table is only a shortcut for uint8), and a feature that is constant over the training part gets mad 1.
+
+The raw input type a model was trained on (``INPUT_DTYPES``: u8, s16, s32) is recorded with its statistics;
+:func:`normalize_raw` is the one normalisation of raw readings of that type, the step the generated
+``<name>_normalize_<dtype>`` performs on the device (nitro_mcu/codegen/inputs.py).
 """
 from __future__ import annotations
 
@@ -19,6 +23,73 @@ NORM_CONSTANT = 51  # 51 ~ 64 / 1.25: targets a standard deviation of ~64
 
 
 FEATURE_LIMIT = 2**31  # |feature| below this: (v - 128 - mu) * 51 stays far inside int64
+
+# raw input types: name -> (C type, smallest, largest value); the generated C has one normalize_<name>
+INPUT_DTYPES = {"u8": ("uint8_t", 0, 255), "s16": ("int16_t", -2**15, 2**15 - 1), "s32": ("int32_t", -2**31, 2**31 - 1)}
+STATS_LIMIT = 2**40  # |mu|, mad beyond this are no statistics of raw int32 readings: refused (keeps int64 exact)
+
+
+def dtype_of_range(lo: int, hi: int) -> str:
+    """The narrowest signed raw type of integer features in [lo, hi]: s16 or s32."""
+    return "s16" if lo >= -2**15 and hi < 2**15 else "s32"
+
+
+def wider_dtype(a: str | None, b: str | None) -> str | None:
+    """The raw type that holds both (u8 < s16 < s32); None where neither is known."""
+    order = [None, "u8", "s16", "s32"]
+    return order[max(order.index(a), order.index(b))]
+
+
+def input_dtype(norm: dict) -> str:
+    """The raw input type of a model's statistics ``norm`` (a model file's ``norm``): as recorded; files of
+    older versions: u8 for pixels, s32 for features (any integer below 2**31)."""
+    d = norm.get("dtype") or (norm.get("load_info") or {}).get("dtype")
+    if d is None:
+        d = "s32" if (norm.get("load_info") or {}).get("kind") == "features" else "u8"
+    if d not in INPUT_DTYPES:
+        raise DataError(f"unknown raw input type {d!r} in the model's statistics (known: {', '.join(INPUT_DTYPES)})")
+    return d
+
+
+def check_stats(mu, mad) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ``mu``, ``mad`` [C], or a DataError: integers, same length, mad >= 1, magnitudes below STATS_LIMIT."""
+    mu, mad = np.asarray(mu), np.asarray(mad)
+    for what, a in (("mu", mu), ("mad", mad)):
+        if not np.issubdtype(a.dtype, np.integer) or a.ndim != 1 or not len(a):
+            raise DataError(f"normalisation {what} must be a non-empty list of integers")
+    if len(mu) != len(mad):
+        raise DataError(f"normalisation mu has {len(mu)} entries, mad {len(mad)}")
+    if int(mad.min()) < 1:
+        raise DataError(f"normalisation mad must be positive, got {int(mad.min())}")
+    if max(int(np.abs(mu).max()), int(mad.max())) >= STATS_LIMIT:
+        raise DataError(f"normalisation statistics beyond 2**40 cannot come from raw int32 readings")
+    return mu.astype(np.int64), mad.astype(np.int64)
+
+
+def normalize_raw(raw, mu, mad, dtype: str, input_size: int) -> np.ndarray:
+    """Raw readings of type ``dtype`` -> the int8 model inputs, as the generated C does it.
+
+    ``raw``: integers, any shape whose size is a multiple of ``input_size`` (samples back to back, C order);
+    channel c of C covers input_size / C consecutive values of a sample.  Per value:
+    clip(tdiv((raw - 128 - mu_c) * 51, mad_c), -128, 127), in int64: |raw| <= 2**31, |mu_c| < 2**40, so every
+    intermediate stays below 2**47.  The result has raw's shape, int8.
+    """
+    ctype, lo, hi = INPUT_DTYPES[dtype]
+    arr = np.asarray(raw)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"raw readings must be integers ({ctype}), got {arr.dtype}")
+    if arr.size == 0 or arr.size % input_size:
+        raise DataError(f"raw readings: {arr.size} values are not whole samples of {input_size}")
+    if int(arr.min()) < lo or int(arr.max()) > hi:
+        bad = int(arr.min()) if int(arr.min()) < lo else int(arr.max())
+        raise DataError(f"raw reading {bad} does not fit {ctype}, the model's input type ({dtype}: {lo}..{hi})")
+    mu, mad = check_stats(mu, mad)
+    c = len(mu)
+    if input_size % c:
+        raise DataError(f"normalisation statistics of {c} channel(s) do not fit an input of {input_size} values")
+    v = arr.astype(np.int64).reshape(-1, c, input_size // c)
+    out = np.clip(tdiv((v - NORM_CENTRE - mu[None, :, None]) * NORM_CONSTANT, mad[None, :, None]), -128, 127)
+    return out.astype(np.int8).reshape(arr.shape)
 
 
 def _check_images(x, what: str = "images") -> np.ndarray:

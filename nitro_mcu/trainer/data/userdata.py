@@ -12,7 +12,9 @@
 A source without a test part gets one held out: ``test_size`` samples (default a sixth) drawn with
 ``Rng(seed, STREAM_HOLDOUT)``, so the same seed holds out the same samples in training and in evaluation.
 Features become channels of an int64 [N, F, 1, 1] array: normalised per feature (:mod:`.normalization`), an MLP
-sees F inputs.  Every problem raises a one-line :class:`DataError`.
+sees F inputs.  ``load_info["dtype"]`` is the raw input type (u8, s16, s32; :func:`_raw_dtype`, a CSV by the range
+of its fixed-point integers): the generated C normalises readings of that type.  Every problem raises a one-line
+:class:`DataError`.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ..rng import STREAM_HOLDOUT, Rng
 from .datasets import Dataset
 from .errors import DataError
 from .formats import load_npz
-from .normalization import FEATURE_LIMIT
+from .normalization import FEATURE_LIMIT, dtype_of_range, wider_dtype
 
 MAX_DECIMALS = 6
 LABEL_NAMES = ("label", "class", "target", "y")
@@ -66,6 +68,7 @@ def load_source(source, seed: int = 0, test=None, test_size: Optional[int] = Non
         if "x_test" in tpart.arrays:
             raise DataError(f"{_label(test)}: a test source must hold one part (x, y), not a train/test pair")
         part.arrays["x_test"], part.arrays["y_test"] = tpart.arrays["x_train"], tpart.arrays["y_train"]
+        part.info["dtype"] = wider_dtype(part.info.get("dtype"), tpart.info.get("dtype"))
     arrays, name = part.arrays, part.name
     y_all = [arrays["y_train"]] + ([arrays["y_test"]] if "y_test" in arrays else [])
     labels, classes = _labels(y_all, info.get("classes"), name)
@@ -136,14 +139,30 @@ def _from_dict(d: dict, name: str, info: dict) -> _Part:
     else:
         raise DataError(f"{name}: expected arrays x_train, y_train[, x_test, y_test] (or x, y), got "
                         f"{', '.join(sorted(map(str, keys))) or 'none'}")
-    arrays, kind = {}, info.get("kind")
+    arrays, kind, dtype = {}, info.get("kind"), None
     for split, suffix, x, y in pairs:
+        dtype = wider_dtype(dtype, _raw_dtype(x))
         x, k = _samples(x, f"{name}: x{suffix}")
         if kind is not None and k != kind:
             raise DataError(f"{name}: x{suffix} holds {k}, expected {kind}")
         kind = k
         arrays["x_" + split], arrays["y_" + split] = x, _label_array(y, f"{name}: y{suffix}", len(x))
-    return _Part(name, arrays, {"kind": kind})
+    return _Part(name, arrays, {"kind": kind, "dtype": "u8" if kind == "pixels" else dtype})
+
+
+def _raw_dtype(x) -> str | None:
+    """The raw input type of integer samples (normalization.INPUT_DTYPES): uint8 -> u8; int8 / int16 -> s16;
+    (u)int32, uint16 -> s32; (u)int64 -> s16 or s32 by the values' range (Python ints land there)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer) or x.dtype == bool or not x.size:
+        return None  # refused by _samples
+    if x.dtype == np.uint8:
+        return "u8"
+    if x.dtype in (np.int8, np.int16):
+        return "s16"
+    if x.dtype.itemsize < 8:
+        return "s32"
+    return dtype_of_range(int(x.min()), int(x.max()))
 
 
 def _samples(x, what: str) -> tuple[np.ndarray, str]:
@@ -281,7 +300,8 @@ def _read_csv(p: Path, info: dict) -> _Part:
     if all(v.lstrip("-").isdigit() for v in y.tolist()) and info.get("classes") is None:
         y = y.astype(np.int64)
     return _Part(p.stem, {"x_train": x.reshape(*x.shape, 1, 1), "y_train": y},
-                 {"kind": "features", "decimals": decimals, "label_column": header[lab] if header else lab})
+                 {"kind": "features", "decimals": decimals, "label_column": header[lab] if header else lab,
+                  "dtype": dtype_of_range(int(x.min()), int(x.max()))})  # fixed point: value * 10**decimals
 
 
 def _number(cell: str):
@@ -341,7 +361,8 @@ def _read_image_folder(root: Path, info: dict) -> _Part:
             channels = 1 if all(np.array_equal(x[:, 0], x[:, k]) for k in (1, 2)) else 3
         arrays["x_" + split] = np.ascontiguousarray(x[:, :channels])
         arrays["y_" + split] = np.array([c for c, _ in items])
-    return _Part(root.name, arrays, {"kind": "pixels", "channels": channels, "classes": list(classes)})
+    return _Part(root.name, arrays, {"kind": "pixels", "channels": channels, "classes": list(classes),
+                                     "dtype": "u8"})
 
 
 def _class_files(d: Path) -> dict:
