@@ -15,7 +15,7 @@ import pytest
 import nitro_mcu as nm
 from nitro_mcu.cli import main
 from nitro_mcu.codegen import convert
-from nitro_mcu.codegen.compiled import CompiledModel, InputError
+from nitro_mcu.device.compiled import CompiledModel, InputError
 from nitro_mcu.device.flags import STRICT_CFLAGS
 from nitro_mcu.device.harness import run_host_harness, run_mcu
 from nitro_mcu.device.protocol import Session
