@@ -236,6 +236,7 @@ class Plan:
     feat_count: int = 0
     xb: Buffer | None = None
     norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
+    rehearsal: int = 0  # exemplars per class of the new-class rehearsal buffer (docs/new_classes.md)
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property
