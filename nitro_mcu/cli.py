@@ -165,8 +165,11 @@ def cmd_generate(a) -> int:
     model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     if a.trainable and not a.train:
         raise UsageError("--trainable needs --train (an inference build has no training)")
+    if (a.spare_classes or a.rehearsal) and not a.train:  # new classes (docs/new_classes.md)
+        raise UsageError("--spare-classes and --rehearsal need --train (a new class is learnt on the device)")
     conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
-                   norm=norm if norm and "mu" in norm else None)
+                   norm=norm if norm and "mu" in norm else None, spare_classes=a.spare_classes,
+                   rehearsal=a.rehearsal)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -314,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
                    help="fail if weights in RAM + arena exceed this")
     g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
+    # ---- new classes on the device (docs/new_classes.md) ----
+    g.add_argument("--spare-classes", type=int_in(0, 255), default=0, metavar="N",
+                   help="output slots for classes added on the device (<name>_add_class); needs --train")
+    g.add_argument("--rehearsal", type=int_in(0, 255), default=None, metavar="R",
+                   help="exemplars per class kept in flash for rehearsal (default: 4 with --spare-classes, else 0)")
     g.set_defaults(func=cmd_generate)
 
     def device_args(sp, verify_cmd=True, extra_targets=()):

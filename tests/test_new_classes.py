@@ -5,8 +5,8 @@ spare-class model identically: host-compiled C through ctypes, the harness under
 """
 from __future__ import annotations
 
-import copy
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -231,3 +231,17 @@ def test_new_class_code_is_warning_free_and_sanitizer_clean(tmp_path):
 def test_new_class_with_rehearsal_is_bit_exact_on_the_emulated_m4():
     conv, s, py, want, xs = session_and_reference(MLP)
     check_run(run_mcu(conv, s, target="m4").results, py, want, xs)
+
+
+def test_generate_cli_emits_spare_classes_and_refuses_them_without_training(tmp_path):
+    cmd = [sys.executable, "-m", "nitro_mcu.cli", "generate", "mlp1", "--weights", "16", "--name", "m9"]
+    ok = subprocess.run(cmd + ["--train", "--spare-classes", "2", "--rehearsal", "3", "--out", str(tmp_path / "a")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    h = (tmp_path / "a" / "m9.h").read_text()
+    assert "#define M9_NUM_CLASSES 12" in h and "#define M9_ACTIVE_CLASSES_INIT 10" in h
+    assert "#define M9_REHEARSAL_PER_CLASS 3" in h and "int32_t m9_add_class(void);" in h
+    assert "rehearsal index and batch" in ok.stdout
+    bad = subprocess.run(cmd + ["--spare-classes", "2", "--out", str(tmp_path / "b")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "need --train" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "b").exists()

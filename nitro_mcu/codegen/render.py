@@ -197,6 +197,9 @@ class Converted:
                      f"{self.plan.ram_bytes:>10}")
         if self.plan.train:
             lines.append(f"{'  + train_sample ring, when it is used':<44} {self.plan.stream_bytes:>10}")
+        reh_ram = classes_context(self.plan)["reh_ram"]
+        if reh_ram:
+            lines.append(f"{'  + rehearsal index and batch, when used':<44} {reh_ram:>10}")
         return "\n".join(lines)
 
 
