@@ -50,6 +50,7 @@ from nitro_mcu.trainer.rng import Rng  # noqa: E402
 OLD, NEW = 9, 9          # digits 0..8 are known, 9 is added on the device
 BATCH = 8
 LRS = (128, 512, 2048)
+CURVE_LR = 512  # the forgetting curve's lr_inv (validation split)
 STREAM_ORDER = 17
 
 
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--new-samples", type=int, default=64, help="labelled samples of the new class on the device")
     p.add_argument("--per-class", type=int, default=4, help="rehearsal exemplars per old class")
-    p.add_argument("--max-epochs", type=int, default=6, help="epochs over the new samples at most")
+    p.add_argument("--max-epochs", type=int, default=8, help="epochs over the new samples at most")
     p.add_argument("--device-test", type=int, default=500, help="test images the device predicts (bit-exactness)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "new_classes"))
     return p.parse_args(argv)
@@ -154,14 +155,18 @@ def one_seed(a, seed, log):
     new_idx = np.flatnonzero(yt == NEW)[:a.new_samples]
     new = (data.x_train[new_idx], yt[new_idx])
     xv, yv = data.x_val, data.y_val.astype(np.int64)
-    row = dict(seed=seed)
+    row = dict(seed=seed, curves={})
     log(f"seed {seed}: pretrained on digits 0..8 in {time.perf_counter() - t0:.0f} s")
     for method in ("plain", "rehearsal"):
         best = None
+        curves = row["curves"][method] = {}
         for lr in LRS:
+            curves[str(lr)] = []
+
             def on_epoch(e, m, lr=lr):
                 nonlocal best
                 o, nw = split_acc(m, xv, yv)
+                curves[str(lr)].append([o, nw])
                 cand = ((o + nw) // 2, -e, -LRS.index(lr))
                 if best is None or cand > best[0]:
                     best = (cand, lr, e, o, nw)
@@ -200,6 +205,17 @@ def markdown(rows, argv):
         lines.append(f"| {label} | {ms([r[method]['old_bp'] for r in rows])} | {ms([r[method]['new_bp'] for r in rows])}"
                      f" | {hp} | {c['flash']:,} | {c['static']:,} | {c['stack']:,} | {c['insns']:,} (batch {BATCH}) |")
     exact = all(r[m]["bit_exact"] for r in rows for m in ("plain", "rehearsal"))
+    lines += ["", f"Forgetting as training goes on (validation split, mean over the seeds, lr_inv {CURVE_LR}): "
+              "old digits / new digit after each epoch over the new samples.", "",
+              "| epoch | " + " | ".join(f"{e}" for e in range(1, len(rows[0]['curves']['plain'][str(CURVE_LR)]) + 1))
+              + " |", "|---|" + "---|" * len(rows[0]["curves"]["plain"][str(CURVE_LR)])]
+    for method, label in (("plain", "no rehearsal"), ("rehearsal", "with rehearsal")):
+        cells = []
+        for e in range(len(rows[0]["curves"][method][str(CURVE_LR)])):
+            o = statistics.mean(r["curves"][method][str(CURVE_LR)][e][0] for r in rows) / 100
+            n = statistics.mean(r["curves"][method][str(CURVE_LR)][e][1] for r in rows) / 100
+            cells.append(f"{o:.1f} / {n:.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", f"Seeds {', '.join(str(r['seed']) for r in rows)}; every device run bit-exact (weights and "
               f"predictions = Python): {exact}."]
     return "\n".join(lines) + "\n"
