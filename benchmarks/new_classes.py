@@ -2,7 +2,7 @@
 """A new class learnt on the emulated Cortex-M4, with and without rehearsal (docs/new_classes.md).
 
     python benchmarks/new_classes.py [--data-dir DIR] [--seeds 3] [--seed-base 42] [--new-samples 64]
-                                     [--per-class 4] [--max-epochs 6] [--out benchmarks/results/new_classes]
+                                     [--per-class 4] [--max-epochs 8] [--out benchmarks/results/new_classes]
 
 Per seed:
 1. **Factory model.** mlp1's architecture (784-100-50, int16 weights) with 9 classes trains on the host on the

@@ -175,7 +175,7 @@ def markdown(rows, costs, argv):
                ("tail", "tail-only on the device (block1, output)", lambda r: r["tail"]["test_bp"]),
                ("full_device", "full on-device training", lambda r: r["full_device"]["test_bp"]),
                ("host", "host, from scratch on the new mounting (the ceiling)", lambda r: r["host"]["test_bp"])]
-    lines = [f"Command: `python benchmarks/sensor_adaptation.py {' '.join(argv)}`", "",
+    lines = [f"Command: `{' '.join(['python benchmarks/sensor_adaptation.py', *argv])}`", "",
              "| method | rotated-mounting test accuracy, mean ± σ | per seed | flash B | RAM B (static + stack) | "
              "instructions |", "|---|---|---|---|---|---|"]
     for key, label, get in methods:
