@@ -11,6 +11,7 @@ from . import api, checkpoint_cli, resume, sweep_cli
 from ._version import __version__
 from .cliargs import Parser, int_in, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
+from .trainer import data as D
 from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
@@ -37,7 +38,8 @@ def cmd_train(a) -> int:
     else:
         spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
-    if a.data is None and dataset != "bundled" and a.data_dir is None and not Path(dataset).is_dir():
+    if a.data is None and D.canonical_name(dataset) not in D.NO_FILES and a.data_dir is None and \
+            not Path(dataset).is_dir():
         # presets name their paper dataset; without --data-dir use the bundled subset, and say so
         print(f"note: {a.model} names the dataset '{dataset}'; without --data-dir it trains on the bundled "
               "MNIST subset", flush=True)

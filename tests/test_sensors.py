@@ -67,3 +67,16 @@ def test_a_missing_package_is_one_line_naming_it(monkeypatch):
     with pytest.raises(DataError, match=f"pip install {S.PACKAGE}") as e:
         nm.load_data("basicmotions")
     assert "\n" not in str(e.value)
+
+
+@needs_package
+def test_cli_trains_and_evaluates_the_preset_on_its_dataset_without_data_dir(tmp_path):
+    import subprocess
+    import sys
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nitro_mcu.cli", *a], capture_output=True,  # noqa: E731
+                                    text=True, timeout=300)
+    t = run("train", "motion_mlp", "--epochs", "2", "--lr-inv", "64", "--out", str(tmp_path))
+    assert t.returncode == 0, t.stderr
+    assert "bundled" not in t.stdout and "basicmotions" in t.stdout
+    e = run("eval", str(tmp_path / "motion_mlp.nitro"))
+    assert e.returncode == 0 and "200 test images of basicmotions" in e.stdout, e.stderr

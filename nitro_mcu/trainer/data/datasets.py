@@ -33,6 +33,7 @@ DATASET_NAMES = {
     "basicmotions": ("basicmotions", "basic-motions", "basic_motions"),  # sensors.py: from the sktime package
 }
 _ALIASES = {alias: canon for canon, names in DATASET_NAMES.items() for alias in names}
+NO_FILES = ("bundled", "basicmotions")  # datasets that need no --data-dir (in the package, or in a pip package)
 
 BUNDLED_RESOURCE = "mnist_small.npz"
 
@@ -227,4 +228,5 @@ def load_basic_motions_dataset() -> Dataset:
     classes = d.pop("classes")
     ds = load_source(d, 0)
     ds.name, ds.classes = "basicmotions", tuple(classes)
+    ds.load_info = {**ds.load_info, "source": "basicmotions"}  # features; eval finds them again by this name
     return ds
