@@ -116,6 +116,28 @@ def test_spare_class_model_learns_a_new_class_identically_in_python_and_c(spec):
         cm.add_class()
 
 
+def test_two_new_classes_with_a_frozen_prefix_and_dropout_match_python():
+    """The streamed frozen prefix and the dropout draws interleave with the exemplar draws identically."""
+    spec = dict(CNN, dropout=0.1)
+    m = Model(spec, "default", 16, seed=3, trainable=["fc0", "output"])
+    cm = CompiledModel(convert(m, batch=8, train=True, name="nfroz", spare_classes=2, rehearsal=2))
+    cm.set_lr_inv(LR)
+    py = with_spare_classes(m, 2)
+    r = Rng(1, 9)
+    x, y = r.randint(-128, 127, (40, 1, 8, 8)).astype(np.int8), r.randint(0, 4, (40,))
+    st = Storage(NorFlash(256, 4))
+    assert cm.rehearsal_clear(st) == 0
+    buf = Rehearsal(py, 2)
+    for i in range(8):
+        if y[i] < 3 and buf.count(int(y[i])) < 2:
+            assert cm.rehearsal_add(st, x[i], int(y[i])) == buf.add(x[i], int(y[i]))
+    assert [cm.add_class(), cm.add_class()] == [add_class(py), add_class(py)] == [3, 4]
+    for s in range(4):
+        xs, ys = x[8 + s * 4:12 + s * 4], y[8 + s * 4:12 + s * 4]
+        assert cm.train_rehearsal(st, xs, ys, 4) == train_step_rehearsal(py, buf, xs, ys, 4, LR).correct
+    assert_same(cm, py)
+
+
 def test_rehearsal_buffer_survives_a_reset_and_a_cut_record():
     m = pretrained(MLP)
     cm = CompiledModel(convert(m, batch=8, train=True, name="nreset", spare_classes=2, rehearsal=2))
