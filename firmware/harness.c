@@ -320,6 +320,91 @@ static int cmd_move(void)
 }
 #endif
 
+#if MU(TRAINABLE) && defined(NITRO_REH_BYTES)
+/* ---- new classes and the rehearsal buffer (docs/new_classes.md); built with -DNITRO_REH_BYTES=<region>
+ * -DNITRO_REH_PAGE=<page> for a model generated with spare classes.  The rehearsal region is a NOR flash kept
+ * in RAM here (erase to 0xFF, program clears bits), apart from any checkpoint flash.  PROF 1 counts RTRN too:
+ *   "ADDC"                          -> out "ADDC" int32 rc (the new class or an error)
+ *   "RCLR" / "ROPN"                 -> out the tag, int32 rc (rehearsal_clear / rehearsal_open)
+ *   "RADD" uint8 label, x           -> out "RADD" int32 rc
+ *   "RTRN" int32 n, k, n x, n labels -> out "RTRN" int32 rc (train_rehearsal) */
+static uint8_t reh_flash[NITRO_REH_BYTES];
+static uint8_t reh_page[NITRO_REH_PAGE];
+
+static int32_t reh_flash_read(void *ctx, uint32_t addr, void *dst, uint32_t n)
+{
+    (void)ctx;
+    if (addr > NITRO_REH_BYTES || n > NITRO_REH_BYTES - addr) {
+        return -1;
+    }
+    memcpy(dst, reh_flash + addr, n);
+    return 0;
+}
+
+static int32_t reh_flash_program(void *ctx, uint32_t addr, const void *src, uint32_t n)
+{
+    (void)ctx;
+    if (addr % 4u || n % 4u || addr > NITRO_REH_BYTES || n > NITRO_REH_BYTES - addr) {
+        return -1;
+    }
+    const uint8_t *s = (const uint8_t *)src;
+    for (uint32_t i = 0u; i < n; ++i) {
+        reh_flash[addr + i] = (uint8_t)(reh_flash[addr + i] & s[i]);
+    }
+    return 0;
+}
+
+static int32_t reh_flash_erase(void *ctx, uint32_t page)
+{
+    (void)ctx;
+    if (page >= NITRO_REH_BYTES / NITRO_REH_PAGE) {
+        return -1;
+    }
+    memset(reh_flash + page * NITRO_REH_PAGE, 0xFF, NITRO_REH_PAGE);
+    return 0;
+}
+
+static const M(storage_t) reh_store = {reh_flash_read, reh_flash_program, reh_flash_erase, NULL, reh_page,
+                                        NITRO_REH_PAGE, NITRO_REH_BYTES / NITRO_REH_PAGE};
+
+static int cmd_classes(const char *tag, int *status)
+{
+    int32_t rc;
+    if (!memcmp(tag, "ADDC", 4)) {
+        rc = M(add_class)();
+    } else if (!memcmp(tag, "RCLR", 4)) {
+        rc = M(rehearsal_clear)(&reh_store);
+    } else if (!memcmp(tag, "ROPN", 4)) {
+        rc = M(rehearsal_open)(&reh_store);
+    } else if (!memcmp(tag, "RADD", 4)) {
+        uint8_t label;
+        if (!read_exact(&label, 1) || !read_exact(xbuf, MU(INPUT_SIZE))) {
+            *status = fail(ERR_PROTOCOL, "RADD data");
+            return 1;
+        }
+        rc = M(rehearsal_add)(&reh_store, xbuf, label);
+    } else if (!memcmp(tag, "RTRN", 4)) {
+        int32_t n, k;
+        if (!read_i32(&n) || !read_i32(&k) || n < 0 || n > MU(MAX_BATCH) ||
+            !read_exact(xbuf, (uint32_t)n * MU(INPUT_SIZE)) || !read_exact(ybuf, (uint32_t)n)) {
+            *status = fail(ERR_PROTOCOL, "RTRN data");
+            return 1;
+        }
+        if (prof_mode == 1) {
+            prof_start();
+        }
+        rc = M(train_rehearsal)(&reh_store, xbuf, ybuf, n, k);
+        if (prof_mode == 1) {
+            prof_stop();
+        }
+    } else {
+        return 0;
+    }
+    *status = (write_exact(tag, 4) && write_i32(rc)) ? 0 : fail(ERR_IO, "write");
+    return 1;
+}
+#endif
+
 #if MU(TRAINABLE) && defined(NITRO_FLASH_BYTES)
 /* ---- checkpoints in a board flash (firmware/board_flash.h, docs/checkpoint.md); PROF 3 counts saves, 4 loads:
  *   "FLOD"          -> out "FLOD" int32 rc, uint32 seq, uint32 steps, uint32 reads, programs, erases
@@ -496,6 +581,9 @@ static int run(void)
             status = (read_i32(&v) && M(set_lr_inv)(v) == 0) ? 0 : fail(ERR_PROTOCOL, "LRIV");
 #ifdef NITRO_FLASH_BYTES
         } else if (cmd_flash(tag, &status)) {
+#endif
+#ifdef NITRO_REH_BYTES
+        } else if (cmd_classes(tag, &status)) {
 #endif
 #if defined(NITRO_TEST_HOOKS) && defined(NITRO_MAX_MASK_BYTES)
         } else if (!memcmp(tag, "MASK", 4)) {

@@ -20,6 +20,8 @@ from .spec import PRESETS
 from .trainer.network import Model
 from .trainer.profiles import PROFILES
 from .trainer.recipes import Recipe
+from .trainer.classes import Rehearsal, add_class, train_step_rehearsal, with_spare_classes  # docs/new_classes.md
 
 __all__ = ["__version__", "build", "evaluate", "load", "load_data", "normalize", "recipe", "refit", "save", "summary", "train",
-           "convert", "compile_model", "Model", "PRESETS", "PROFILES", "Recipe"]
+           "convert", "compile_model", "Model", "PRESETS", "PROFILES", "Recipe",
+           "Rehearsal", "add_class", "train_step_rehearsal", "with_spare_classes"]

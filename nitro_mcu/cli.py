@@ -12,6 +12,7 @@ from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
 from .cliargs import Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
+from .trainer import data as D
 from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
 from .trainer.malloc import tune_malloc
@@ -45,7 +46,8 @@ def _train(a, held) -> int:
     else:
         spec, defaults = api.resolve_spec(a.model)
     dataset = a.data or defaults.get("dataset") or "bundled"
-    if a.data is None and dataset != "bundled" and a.data_dir is None and not Path(dataset).is_dir():
+    if a.data is None and D.canonical_name(dataset) not in D.NO_FILES and a.data_dir is None and \
+            not Path(dataset).is_dir():
         # presets name their paper dataset; without --data-dir use the bundled subset, and say so
         print(f"note: {a.model} names the dataset '{dataset}'; without --data-dir it trains on the bundled "
               "MNIST subset", flush=True)
@@ -197,13 +199,16 @@ def cmd_generate(a) -> int:
 
     if a.trainable and not a.train:
         raise UsageError("--trainable needs --train (an inference build has no training)")
+    if (a.spare_classes or a.rehearsal) and not a.train:  # new classes (docs/new_classes.md)
+        raise UsageError("--spare-classes and --rehearsal need --train (a new class is learnt on the device)")
     if Path(a.out).suffix == ".h":
         fileio.check_output_file(a.out, "--out")
     else:
         fileio.check_names(a.out, [f"{a.name}_kernels.h", f"{a.name}.mk", "CMakeLists.txt"])
     model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
-                   norm=norm if norm and "mu" in norm else None)
+                   norm=norm if norm and "mu" in norm else None, spare_classes=a.spare_classes,
+                   rehearsal=a.rehearsal)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -387,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
                    help="fail if weights in RAM + arena exceed this")
     g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
+    # ---- new classes on the device (docs/new_classes.md) ----
+    g.add_argument("--spare-classes", type=int_in(0, 255), default=0, metavar="N",
+                   help="output slots for classes added on the device (<name>_add_class); needs --train")
+    g.add_argument("--rehearsal", type=int_in(0, 255), default=None, metavar="R",
+                   help="exemplars per class kept in flash for rehearsal (default: 4 with --spare-classes, else 0)")
     g.set_defaults(func=cmd_generate)
 
     def device_args(sp, verify_cmd=True, extra_targets=()):

@@ -87,6 +87,10 @@ PRESETS = {
                     fc_hidden=[64], fwd_decay_inv=30000, head_decay_inv=3000, pred_decoder_dim=512,
                     dataset="mnist", augment=False, weight_bits=16,
                     recipe=dict(epochs=60, crop_pad=1, milestones=[30, 45], refit=True)),
+    # Activity recognition on a Cortex-M4: BasicMotions windows of 6 channels x 32 int16 samples
+    # (nitro_mcu/trainer/data/sensors.py, docs/sensors.md); int16 weights, full training in about 40 KB of RAM.
+    "motion_mlp": dict(kind="mlp", input_shape=[192], num_classes=4, hidden=[64, 32], fwd_decay_inv=12000,
+                       head_decay_inv=3000, dataset="basicmotions", augment=False, weight_bits=16),
 }
 TRAIN_KEYS = ("dataset", "augment", "weight_bits", "recipe")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.

@@ -236,6 +236,7 @@ class Plan:
     feat_count: int = 0
     xb: Buffer | None = None
     norm: object | None = None  # the input pipeline (codegen/inputs.py InputNorm), from the model's statistics
+    rehearsal: int = 0  # exemplars per class of the new-class rehearsal buffer (docs/new_classes.md)
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property

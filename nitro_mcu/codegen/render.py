@@ -24,6 +24,7 @@ from .. import checkpoint
 from .._version import __version__
 from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
+from ..trainer.classes import with_spare_classes
 from ..trainer.network import Model
 from . import isa, status
 from .inputs import input_norm
@@ -93,6 +94,7 @@ def render(p: Plan) -> dict[str, str]:
                version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
                trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:],
                ckpt=checkpoint.layout(model), status_errors=status.ERRORS, kernel_files=KERNEL_FILES)
+    ctx.update(classes_context(p))
     kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
     kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
                 f"#define {p.name.upper()}_KERNELS_GENERATION {_GEN_MARK}\n")
@@ -104,6 +106,18 @@ def render(p: Plan) -> dict[str, str]:
         h.update(fname.encode() + b"\0" + text.encode() + b"\0")
     gen = f"0x{h.hexdigest()[:16]}ULL"
     return {k: v.replace(_GEN_MARK, gen) for k, v in out.items()}
+
+
+def classes_context(p: Plan) -> dict:
+    """The new-classes section (templates/classes.*.j2, docs/new_classes.md): active and spare output slots,
+    exemplars per class of the rehearsal buffer, and the C expressions the class checks use."""
+    model = p.model
+    nc, active, reh = model.num_classes, model.active_classes, p.rehearsal
+    on = bool(p.train and (active < nc or reh))
+    batch_bytes = p.batch * (int(np.prod(model.input_shape)) + 1)
+    return dict(classes_api=on, active=active, spare=nc - active, reh=reh if on else 0,
+                reh_ram=nc * reh * 5 + batch_bytes + 12 if on and reh else 0,
+                nc_label="active_classes" if on else f"{nc}u", nc_active="active_classes" if on else str(nc))
 
 
 def generation_of(sources: dict[str, str], name: str) -> str:
@@ -190,19 +204,35 @@ class Converted:
                      f"{self.plan.ram_bytes:>10}")
         if self.plan.train:
             lines.append(f"{'  + train_sample ring, when it is used':<44} {self.plan.stream_bytes:>10}")
+        reh_ram = classes_context(self.plan)["reh_ram"]
+        if reh_ram:
+            lines.append(f"{'  + rehearsal index and batch, when used':<44} {reh_ram:>10}")
         return "\n".join(lines)
 
 
 def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
-            ram_limit: int | None = None, trainable=None, norm=None) -> Converted:
+            ram_limit: int | None = None, trainable=None, norm=None, spare_classes: int = 0,
+            rehearsal: int | None = None) -> Converted:
     """Plan and render ``model``.  ``trainable``: the blocks that train on the device (default: the model's
     set, :meth:`~nitro_mcu.trainer.network.Model.set_trainable`); the others are frozen constants in flash.
     ``norm``: input statistics (a model file's ``norm`` dict, or an object with ``mu`` and ``mad`` such as loaded
     data) for ``<name>_normalize_<dtype>`` and the window helper (codegen/inputs.py); None: the model's own
-    (``model.input_norm``, set by training on data or by loading a model file), if any."""
+    (``model.input_norm``, set by training on data or by loading a model file), if any.  ``spare_classes``: output slots for classes added on the
+    device (the model as :func:`~nitro_mcu.trainer.classes.with_spare_classes` grows it); ``rehearsal``: exemplars
+    per class kept in flash for them (default 4 when the model has spare slots; docs/new_classes.md)."""
+    spare_classes = check_spare(spare_classes, train)
+    if spare_classes:
+        model = with_spare_classes(model, spare_classes)
     if trainable is not None:
         model = copy.copy(model).set_trainable(trainable)  # shares the weights; the caller's set is unchanged
+    if rehearsal is None:
+        rehearsal = 4 if train and model.active_classes < model.num_classes else 0
+    if isinstance(rehearsal, bool) or not isinstance(rehearsal, (int, np.integer)) or not 0 <= rehearsal <= 255:
+        raise CodegenError(f"rehearsal exemplars per class must be an integer in 0..255, got {rehearsal!r}")
+    if rehearsal and not train:
+        raise CodegenError("a rehearsal buffer needs on-device training (train=True, generate --train)")
     p = plan(model, batch, train, name)
+    p.rehearsal = int(rehearsal)
     norm = getattr(model, "input_norm", None) if norm is None else norm
     if norm:
         p.norm = input_norm(model, norm)
@@ -210,3 +240,13 @@ def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAU
         raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
                            f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
     return Converted(p)
+
+
+def check_spare(spare, train: bool) -> int:
+    """``spare_classes`` as an int: 0..255, and only with training (a spare slot learns on the device)."""
+    if isinstance(spare, bool) or not isinstance(spare, (int, np.integer)) or not 0 <= spare <= 255:
+        raise CodegenError(f"spare classes must be an integer in 0..255, got {spare!r}")
+    if spare and not train:
+        raise CodegenError("spare classes are learnt on the device: they need train=True (generate --train)")
+    return int(spare)
+

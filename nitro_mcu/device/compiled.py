@@ -122,6 +122,15 @@ class CompiledModel:
             ("export_weights", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32]),
             ("import_weights", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32]),
             ("force_dropout_masks", None, [ctypes.c_void_p]),
+            # new classes (templates/classes.*.j2): present only with spare slots or a rehearsal buffer
+            ("add_class", ctypes.c_int32, []),
+            ("active_classes", ctypes.c_int32, []),
+            ("rehearsal_clear", ctypes.c_int32, [ctypes.c_void_p]),
+            ("rehearsal_open", ctypes.c_int32, [ctypes.c_void_p]),
+            ("rehearsal_add", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint8]),
+            ("rehearsal_count", ctypes.c_int32, [ctypes.c_int32]),
+            ("train_rehearsal", ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32,
+                                                 ctypes.c_int32]),
         ]:
             f = getattr(self.lib, f"{n}_{fname}", None)
             if f is None:
@@ -156,7 +165,7 @@ class CompiledModel:
 
     def check_labels(self, y, n: int) -> np.ndarray:
         """``y`` as uint8 labels: ``n`` integers in [0, classes)."""
-        arr = int_array("labels", y, 0, self.num_classes - 1)
+        arr = int_array("labels", y, 0, self.num_classes - 1)  # the C refuses an inactive spare slot
         if arr.ndim != 1 or len(arr) != n:
             raise InputError(f"{n} input sample(s) need {n} labels (a 1-D array), got shape {list(arr.shape)}")
         return np.ascontiguousarray(arr.astype(np.uint8))
@@ -260,6 +269,50 @@ class CompiledModel:
                 out.append((i, x.copy()))
         return out
 
+    # ---- new classes (docs/new_classes.md); ``st``: a nitro_mcu.device.flashsim.Storage ----------------
+    @property
+    def active_classes(self) -> int:
+        return self._f["active_classes"]() if "active_classes" in self._f else self.num_classes
+
+    def _classes_fn(self, fname: str):
+        if fname not in self._f:
+            raise InputError(f"this model was generated without {fname} (convert(..., spare_classes=N) / "
+                             "generate --spare-classes N)")
+        return self._f[fname]
+
+    def add_class(self) -> int:
+        """Activate the next spare slot; returns its class index."""
+        r = self._classes_fn("add_class")()
+        if r < 0:
+            raise RuntimeError(self._status("add_class", r))
+        return r
+
+    def rehearsal_clear(self, st) -> int:
+        return self._classes_fn("rehearsal_clear")(st.ref)
+
+    def rehearsal_open(self, st) -> int:
+        """The number of exemplars in the region, or a negative status."""
+        return self._classes_fn("rehearsal_open")(st.ref)
+
+    def rehearsal_count(self, label: int = -1) -> int:
+        return self._classes_fn("rehearsal_count")(int(label))
+
+    def rehearsal_add(self, st, x, label: int) -> int:
+        """Keep one exemplar in the region; returns its index or a negative status."""
+        xs = self.check_inputs(np.asarray(x)[None])
+        lab = check_int("label", label, 0, 255, error=InputError)
+        return self._classes_fn("rehearsal_add")(st.ref, xs.ctypes.data, lab)
+
+    def train_rehearsal(self, st, x, y, k: int) -> int:
+        """One step on the new samples ``x``, ``y`` (possibly none) and ``k`` exemplars drawn from flash."""
+        n = 0 if x is None else len(x)
+        xs = self.check_inputs(x) if n else np.zeros((1, self.input_size), np.int8)
+        ys = self.check_labels(y, n) if n else np.zeros(1, np.uint8)
+        r = self._classes_fn("train_rehearsal")(st.ref, xs.ctypes.data, ys.ctypes.data, n, int(k))
+        if r < 0:
+            raise RuntimeError(self._status("train_rehearsal", r))
+        return r
+
     def set_lr_inv(self, lr_inv: int):
         v = check_int("lr_inv", lr_inv, 1, self.lr_inv_max, error=InputError)
         r = self._f["set_lr_inv"](v)
@@ -323,5 +376,6 @@ class CompiledModel:
 
 
 def compile_model(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
-                  cc: str | None = None) -> CompiledModel:
-    return CompiledModel(convert(model, batch=batch, train=train, name=name), cc)
+                  cc: str | None = None, spare_classes: int = 0, rehearsal: int | None = None) -> CompiledModel:
+    return CompiledModel(convert(model, batch=batch, train=train, name=name, spare_classes=spare_classes,
+                                 rehearsal=rehearsal), cc)

@@ -9,6 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..codegen import Converted
 from .firmware import BuildResult, build_cached, build_firmware
 from .flags import HOST_HARNESS_CFLAGS
@@ -19,11 +21,24 @@ from .qemu import run_qemu
 from .targets import FIRMWARE_DIR, get_target
 
 
+REH_PAGE = 256  # the page of the harness's RAM rehearsal region (firmware/harness.c, NITRO_REH_BYTES)
+
+
+def rehearsal_region_bytes(conv: Converted) -> int:
+    """The harness's rehearsal region: the generated REHEARSAL_REGION_BYTES rounded up to whole pages."""
+    p = conv.plan
+    rec = 4 + (-(-int(np.prod(p.model.input_shape)) // 4)) * 4
+    need = 16 + p.model.num_classes * p.rehearsal * rec
+    return -(-need // REH_PAGE) * REH_PAGE
+
+
 def model_defines(conv: Converted, masks: bool = False, raw: bool = False) -> list[str]:
     """The harness's defines; ``raw``: with the raw-input commands (NORM, WIND) and their buffers, which other
     builds leave out, so that their flash and RAM stay the model's and the harness's alone."""
     n = conv.plan.name
     d = [f"NH_NAME={n}", f"NH_UPPER={n.upper()}", f'NH_HEADER="{n}.h"'] + (["NITRO_RAW_INPUTS"] if raw else [])
+    if conv.plan.train and conv.plan.rehearsal:
+        d += [f"NITRO_REH_BYTES={rehearsal_region_bytes(conv)}u", f"NITRO_REH_PAGE={REH_PAGE}u"]
     if masks:
         d += ["NITRO_TEST_HOOKS", f"NITRO_MAX_MASK_BYTES={mask_bytes(conv)}"]
     return d

@@ -173,6 +173,30 @@ class Session:
         """Whether the session sends raw inputs: the harness is then built with those commands."""
         return any(c[:4] in (b"NORM", b"WIND") for c in self.commands)
 
+    # ---- new classes (firmware/harness.c, built with NITRO_REH_BYTES): each answers an int32 ----------
+    def add_class(self):
+        self.commands.append(b"ADDC")
+        self.expect.append("ADDC")
+
+    def rehearsal_clear(self):
+        self.commands.append(b"RCLR")
+        self.expect.append("RCLR")
+
+    def rehearsal_open(self):
+        self.commands.append(b"ROPN")
+        self.expect.append("ROPN")
+
+    def rehearsal_add(self, x: np.ndarray, label: int):
+        x = np.ascontiguousarray(x, dtype=np.int8).reshape(self.input_size)
+        self.commands.append(b"RADD" + struct.pack("<B", label) + x.tobytes())
+        self.expect.append("RADD")
+
+    def train_rehearsal(self, x: np.ndarray, y: np.ndarray, k: int):
+        x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
+        self.commands.append(b"RTRN" + struct.pack("<ii", len(x), k) + x.tobytes() +
+                             np.asarray(y, dtype=np.uint8).tobytes())
+        self.expect.append("RTRN")
+
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
 
@@ -210,6 +234,9 @@ class WeightDump:
         return iter((self.weights, self.rng, self.lr_inv))
 
 
+INT_ANSWERS = ("TRAN", "ADDC", "RCLR", "ROPN", "RADD", "RTRN")  # answers that are one int32
+
+
 def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
     """Decode res.bin: TRAN -> int, PRED -> (scores, classes), WGHT -> :class:`WeightDump`, MOVE -> list of
     per-tensor counts, NORM -> (inputs, scores, classes), WIND -> [(reading index, inputs, class)]."""
@@ -229,7 +256,7 @@ def parse_results(blob: bytes, conv: Converted, expect: list) -> list:
         tag = take(4).decode("ascii", "replace")
         if tag != kind:
             raise HarnessError(f"garbled harness output: expected {kind}, got {tag!r} at byte {pos - 4}")
-        if kind == "TRAN":
+        if kind in INT_ANSWERS:
             out.append(struct.unpack("<i", take(4))[0])
         elif kind == "PRED":
             n = struct.unpack("<i", take(4))[0]

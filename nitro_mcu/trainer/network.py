@@ -48,6 +48,7 @@ class Model:
         else:
             self.load_weights(weights)
         self.set_trainable(trainable)
+        self.active_classes = self.num_classes  # fewer with spare output slots (trainer/classes.py)
 
     # ---- structure ----------------------------------------------------------------------------------
     def _build(self):
@@ -251,16 +252,16 @@ class Model:
             if len(x) else np.zeros((0, self.num_classes), np.int8)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class = argmax of the int8 scores, ties to the lowest index."""
-        return np.argmax(self.predict_scores(x, batch_size), axis=1)
+        """Class = argmax of the int8 scores of the active classes, ties to the lowest index."""
+        return np.argmax(self.predict_scores(x, batch_size)[:, :self.active_classes], axis=1)
 
     # ---- training ---------------------------------------------------------------------------------------
     def one_hot(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y)
         if y.size and not np.issubdtype(y.dtype, np.integer):
             raise SpecError(f"labels must be integers, got {y.dtype}")
-        if y.size and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise SpecError(f"labels must lie in [0, {self.num_classes - 1}]")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= self.active_classes):
+            raise SpecError(f"labels must lie in [0, {self.active_classes - 1}]")
         t = np.zeros((len(y), self.num_classes), dtype=np.int64)
         t[np.arange(len(y)), y] = self.spec["one_hot_value"]
         return t
@@ -273,7 +274,7 @@ class Model:
         target = self.one_hot(y)
         y_hat = self.forward(x, train=True, features=features)
         self.last_y_hat = y_hat
-        correct = int(np.sum(np.argmax(y_hat, axis=1) == np.asarray(y)))
+        correct = int(np.sum(np.argmax(y_hat[:, :self.active_classes], axis=1) == np.asarray(y)))
         diff = output_error(y_hat, target, self.quirks.loss_wrap_int8)
         sq = diff * diff
         loss = int(np.sum(((sq + 128) & 0xFF) - 128 if self.quirks.loss_wrap_int8 else sq))

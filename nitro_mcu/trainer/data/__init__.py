@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from .augmentation import augment, augment_defaults
 from .batching import DEFAULT_ONE_HOT, batches, num_batches, one_hot
-from .datasets import (BUNDLED_RESOURCE, CIFAR10_CLASSES, DATASET_NAMES, FASHION_CLASSES, MNIST_CLASSES, Dataset,
-                       canonical_name, load_bundled, load_cifar10, load_dataset)
+from .datasets import (BUNDLED_RESOURCE, CIFAR10_CLASSES, DATASET_NAMES, FASHION_CLASSES, MNIST_CLASSES, NO_FILES,
+                       Dataset, canonical_name, load_bundled, load_cifar10, load_dataset)
 from .errors import DataError
 from .formats import IDX_FILES, find_idx, find_idx_files, load_idx
 from .normalization import (INPUT_DTYPES, NORM_CENTRE, NORM_CONSTANT, compute_norm_stats, input_dtype,
@@ -30,7 +30,8 @@ from .split import DEFAULT_STATS_IMAGES, Prepared, prepare
 from .userdata import is_user_source, load_source
 
 __all__ = ["augment", "augment_defaults", "DEFAULT_ONE_HOT", "batches", "num_batches", "one_hot", "BUNDLED_RESOURCE",
-           "CIFAR10_CLASSES", "DATASET_NAMES", "FASHION_CLASSES", "MNIST_CLASSES", "Dataset", "canonical_name",
+           "CIFAR10_CLASSES", "DATASET_NAMES", "NO_FILES", "FASHION_CLASSES", "MNIST_CLASSES", "Dataset",
+           "canonical_name",
            "load_bundled", "load_cifar10", "load_dataset", "DataError", "IDX_FILES", "find_idx", "find_idx_files",
            "load_idx", "INPUT_DTYPES", "input_dtype", "normalize_raw", "NORM_CENTRE", "NORM_CONSTANT", "compute_norm_stats", "normalization_lut", "normalize",
            "DEFAULT_STATS_IMAGES", "Prepared", "prepare", "is_user_source", "load_source"]

@@ -30,8 +30,10 @@ DATASET_NAMES = {
     "fashion-mnist": ("fashion-mnist", "fmnist", "fashion_mnist", "fashionmnist"),
     "cifar10": ("cifar10", "cifar-10", "cifar_10"),
     "bundled": ("bundled", "mnist-small", "mnist_small"),
+    "basicmotions": ("basicmotions", "basic-motions", "basic_motions"),  # sensors.py: from the sktime package
 }
 _ALIASES = {alias: canon for canon, names in DATASET_NAMES.items() for alias in names}
+NO_FILES = ("bundled", "basicmotions")  # datasets that need no --data-dir (in the package, or in a pip package)
 
 BUNDLED_RESOURCE = "mnist_small.npz"
 
@@ -203,6 +205,8 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None) -> Dataset:
                         f"(aliases: fmnist, cifar-10), or a directory holding IDX or CIFAR-10 files")
     if canon == "bundled":
         return load_bundled()
+    if canon == "basicmotions":
+        return load_basic_motions_dataset()
     if data_dir is None:
         raise DataError(f"dataset '{canon}' needs its files: pass --data-dir (data_dir=) pointing at the folder "
                         "holding them, or use the 'bundled' dataset")
@@ -213,3 +217,16 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None) -> Dataset:
         return load_cifar10(_resolve_subdir(d, canon, is_cifar_dir))
     classes = MNIST_CLASSES if canon == "mnist" else FASHION_CLASSES
     return _load_idx_dir(_resolve_subdir(d, canon, is_idx_dir), canon, 10, classes)
+
+
+def load_basic_motions_dataset() -> Dataset:
+    """BasicMotions as int16 sensor windows (features [N, 192, 1, 1]), the archive's train/test split (sensors.py)."""
+    from .sensors import load_basic_motions
+    from .userdata import load_source
+
+    d = load_basic_motions()
+    classes = d.pop("classes")
+    ds = load_source(d, 0)
+    ds.name, ds.classes = "basicmotions", tuple(classes)
+    ds.load_info = {**ds.load_info, "source": "basicmotions"}  # features; eval finds them again by this name
+    return ds
