@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nitro_mcu.codegen import CodegenError, convert
-from nitro_mcu.codegen.compiled import CompiledModel
+from nitro_mcu.device.compiled import CompiledModel
 from nitro_mcu.device.flags import STRICT_CFLAGS
 from nitro_mcu.device.flashsim import NorFlash, Storage
 from nitro_mcu.device.harness import run_host_harness, run_mcu
