@@ -365,7 +365,7 @@ static int32_t reh_flash_erase(void *ctx, uint32_t page)
 }
 
 static const M(storage_t) reh_store = {reh_flash_read, reh_flash_program, reh_flash_erase, NULL, reh_page,
-                                        NITRO_REH_PAGE, NITRO_REH_BYTES / NITRO_REH_PAGE};
+                                        NITRO_REH_PAGE, NITRO_REH_BYTES / NITRO_REH_PAGE, NITRO_REH_PAGE};
 
 static int cmd_classes(const char *tag, int *status)
 {
