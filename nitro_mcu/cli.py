@@ -192,13 +192,16 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .device.verify import verify
+    from .device.verify import choose_lr_inv, verify
 
     model, data = _model_and_data(a)
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
+    choice = choose_lr_inv(model, data, a.steps, a.batch, allow_still=a.allow_still, lr_inv=a.lr_inv)
+    if a.steps:
+        print(choice.describe(a.steps), flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
-                 allow_still=a.allow_still)
+                 allow_still=a.allow_still, lr_inv=choice)
     print(rep.table())
     print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images after "
           f"{rep.steps} training steps on the device; stack {rep.stack_bytes} B; {rep.seconds:.1f} s")
@@ -230,6 +233,16 @@ def cmd_demo(a) -> int:
 
     tune_malloc()
     return run_demo(a)
+
+
+def lr_inv_or_auto(s: str):
+    """An argparse type: 'auto' or an lr_inv (a positive int32)."""
+    if s == "auto":
+        return s
+    try:
+        return positive(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer in [1, 2147483647], got '{s}'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a trainable tensor allowed not to change in the run (repeatable); any other "
                                  "trainable tensor that does not move fails the verdict, and so does a frozen "
                                  "tensor that moves")
+            sp.add_argument("--lr-inv", type=lr_inv_or_auto, default="auto", metavar="N|auto",
+                            help="lr_inv of the proof run: auto keeps the model's when a Python simulation of the "
+                                 "same steps moves every trainable tensor, else takes the largest of lr_inv/2, "
+                                 "lr_inv/4, ... that does, and prints its choice")
             sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
