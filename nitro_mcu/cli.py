@@ -182,7 +182,12 @@ def cmd_generate(a) -> int:
 
 
 def _model_and_data(a):
+    from .device.fit import check_fits
+    from .device.targets import TARGETS
+
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
+    if a.target in TARGETS:   # before any data is read or anything built (not --target host)
+        check_fits(model, a.target, a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
