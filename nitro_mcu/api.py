@@ -284,6 +284,8 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
                 "dataset": getattr(data, "name", None)}
+        if getattr(data, "classes", None):
+            norm["classes"] = [str(c) for c in data.classes]   # the header's class names (generate)
         if getattr(data, "load_info", None):
             norm["load_info"] = data.load_info  # how your own data was read: later data is read alike
         own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)

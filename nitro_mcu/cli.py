@@ -140,10 +140,12 @@ def cmd_summary(a) -> int:
     return 0
 
 
-def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
+def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None,
+                  with_meta: bool = False):
     """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
-    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
-    norm = None
+    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set.
+    ``with_meta``: (model, the model file's metadata, {} for a preset or description) instead."""
+    norm, meta = None, {}
     if is_model_file(model):
         m, meta = api.load(model)
         norm = meta.get("norm") or None
@@ -155,18 +157,30 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, 
         m = api.build(model, profile, weights, seed)
     if trainable:
         m.set_trainable(trainable)
-    return m, norm
+    return (m, meta) if with_meta else (m, norm)
+
+
+def c_prefix(model: str) -> str:
+    """The default C prefix: the model's name (preset, or the file's stem) as a C identifier."""
+    from .codegen.render import c_identifier
+
+    return c_identifier(model if model in PRESETS else Path(model).stem)
 
 
 def cmd_generate(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
     from .codegen.cost import tail_ram, tail_ram_text
 
-    model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
+    model, meta = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable, with_meta=True)
+    norm = meta.get("norm") or {}
     if a.trainable and not a.train:
         raise UsageError("--trainable needs --train (an inference build has no training)")
-    conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
-                   norm=norm if norm and "mu" in norm else None)
+    classes = [c.strip() for c in a.classes.split(",")] if a.classes else norm.get("classes")
+    if a.classes and len(classes) != model.num_classes:
+        raise UsageError(f"--classes names {len(classes)} classes, the model has {model.num_classes}")
+    final_lr = (meta.get("training") or {}).get("final_lr_inv") if a.train else None
+    conv = convert(model, batch=a.batch, train=a.train, name=a.name or c_prefix(a.model), ram_limit=a.ram_limit,
+                   norm=norm if "mu" in norm else None, classes=classes, lr_inv=final_lr)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -186,6 +200,7 @@ def _model_and_data(a):
     from .device.targets import TARGETS
 
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
+    a.name = a.name or c_prefix(a.model)
     if a.target in TARGETS:   # before any data is read or anything built (not --target host)
         check_fits(model, a.target, a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
@@ -251,7 +266,6 @@ def lr_inv_or_auto(s: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .codegen.render import DEFAULT_NAME
     from .device.targets import DEFAULT_TARGET, TARGETS
 
     p = Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
@@ -326,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=weights_bits, default=None, metavar=widths,
                    help="weight width (default: the model file's or the preset's, else int32)")
     g.add_argument("--batch", type=int_in(1, 4096), default=8, help="maximum training batch")
-    g.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
+    g.add_argument("--name", help="C identifier prefix (default: the model's name: the preset, or the file's stem, "
+                                  "as a C identifier)")
+    g.add_argument("--classes", metavar="A,B,...", help="class names for <name>_class_name, one per class "
+                                                          "(default: the model file's, from its training data, else "
+                                                          "the class indices)")
     g.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
@@ -343,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", help="dataset for the batches (default: the model's, else bundled)")
         sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
         sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
-        sp.add_argument("--name", default=DEFAULT_NAME, help="C identifier prefix")
+        sp.add_argument("--name", help="C identifier prefix (default: the model's name as a C identifier)")
         sp.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
         if verify_cmd:
             sp.add_argument("--steps", type=non_negative, default=20, help="training steps on the device")

@@ -236,6 +236,12 @@ class Plan:
     feat_count: int = 0
     xb: Buffer | None = None
     norm_lut: list | None = None  # the input normalisation table [C][256] (from a model file's statistics)
+    norm_stats: tuple | None = None  # (mu, mad) per channel, the statistics norm_lut comes from
+    # what an application reads from the header: class names, the lr_inv after init, and where each came from
+    class_names: list[str] = field(default_factory=list)
+    class_origin: str = ""
+    lr_inv_init: int = 0
+    lr_inv_init_origin: str = ""
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property

@@ -28,6 +28,7 @@ from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
 from . import status
 from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
+from ..spec import check_int
 from .plan import CodegenError, plan
 
 _PKG_DIR = Path(__file__).resolve().parent.parent
@@ -53,6 +54,25 @@ def carray(values, per_line: int = 16) -> str:
     return ",\n    ".join(lines)
 
 
+def cstring(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8): printable ASCII as is, quotes and backslashes escaped, every
+    other byte an octal escape (which cannot run into a following digit: always three digits)."""
+    out = []
+    for b in text.encode("utf-8"):
+        c = chr(b)
+        out.append("\\" + c if c in '"\\' else c if 32 <= b < 127 and c != "?" else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_identifier(text: str, fallback: str = "nitro_model") -> str:
+    """``text`` (a model or file name) as a C prefix: lower case, other characters as ``_``, a leading digit or
+    underscore prefixed with ``m``; ``fallback`` when nothing is left."""
+    s = re.sub(r"[^0-9a-zA-Z_]", "_", str(text)).strip("_").lower()
+    if not s:
+        return fallback
+    return "m" + s if s[0].isdigit() else s
+
+
 def lr_inv_max(p: Plan) -> int:
     """The largest lr_inv whose SGD divisors (lr_inv * amp, in int64) cannot overflow."""
     amps = [op.info["amp"] for op in p.ops if isinstance(op, BlockOp) and op.trains] + [1]
@@ -65,6 +85,7 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["carray"] = carray
+    env.filters["cstring"] = cstring
     return env
 
 
@@ -72,6 +93,9 @@ def render(p: Plan) -> dict[str, str]:
     """The C sources of a plan: ``<name>.h``, ``<name>.c`` and ``<name>_kernels.h``."""
     model = p.model
     spec = model.spec
+    if not p.lr_inv_init:   # a plan not made by convert: the model's lr_inv, indices as class names
+        p.lr_inv_init, p.lr_inv_init_origin = spec["lr_inv"], "the model's initial lr_inv"
+        p.class_names, p.class_origin = class_names(model, None)
     if p.train and spec["lr_inv"] > lr_inv_max(p):
         raise CodegenError(f"lr_inv {spec['lr_inv']} is over {lr_inv_max(p)}, the largest whose SGD divisors fit "
                            "int64 in this model")
@@ -187,20 +211,46 @@ class Converted:
 
 
 def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
-            ram_limit: int | None = None, trainable=None, norm=None) -> Converted:
+            ram_limit: int | None = None, trainable=None, norm=None, classes=None,
+            lr_inv: int | None = None) -> Converted:
     """Plan and render ``model``.  ``trainable``: the blocks that train on the device (default: the model's
     set, :meth:`~nitro_mcu.trainer.network.Model.set_trainable`); the others are frozen constants in flash.
     ``norm``: input statistics (a dict or object with ``mu`` and ``mad``, as a model file's ``norm`` or
-    loaded data) for ``<name>_normalize_u8``."""
+    loaded data) for ``<name>_normalize_u8`` and the ``<NAME>_INPUT_MU``/``_MAD`` macros.  ``classes``: one
+    name per class for ``<name>_class_name`` (default: the class indices).  ``lr_inv``: the lr_inv the C
+    starts with, ``<NAME>_LR_INV_INIT`` (default: the model's initial one; ``generate`` passes the lr_inv at
+    the end of host training, where the model file records it)."""
     if trainable is not None:
         model = copy.copy(model).set_trainable(trainable)  # shares the weights; the caller's set is unchanged
     p = plan(model, batch, train, name)
     if norm is not None:
         p.norm_lut = norm_table(model, norm)
+        get = (lambda k: norm[k]) if isinstance(norm, dict) else (lambda k: getattr(norm, k))
+        p.norm_stats = tuple([int(v) for v in np.asarray(get(k)).reshape(-1)] for k in ("mu", "mad"))
+    p.class_names, p.class_origin = class_names(model, classes)
+    if lr_inv is None:
+        p.lr_inv_init, p.lr_inv_init_origin = model.spec["lr_inv"], "the model's initial lr_inv"
+    else:
+        check_int("lr_inv", lr_inv, 1, lr_inv_max(p), error=CodegenError)
+        p.lr_inv_init, p.lr_inv_init_origin = int(lr_inv), "where host training ended (set it before training)"
     if ram_limit is not None and p.ram_bytes > ram_limit:
         raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
                            f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
     return Converted(p)
+
+
+def class_names(model: Model, classes) -> tuple[list[str], str]:
+    """(one name per class, where they came from, for the header's comment)."""
+    nc = model.num_classes
+    if classes is None:
+        return [str(i) for i in range(nc)], "The names are the class indices: no names were given"
+    if isinstance(classes, str) or len(classes) != nc:
+        n = "a string" if isinstance(classes, str) else f"{len(classes)} class names"
+        raise CodegenError(f"{n} for a model of {nc} classes: give one name per class")
+    names = [str(c) for c in classes]
+    if any(not c for c in names):
+        raise CodegenError("a class name is empty")
+    return names, "The names come from the training data or the caller (generate --classes)"
 
 
 def norm_table(model: Model, norm) -> list[list[int]]:
