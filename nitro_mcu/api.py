@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -269,7 +270,20 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
 
 
 def evaluate(model: Model, data: D.Prepared) -> dict:
-    """Accuracies in basis points, the number of test images and the data they came from."""
+    """``test_accuracy`` (and ``val_accuracy`` where there is a validation split) as fractions in [0, 1], to
+    1/10000 as the training log prints them, plus ``test_images``, ``dataset`` and ``data_dir``: where the
+    data came from.  E.g. ``{"test_accuracy": 0.9708, "test_images": 1000, ...}``."""
+    return as_fractions(evaluate_bp(model, data))
+
+
+def as_fractions(ev: dict) -> dict:
+    """An :func:`evaluate_bp` answer with its ``*_acc_bp`` entries as ``*_accuracy`` fractions."""
+    return {(k[:-len("_acc_bp")] + "_accuracy" if k.endswith("_acc_bp") else k): (v / 10000 if k.endswith("_acc_bp")
+            else v) for k, v in ev.items()}
+
+
+def evaluate_bp(model: Model, data: D.Prepared) -> dict:
+    """:func:`evaluate` in basis points (integers: the trainer's and the log's own unit), for the CLI."""
     check_compatible(model, data)
     out = {"test_acc_bp": accuracy_bp(model, data.x_test, data.y_test, model.quirks.drop_last_eval),
            "test_images": int(len(data.x_test)), "dataset": data.name, "data_dir": data_folder(data)}
@@ -280,6 +294,9 @@ def evaluate(model: Model, data: D.Prepared) -> dict:
 
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
          extra: dict | None = None, files: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` (a ``.nitro`` file, atomically) with, from ``data``, the input statistics,
+    dataset and class names and, from ``history``, how training went (``final_lr_inv`` included: the lr_inv
+    ``generate`` starts on-device training with).  Returns the path."""
     norm = {}
     if data is not None:
         norm = {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad],
@@ -301,8 +318,29 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
     return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 
-def load(path) -> tuple[Model, dict]:
-    return modelfile.load(path)
+class Loaded(NamedTuple):
+    """What :func:`load` returns: the model and the file's metadata.  A named pair, so both
+    ``loaded.model`` and ``model, meta = nm.load(path)`` work."""
+    model: Model
+    meta: dict   # the whole metadata: "norm", "training", "seed", the format version, ...
+
+    @property
+    def norm(self) -> dict:
+        """The input statistics of the training data (``mu``, ``mad`` per channel), its dataset name and class
+        names; {} when the model was saved without data."""
+        return self.meta.get("norm") or {}
+
+    @property
+    def training(self) -> dict:
+        """How the model was trained: epochs, best epoch, ``final_lr_inv`` (where training ended), ..."""
+        return self.meta.get("training") or {}
+
+
+def load(path) -> Loaded:
+    """Read a ``.nitro`` model file (written by :func:`save` or ``nitro-mcu train``), checked whole (format,
+    checksum, weight ranges): returns a :class:`Loaded` pair ``(model, meta)``, e.g.
+    ``model, meta = nm.load("out/mlp1.nitro")`` or ``nm.load(path).model``."""
+    return Loaded(*modelfile.load(path))
 
 
 def summary_rows(model: Model) -> list[dict]:

@@ -86,7 +86,7 @@ def cmd_train(a) -> int:
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
-    ev = api.evaluate(model, data)
+    ev = api.evaluate_bp(model, data)
     print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
           f"test {format_pct(ev['test_acc_bp'])} "
           f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
@@ -119,9 +119,9 @@ def cmd_eval(a) -> int:
     data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None, test=test)
     api.check_compatible(model, data)
     api.check_same_data(norm, data)
-    ev = api.evaluate(model, data)
+    ev = api.evaluate_bp(model, data)
     if a.json:
-        print(json.dumps(ev))
+        print(json.dumps(api.as_fractions(ev)))
     else:
         print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} test images of "
               f"{api.data_origin(data)}")

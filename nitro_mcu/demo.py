@@ -25,7 +25,7 @@ def run_demo(a) -> int:
           f"{len(data.x_val)} val / {len(data.x_test)} test images, {a.epochs} epochs, integer arithmetic only",
           flush=True)
     hist = api.train(model, data, a.epochs, 64, schedule=False, progress=not a.quiet)
-    ev = api.evaluate(model, data)
+    ev = api.evaluate_bp(model, data)
     path = api.save(model, out / "mcu_cnn.nitro", data=data, history=hist)
     print(f"      test accuracy {format_pct(ev['test_acc_bp'])} (best epoch {hist.best_epoch}); model file {path}")
 

@@ -79,7 +79,7 @@ def test_eval_and_summary_on_the_written_file(trained, capsys):
     rc, text, err = run_main(capsys, "eval", model, "--json")
     assert rc == 0, err
     ev = json.loads(text)
-    assert ev["test_images"] == 1000 and 0 <= ev["test_acc_bp"] <= 10000
+    assert ev["test_images"] == 1000 and 0 <= ev["test_accuracy"] <= 1 and "test_acc_bp" not in ev
     rc, text, err = run_main(capsys, "eval", model)
     assert rc == 0 and "test accuracy" in text and "bundled" in text
     rc, text, err = run_main(capsys, "summary", model)
@@ -94,8 +94,8 @@ def test_eval_matches_the_training_report(trained, capsys):
     """The test accuracy printed by train equals what eval recomputes from the file (same normalisation)."""
     out, r = trained
     rc, text, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
-    bp = json.loads(text)["test_acc_bp"]
-    assert f"test {bp // 100}.{bp % 100:02d} %" in r.stdout
+    acc = json.loads(text)["test_accuracy"]
+    assert f"test {100 * acc:.2f} %" in r.stdout
 
 
 def test_summary_of_presets(capsys):
@@ -148,8 +148,8 @@ def test_train_refit_saves_the_model_retrained_on_train_plus_val(tmp_path, capsy
     assert meta["training"]["best_monitor_bp"] is None and meta["training"]["best_epoch"] == best
     # the saved weights are the refit's final ones: eval reproduces its last logged test accuracy
     rc, js, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
-    bp = json.loads(js)["test_acc_bp"]
-    assert f"{bp // 100}.{bp % 100:02d}" == refit[-1]["test_acc"] and f"refit: test {refit[-1]['test_acc']} %" in text
+    acc = json.loads(js)["test_accuracy"]
+    assert f"{100 * acc:.2f}" == refit[-1]["test_acc"] and f"refit: test {refit[-1]['test_acc']} %" in text
 
 
 # ------------------------------------------------------------------------------------------------ errors
