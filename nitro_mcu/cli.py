@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Parser, int_in, non_negative, positive, weights_bits
+from .cliargs import Interrupted, Parser, int_in, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
@@ -77,8 +77,7 @@ def cmd_train(a) -> int:
                          progress=False if a.quiet else None, resume=keeper.state, on_checkpoint=keeper.save_epoch,
                          recipe=rec)
     except KeyboardInterrupt:
-        print(keeper.interrupted(), file=sys.stderr)
-        raise
+        raise Interrupted(keeper.interrupted()) from None
     dt = time.perf_counter() - t0
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
              "recipe": rec.to_dict()}
@@ -409,8 +408,8 @@ def main(argv=None) -> int:
     a = parser.parse_args(argv)
     try:
         return a.func(a)
-    except KeyboardInterrupt:
-        print("nitro-mcu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:   # one line, whoever caught it first (Interrupted says what was kept)
+        print(e.message if isinstance(e, Interrupted) else "nitro-mcu: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -7,6 +7,14 @@ import argparse
 from .spec import INT32_MAX, SpecError, check_int
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was kept (printed once, by ``cli.main``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the CLI's one line on stderr and exit status 2 (no usage dump)."""
 

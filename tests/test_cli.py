@@ -258,3 +258,31 @@ def test_help_still_works():
     r = run_proc("train", "--help")
     assert r.returncode == 0 and "--weights" in r.stdout and all(p in r.stdout for p in ("mlp1", "vgg8b"))
     assert set(PRESETS) >= {"mlp1", "mlp2", "mcu_cnn", "vgg8b", "vgg11b", "mlp4"}
+
+
+@pytest.mark.parametrize("where", ["training", "elsewhere"])
+def test_ctrl_c_is_one_line_on_stderr(where, capsys, monkeypatch, tmp_path):
+    """Interrupted in training: the line says what was kept (nothing, before the first epoch); anywhere else:
+    'nitro-mcu: interrupted'; either way once, exit status 130."""
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.api, "train" if where == "training" else "summary", interrupt)
+    args = ["train", "mlp1", "--out", str(tmp_path), "--quiet"] if where == "training" else ["summary", "mlp1"]
+    rc, _, err = run_main(capsys, *args)
+    expected = ("nitro-mcu: interrupted before the first epoch finished; nothing was written" if where == "training"
+                else "nitro-mcu: interrupted")
+    assert rc == 130 and err.strip().splitlines() == [expected], err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_demo_leaves_the_progress_bar_to_the_terminal_check(quiet, capsys, monkeypatch, tmp_path):
+    """demo passes progress=None (a bar only when stderr is a terminal, so a redirected log holds no frames) or
+    False with --quiet; never True."""
+    seen = {}
+
+    def record(*a, **k):
+        seen["progress"] = k.get("progress")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.api, "train", record)
+    rc, _, _ = run_main(capsys, "demo", "--out", str(tmp_path), *(["--quiet"] if quiet else []))
+    assert rc == 130 and seen == {"progress": False if quiet else None}
