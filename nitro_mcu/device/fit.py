@@ -29,6 +29,8 @@ class FitError(ValueError):
 @cache
 def stack_bytes(ld_path) -> int:
     """The stack the target's linker script reserves by default (``__stack_size``)."""
+    if not ld_path.is_file():
+        return 0
     m = re.search(r"__stack_size\s*:\s*(0x[0-9a-fA-F]+|\d+)\s*;", ld_path.read_text())
     return int(m.group(1), 0) if m else 0
 

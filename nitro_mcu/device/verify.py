@@ -345,8 +345,9 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     """Run ``steps`` training steps and ``predictions`` predictions on the device and in Python; compare.
 
     ``lr_inv``: the proof run's starting lr_inv: "auto" (chosen in Python so that every trainable tensor moves,
-    :func:`choose_lr_inv`; ``report.lr_choice`` says what and why), an integer, None (the model's) or a :class:`LrChoice` already made.
-    ``lr_schedule``: step -> lr_inv from that step on (a step-0 entry overrides ``lr_inv``).  ``allow_still``: trainable tensors allowed not to move.
+    :func:`choose_lr_inv`; ``report.lr_choice`` says what and why), an integer, None (the model's) or a
+    :class:`LrChoice` already made.  ``lr_schedule``: step -> lr_inv from that step on (a step-0 entry
+    overrides ``lr_inv``).  ``allow_still``: trainable tensors allowed not to move.
     ``checkpoint_every``: also compare the whole state every that many steps (one continuous device run).
     ``trainable``: the blocks that train (default: the model's set); ``model`` itself is not changed.
     """
