@@ -4,6 +4,7 @@ named does build and verify."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from device_cases import TINY
@@ -36,6 +37,9 @@ def test_mcu_cnn_on_the_m0_is_one_sentence_with_both_figures(cmd, capsys, monkey
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert f"plan {plan.ram_bytes} " in err and "the target has 16384" in err and "m0" in err
     assert "not even the output layer alone fits" in err and "--batch" in err and "ld returned" not in err
+    known = {o for act in cli.build_parser()._subparsers._group_actions[0].choices[cmd]._actions
+             for o in act.option_strings}
+    assert set(re.findall(r"--[a-z-]+", err)) <= known      # the hint names only options the command has
 
 
 def test_the_largest_tail_that_fits_is_named_and_it_verifies(tmp_path, capsys):
@@ -53,6 +57,8 @@ def test_an_oversized_flash_says_so_and_suggests_int16_only_for_int32(capsys):
     rc, _, err = _cli(capsys, "verify", "mlp1", "--target", "m0")
     weights = 4 * sum(w.size for w in api.build("mlp1").weights.values())
     assert rc == 2 and f"need {weights} bytes of flash" in err and "262144" in err and "--weights int16" in err
+    rc, _, err = _cli(capsys, "verify", "mlp1", "--target", "m0", "--weights", "int16")
+    assert rc == 2 and "--weights" not in err and "of RAM" in err     # int16 fits the flash, not the RAM
 
 
 @pytest.mark.parametrize("case", ["tiny_m0", "mcu_cnn_m4"])
