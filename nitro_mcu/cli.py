@@ -195,7 +195,7 @@ def cmd_generate(a) -> int:
 
 
 def _model_and_data(a):
-    from .device.fit import check_fits
+    from .device.capacity import check_fits
     from .device.targets import TARGETS
 
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)

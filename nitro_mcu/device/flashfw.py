@@ -17,7 +17,7 @@ from .. import checkpoint as ck
 from ..codegen import Converted
 from .elf import symbol_address
 from .firmware import BuildResult, build_cached
-from .fit import check_fits
+from .capacity import check_fits
 from .flags import HOST_HARNESS_CFLAGS
 from .harness import model_defines
 from .host import build_host, run_host

@@ -16,7 +16,7 @@ from .host import build_host, run_host
 from .protocol import (HarnessError, RunResult, Session, check_sentinel, cmd_blob_c, parse_console_results,
                        parse_results, stack_high_water)
 from .qemu import run_qemu
-from .fit import check_fits
+from .capacity import check_fits
 from .targets import FIRMWARE_DIR
 
 

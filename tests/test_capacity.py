@@ -11,7 +11,7 @@ from device_cases import TINY
 
 from nitro_mcu import api, cli
 from nitro_mcu.codegen import convert
-from nitro_mcu.device.fit import check_fits, needs
+from nitro_mcu.device.capacity import check_fits, needs
 from nitro_mcu.device.harness import build_mcu
 from nitro_mcu.device.targets import TARGETS
 from nitro_mcu.trainer.network import Model
