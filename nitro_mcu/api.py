@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -280,7 +281,20 @@ def refit(model: Model, data: D.Prepared, history: History, batch_size: int = DE
 
 
 def evaluate(model: Model, data: D.Prepared) -> dict:
-    """Accuracies in basis points, the number of test images and the data they came from."""
+    """``test_accuracy`` (and ``val_accuracy`` where there is a validation split) as fractions in [0, 1], to
+    1/10000 as the training log prints them, plus ``test_images``, ``dataset`` and ``data_dir``: where the
+    data came from.  E.g. ``{"test_accuracy": 0.9708, "test_images": 1000, ...}``."""
+    return as_fractions(evaluate_bp(model, data))
+
+
+def as_fractions(ev: dict) -> dict:
+    """An :func:`evaluate_bp` answer with its ``*_acc_bp`` entries as ``*_accuracy`` fractions."""
+    return {(k[:-len("_acc_bp")] + "_accuracy" if k.endswith("_acc_bp") else k): (v / 10000 if k.endswith("_acc_bp")
+            else v) for k, v in ev.items()}
+
+
+def evaluate_bp(model: Model, data: D.Prepared) -> dict:
+    """:func:`evaluate` in basis points (integers: the trainer's and the log's own unit), for the CLI."""
     check_compatible(model, data)
     out = {"test_acc_bp": accuracy_bp(model, data.x_test, data.y_test, model.quirks.drop_last_eval),
            "test_images": int(len(data.x_test)), "dataset": data.name, "data_dir": data_folder(data)}
@@ -297,6 +311,8 @@ def norm_record(data: D.Prepared) -> dict:
             "dtype": D.input_dtype({"load_info": info}), "dataset": getattr(data, "name", None)}
     if info:
         norm["load_info"] = info  # how your own data was read: later data is read alike
+    if getattr(data, "classes", None):
+        norm["classes"] = [str(c) for c in data.classes]   # the header's class names (generate)
     own = getattr(data, "own_stats", None)  # normalised with another model's statistics (fine-tuning)
     if own is not None and (list(own[0]) != norm["mu"] or list(own[1]) != norm["mad"]):
         norm.update(data_mu=[int(v) for v in own[0]], data_mad=[int(v) for v in own[1]])
@@ -305,8 +321,9 @@ def norm_record(data: D.Prepared) -> dict:
 
 def save(model: Model, path, data: D.Prepared | None = None, history: History | None = None,
          extra: dict | None = None, files: dict | None = None) -> Path:
-    """Write ``model`` to a .nitro file with the input statistics of ``data`` (default: the model's own, from
-    training or loading), the run's ``history`` and ``extra`` training facts."""
+    """Write ``model`` to ``path`` (a ``.nitro`` file, atomically) with the input statistics, dataset and class
+    names of ``data`` (default: the model's own, from training or loading) and, from ``history``, how training went
+    (``final_lr_inv`` included: the lr_inv ``generate`` starts on-device training with).  Returns the path."""
     norm = norm_record(data) if data is not None else dict(model.input_norm or {})
     training = dict(extra or {})
     if history is not None:
@@ -318,10 +335,31 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
     return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 
-def load(path) -> tuple[Model, dict]:
+class Loaded(NamedTuple):
+    """What :func:`load` returns: the model and the file's metadata.  A named pair, so both
+    ``loaded.model`` and ``model, meta = nm.load(path)`` work."""
+    model: Model
+    meta: dict   # the whole metadata: "norm", "training", "seed", the format version, ...
+
+    @property
+    def norm(self) -> dict:
+        """The input statistics of the training data (``mu``, ``mad`` per channel), its dataset name and class
+        names; {} when the model was saved without data."""
+        return self.meta.get("norm") or {}
+
+    @property
+    def training(self) -> dict:
+        """How the model was trained: epochs, best epoch, ``final_lr_inv`` (where training ended), ..."""
+        return self.meta.get("training") or {}
+
+
+def load(path) -> Loaded:
+    """Read a ``.nitro`` model file (written by :func:`save` or ``nitro-mcu train``), checked whole (format,
+    checksum, weight ranges): returns a :class:`Loaded` pair ``(model, meta)``, e.g.
+    ``model, meta = nm.load("out/mlp1.nitro")`` or ``nm.load(path).model``."""
     model, meta = modelfile.load(path)
-    model.input_norm = meta.get("norm") or None
-    return model, meta
+    model.input_norm = meta.get("norm") or None  # what nm.normalize and convert use for raw inputs
+    return Loaded(model, meta)
 
 
 def normalize(model, raw) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
+from .cliargs import Interrupted, Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -107,8 +107,7 @@ def _train(a, held) -> int:
         if hist.lr_search is not None:
             print(f"chose {hist.lr_search.describe()}", flush=True)
     except KeyboardInterrupt:
-        print(keeper.interrupted(), file=sys.stderr)
-        raise
+        raise Interrupted(keeper.interrupted()) from None
     dt = time.perf_counter() - t0
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
              "recipe": rec.to_dict()}
@@ -116,7 +115,7 @@ def _train(a, held) -> int:
 
     atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
     png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
-    ev = api.evaluate(model, data)
+    ev = api.evaluate_bp(model, data)
     if auto:
         print(f"epochs: early stopping on validation ended the run after {len(hist.records)} of at most {a.epochs}"
               if hist.stopped_early else f"epochs: all {len(hist.records)} run (no early stop)", flush=True)
@@ -152,9 +151,9 @@ def cmd_eval(a) -> int:
     data = api.load_data(dataset, meta["seed"], a.data_dir, 0, "test", norm=norm or None, test=test)
     api.check_compatible(model, data)
     api.check_same_data(norm, data)
-    ev = api.evaluate(model, data)
+    ev = api.evaluate_bp(model, data)
     if a.json:
-        print(json.dumps(ev))
+        print(json.dumps(api.as_fractions(ev)))
     else:
         print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} test images of "
               f"{api.data_origin(data)}")
@@ -193,22 +192,35 @@ def cmd_spec(a) -> int:
     return 0
 
 
+def c_prefix(model: str) -> str:
+    """The default C prefix: the model's name (preset, or the file's stem) as a C identifier."""
+    from .codegen.render import c_identifier
+
+    return c_identifier(model if model in PRESETS else Path(model).stem)
+
+
 def cmd_generate(a) -> int:
     from .codegen import convert, fp32_backprop_bytes
     from .codegen.cost import tail_ram, tail_ram_text
 
+    model, meta = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable, with_meta=True)
+    norm = meta.get("norm") or {}
     if a.trainable and not a.train:
         raise UsageError("--trainable needs --train (an inference build has no training)")
     if (a.spare_classes or a.rehearsal) and not a.train:  # new classes (docs/new_classes.md)
         raise UsageError("--spare-classes and --rehearsal need --train (a new class is learnt on the device)")
+    name = a.name or c_prefix(a.model)
     if Path(a.out).suffix == ".h":
         fileio.check_output_file(a.out, "--out")
     else:
-        fileio.check_names(a.out, [f"{a.name}_kernels.h", f"{a.name}.mk", "CMakeLists.txt"])
-    model, norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
-    conv = convert(model, batch=a.batch, train=a.train, name=a.name, ram_limit=a.ram_limit,
-                   norm=norm if norm and "mu" in norm else None, spare_classes=a.spare_classes,
-                   rehearsal=a.rehearsal)
+        fileio.check_names(a.out, [f"{name}_kernels.h", f"{name}.mk", "CMakeLists.txt"])
+    classes = [c.strip() for c in a.classes.split(",")] if a.classes else norm.get("classes")
+    if a.classes and len(classes) != model.num_classes:
+        raise UsageError(f"--classes names {len(classes)} classes, the model has {model.num_classes}")
+    final_lr = (meta.get("training") or {}).get("final_lr_inv") if a.train else None
+    conv = convert(model, batch=a.batch, train=a.train, name=name, ram_limit=a.ram_limit,
+                   norm=norm if "mu" in norm else None, spare_classes=a.spare_classes, rehearsal=a.rehearsal,
+                   classes=classes, lr_inv=final_lr)
     paths = conv.save(file=a.out)
     print(api.summary(model))
     print()
@@ -224,7 +236,13 @@ def cmd_generate(a) -> int:
 
 
 def _model_and_data(a):
+    from .device.capacity import check_fits
+    from .device.targets import TARGETS
+
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
+    a.name = a.name or c_prefix(a.model)
+    if a.target in TARGETS:   # before any data is read or anything built (not --target host)
+        check_fits(model, a.target, a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
@@ -234,7 +252,7 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .device.verify import check_bounds, verify
+    from .device.verify import check_bounds, choose_lr_inv, verify
 
     if a.json:
         fileio.check_output_file(a.json, "--json")
@@ -242,8 +260,11 @@ def cmd_verify(a) -> int:
     check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
           f"steps of batch {a.batch}, {a.predictions} predictions", flush=True)
+    choice = choose_lr_inv(model, data, a.steps, a.batch, allow_still=a.allow_still, lr_inv=a.lr_inv)
+    if a.steps:
+        print(choice.describe(a.steps), flush=True)
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
-                 allow_still=a.allow_still)
+                 allow_still=a.allow_still, lr_inv=choice)
     print(rep.table())
     print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images after "
           f"{rep.steps} training steps on the device; stack {rep.stack_bytes} B; {rep.seconds:.1f} s")
@@ -299,8 +320,17 @@ def cmd_demo(a) -> int:
     return run_demo(a)
 
 
+def lr_inv_or_auto(s: str):
+    """An argparse type: 'auto' or an lr_inv (a positive int32)."""
+    if s == "auto":
+        return s
+    try:
+        return positive(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer in [1, 2147483647], got '{s}'") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .codegen.render import DEFAULT_NAME
     from .device.targets import DEFAULT_TARGET, TARGETS
     from .device.verify import MAX_BATCH, MAX_STEPS
 
@@ -386,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weights", type=weights_bits, default=None, metavar=widths,
                    help="weight width (default: the model file's or the preset's, else int32)")
     g.add_argument("--batch", type=int_in(1, 4096), default=8, help="maximum training batch")
-    g.add_argument("--name", type=c_name, default=DEFAULT_NAME, help="C identifier prefix")
+    g.add_argument("--name", type=c_name, help="C identifier prefix (default: the model's name: the preset, or the file's stem, "
+                                  "as a C identifier)")
+    g.add_argument("--classes", metavar="A,B,...", help="class names for <name>_class_name, one per class "
+                                                          "(default: the model file's, from its training data, else "
+                                                          "the class indices)")
     g.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
@@ -409,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", help="dataset for the batches (default: the model's, else bundled)")
         sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
         sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
-        sp.add_argument("--name", type=c_name, default=DEFAULT_NAME, help="C identifier prefix")
+        sp.add_argument("--name", type=c_name, help="C identifier prefix (default: the model's name as a C identifier)")
         sp.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
         if verify_cmd:
             sp.add_argument("--steps", type=int_in(0, MAX_STEPS), default=20, help="training steps on the device")
@@ -421,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a trainable tensor allowed not to change in the run (repeatable); any other "
                                  "trainable tensor that does not move fails the verdict, and so does a frozen "
                                  "tensor that moves")
+            sp.add_argument("--lr-inv", type=lr_inv_or_auto, default="auto", metavar="N|auto",
+                            help="lr_inv of the proof run: auto keeps the model's when a Python simulation of the "
+                                 "same steps moves every trainable tensor, else takes the largest of lr_inv/2, "
+                                 "lr_inv/4, ... that does, and prints its choice")
             sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
@@ -467,8 +505,8 @@ def main(argv=None) -> int:
     a = parser.parse_args(argv)
     try:
         return a.func(a)
-    except KeyboardInterrupt:
-        print("nitro-mcu: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:   # one line, whoever caught it first (Interrupted says what was kept)
+        print(e.message if isinstance(e, Interrupted) else "nitro-mcu: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, KeyError, ZeroDivisionError, OverflowError, RuntimeError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -10,6 +10,14 @@ from . import api
 from .spec import INT32_MAX, PRESETS, SpecError, check_int
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was kept (printed once, by ``cli.main``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the CLI's one line on stderr and exit status 2 (no usage dump)."""
 
@@ -61,10 +69,12 @@ def is_model_file(model: str) -> bool:
     return model.endswith(".nitro") or (Path(model).is_file() and model not in PRESETS and not model.endswith(".json"))
 
 
-def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
+def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None,
+                  with_meta: bool = False):
     """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
-    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
-    norm = None
+    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set.
+    ``with_meta``: (model, the model file's metadata, {} for a preset or description) instead."""
+    norm, meta = None, {}
     if is_model_file(model):
         m, meta = api.load(model)
         norm = meta.get("norm") or None
@@ -72,11 +82,14 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, 
             from .trainer.network import Model
 
             m = Model(m.spec, m.quirks, weights, m.seed, m.weights, sorted(m.trainable))  # checks the range
+            m.input_norm = norm
     else:
         m = api.build(model, profile, weights, seed)
     if trainable:
         m.set_trainable(trainable)
-    return m, norm
+    return (m, meta) if with_meta else (m, norm)
+
+
 MAX_C_NAME = 63  # C11 guarantees 63 significant characters of an internal identifier
 
 

@@ -24,8 +24,8 @@ def run_demo(a) -> int:
     print(f"[1/6] training the MCU CNN (int16 weights) on the bundled MNIST subset: {len(data.x_train)} train / "
           f"{len(data.x_val)} val / {len(data.x_test)} test images, {a.epochs} epochs, integer arithmetic only",
           flush=True)
-    hist = api.train(model, data, a.epochs, 64, schedule=False, progress=not a.quiet)
-    ev = api.evaluate(model, data)
+    hist = api.train(model, data, a.epochs, 64, schedule=False, progress=False if a.quiet else None)  # None: on a tty
+    ev = api.evaluate_bp(model, data)
     path = api.save(model, out / "mcu_cnn.nitro", data=data, history=hist)
     print(f"      test accuracy {format_pct(ev['test_acc_bp'])} (best epoch {hist.best_epoch}); model file {path}")
 

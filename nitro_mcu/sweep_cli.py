@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cliargs import int_in, positive, weights_bits
+from .cliargs import Interrupted, int_in, positive, weights_bits
 from .spec import DEFAULT_BATCH
 from .sweep import TEST_READS
 from .trainer.profiles import PROFILES
@@ -31,8 +31,8 @@ def cmd_sweep(a) -> int:
         with fileio.folder_lock(out):
             res = sweep.run_sweep(configs, out, address=a.address, num_cpus=a.num_cpus, serial=a.serial)
     except KeyboardInterrupt:
-        print(f"interrupted: the finished runs are kept in {out / 'runs'}; run the same command again to go on")
-        raise
+        raise Interrupted(f"nitro-mcu: interrupted; the finished runs are kept in {out / 'runs'}; run the same "
+                          "command again to go on") from None
     print()
     print(sweep.table(res.records))
     print(f"wrote {out / 'sweep.csv'} (one row per run) and {out / 'sweep.md'}")

@@ -79,7 +79,7 @@ def test_eval_and_summary_on_the_written_file(trained, capsys):
     rc, text, err = run_main(capsys, "eval", model, "--json")
     assert rc == 0, err
     ev = json.loads(text)
-    assert ev["test_images"] == 1000 and 0 <= ev["test_acc_bp"] <= 10000
+    assert ev["test_images"] == 1000 and 0 <= ev["test_accuracy"] <= 1 and "test_acc_bp" not in ev
     rc, text, err = run_main(capsys, "eval", model)
     assert rc == 0 and "test accuracy" in text and "bundled" in text
     rc, text, err = run_main(capsys, "summary", model)
@@ -94,8 +94,8 @@ def test_eval_matches_the_training_report(trained, capsys):
     """The test accuracy printed by train equals what eval recomputes from the file (same normalisation)."""
     out, r = trained
     rc, text, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
-    bp = json.loads(text)["test_acc_bp"]
-    assert f"test {bp // 100}.{bp % 100:02d} %" in r.stdout
+    acc = json.loads(text)["test_accuracy"]
+    assert f"test {100 * acc:.2f} %" in r.stdout
 
 
 def test_summary_of_presets(capsys):
@@ -148,8 +148,8 @@ def test_train_refit_saves_the_model_retrained_on_train_plus_val(tmp_path, capsy
     assert meta["training"]["best_monitor_bp"] is None and meta["training"]["best_epoch"] == best
     # the saved weights are the refit's final ones: eval reproduces its last logged test accuracy
     rc, js, _ = run_main(capsys, "eval", str(out / "mlp1.nitro"), "--json")
-    bp = json.loads(js)["test_acc_bp"]
-    assert f"{bp // 100}.{bp % 100:02d}" == refit[-1]["test_acc"] and f"refit: test {refit[-1]['test_acc']} %" in text
+    acc = json.loads(js)["test_accuracy"]
+    assert f"{100 * acc:.2f}" == refit[-1]["test_acc"] and f"refit: test {refit[-1]['test_acc']} %" in text
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -258,3 +258,31 @@ def test_help_still_works():
     r = run_proc("train", "--help")
     assert r.returncode == 0 and "--weights" in r.stdout and all(p in r.stdout for p in ("mlp1", "vgg8b"))
     assert set(PRESETS) >= {"mlp1", "mlp2", "mcu_cnn", "vgg8b", "vgg11b", "mlp4"}
+
+
+@pytest.mark.parametrize("where", ["training", "elsewhere"])
+def test_ctrl_c_is_one_line_on_stderr(where, capsys, monkeypatch, tmp_path):
+    """Interrupted in training: the line says what was kept (nothing, before the first epoch); anywhere else:
+    'nitro-mcu: interrupted'; either way once, exit status 130."""
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.api, "train" if where == "training" else "summary", interrupt)
+    args = ["train", "mlp1", "--out", str(tmp_path), "--quiet"] if where == "training" else ["summary", "mlp1"]
+    rc, _, err = run_main(capsys, *args)
+    expected = ("nitro-mcu: interrupted before the first epoch finished; nothing was written" if where == "training"
+                else "nitro-mcu: interrupted")
+    assert rc == 130 and err.strip().splitlines() == [expected], err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_demo_leaves_the_progress_bar_to_the_terminal_check(quiet, capsys, monkeypatch, tmp_path):
+    """demo passes progress=None (a bar only when stderr is a terminal, so a redirected log holds no frames) or
+    False with --quiet; never True."""
+    seen = {}
+
+    def record(*a, **k):
+        seen["progress"] = k.get("progress")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.api, "train", record)
+    rc, _, _ = run_main(capsys, "demo", "--out", str(tmp_path), *(["--quiet"] if quiet else []))
+    assert rc == 130 and seen == {"progress": False if quiet else None}

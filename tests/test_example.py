@@ -61,6 +61,15 @@ def test_the_example_learns_on_the_host(host_run):
     assert len(acc) == 8 and acc[0] < 40 and acc[-1] >= 85, acc  # from chance (25 %) to most windows right
 
 
+def test_the_readme_quotes_what_the_program_prints(host_run):
+    """The example README's output block: every line it shows (between the '...') is a line of the program's."""
+    _, out = host_run
+    text = (EXAMPLE / "README.md").read_text()
+    block = re.search(r"```text\n(stream_classifier:.*?)```", text, re.S).group(1)
+    shown = [line for line in block.splitlines() if line != "..."]
+    assert len(shown) >= 3 and all(line in out.splitlines() for line in shown), (shown, out)
+
+
 def test_the_example_cross_builds_for_the_cortex_m4_and_runs_in_qemu_like_the_host(host_run, model_dir,
                                                                                   tmp_path):
     _, host_out = host_run

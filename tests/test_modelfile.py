@@ -98,7 +98,8 @@ def test_api_save_records_data_and_history(tmp_path):
     path = nm.save(m, tmp_path / "a.nitro", data=data)
     _, meta = nm.load(path)
     assert meta["norm"] == {"mu": [int(v) for v in data.mu], "mad": [int(v) for v in data.mad], "dataset": "bundled",
-                            "dtype": "u8"}  # the raw input type: uint8 pixels
+                            "dtype": "u8",  # the raw input type: uint8 pixels
+                            "classes": [str(d) for d in range(10)]}
 
 
 # ------------------------------------------------------------------------------------------------ defects
@@ -279,3 +280,17 @@ def test_save_overwrites_atomically(saved):
     m2, _ = modelfile.load(path)
     assert m2.weights["output"][0, 0] == m.weights["output"][0, 0]
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.nitro"]
+
+
+def test_load_returns_a_named_model_and_metadata_pair_and_evaluate_answers_fractions(tmp_path):
+    data = nm.load_data("bundled", seed=0)
+    m = nm.build(dict(kind="mlp", input_shape=[1, 28, 28], num_classes=10, hidden=[8]), seed=0)
+    hist = nm.train(m, data, epochs=1, progress=False)
+    loaded = nm.load(nm.save(m, tmp_path / "a.nitro", data=data, history=hist))
+    model, meta = loaded                                     # unpacks as before
+    assert loaded.model is model and loaded.meta is meta and nm.load.__doc__
+    assert loaded.norm == meta["norm"] and loaded.training["final_lr_inv"] == hist.records[-1].lr_inv
+    ev = nm.evaluate(model, data)
+    assert set(ev) == {"test_accuracy", "val_accuracy", "test_images", "dataset", "data_dir"}
+    correct = int(np.sum(model.predict(data.x_test, 256) == data.y_test))
+    assert ev["test_accuracy"] == correct * 10000 // len(data.y_test) / 10000 and 0 < ev["test_accuracy"] < 1

@@ -96,7 +96,7 @@ def test_csv_round_trip_through_the_model_file(tmp_path):
     assert info["source"] == str(csv_path.resolve()) and meta["norm"]["mu"] == data.mu.tolist()
     again = nm.load_data(info["source"], 0, None, 0, "test", norm=meta["norm"])
     assert np.array_equal(again.x_test, data.x_test)
-    assert nm.evaluate(loaded, again)["test_acc_bp"] == nm.evaluate(model, data)["test_acc_bp"]
+    assert nm.evaluate(loaded, again)["test_accuracy"] == nm.evaluate(model, data)["test_accuracy"]
     # no header: the last column is the label; integer labels stay integers
     plain = tmp_path / "plain.csv"
     plain.write_text("".join(f"{i % 5},{(i * 7) % 11},{i % 2}\n" for i in range(60)))

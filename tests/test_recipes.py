@@ -62,7 +62,7 @@ def test_test_reads_end_is_the_kept_weights_and_refused_when_the_test_set_drives
     data = nm.load_data("bundled", seed=3)
     model = nm.build("mlp1", seed=3)
     hist = nm.train(model, data, epochs=2, test_reads="end", progress=False)
-    assert hist.test_at_best_bp == nm.evaluate(model, data)["test_acc_bp"] > 0
+    assert hist.test_at_best_bp / 10000 == nm.evaluate(model, data)["test_accuracy"] > 0
     with pytest.raises(ValueError, match="test set drives"):
         nm.train(nm.build("mlp1", profile="reference"), nm.load_data("bundled", monitor="test"), epochs=1,
                  test_reads="end", progress=False)

@@ -32,7 +32,7 @@ def test_short_mlp1_run_on_bundled_data_learns():
     hist = nm.train(model, data, epochs=8)
     ev = nm.evaluate(model, data)
     assert ev["test_images"] == 1000 and len(data.x_val) == 500 and len(data.x_train) == 4500
-    assert ev["test_acc_bp"] > 5000, hist.to_csv()
+    assert ev["test_accuracy"] > 0.5, hist.to_csv()
     assert [r.epoch for r in hist.records] == list(range(1, 9))
     assert all(r.lr_inv == 512 for r in hist.records)  # no plateau can fire before epoch 10
     assert hist.monitor == "val" and not hist.stopped_early
@@ -40,8 +40,9 @@ def test_short_mlp1_run_on_bundled_data_learns():
     best = max(hist.records, key=lambda r: r.monitor_acc_bp)
     assert hist.best_epoch == min(r.epoch for r in hist.records if r.monitor_acc_bp == best.monitor_acc_bp)
     assert hist.best_monitor_bp == best.monitor_acc_bp == accuracy_bp(model, data.x_val, data.y_val)
-    assert hist.test_at_best_bp == ev["test_acc_bp"] == hist.records[hist.best_epoch - 1].test_acc_bp
-    assert ev["val_acc_bp"] == hist.best_monitor_bp
+    assert hist.test_at_best_bp == hist.records[hist.best_epoch - 1].test_acc_bp
+    assert ev["test_accuracy"] == hist.test_accuracy_at_best == hist.test_at_best_bp / 10000
+    assert ev["val_accuracy"] == hist.best_monitor_accuracy == hist.best_monitor_bp / 10000
     # the training accuracy is measured in training mode; it ends well above chance too
     assert hist.records[-1].train_acc_bp > 3000
 
@@ -243,8 +244,8 @@ def test_evaluate_follows_the_profile_switch():
     for profile in ("reference", "default"):
         m = Model(dict(kind="mlp", input_shape=[1, 4, 4], num_classes=3, hidden=[4]), profile)
         m.weights = {k: np.zeros_like(v) for k, v in m.weights.items()}
-        got[profile] = nm.evaluate(m, data)["test_acc_bp"]
-    assert got == {"reference": 10000, "default": 6400}
+        got[profile] = nm.evaluate(m, data)["test_accuracy"]
+    assert got == {"reference": 1.0, "default": 0.64}
 
 
 # ------------------------------------------------------------------------------------------------ history CSV
@@ -312,7 +313,7 @@ def test_refit_trains_a_fresh_model_on_train_plus_val_for_the_best_epoch_count()
     refit_model, full, rh = nm.refit(model, data, hist)
     assert len(full.x_train) == 5000 and len(full.x_val) == 0 and full.x_test.shape == data.x_test.shape
     assert [r.lr_inv for r in rh.records] == [r.lr_inv for r in hist.records[:hist.best_epoch]]
-    assert rh.monitor == "none" and rh.test_at_best_bp == nm.evaluate(refit_model, full)["test_acc_bp"]
+    assert rh.monitor == "none" and rh.test_at_best_bp / 10000 == nm.evaluate(refit_model, full)["test_accuracy"]
     # the same as training a fresh model from the seed on the full set with that schedule, by hand
     twin = nm.build("mlp1", seed=2)
     nm.train(twin, nm.load_data("bundled", seed=2, val_size=0), epochs=1,

@@ -145,7 +145,7 @@ def test_a_device_that_skips_the_fc_forward_update_fails(trained_file, broken_fc
 def test_the_same_broken_device_would_pass_a_vacuous_run_but_movement_fails_it(bundled_data, broken_fc_update):
     """From a fresh mcu_cnn, 20 steps leave fc0.fwd still in Python too: the weights agree, movement does not."""
     rep = V.verify(Model(preset("mcu_cnn"), "default", 16, seed=11), bundled_data, "m4", steps=20,
-                   batch=8, predictions=0, name="vac")
+                   batch=8, predictions=0, name="vac", lr_inv=None)     # the model's own lr_inv: no auto choice
     assert rep.bit_exact and not rep.passed and rep.still == ["fc0.fwd"] and rep.verdict == "STILL"
     assert rep.problem().startswith("STILL: fc0.fwd did not change in 20 training steps")
 
@@ -168,12 +168,53 @@ def test_a_device_that_gets_one_field_wrong_fails(small_file, capsys, monkeypatc
 
 
 def test_a_still_tensor_fails_unless_allowed(capsys):
-    rc, out, _ = _verify(capsys, "mcu_cnn", "--weights", "int16", "--predictions", "0")
+    rc, out, _ = _verify(capsys, "mcu_cnn", "--weights", "int16", "--predictions", "0", "--lr-inv", "512")
     assert rc == 1 and "fc0.fwd" in out and "DID NOT MOVE" in out and "--allow-still fc0.fwd" in out
+    assert "proof run: lr_inv 512 (given)" in out
+    hint = re.search(r"STILL: .*\((.*)\)$", out.rstrip(), re.M).group(1)
+    options = set(re.findall(r"--[a-z-]+", hint))
+    assert options == {"--steps", "--lr-inv", "--allow-still"}, hint
+    parser = cli.build_parser()
+    for cmd in ("verify", "run"):    # every option the hint names exists on both commands
+        known = {o for act in parser._subparsers._group_actions[0].choices[cmd]._actions for o in act.option_strings}
+        assert options <= known, (cmd, options - known)
+    # auto: the model's own lr_inv, since the allowed tensor is the only one it leaves still
     rc, out, _ = _verify(capsys, "mcu_cnn", "--weights", "int16", "--predictions", "0", "--allow-still", "fc0.fwd")
     assert rc == 0 and "still (allowed)" in out and out.rstrip().endswith("bit-exact")
+    assert "proof run: lr_inv 512 (the model's)" in out
     rc, _, err = _verify(capsys, "mcu_cnn", "--allow-still", "fc9.fwd")
     assert rc == 2 and "fc9.fwd" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_auto_lr_inv_is_chosen_in_python_and_moves_every_tensor_there(bundled_data):
+    """choose_lr_inv on a fresh mcu_cnn: the model's 512 leaves fc0.fwd still in a Python simulation, the
+    chosen lr_inv is the largest 512/2^k that moves every tensor (checked here by training copies directly)."""
+    model = Model(preset("mcu_cnn"), "default", 16, seed=11)
+    before = {k: v.copy() for k, v in model.weights.items()}
+
+    def still(lr):
+        m = Model(preset("mcu_cnn"), "default", 16, seed=11)
+        for x, y in V.batches(bundled_data, 20, 8):
+            m.train_step(x, y, lr)
+        return [k for k in m.weights if np.array_equal(m.weights[k], before[k])]
+
+    c = V.choose_lr_inv(model, bundled_data, 20, 8)
+    assert all(np.array_equal(model.weights[k], before[k]) for k in before)   # the model itself is untouched
+    assert still(512) == ["fc0.fwd"] and c.still_at_model == ("fc0.fwd",)
+    assert c.how == "smaller" and c.model_lr_inv == 512 and still(c.lr_inv) == [] and still(2 * c.lr_inv) != []
+    assert "fc0.fwd would not move in 20 steps" in c.describe(20)
+    assert V.choose_lr_inv(model, bundled_data, 20, 8, allow_still=["fc0.fwd"]).lr_inv == 512
+    assert V.choose_lr_inv(model, bundled_data, 20, 8, lr_inv=64).how == "given"
+    assert V.choose_lr_inv(model, bundled_data, 20, 8, lr_inv=None).lr_inv == 512
+    with pytest.raises(ValueError, match="lr_inv must be a positive integer or 'auto'"):
+        V.choose_lr_inv(model, bundled_data, 20, 8, lr_inv=0)
+
+
+def test_verify_refuses_an_lr_inv_that_is_not_a_positive_integer_or_auto(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["verify", "mlp1", "--lr-inv", "fast"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--lr-inv: expected auto or an integer" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

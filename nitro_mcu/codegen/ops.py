@@ -237,6 +237,11 @@ class Plan:
     xb: Buffer | None = None
     norm: object | None = None  # the input pipeline (codegen/inputs.py InputNorm), from the model's statistics
     rehearsal: int = 0  # exemplars per class of the new-class rehearsal buffer (docs/new_classes.md)
+    # what an application reads from the header: class names, the lr_inv after init, and where each came from
+    class_names: list[str] = field(default_factory=list)
+    class_origin: str = ""
+    lr_inv_init: int = 0
+    lr_inv_init_origin: str = ""
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
 
     @property

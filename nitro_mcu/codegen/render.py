@@ -29,6 +29,7 @@ from ..trainer.network import Model
 from . import isa, status
 from .inputs import input_norm
 from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
+from ..spec import check_int
 from .plan import CodegenError, plan
 
 _PKG_DIR = Path(__file__).resolve().parent.parent
@@ -60,6 +61,25 @@ def carray(values, per_line: int = 16) -> str:
     return ",\n    ".join(lines)
 
 
+def cstring(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8): printable ASCII as is, quotes and backslashes escaped, every
+    other byte an octal escape (which cannot run into a following digit: always three digits)."""
+    out = []
+    for b in text.encode("utf-8"):
+        c = chr(b)
+        out.append("\\" + c if c in '"\\' else c if 32 <= b < 127 and c != "?" else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_identifier(text: str, fallback: str = "nitro_model") -> str:
+    """``text`` (a model or file name) as a C prefix: lower case, other characters as ``_``, a leading digit or
+    underscore prefixed with ``m``; ``fallback`` when nothing is left."""
+    s = re.sub(r"[^0-9a-zA-Z_]", "_", str(text)).strip("_").lower()
+    if not s:
+        return fallback
+    return "m" + s if s[0].isdigit() else s
+
+
 def lr_inv_max(p: Plan) -> int:
     """The largest lr_inv whose SGD divisors (lr_inv * amp, in int64) cannot overflow."""
     amps = [op.info["amp"] for op in p.ops if isinstance(op, BlockOp) and op.trains] + [1]
@@ -73,6 +93,7 @@ def _environment():
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["carray"] = carray
     isa.install(env)
+    env.filters["cstring"] = cstring
     return env
 
 
@@ -80,6 +101,9 @@ def render(p: Plan) -> dict[str, str]:
     """The C sources of a plan: ``<name>.h``, ``<name>.c`` and ``<name>_kernels.h``."""
     model = p.model
     spec = model.spec
+    if not p.lr_inv_init:   # a plan not made by convert: the model's lr_inv, indices as class names
+        p.lr_inv_init, p.lr_inv_init_origin = spec["lr_inv"], "the model's initial lr_inv"
+        p.class_names, p.class_origin = class_names(model, None)
     if p.train and spec["lr_inv"] > lr_inv_max(p):
         raise CodegenError(f"lr_inv {spec['lr_inv']} is over {lr_inv_max(p)}, the largest whose SGD divisors fit "
                            "int64 in this model")
@@ -212,17 +236,23 @@ class Converted:
 
 def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAULT_NAME,
             ram_limit: int | None = None, trainable=None, norm=None, spare_classes: int = 0,
-            rehearsal: int | None = None) -> Converted:
+            rehearsal: int | None = None, classes=None, lr_inv: int | None = None) -> Converted:
     """Plan and render ``model``.  ``trainable``: the blocks that train on the device (default: the model's
     set, :meth:`~nitro_mcu.trainer.network.Model.set_trainable`); the others are frozen constants in flash.
     ``norm``: input statistics (a model file's ``norm`` dict, or an object with ``mu`` and ``mad`` such as loaded
-    data) for ``<name>_normalize_<dtype>`` and the window helper (codegen/inputs.py); None: the model's own
-    (``model.input_norm``, set by training on data or by loading a model file), if any.  ``spare_classes``: output slots for classes added on the
-    device (the model as :func:`~nitro_mcu.trainer.classes.with_spare_classes` grows it); ``rehearsal``: exemplars
-    per class kept in flash for them (default 4 when the model has spare slots; docs/new_classes.md)."""
+    data) for ``<name>_normalize_<dtype>``, the window helper and the ``<NAME>_INPUT_MU``/``_MAD`` macros
+    (codegen/inputs.py); None: the model's own (``model.input_norm``, set by training on data or by loading a model
+    file), if any.  ``spare_classes``: output slots for classes added on the device (the model as
+    :func:`~nitro_mcu.trainer.classes.with_spare_classes` grows it); ``rehearsal``: exemplars per class kept in
+    flash for them (default 4 when the model has spare slots; docs/new_classes.md).  ``classes``: one name per
+    class for ``<name>_class_name`` (default: the class indices; spare slots are named ``spare0``, ...).
+    ``lr_inv``: the lr_inv the C starts with, ``<NAME>_LR_INV_INIT`` (default: the model's initial one;
+    ``generate`` passes the lr_inv at the end of host training, where the model file records it)."""
     spare_classes = check_spare(spare_classes, train)
     if spare_classes:
         model = with_spare_classes(model, spare_classes)
+        if classes is not None and not isinstance(classes, str):
+            classes = [*classes, *(f"spare{i}" for i in range(spare_classes))]
     if trainable is not None:
         model = copy.copy(model).set_trainable(trainable)  # shares the weights; the caller's set is unchanged
     if rehearsal is None:
@@ -236,6 +266,12 @@ def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAU
     norm = getattr(model, "input_norm", None) if norm is None else norm
     if norm:
         p.norm = input_norm(model, norm)
+    p.class_names, p.class_origin = class_names(model, classes)
+    if lr_inv is None:
+        p.lr_inv_init, p.lr_inv_init_origin = model.spec["lr_inv"], "the model's initial lr_inv"
+    else:
+        check_int("lr_inv", lr_inv, 1, lr_inv_max(p), error=CodegenError)
+        p.lr_inv_init, p.lr_inv_init_origin = int(lr_inv), "where host training ended (set it before training)"
     if ram_limit is not None and p.ram_bytes > ram_limit:
         raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
                            f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
@@ -249,4 +285,17 @@ def check_spare(spare, train: bool) -> int:
     if spare and not train:
         raise CodegenError("spare classes are learnt on the device: they need train=True (generate --train)")
     return int(spare)
+
+def class_names(model: Model, classes) -> tuple[list[str], str]:
+    """(one name per class, where they came from, for the header's comment)."""
+    nc = model.num_classes
+    if classes is None:
+        return [str(i) for i in range(nc)], "The names are the class indices: no names were given"
+    if isinstance(classes, str) or len(classes) != nc:
+        n = "a string" if isinstance(classes, str) else f"{len(classes)} class names"
+        raise CodegenError(f"{n} for a model of {nc} classes: give one name per class")
+    names = [str(c) for c in classes]
+    if any(not c for c in names):
+        raise CodegenError("a class name is empty")
+    return names, "The names come from the training data or the caller (generate --classes)"
 

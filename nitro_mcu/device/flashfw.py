@@ -17,6 +17,7 @@ from .. import checkpoint as ck
 from ..codegen import Converted
 from .elf import symbol_address
 from .firmware import BuildResult, build_cached
+from .capacity import check_fits
 from .flags import HOST_HARNESS_CFLAGS
 from .harness import model_defines
 from .host import build_host, run_host
@@ -66,6 +67,7 @@ def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool
     ``ram_only``: the flash changes stay in RAM (for counting the checkpoint code's own instructions);
     ``defines``: more (test) switches, e.g. an ablation (powerloss.ablate_defines)."""
     check_flash_target(target)
+    check_fits(conv.plan.model, target, conv.plan.batch, conv.plan)
     defines = flash_defines(conv, page_size, sector) + (["NITRO_FLASH_RAM_ONLY"] if ram_only else []) + list(defines)
     return build_cached(sources(conv), target, dict(conv.sources), name=f"{conv.plan.name}_{target}_flash",
                         defines=defines, io="semihost")

@@ -18,6 +18,7 @@ from .host import build_host, run_host
 from .protocol import (HarnessError, RunResult, Session, check_sentinel, cmd_blob_c, parse_console_results,
                        parse_results, stack_high_water)
 from .qemu import run_qemu
+from .capacity import check_fits
 from .targets import FIRMWARE_DIR, get_target
 
 
@@ -84,6 +85,7 @@ def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: 
     """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
     ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
+    check_fits(conv.plan.model, target, conv.plan.batch, conv.plan)
     name = f"{conv.plan.name}_{target}"
     defines = model_defines(conv, masks, raw) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
     generated = dict(conv.sources)

@@ -8,6 +8,13 @@ MOVE command) and in Python; over the run, the correct count of every training s
 is checked against the trainable set (docs/adaptation.md): a frozen tensor that changed fails the verdict, always;
 a trainable tensor that did not move at all in a run with training steps fails it unless ``allow_still`` names
 it.  Frozen heads, which the generated C does not hold, are checked in Python alone.
+
+A fresh or lightly trained model can leave a tensor still at its lr_inv in a short run (NITRO-D's updates are
+integer quotients: small gradients round to 0).  :func:`choose_lr_inv` therefore picks the proof run's lr_inv
+on the host, before the device runs: the model's own when a Python simulation of the same steps moves every
+trainable tensor, else the largest of lr_inv/2, lr_inv/4, ... that does.  Device and Python then both train
+from the same start at that lr_inv, and every tensor is still compared: the choice makes the proof non-vacuous,
+it never retries the device.
 """
 from __future__ import annotations
 
@@ -20,11 +27,82 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen import Converted, convert
+from ..codegen.render import lr_inv_max
 from ..fileio import atomic_write
 from ..trainer.network import Model
 from .harness import McuRun, run_mcu
 from .protocol import Session, WeightDump
 from .renode import run_renode
+
+
+@dataclass
+class LrChoice:
+    """The proof run's lr_inv and why: ``how`` is "model" (the model's own moves every tensor), "smaller"
+    (a smaller one chosen by simulation), "given" (the caller's) or "none" (no candidate moves every tensor:
+    the model's is kept and the verdict will name the still tensor)."""
+    lr_inv: int
+    model_lr_inv: int
+    how: str
+    still_at_model: tuple = ()     # trainable tensors the model's lr_inv leaves still (simulated)
+
+    def describe(self, steps: int) -> str:
+        if self.how == "given":
+            return f"proof run: lr_inv {self.lr_inv} (given)"
+        if self.how == "model":
+            return (f"proof run: lr_inv {self.lr_inv} (the model's): every trainable tensor moves in {steps} "
+                    "steps, simulated in Python before the device run")
+        still = ", ".join(self.still_at_model)
+        if self.how == "smaller":
+            return (f"proof run: lr_inv {self.lr_inv} instead of the model's {self.model_lr_inv}: with "
+                    f"{self.model_lr_inv}, {still} would not move in {steps} steps (simulated in Python before the "
+                    f"device run); {self.lr_inv} is the largest of {self.model_lr_inv}/2^k that moves every "
+                    "trainable tensor")
+        return (f"proof run: lr_inv {self.lr_inv} (the model's): no lr_inv of {self.model_lr_inv}/2^k moves "
+                f"{still} in {steps} steps (simulated in Python)")
+
+    def to_dict(self) -> dict:
+        return dict(lr_inv=self.lr_inv, model_lr_inv=self.model_lr_inv, how=self.how,
+                    still_at_model=list(self.still_at_model))
+
+
+def _still_after(model: Model, data, steps: int, batch: int, lr0: int, lr_schedule: dict | None,
+                 ignore=()) -> list[str]:
+    """Trainable tensors (not in ``ignore``) that ``steps`` Python training steps at ``lr0`` (then
+    ``lr_schedule``) leave unchanged; ``model`` is not changed."""
+    sim = copy.deepcopy(model)
+    start = {k: v.copy() for k, v in sim.weights.items()}
+    lr = lr0
+    for s, (x, y) in enumerate(batches(data, steps, batch)):
+        lr = lr_schedule[s] if lr_schedule and s in lr_schedule else lr
+        sim.train_step(x, y, lr)
+    return [n for n, w in sim.weights.items() if sim.trains(sim.tensor_block(n)) and n not in ignore
+            and not np.any(w != start[n])]
+
+
+def choose_lr_inv(model: Model, data, steps: int, batch: int, lr_schedule: dict | None = None,
+                  allow_still=(), lr_inv: "int | str | None" = "auto") -> LrChoice:
+    """The proof run's starting lr_inv.  ``lr_inv`` an integer: that one; None: the model's; "auto": the
+    model's if simulating the run in Python (``steps`` steps of ``batch``, ``lr_schedule`` applied) moves every
+    trainable tensor that ``allow_still`` does not name, else the largest of lr_inv/2, lr_inv/4, ..., 1 that
+    does (the model's again where none does).  ``model`` is the one to verify (its trainable set applied)."""
+    own = int(model.spec["lr_inv"])
+    if lr_inv is None:
+        return LrChoice(own, own, "model")
+    if lr_inv != "auto":
+        if isinstance(lr_inv, bool) or not isinstance(lr_inv, (int, np.integer)) or lr_inv < 1:
+            raise ValueError(f"lr_inv must be a positive integer or 'auto', got {lr_inv!r}")
+        return LrChoice(int(lr_inv), own, "given")
+    if not steps or (lr_schedule and 0 in lr_schedule):
+        return LrChoice(own, own, "model")     # nothing trains, or the schedule sets the start itself
+    still = _still_after(model, data, steps, batch, own, lr_schedule, allow_still)
+    if not still:
+        return LrChoice(own, own, "model")
+    lr = own // 2
+    while lr >= 1:
+        if not _still_after(model, data, steps, batch, lr, lr_schedule, allow_still):
+            return LrChoice(lr, own, "smaller", tuple(still))
+        lr //= 2
+    return LrChoice(own, own, "none", tuple(still))
 
 
 @dataclass
@@ -117,6 +195,7 @@ class VerifyReport:
     seconds: float = 0.0
     device_seconds: float = 0.0     # the emulator run alone
     stack_bytes: int | None = None
+    lr_choice: LrChoice | None = None   # how the proof run's lr_inv was chosen
 
     @property
     def final(self) -> Checkpoint:
@@ -189,8 +268,8 @@ class VerifyReport:
         if self.still:
             names = ", ".join(self.still)
             return (f"STILL: {names} did not change in {self.steps} training steps, on the device and in Python, so "
-                    f"the run proves nothing about {'its' if len(self.still) == 1 else 'their'} update (more steps, "
-                    f"a smaller lr_inv, or --allow-still {self.still[0]} if intended)")
+                    f"the run proves nothing about {'its' if len(self.still) == 1 else 'their'} update (more "
+                    f"--steps, a smaller --lr-inv, or --allow-still {self.still[0]} if intended)")
         return None
 
     def table(self) -> str:
@@ -238,7 +317,7 @@ class VerifyReport:
             still=self.still, frozen_moved=self.frozen_moved, allow_still=list(self.allow_still),
             checkpoints=[c.to_dict() for c in self.checkpoints],
             seconds=round(self.seconds, 2), device_seconds=round(self.device_seconds, 2),
-            stack_bytes=self.stack_bytes)
+            stack_bytes=self.stack_bytes, lr_choice=self.lr_choice.to_dict() if self.lr_choice else None)
 
     def write_json(self, path: "str | Path") -> Path:
         return atomic_write(Path(path), (json.dumps(self.to_dict(), indent=1) + "\n").encode())
@@ -280,10 +359,13 @@ def check_bounds(model: Model, steps: int, batch: int, predictions: int) -> None
 def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int = 8, predictions: int = 100,
            lr_schedule: dict | None = None, emulator: str = "qemu", name: str = "nitro_model",
            timeout: float = 600, allow_still=(), checkpoint_every: int | None = None,
-           opt: str = "-O2", trainable=None) -> VerifyReport:
+           opt: str = "-O2", trainable=None, lr_inv: "int | str | None" = "auto") -> VerifyReport:
     """Run ``steps`` training steps and ``predictions`` predictions on the device and in Python; compare.
 
-    ``lr_schedule``: step -> lr_inv from that step on.  ``allow_still``: trainable tensors allowed not to move.
+    ``lr_inv``: the proof run's starting lr_inv: "auto" (chosen in Python so that every trainable tensor moves,
+    :func:`choose_lr_inv`; ``report.lr_choice`` says what and why), an integer, None (the model's) or a
+    :class:`LrChoice` already made.  ``lr_schedule``: step -> lr_inv from that step on (a step-0 entry
+    overrides ``lr_inv``).  ``allow_still``: trainable tensors allowed not to move.
     ``checkpoint_every``: also compare the whole state every that many steps (one continuous device run).
     ``trainable``: the blocks that train (default: the model's set); ``model`` itself is not changed.
     """
@@ -304,12 +386,19 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     if frozen:
         raise ValueError(f"allow_still names frozen tensor(s) {', '.join(frozen)}: a frozen tensor must never "
                          "move, so there is nothing to allow")
+    choice = lr_inv if isinstance(lr_inv, LrChoice) else choose_lr_inv(py, data, steps, batch, lr_schedule,
+                                                                        allow_still, lr_inv)
+    if choice.lr_inv != py.spec["lr_inv"]:   # the device starts at the generated lr_inv: set it first
+        lr_schedule = {0: choice.lr_inv, **(lr_schedule or {})}
     conv = convert(copy.deepcopy(py), batch=batch, train=True, name=name)
+    if choice.lr_inv > lr_inv_max(conv.plan):
+        raise ValueError(f"lr_inv {choice.lr_inv} is over {lr_inv_max(conv.plan)}, the largest the generated C "
+                         "accepts for this model")
     session = Session(int(np.prod(model.input_shape)))
     start = {k: v.copy() for k, v in py.weights.items()}
     reference = flat_weights(start, conv)
     lr = py.spec["lr_inv"]
-    rep = VerifyReport(target, emulator, steps, batch, 0, opt, allow_still=tuple(allow_still))
+    rep = VerifyReport(target, emulator, steps, batch, 0, opt, allow_still=tuple(allow_still), lr_choice=choice)
     snapshots = []   # (step, weights, rng, lr) in Python, one per checkpoint
 
     def checkpoint(step):

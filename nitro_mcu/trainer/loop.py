@@ -36,6 +36,16 @@ class History:
     monitor: str = "val"
     data: object = field(default=None, repr=False)  # the prepared data, when api.train loaded it itself
 
+    @property
+    def best_monitor_accuracy(self) -> float:
+        """The best monitored accuracy as a fraction in [0, 1] (the ``_bp`` fields are basis points)."""
+        return self.best_monitor_bp / 10000
+
+    @property
+    def test_accuracy_at_best(self) -> float:
+        """The test accuracy at the best epoch, a fraction in [0, 1]."""
+        return self.test_at_best_bp / 10000
+
     def to_csv(self) -> str:
         """Fixed columns; ``val_acc`` is empty when the test set drives the schedule (no validation split)."""
         cols = ["epoch", "lr_inv", "train_acc", "train_loss", "val_acc", "test_acc", "seconds"]
