@@ -3,13 +3,15 @@ must be byte-identical to what the generator produced before templates/nitro_ker
 templates/kernels/ (issue 24).
 
 tests/generated_c_digests.json holds the sha256 of every generated source (<name>.h, <name>.c,
-<name>_kernels.h) of each case, computed with the pre-split generator (commit "Generated C: an op fed int8 and
-int16 in one model ...", the single-file template with the issue-22 fix) by
+<name>_kernels.h) of each case, made by
 
     PYTHONPATH=$PWD python3 tests/kernel_cases.py > tests/generated_c_digests.json
 
-Regenerate it that way ONLY when a kernel deliberately changes (a faster kernel, a fix), and say so in the
-commit; a layout change must leave every digest as it is.
+first with the pre-split generator (commit ceca4e5, the single-file template with the issue-22 fix); the split
+(1968fe6 .. a4b713a) left every digest as it was.  They were regenerated once since, at ac3ff18, when the M4
+kernels deliberately changed (the int8 widening and the eight-step unroll; bit-exact on the emulator matrix).
+Regenerate them ONLY when a kernel deliberately changes (a faster kernel, a fix), and say so in the commit; a
+layout change must leave every digest as it is.
 """
 import hashlib
 import json
