@@ -220,17 +220,26 @@ def test_c_dropout_fed_wide_layer_takes_wide_enough_accumulators(rate):
     _c_vs_python(m, [x], [y], [11], f"dw{int(rate * 100)}")
 
 
-@pytest.mark.parametrize("batch", [257, 258, 259, 1024])
-def test_c_fused_update_fast_path_limit_at_batch_258(batch):
-    """The fused updates sum |delta| < 2**15 times |x| <= 128 over the batch in int32 while
-    batch * 32767 * 128 <= 2**30 (batch <= 256), else in int64: identical samples with saturated weights make
-    every term of the sum the same sign and as large as the bound allows."""
+@pytest.mark.parametrize("batch", [255, 256, 257, 1024])
+def test_c_fused_update_fast_path_limit_at_batch_256(batch):
+    """The fused updates sum |delta| < 2**15 times |x| <= 128 over the (padded) batch in int32 while
+    batch * 32767 * 128 <= 2**30 (batch <= 256), else in int64.  Identical samples and constant weights give
+    every sample of block0 the delta -20 016 (fast-path size) and inputs -128 / 127: at batch 1,024 the sum is
+    2.6e9, past int32."""
     spec = dict(kind="mlp", input_shape=[5], num_classes=3, hidden=[7])
-    m = _set(Model(spec, "default", 16, seed=1), block0__head=-32765, output=32763)
+    m = _set(Model(spec, "default", 16, seed=1), block0__fwd=3001, block0__head=301)
     x = np.full((batch, 5), -128, dtype=np.int8)
     x[:, 1] = 127
     y = np.zeros(batch, dtype=np.int64)
     _c_vs_python(m, [x, x], [y, y], [1, 1], f"fu{batch}")
+
+
+def test_generator_fast_update_limit_is_batch_256_for_int8_inputs():
+    def fast(batch):
+        p = plan(Model(dict(kind="mlp", input_shape=[5], num_classes=3, hidden=[7]), "default", 16), batch, True, "f")
+        return p.ops[0].fast
+
+    assert fast(256) and not fast(257)
 
 
 def test_generator_accumulator_width_switches_at_the_int32_bound():
