@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 import nitro_mcu as nm
-from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.device.compiled import compile_model
 from nitro_mcu.spec import preset
 from nitro_mcu.trainer.network import Model
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ._version import __version__
 from .api import build, evaluate, load, load_data, recipe, refit, save, summary, train
 from .codegen import convert
-from .codegen.compiled import compile_model
+from .device.compiled import compile_model
 from .spec import PRESETS
 from .trainer.network import Model
 from .trainer.profiles import PROFILES

@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 from . import checkpoint as ck, modelfile
-from .cliargs import positive, weights_bits
+from .cliargs import load_or_build, positive, weights_bits
 from .fileio import atomic_write
 from .resume import MEMBER
 from .trainer.profiles import PROFILES
@@ -34,8 +34,6 @@ def cmd_powerloss(a) -> int:
 
 def _base(a):
     """The model a checkpoint belongs to, and its model-file metadata (empty for a preset or JSON)."""
-    from .cli import load_or_build
-
     model, _ = load_or_build(a.model, a.profile, a.weights)
     meta = modelfile.load(a.model)[1] if Path(a.model).suffix == ".nitro" else {}
     return model, meta

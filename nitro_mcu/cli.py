@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Parser, int_in, non_negative, positive, weights_bits
+from .cliargs import Parser, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer.curves import plot_curves
 from .trainer.loop import format_pct
@@ -20,10 +20,6 @@ from .trainer.recipes import RECIPE_CHOICES, recipe_for
 
 class UsageError(ValueError):
     pass
-
-
-def is_model_file(model: str) -> bool:
-    return model.endswith(".nitro") or (Path(model).is_file() and model not in PRESETS and not model.endswith(".json"))
 
 
 def cmd_train(a) -> int:
@@ -138,24 +134,6 @@ def cmd_summary(a) -> int:
     else:
         print(api.summary(model))
     return 0
-
-
-def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
-    """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
-    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
-    norm = None
-    if is_model_file(model):
-        m, meta = api.load(model)
-        norm = meta.get("norm") or None
-        if weights is not None and weights != m.weight_bits:
-            from .trainer.network import Model
-
-            m = Model(m.spec, m.quirks, weights, m.seed, m.weights, sorted(m.trainable))  # checks the range
-    else:
-        m = api.build(model, profile, weights, seed)
-    if trainable:
-        m.set_trainable(trainable)
-    return m, norm
 
 
 def cmd_generate(a) -> int:

@@ -1,10 +1,13 @@
 """Argument helpers of the ``nitro-mcu`` command line: the parser (one-line usage errors, exit status 2), the
-help formatter that shows every default, and the argument types (integers in range, weight widths)."""
+help formatter that shows every default, the argument types (integers in range, weight widths) and the MODEL
+argument (a .nitro file, a preset or a JSON description) shared by the verbs of cli.py and checkpoint_cli.py."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .spec import INT32_MAX, SpecError, check_int
+from . import api
+from .spec import INT32_MAX, PRESETS, SpecError, check_int
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,3 +55,25 @@ def int_in(lo: int, hi: int = INT32_MAX, what: str = "an integer"):
 
 positive = int_in(1)
 non_negative = int_in(0)
+
+
+def is_model_file(model: str) -> bool:
+    return model.endswith(".nitro") or (Path(model).is_file() and model not in PRESETS and not model.endswith(".json"))
+
+
+def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, trainable: str | None = None):
+    """(model, input statistics or None): a .nitro file (weights converted to the requested width if they fit)
+    or a fresh preset/JSON model; ``trainable`` (comma-separated block names) replaces its trainable set."""
+    norm = None
+    if is_model_file(model):
+        m, meta = api.load(model)
+        norm = meta.get("norm") or None
+        if weights is not None and weights != m.weight_bits:
+            from .trainer.network import Model
+
+            m = Model(m.spec, m.quirks, weights, m.seed, m.weights, sorted(m.trainable))  # checks the range
+    else:
+        m = api.build(model, profile, weights, seed)
+    if trainable:
+        m.set_trainable(trainable)
+    return m, norm

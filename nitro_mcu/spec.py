@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import INT32_MAX, SpecError, check_int, is_int  # noqa: F401  (re-exported: spec's own errors)
 from .trainer import layers as L
 
 SCHEMA_RESOURCE = "model.schema.json"
@@ -91,12 +92,6 @@ TRAIN_KEYS = ("dataset", "augment", "weight_bits", "recipe")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.
 ARCH_KEYS = frozenset(DEFAULTS) | {"kind", "input_shape", "num_classes", "hidden", "features", "fc_hidden", "name"}
 
-
-class SpecError(ValueError):
-    """A model description that cannot be built; the message names the offending key."""
-
-
-INT32_MAX = 2**31 - 1
 # Size limits checked before anything is allocated (the trainer holds every weight, plus one uint64 draw per
 # weight while initialising them; the generated C counts values in int32).
 MAX_WEIGHTS = 2**27
@@ -112,18 +107,6 @@ def preset(name: str) -> dict:
     if name not in PRESETS:
         raise SpecError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
-
-
-def is_int(v) -> bool:
-    """A true integer: Python or NumPy int, not bool (JSON's true is no layer width)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def check_int(what: str, v, lo: int = 1, hi: int = INT32_MAX, error=SpecError) -> int:
-    """``v`` as an int if it is an integer in [lo, hi], else ``error`` naming ``what``."""
-    if not is_int(v) or not lo <= v <= hi:
-        raise error(f"{what} must be an integer in [{lo}, {hi}], got {v!r}")
-    return int(v)
 
 
 def _widths(s: dict, key: str, allow_empty: bool) -> list:

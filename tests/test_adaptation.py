@@ -8,7 +8,7 @@ import pytest
 
 from nitro_mcu import api
 from nitro_mcu.codegen import convert
-from nitro_mcu.codegen.compiled import CompiledModel, InputError
+from nitro_mcu.device.compiled import CompiledModel, InputError
 from nitro_mcu.codegen.cost import tail_ram, tensor_macs
 from nitro_mcu.codegen.plan import build
 from nitro_mcu.device.flags import STRICT_CFLAGS

@@ -1,6 +1,6 @@
 """Build caches are keyed by every input: sources and headers, linker scripts, all flags, the compiler's version.
 
-Covers the firmware cache (device/firmware.py), the host shared library of codegen/compiled.py and the QEMU
+Covers the firmware cache (device/firmware.py), the host shared library of device/compiled.py and the QEMU
 plugin.  A compiler version is faked with a wrapper script first on PATH.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from nitro_mcu import device as T
-from nitro_mcu.codegen import compiled, convert
+from nitro_mcu.codegen import convert
+from nitro_mcu.device import compiled
 from nitro_mcu.device import firmware, flags, qemu
 from nitro_mcu.trainer.network import Model
 

@@ -10,7 +10,7 @@ import pytest
 
 from nitro_mcu import checkpoint as ck
 from nitro_mcu.codegen import convert
-from nitro_mcu.codegen.compiled import CompiledModel
+from nitro_mcu.device.compiled import CompiledModel
 from nitro_mcu.device.flashsim import CkptLib, NorFlash, Storage
 from nitro_mcu.spec import preset
 from nitro_mcu.trainer.network import Model

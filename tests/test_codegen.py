@@ -12,7 +12,7 @@ from golden_cases import CASES, MaskFeeder, build_golden_model
 from grown import grow
 from nitro_mcu.trainer import data as D
 from nitro_mcu.codegen import ops
-from nitro_mcu.codegen.compiled import compile_model
+from nitro_mcu.device.compiled import compile_model
 from nitro_mcu.codegen.cost import fp32_backprop_bytes
 from nitro_mcu.codegen.memory import Buffer
 from nitro_mcu.codegen.plan import CodegenError, plan
@@ -293,12 +293,18 @@ def test_wheel_install_generates_from_packaged_templates(tmp_path):
             "assert nitro_mcu.__file__.startswith(sys.argv[1]), nitro_mcu.__file__;"
             "print(c.template_dir());"
             "import nitro_mcu.spec as s; assert s.schema()['title'] == 'nitro_mcu model description';"
-            "c.convert(nitro_mcu.build('mlp1'), name='w').save(file=sys.argv[2])")
-    r = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "out")], capture_output=True,
-                       text=True, cwd=tmp_path)
+            "c.convert(nitro_mcu.build('mlp1'), name='w').save(file=sys.argv[2]);"
+            "from nitro_mcu.trainer.network import Model;"
+            "c.convert(Model(s.preset('mcu_cnn'), 'default', 16), batch=8, train=True, name='k').save(file=sys.argv[3])")
+    r = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "out"), str(tmp_path / "k")],
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert str(target) in r.stdout
     assert (tmp_path / "out" / "w.c").is_file()
+    # every kernel template (templates/kernels/**, the DSP variants included) is in the wheel: same C as here
+    here = convert(Model(preset("mcu_cnn"), "default", 16), batch=8, train=True, name="k").sources
+    for fname, text in here.items():
+        assert (tmp_path / "k" / fname).read_text() == text, f"{fname} from the wheel differs"
 
 
 @pytest.mark.parametrize("preset_name,weight_bits", [("mlp1", 16), ("mcu_cnn", 16), ("mlp1", 32)])

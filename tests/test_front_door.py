@@ -19,7 +19,7 @@ import pytest
 import nitro_mcu as nm
 from nitro_mcu import cli
 from nitro_mcu.codegen import convert
-from nitro_mcu.codegen.compiled import InputError, compile_model
+from nitro_mcu.device.compiled import InputError, compile_model
 from nitro_mcu.spec import DEFAULT_BATCH, DEFAULT_EPOCHS, SpecError, normalize_spec, preset, schema
 from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer.network import Model

@@ -14,7 +14,7 @@ import pytest
 
 from nitro_mcu import checkpoint as ck, modelfile
 from nitro_mcu.codegen import convert
-from nitro_mcu.codegen.compiled import CompiledModel
+from nitro_mcu.device.compiled import CompiledModel
 from nitro_mcu.device.flashsim import CkptLib, NorFlash, Storage
 from nitro_mcu.resume import MEMBER, ResumeError, check_out
 from nitro_mcu.trainer.network import Model

@@ -26,7 +26,7 @@ from ..fileio import atomic_write, replace_file_set
 from ..trainer import layers as L
 from ..trainer.data.normalization import normalization_lut
 from ..trainer.network import Model
-from . import status
+from . import isa, status
 from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
 from .plan import CodegenError, plan
 
@@ -37,6 +37,12 @@ DEFAULT_NAME = "nitro_model"  # the C prefix when none is given (API and CLI)
 _GEN_MARK = "NITRO_GENERATION_ID"  # stands for the generation id until the sources are hashed
 # save(file=...) with one of these suffixes is a mistake, not a folder name
 _SOURCE_SUFFIXES = {".c", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".hxx", ".inc", ".ino"}
+
+
+# The template under templates/kernels/ that holds each kernel kind (ops.Kernel.kind): one file per concern.
+KERNEL_FILES = {"linear_fwd": "fc", "linear_step": "fc", "conv_col": "conv", "conv_fwd": "conv", "conv_step": "conv",
+                "maxpool": "pool", "headpool": "pool", "relu": "scaling", "dropout": "dropout",
+                "head_error": "head", "output_step": "head", "row_update": "update"}
 
 
 def template_dir() -> Path:
@@ -65,6 +71,7 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["carray"] = carray
+    isa.install(env)
     return env
 
 
@@ -85,7 +92,7 @@ def render(p: Plan) -> dict[str, str]:
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
                version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
                trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:],
-               ckpt=checkpoint.layout(model), status_errors=status.ERRORS)
+               ckpt=checkpoint.layout(model), status_errors=status.ERRORS, kernel_files=KERNEL_FILES)
     kernels = env.get_template("nitro_kernels.h.j2").render(**ctx)
     kernels += (f"\n/* the generator run of this file ({p.name}.c checks it) */\n"
                 f"#define {p.name.upper()}_KERNELS_GENERATION {_GEN_MARK}\n")

@@ -12,6 +12,7 @@ harness protocol, bit-exact verification against the trainer and the cost report
   unicorn    the Unicorn cross-check of instruction counts
   protocol   the command blob, the sentinel line and the harness results
   harness    building and running the harness with a generated model, on the host or an emulated MCU
+  compiled   the generated C as a host shared library called from Python (nitro_mcu.compile_model)
   verify     device vs Python, bit for bit, every tensor moved;  report: what it costs;  renode: the Renode runner
 
 The build-and-run API is re-exported here (``from nitro_mcu import device``).

@@ -1,7 +1,7 @@
 """The compile-flag table: every compiler call of the project takes its flags from here.
 
 Firmware: the CPU flags of each target (``Target.cpu_flags`` in targets.py) plus the common flags below.
-Host: the selftest build, the harness build, the shared library of compiled.py, the warning check of the
+Host: the selftest build, the harness build, the shared library of device/compiled.py, the warning check of the
 generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
 it, which the host sanitizer builds check (no signed overflow is defined away) and the bit-exact emulator runs
 confirm, at -O2 and at -O3 (tests/test_emulator.py).
@@ -27,7 +27,7 @@ HOST_FIRMWARE_CFLAGS = ("-O1", "-g", "-std=c11", *WARNINGS, "-Wshadow", "-Werror
 HOST_HARNESS_CFLAGS = ("-std=c11", "-O1", "-g", *WARNINGS, "-Wshadow", "-Werror")
 SANITIZE_FLAGS = ("-fsanitize=undefined,address", "-fno-sanitize-recover=all")
 CLANG_SANITIZE_FLAGS = ("-fsanitize=implicit-conversion",)
-# the generated C as a host shared library for ctypes (codegen/compiled.py)
+# the generated C as a host shared library for ctypes (device/compiled.py)
 HOST_SHARED_CFLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", *WARNINGS, "-Werror", "-DNITRO_TEST_HOOKS")
 # the generated C must compile warning-free under these with gcc and clang (tests/test_codegen.py)
 STRICT_CFLAGS = ("-std=c11", "-O2", *WARNINGS, "-Wshadow", "-Werror")

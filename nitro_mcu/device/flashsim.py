@@ -156,7 +156,7 @@ class Storage:
 
 
 class CkptLib:
-    """The checkpoint functions of a compiled model (nitro_mcu.codegen.compiled.CompiledModel)."""
+    """The checkpoint functions of a compiled model (nitro_mcu.device.compiled.CompiledModel)."""
 
     def __init__(self, compiled):
         self.cm = compiled

@@ -108,7 +108,7 @@ def classify(rep: SweepReport, where: str, rc: int, state: bytes | None, old: by
 def sweep_host(model: Model, batches: list, page_size: int = 256, tears=TEARS, name: str = "plhost") -> SweepReport:
     """Cut at every operation of a save with each tear in ``tears``; ``batches`` are four (x, y) batches."""
     t0 = time.perf_counter()
-    from ..codegen.compiled import CompiledModel
+    from .compiled import CompiledModel
 
     if len(batches) < 4:
         raise ValueError("a power-loss sweep needs four training batches")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from ..spec import INT32_MAX, SpecError, check_int, is_int
+from ..checks import INT32_MAX, SpecError, check_int, is_int
 from .data import augment_defaults
 from .profiles import PROFILES, Quirks
 

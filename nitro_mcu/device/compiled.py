@@ -1,4 +1,5 @@
-"""Compile the generated C on the host and call it from Python (like emlearn's compiled classifiers).
+"""Compile the generated C on the host and call it from Python (like emlearn's compiled classifiers): a device
+concern (a host build and run of the C), so it lives in the device wing; ``nitro_mcu.compile_model`` is it.
 
     cm = nitro_mcu.compile_model(model, batch=8, train=True)
     cm.train_batch(x, y); cm.predict(x); cm.get_weights()
@@ -17,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Converted, convert
-from .render import DEFAULT_NAME, lr_inv_max
-from ..device.cache import cache_dir, input_key
-from ..device.flags import HOST_SHARED_CFLAGS
-from ..device.toolchain import compiler_version, find_host_cc
+from ..codegen import Converted, convert, status
+from ..codegen.render import DEFAULT_NAME, lr_inv_max
 from ..spec import check_int, is_int
-from . import status
 from ..trainer.network import Model
+from .cache import cache_dir, input_key
+from .flags import HOST_SHARED_CFLAGS
+from .toolchain import compiler_version, find_host_cc
 
 
 class CompileError(RuntimeError):

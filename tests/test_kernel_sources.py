@@ -1,0 +1,100 @@
+"""The kernel templates are a layout, not a behaviour: the generated C of the models of tests/kernel_cases.py
+must be byte-identical to what the generator produced before templates/nitro_kernels.h.j2 was split into
+templates/kernels/ (issue 24).
+
+tests/generated_c_digests.json holds the sha256 of every generated source (<name>.h, <name>.c,
+<name>_kernels.h) of each case, computed with the pre-split generator (commit "Generated C: an op fed int8 and
+int16 in one model ...", the single-file template with the issue-22 fix) by
+
+    PYTHONPATH=$PWD python3 tests/kernel_cases.py > tests/generated_c_digests.json
+
+Regenerate it that way ONLY when a kernel deliberately changes (a faster kernel, a fix), and say so in the
+commit; a layout change must leave every digest as it is.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from kernel_cases import CASES, sources
+
+DIGESTS = json.loads((Path(__file__).parent / "generated_c_digests.json").read_text())
+
+
+def test_every_pinned_case_has_a_digest_and_every_digest_a_case():
+    assert sorted(DIGESTS) == sorted(c[0] for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_generated_c_is_byte_identical_to_the_pre_split_generator(case):
+    got = {f: hashlib.sha256(t.encode()).hexdigest() for f, t in sources(case).items()}
+    assert got == DIGESTS[case[0]], f"{case[0]}: the generated C changed ({', '.join(f for f in got if got[f] != DIGESTS[case[0]].get(f))})"
+
+
+# ---- the ISA table (nitro_mcu/codegen/isa.py): a new backend is one row plus the variant files it wants ----
+
+def _env(files: dict):
+    import jinja2
+
+    from nitro_mcu.codegen import isa
+
+    env = jinja2.Environment(loader=jinja2.DictLoader(files), trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    isa.install(env)
+    return env
+
+
+def test_a_spot_selects_each_backend_that_has_the_part_and_falls_back_to_portable(monkeypatch):
+    from nitro_mcu.codegen import isa
+
+    monkeypatch.setattr(isa, "ISAS", (isa.ISAS[0], isa.Isa("rv", "NITRO_RV", "defined(__riscv)", (16, 32), "RV32",
+                                                           tiers={"asm": "NITRO_RV_ASM"})))
+    env = _env({
+        "kernels/portable/x.h.j2": "{% macro a() %}\nport a {{ v }}\n{% endmacro %}\n"
+                                   "{% macro b() %}\nport b\n{% endmacro %}\n{% macro c() %}\nport c\n{% endmacro %}\n",
+        "kernels/dsp/x.h.j2": "{% macro a() %}\ndsp a {{ v }}\n{% endmacro %}\n{% macro c() %}{% endmacro %}\n",
+        "kernels/rv/x.h.j2": "{% macro a() %}\nrv a\n{% endmacro %}\n{% macro c() %}{% endmacro %}\n"
+                             "{% macro d() %}\nrv d\n{% endmacro %}\n",
+        "t": '{% set v = 7 %}{{ isa_select("x", "a") }}|{{ isa_select("x", "b") }}|{{ isa_select("x", "c") }}|'
+             '{{ isa_select("x", "d") }}|{{ isa_select("x", "a", "asm") }}|{{ isa_select("y", "a") }}',
+    })
+    # "y" has no file anywhere: that is an error, never an empty spot
+    with pytest.raises(Exception, match="y.a has no variant"):
+        env.get_template("t").render()
+    env.loader.mapping["t"] = env.loader.mapping["t"].rsplit("|", 1)[0]
+    a, b, c, d, tier = env.get_template("t").render().split("|")
+    assert a == "#if NITRO_DSP\ndsp a 7\n#elif NITRO_RV\nrv a\n#else\nport a 7\n#endif"
+    assert b == "port b"                                  # no backend overrides it: no preprocessor test at all
+    assert c == "#if !NITRO_DSP && !NITRO_RV\nport c\n#endif"  # empty on both backends: portable elsewhere only
+    assert d == "#if NITRO_RV\nrv d\n#endif"              # a backend-only piece
+    assert tier == "#if NITRO_ASM\ndsp a 7\n#elif NITRO_RV_ASM\nrv a\n#else\nport a 7\n#endif"
+
+
+def test_backend_macros_are_defined_from_the_table_for_the_widths_each_serves(monkeypatch):
+    from nitro_mcu.codegen import isa
+
+    assert isa.defines(32) == "#define NITRO_DSP 0"
+    assert isa.defines(16) == ("#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP\n#define NITRO_DSP 1\n#else\n"
+                               "#define NITRO_DSP 0\n#endif")
+    monkeypatch.setattr(isa, "ISAS", (*isa.ISAS, isa.Isa("rv", "NITRO_RV", "defined(__riscv)", (16, 32), "RV32")))
+    assert isa.defines(32) == "#define NITRO_DSP 0\n#if defined(__riscv)\n#define NITRO_RV 1\n#else\n#define NITRO_RV 0\n#endif"
+
+
+def test_a_new_row_without_files_changes_only_the_defines_and_still_compiles(monkeypatch, tmp_path):
+    """The real templates: an RV32 row with no variant files yet runs the portable kernels everywhere."""
+    import subprocess
+
+    from nitro_mcu.codegen import isa
+    from nitro_mcu.device.flags import STRICT_CFLAGS
+
+    case = next(c for c in CASES if c[0] == "mcu_cnn_i16_train")
+    before = sources(case)["pin_kernels.h"]
+    monkeypatch.setattr(isa, "ISAS", (*isa.ISAS, isa.Isa("rv32", "NITRO_RV32", "defined(__riscv)", (16, 32), "RV32")))
+    after = sources(case)
+    added = "\n#if defined(__riscv)\n#define NITRO_RV32 1\n#else\n#define NITRO_RV32 0\n#endif"
+    anchor = "#define NITRO_DSP 0\n#endif"
+    assert after["pin_kernels.h"].split("#define PIN_KERNELS_GENERATION")[0] == \
+        before.replace(anchor, anchor + added, 1).split("#define PIN_KERNELS_GENERATION")[0]
+    for f, t in after.items():
+        (tmp_path / f).write_text(t)
+    subprocess.run(["gcc", *STRICT_CFLAGS, "-c", str(tmp_path / "pin.c"), "-o", str(tmp_path / "pin.o")], check=True)
