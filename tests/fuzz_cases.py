@@ -21,11 +21,9 @@ from hypothesis import assume, reject
 from hypothesis import strategies as st
 
 from grown import grow
-from nitro_mcu.codegen.compiled import CompiledModel
-from nitro_mcu.codegen.plan import CodegenError
-from nitro_mcu.codegen.render import convert, lr_inv_max
+from nitro_mcu import compile_model
+from nitro_mcu.codegen import CodegenError
 from nitro_mcu.spec import SpecError
-from nitro_mcu.trainer import blocks as B
 from nitro_mcu.trainer import gemm
 from nitro_mcu.trainer import layers as L
 from nitro_mcu.trainer.network import Model
@@ -65,23 +63,6 @@ class Case:
         else:
             x = r.integers(-128, 128, (n, *shape))
         return x.astype(np.int8), r.integers(0, num_classes, n)
-
-
-def mixed_input_conv_collision(m: Model) -> bool:
-    """Convolutions that read different activation types (a Dropout in front of one gives it int16, the others
-    read int8): the generator emits ``nitro_conv_entries`` once per type, a redefinition in C (issue 22, item 1,
-    fixed on another branch).  Kept out of the fuzz space until that fix is merged."""
-    types, wide = set(), False
-    for s in m.stages:
-        if isinstance(s, B.ConvBlock):
-            types.add(wide)
-            wide = False
-        elif isinstance(s, B.Dropout):
-            wide = True
-    return len(types) > 1
-
-
-EXCLUDE_MIXED_CONV = True  # issue 22 item 1: flip to False once the kernel collision fix is merged
 
 
 @st.composite
@@ -139,8 +120,6 @@ def cases(draw, big: bool = False) -> Case:
         m = Model(spec, profile, bits, seed=seed)
     except (SpecError, ValueError):
         assume(False)
-    if EXCLUDE_MIXED_CONV:
-        assume(not mixed_input_conv_collision(m))
     macs = sum(int(np.prod(v.shape)) for v in m.weights.values())
     small = kind == "mlp" and macs < 20000
     batch_hi = 1000 if big and macs < 200000 else (600 if small else 12)
@@ -186,11 +165,10 @@ def run_case(case: Case, name: str = "fuzz") -> list[str]:
     base = case.model()
     fast, ref = copy.deepcopy(base), copy.deepcopy(base)
     try:
-        conv = convert(copy.deepcopy(base), batch=case.batch, train=True, name=name)
+        cm = compile_model(copy.deepcopy(base), batch=case.batch, train=True, name=name)
     except CodegenError:  # a model the generator refuses with its one-line reason (e.g. int64 gradient bound)
         reject()
-    lr_top = lr_inv_max(conv.plan)
-    cm = CompiledModel(conv)
+    lr_top = cm.lr_inv_max
     x, y = case.data(base.input_shape, base.num_classes)
     held = list(cm.get_weights())
     problems = []

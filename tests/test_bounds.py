@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nitro_mcu.codegen.compiled import compile_model
-from nitro_mcu.codegen.plan import plan
+from nitro_mcu import compile_model
+from nitro_mcu.codegen import plan
 from nitro_mcu.trainer import arith, gemm, optim
 from nitro_mcu.trainer import layers as L
 from nitro_mcu.trainer.blocks import output_error
@@ -60,6 +60,19 @@ def test_int64_fallback_is_refused_past_2_63():
     b = np.full((3, 1), 3_037_000_499 // 3)
     r = gemm.matmul_exact(a, b)
     assert (_ints(r) == _exact(a, b)).all()
+
+
+def test_int64_product_with_a_loose_caller_bound_past_2_63_is_computed_from_the_operands():
+    """A Dropout output is int16 (dtype bound 32 768) but at most 2 560: a conv gradient whose loose bound passes
+    2**63 while the true one does not must be computed, not refused (found by tests/test_fuzz.py)."""
+    a = np.full((2, 5), 2_147_483_001 // 7)
+    b = np.full((5, 3), 2533)
+    b[1] = -2533
+    assert 2**63 <= int(a[0, 0]) * 32768 * 5 * 2**20
+    r = gemm.matmul_exact(a, b, a_max=int(a[0, 0]) * 2**20, b_max=32768)
+    assert r.dtype == np.int64 and (_ints(r) == _exact(a, b)).all()
+    with pytest.raises(OverflowError):  # the operands' own bound past 2**63 is still refused
+        gemm.matmul_exact(np.full((1, 3), 3_037_000_499), np.full((3, 1), 3_037_000_499))
 
 
 # ---- the split float32 product (gemm.split_shift, matmul_split_f32) -----------------------------------------
