@@ -95,6 +95,8 @@ class _Data:
 @settings(max_examples=3, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(F.cases(), st.integers(1, 3))
+@example(_case(spec=json.dumps(dict(kind="mlp", input_shape=[21], num_classes=5, hidden=[9], dropout=0.1)), batch=7,
+               lr_inv=(3,), grown=True), 2)  # int16, an odd class count: the DSP head's last unpaired class
 def test_random_models_train_bit_exactly_on_the_emulated_m4(case, steps):
     """A handful of fuzz cases on QEMU's Cortex-M4 (DSP paths included): every weight, correct count, PRNG state
     and score against Python."""
