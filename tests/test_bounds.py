@@ -264,3 +264,19 @@ def test_generator_accumulator_width_switches_at_the_int32_bound():
 
     assert fwd_accs(511) == {"acc32"}
     assert fwd_accs(512) == {"acc64"}
+
+
+# ---- the max-pool key path (layers._pool_argmax_keys): every window must hold a real cell ------------------------
+@pytest.mark.parametrize("h,w,oh,ow,top,left", [(4, 5, 2, 3, 0, 0), (4, 5, 3, 3, 0, 0), (5, 4, 3, 2, 1, 0),
+                                                (4, 5, 2, 4, 0, 1), (3, 3, 2, 2, 1, 1)])
+def test_maxpool_key_path_matches_the_general_loop_at_the_last_real_window(h, w, oh, ow, top, left, monkeypatch):
+    """Windows whose last row or column is the first one past the map (all padding) must leave the key path
+    for the general loop (which the reference below is forced to take)."""
+    r = np.random.default_rng(h * 100 + w)
+    x = r.integers(-128, 128, (2, h, w, 3)).astype(np.int8)
+    for pad in (L.PAD_NEG_INF, 0):
+        got = L.maxpool_forward(x, 2, 2, oh, ow, top, left, pad, with_idx=True)
+        with monkeypatch.context() as mp:
+            mp.setattr(L, "_pool_argmax_keys", lambda *a: None)
+            want = L.maxpool_forward(x, 2, 2, oh, ow, top, left, pad, with_idx=True)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()

@@ -97,6 +97,12 @@ class _Data:
 @given(F.cases(), st.integers(1, 3))
 @example(_case(spec=json.dumps(dict(kind="mlp", input_shape=[21], num_classes=5, hidden=[9], dropout=0.1)), batch=7,
                lr_inv=(3,), grown=True), 2)  # int16, an odd class count: the DSP head's last unpaired class
+@example(_case(spec=json.dumps(dict(kind="cnn", input_shape=[2, 8, 7], num_classes=3, features=[
+    ["conv", 3, 3, 1, 1], ["maxpool", 2, 2], ["conv", 2, 2, 1, 0]], fc_hidden=[5])), batch=5, lr_inv=(5,), grown=True),
+    2)  # int16 convs and a max-pool: the DSP pool and conv kernels
+@example(_case(spec=json.dumps(dict(kind="cnn", input_shape=[5, 2, 3], num_classes=2, features=[["conv", 1, 3, 1, 1]],
+                                   pred_decoder_dim=4)), batch=3, lr_inv=(5,), grown=True),
+         2)  # an odd fan-in (45) whose im2col column (2 x 46 on the Arm assembly tier) is the widest scratch user
 def test_random_models_train_bit_exactly_on_the_emulated_m4(case, steps):
     """A handful of fuzz cases on QEMU's Cortex-M4 (DSP paths included): every weight, correct count, PRNG state
     and score against Python."""
