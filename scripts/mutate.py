@@ -171,7 +171,7 @@ def _copy_repo(dst: Path) -> None:
             shutil.copy2(REPO / f, dst / f)
 
 
-def run_mutant(mut: Mutant, work: Path, timeout: float) -> tuple[str, float, str]:
+def run_mutant(mut: Mutant, work: Path, timeout: float, tests=None) -> tuple[str, float, str]:
     """('killed' | 'survived' | 'timeout', seconds, the first failing test)."""
     f = work / mut.path
     orig = f.read_text()
@@ -180,7 +180,7 @@ def run_mutant(mut: Mutant, work: Path, timeout: float) -> tuple[str, float, str
     f.write_text("".join(lines))
     env = dict(os.environ, PYTHONPATH=str(work), OPENBLAS_NUM_THREADS="1",
                NITRO_MCU_CACHE=str(work / ".cache"))
-    tests = TARGETS[group_of(mut.path)][1]
+    tests = tests or TARGETS[group_of(mut.path)][1]
     t0 = time.time()
     try:
         p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider",
@@ -202,6 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per mutant's tests (then: killed)")
     ap.add_argument("--seed", type=int, default=22)
     ap.add_argument("--only", default="", help="comma-separated mutant names (named ones or from --list)")
+    ap.add_argument("--tests", default="", help="comma-separated test ids instead of each group's tests")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     a = ap.parse_args(argv)
     named = named_mutants()
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
             if time.time() > deadline:
                 print(f"time budget spent: {len(chosen) - len(results)} mutant(s) not run")
                 break
-            verdict, secs, first = run_mutant(m, work, a.timeout)
+            verdict, secs, first = run_mutant(m, work, a.timeout, [t for t in a.tests.split(",") if t])
             results.append((m, verdict))
             print(f"{verdict:8} {secs:5.0f}s {m.name:34} {m.describe()}" + (f"  [{first}]" if first else ""),
                   flush=True)
