@@ -1,7 +1,6 @@
 """The float fast paths are exact: GEMM carriers, tdiv on floats, and whole training runs vs pure int64."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -41,6 +41,10 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: 
     elif bound < F64_EXACT:
         return np.matmul(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False))
     if bound >= 2**63:
+        # a caller's bound (e.g. int16's 32768 for a Dropout output that is at most 2 560) may be loose: the
+        # int64 product is exact whenever the operands' own maxima bound it below 2**63
+        bound = max_abs(a) * max_abs(b) * k
+    if bound >= 2**63:
         raise OverflowError(f"integer product bound {bound} exceeds int64")
     return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
 
