@@ -11,6 +11,10 @@ class SpecError(ValueError):
 
 
 INT32_MAX = 2**31 - 1
+# Size limits checked before anything is allocated (the trainer holds every weight, plus one uint64 draw per
+# weight while initialising them; the generated C counts values in int32).
+MAX_WEIGHTS = 2**27
+MAX_VALUES_PER_SAMPLE = 2**24
 
 
 def is_int(v) -> bool:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import INT32_MAX, SpecError, check_int, is_int  # noqa: F401  (re-exported: spec's own errors)
+from .checks import (INT32_MAX, MAX_VALUES_PER_SAMPLE, MAX_WEIGHTS, SpecError, check_int,  # noqa: F401  (re-exported)
+                     is_int)
 from .trainer import layers as L
 
 SCHEMA_RESOURCE = "model.schema.json"
@@ -96,10 +97,6 @@ TRAIN_KEYS = ("dataset", "augment", "weight_bits", "recipe")
 # Every key a description may hold: the architecture (DEFAULTS and these), plus TRAIN_KEYS.
 ARCH_KEYS = frozenset(DEFAULTS) | {"kind", "input_shape", "num_classes", "hidden", "features", "fc_hidden", "name"}
 
-# Size limits checked before anything is allocated (the trainer holds every weight, plus one uint64 draw per
-# weight while initialising them; the generated C counts values in int32).
-MAX_WEIGHTS = 2**27
-MAX_VALUES_PER_SAMPLE = 2**24
 # Training defaults, shared by the CLI and the Python API (nitro_mcu/api.py, nitro_mcu/cli.py).
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH = 64

@@ -9,7 +9,10 @@ tests/generated_c_digests.json holds the sha256 of every generated source (<name
 
 first with the pre-split generator (commit ceca4e5, the single-file template with the issue-22 fix); the split
 (1968fe6 .. a4b713a) left every digest as it was.  They were regenerated once since, at ac3ff18, when the M4
-kernels deliberately changed (the int8 widening and the eight-step unroll; bit-exact on the emulator matrix).
+kernels deliberately changed (the int8 widening and the eight-step unroll; bit-exact on the emulator matrix), and
+once at the merge of issues 19-21 (header fields, the large-sector checkpoint interface, the input pipeline):
+those changed <name>.h and <name>.c, and every <name>_kernels.h only in its GENERATION line (the fingerprint of
+the whole file set), checked by hashing the kernels without that line before and after.
 Regenerate them ONLY when a kernel deliberately changes (a faster kernel, a fix), and say so in the commit; a
 layout change must leave every digest as it is.
 """

@@ -62,7 +62,7 @@ def check_stats(mu, mad) -> tuple[np.ndarray, np.ndarray]:
     if int(mad.min()) < 1:
         raise DataError(f"normalisation mad must be positive, got {int(mad.min())}")
     if max(int(np.abs(mu).max()), int(mad.max())) >= STATS_LIMIT:
-        raise DataError(f"normalisation statistics beyond 2**40 cannot come from raw int32 readings")
+        raise DataError("normalisation statistics beyond 2**40 cannot come from raw int32 readings")
     return mu.astype(np.int64), mad.astype(np.int64)
 
 

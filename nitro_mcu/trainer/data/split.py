@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..rng import STREAM_DATA, Rng
-from .datasets import Dataset
+from .dataset import Dataset
 from .errors import DataError
 from .normalization import compute_norm_stats, normalize
 

@@ -25,9 +25,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...spec import MAX_VALUES_PER_SAMPLE
+from ...checks import MAX_VALUES_PER_SAMPLE
 from ..rng import STREAM_HOLDOUT, Rng
-from .datasets import Dataset
+from .dataset import Dataset
 from .errors import DataError
 from .formats import load_npz
 from .normalization import FEATURE_LIMIT, dtype_of_range, wider_dtype
