@@ -16,7 +16,7 @@ from .host import build_host, run_host
 from .protocol import (HarnessError, RunResult, Session, check_sentinel, cmd_blob_c, parse_console_results,
                        parse_results, stack_high_water)
 from .qemu import run_qemu
-from .targets import FIRMWARE_DIR
+from .targets import FIRMWARE_DIR, Target, get_target
 
 
 def model_defines(conv: Converted, masks: bool = False) -> list[str]:
@@ -61,12 +61,12 @@ class McuRun:
     stack_bytes: int | None
 
 
-def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
+def build_mcu(conv: Converted, target: "str | Target", out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
               profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2") -> BuildResult:
     """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
     ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
-    name = f"{conv.plan.name}_{target}"
+    name = f"{conv.plan.name}_{get_target(target).name.replace('-', '_')}"
     defines = model_defines(conv, masks) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
     generated = dict(conv.sources)
     sources = [FIRMWARE_DIR / "harness.c", f"{conv.plan.name}.c"]
