@@ -34,6 +34,8 @@ Sentinel Should Be In The Log
 *** Test Cases ***
 Harness Should Finish With Status Zero
     Execute Command             mach create "nitro-harness"
+    Execute Command             emulation SetGlobalAdvanceImmediately true
+    Execute Command             emulation SetGlobalQuantum "0.01"
     Execute Command             machine LoadPlatformDescription @${REPL}
     Execute Command             sysbus LoadELF @${ELF}
     Execute Command             sysbus.cpu VectorTableOffset ${VTOR}
@@ -41,7 +43,7 @@ Harness Should Finish With Status Zero
     Start Emulation
     Wait Until Keyword Succeeds    ${TIMEOUT}s    ${POLL}    Sentinel Should Be In The Log
     Execute Command             pause
-    ${insns}=                   Execute Command    sysbus.cpu ExecutedInstructions
-    Create File                 ${INSNS}    ${insns}
+    ${count}=                   Execute Command    sysbus.cpu ExecutedInstructions
+    Create File                 ${INSNS}    ${count}
     ${done}=                    Grep File    ${LOG}    NITRO-DONE
     Should Match Regexp         ${done}    ^NITRO-DONE 0\\s*$    msg=the harness did not end with NITRO-DONE 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RENODE_FILES = ["README.md", "harness.robot", "mps2-an386.repl", "run.resc", "smoke.robot",
-                "stm32f4_discovery.repl", "stub_keywords.robot"]
+                "stm32f4_discovery.repl", "stm32f4_discovery_kit_offline.repl", "stub_keywords.robot"]
 
 # renode-test SUITE -r DIR --variable NAME:VALUE ..., as nitro_mcu.device.renode calls it
 FAKE_RENODE_TEST = '''\

@@ -43,7 +43,7 @@ RENODE_TEST_MODULES = {"robot": "robotframework==6.1", "RetryFailed": "robotfram
 class RenodePlatform:
     """Where a target runs in Renode: a platform description and the UART the firmware prints on."""
     target: str
-    repl: str | None     # None: generated from the Target row (platform_repl); else a path Renode resolves
+    repl: str | None     # None: generated from the Target row (platform_repl); else a file in renode/
     uart: str            # the peripheral the firmware's board_uart.c drives
     cpu_type: str        # Renode's cpuType for a generated description
     what: str            # for README / messages
@@ -51,14 +51,14 @@ class RenodePlatform:
 
 # The QEMU machines' memory maps, generated from targets.TARGETS (one source with the linker scripts), with the
 # CPU model and UART model Renode has for them; plus a real board: Renode's own STM32F4 Discovery description
-# (STM32F407, its real USART2 model), from Renode's installation.
+# (STM32F407, its real USART2 model), from Renode's installation, through renode/stm32f4_discovery_kit_offline.repl.
 RENODE_PLATFORMS: dict[str, RenodePlatform] = {
     "m0": RenodePlatform("m0", None, "sysbus.uart0", "cortex-m0", "micro:bit memory map, nRF UART model"),
     "m3": RenodePlatform("m3", None, "sysbus.uart0", "cortex-m3", "mps2-an385 memory map, CMSDK UART model"),
     "m4": RenodePlatform("m4", None, "sysbus.uart0", "cortex-m4", "mps2-an386 memory map, CMSDK UART model"),
     "m7": RenodePlatform("m7", None, "sysbus.uart0", "cortex-m7", "mps2-an500 memory map, CMSDK UART model"),
     "m33": RenodePlatform("m33", None, "sysbus.uart0", "cortex-m33", "mps2-an505 memory map, CMSDK UART model"),
-    "stm32f4-discovery": RenodePlatform("stm32f4-discovery", "platforms/boards/stm32f4_discovery-kit.repl",
+    "stm32f4-discovery": RenodePlatform("stm32f4-discovery", "stm32f4_discovery_kit_offline.repl",
                                         "sysbus.usart2", "", "Renode's STM32F4 Discovery board (STM32F407VG), "
                                                              "its USART2 model"),
 }
@@ -193,7 +193,7 @@ def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 6
     plat = RENODE_PLATFORMS[t.name]
     with tempfile.TemporaryDirectory(prefix="nitro-renode-") as d:
         d = Path(d)
-        repl = plat.repl
+        repl = str(RENODE_DIR / plat.repl) if plat.repl is not None else None
         if repl is None:
             (d / "platform.repl").write_text(platform_repl(t))
             repl = str(d / "platform.repl")
@@ -211,9 +211,9 @@ def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 6
                            f"ended); last UART output: {_tail(out)}")
     res = RunResult(stdout=out, stderr=said, exit_status=rc, sentinel_status=sentinel_status(out), cmd=cmd,
                     wall_s=wall, timed_out=False)
-    m = re.search(r"\d+", count)
+    m = re.search(r"0x[0-9A-Fa-f]+|\d+", count)          # the monitor prints it in hex (0x...)
     if m:
-        res.insns_total = int(m.group(0))
+        res.insns_total = int(m.group(0), 0)
     if rc != 0 or res.sentinel_status != 0:
         why = _robot_failure(said)
         raise HarnessError(f"Renode run failed on {t.name} (renode-test exit {rc}, sentinel "
@@ -228,10 +228,14 @@ def _tail(text: str) -> str:
 
 
 def _robot_failure(console: str) -> str:
-    """The first failure reason renode-test printed (Robot's message after '| FAIL |' or an error line)."""
+    """The failure renode-test printed: the message of its failure box (lines starting with '║'), else the
+    first line naming an error."""
+    boxed = [ln.split("║", 1)[1].strip() for ln in console.splitlines() if "║" in ln]
+    if any(boxed):
+        return " ".join(b for b in boxed if b)[:400]
     for line in console.splitlines():
-        if re.search(r"\b(FAIL|ERROR|Error|Exception)\b", line) and "0 failed" not in line:
-            return line.strip()[:300]
+        if re.search(r"\b(FAIL|ERROR|Error|Exception)\b", line):
+            return line.strip()[:400]
     return ""
 
 
