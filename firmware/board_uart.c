@@ -2,7 +2,7 @@
  *   -DBOARD_UART_CMSDK  CMSDK APB UART (mps2-an385/an386/an500 at 0x40004000, an505 Secure at 0x50200000)
  *   -DBOARD_UART_NRF51  nRF51 UART (microbit at 0x40002000)
  *   -DBOARD_UART_STM32  STM32F4 USART (STM32F4-Discovery USART2 at 0x40004400, PA2 = TX, 16 MHz HSI,
- *                       115200 baud); UNVERIFIED: no STM32F4 machine is used by the tests
+ *                       115200 baud); runs on Renode's STM32F4 Discovery model (tests/test_emulator.py)
  *   -DBOARD_UART_BASE=0x...u
  * Exit and file I/O still go through semihosting (board_semihost.c). */
 #include <stdint.h>
