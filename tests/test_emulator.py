@@ -281,9 +281,9 @@ def test_renode_m0_trains_bit_exactly_like_python():
 
 @needs_renode
 def test_renode_real_board_stm32f4_discovery_trains_bit_exactly(bundled):
-    """Renode's own STM32F4 Discovery description (STM32F407VG, 128 KiB SRAM; renode/stm32f4_discovery_kit_offline.repl),
-    output through its real USART2 model: an MNIST MLP that fits the board's RAM, int16 (the SMLAD paths), with
-    dropout (the PRNG on the device)."""
+    """Renode's own STM32F4 Discovery description (STM32F407VG, 128 KiB SRAM; through
+    renode/stm32f4_discovery_kit_offline.repl), output through its real USART2 model: an MNIST MLP that fits the
+    board's RAM, int16 (the SMLAD paths), with dropout (the PRNG on the device)."""
     rep = verify(pretrained("soak_mlp", 16), bundled, "stm32f4-discovery", steps=K_STEPS, batch=8,
                  predictions=100, lr_schedule=LR_CHANGE, emulator="renode", name="renf4")
     _check(rep, "train")

@@ -164,7 +164,8 @@ def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             return
 
 
-def run_group(cmd: list[str], timeout: float, log_path: Path, cwd: "str | Path | None" = None) -> tuple[int | None, float]:
+def run_group(cmd: list[str], timeout: float, log_path: Path,
+              cwd: "str | Path | None" = None) -> tuple[int | None, float]:
     """Run ``cmd`` in its own process group, output to ``log_path``; (exit status or None on timeout, seconds).
 
     The group is killed on a timeout, an interrupt or any error, so nothing it started outlives the call."""
