@@ -3,7 +3,8 @@
  *   -DBOARD_UART_NRF51  nRF51 UART (microbit at 0x40002000)
  *   -DBOARD_UART_STM32  STM32F2/F4 USART2 at 0x40004400 (PA2 = TX, 16 MHz HSI, 115200 baud): the stm32f405
  *                       and stm32f205 targets run it on QEMU's netduinoplus2 and netduino2 (SoC models); the
- *                       STM32F4-Discovery build (stm32f407) is the same code, unverified on the board itself
+ *                       STM32F4-Discovery build (stm32f407) is the same code and runs on Renode's STM32F4 Discovery
+ *                       model (tests/test_emulator.py)
  *   -DBOARD_UART_NS16550 16550-compatible UART, byte registers (QEMU virt RISC-V at 0x10000000)
  *   -DBOARD_UART_BASE=0x...u
  * Exit and file I/O go through semihosting (board_semihost.c), except on a part built with

@@ -286,7 +286,7 @@ def cmd_report(a) -> int:
 
     check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     r = report(model, a.target, a.batch, data, steps=a.steps, predictions=a.predictions,
-               per_layer=not a.no_per_layer, name=a.name)
+               per_layer=not a.no_per_layer, name=a.name, emulator=a.emulator)
     print(report_text(r))
     if a.json:
         atomic_write(Path(a.json), report_json(r).encode())
@@ -331,7 +331,7 @@ def lr_inv_or_auto(s: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .device.targets import DEFAULT_TARGET, TARGETS
+    from .device.targets import DEFAULT_TARGET, EXTRA_BOARDS, TARGETS
     from .device.verify import MAX_BATCH, MAX_STEPS
 
     p = Parser(prog="nitro-mcu", description="Integer-only NITRO-D training for microcontrollers.")
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--steps", type=int_in(0, MAX_STEPS), default=20, help="training steps on the device")
             sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")
             sp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
-                            help="qemu or renode; the Renode files are dry-run checked only, never run here "
-                                 "(renode/README.md)")
+                            help="qemu, or renode (tested with Renode 1.15.3; renode/README.md); the board "
+                                 "targets (stm32f4-discovery) run on renode only")
             sp.add_argument("--allow-still", action="append", default=[], metavar="TENSOR",
                             help="a trainable tensor allowed not to change in the run (repeatable); any other "
                                  "trainable tensor that does not move fails the verdict, and so does a frozen "
@@ -463,9 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_verify)
 
     v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
-    device_args(v)
+    device_args(v, extra_targets=EXTRA_BOARDS)
     r = sub.add_parser("run", help="generate, build, train and predict on the emulated MCU (verified)")
-    device_args(r)
+    device_args(r, extra_targets=EXTRA_BOARDS)
     rp = sub.add_parser("report", help="flash, RAM, stack and instruction counts on the emulated MCU")
     device_args(rp, verify_cmd=False)
     rp.add_argument("--steps", type=int_in(1, MAX_STEPS), default=2, help="training steps measured")
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", help="also write the report as JSON")
     rp.add_argument("--png", help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
+    rp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
+                    help="renode: also run the training steps on Renode and compare its instruction counter "
+                         "with the QEMU plugin's")
     rp.set_defaults(func=cmd_report)
 
     from .device.parts import part_names

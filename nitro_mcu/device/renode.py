@@ -1,37 +1,252 @@
-"""Run the embedded-transport harness under Renode (renode/harness.robot) and decode its UART log.
+"""Run the embedded-transport harness under Renode and decode its UART log.
 
-Never run on Renode: Renode cannot be installed on the project machines, and its files are checked by a Robot dry
-run only.  The same firmware and decoding are tested on QEMU
-(tests/test_emulator.py::test_embedded_transport_over_uart_matches_python), and this runner, from an installed
-wheel, with a stand-in ``renode-test`` that runs the ELF in QEMU (tests/test_renode_packaging.py).
+The fast path: the results leave the emulated board through the UART into a *file backend* (Renode writes every
+byte to a file at native speed); ``renode/harness.robot`` only starts the machine, polls that file for the
+``NITRO-DONE`` sentinel, reads the CPU's own ``ExecutedInstructions`` counter and passes or fails.  A Robot
+terminal tester (``Wait For Line On Uart``) would inspect every byte of the ~1 MB result stream and runs ~60x
+slower, so the suite never creates one.
+
+Robustness: ``renode-test`` runs in its own process group, which is killed whole on a timeout, an interrupt or
+any error, so no Renode (mono) process outlives the call.  Every failure is a :class:`HarnessError` (one line,
+exit 2 from the CLI): Renode or its Python dependencies missing, timeout, crash, missing sentinel.  The timeout
+scales with the work in the session (samples x MACs, result bytes).
+
+Tested with Renode 1.15.3 (docs/toolchain.md, renode/README.md).
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 import shutil
+import signal
+import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from ..codegen import Converted
+from ..codegen.cost import op_macs
 from .harness import McuRun, build_mcu
-from .protocol import HarnessError, Session, check_sentinel, parse_console_results, parse_results
-from .targets import RENODE_DIR
+from .protocol import HarnessError, RunResult, Session, check_sentinel, parse_console_results, parse_results, \
+    sentinel_status, stack_high_water
+from .targets import EXTRA_BOARDS, RENODE_DIR, Target, get_target
+
+RENODE_TESTED = "1.15.3"
+# what renode-test imports, in the Python it runs (the first python3 on PATH); pip names for the message
+RENODE_TEST_MODULES = {"robot": "robotframework==6.1", "RetryFailed": "robotframework-retryfailed",
+                       "psutil": "psutil", "yaml": "pyyaml"}
 
 
-def run_renode(conv: Converted, session: Session, target: str, timeout: float) -> McuRun:
-    """Build the harness with ``session`` compiled in, run it in renode-test and decode the results."""
+@dataclasses.dataclass(frozen=True)
+class RenodePlatform:
+    """Where a target runs in Renode: a platform description and the UART the firmware prints on."""
+    target: str
+    repl: str | None     # None: generated from the Target row (platform_repl); else a file in renode/
+    uart: str            # the peripheral the firmware's board_uart.c drives
+    cpu_type: str        # Renode's cpuType for a generated description
+    what: str            # for README / messages
+
+
+# The QEMU machines' memory maps, generated from targets.TARGETS (one source with the linker scripts), with the
+# CPU model and UART model Renode has for them; plus a real board: Renode's own STM32F4 Discovery description
+# (STM32F407, its real USART2 model), from Renode's installation, through renode/stm32f4_discovery_kit_offline.repl.
+RENODE_PLATFORMS: dict[str, RenodePlatform] = {
+    "m0": RenodePlatform("m0", None, "sysbus.uart0", "cortex-m0", "micro:bit memory map, nRF UART model"),
+    "m3": RenodePlatform("m3", None, "sysbus.uart0", "cortex-m3", "mps2-an385 memory map, CMSDK UART model"),
+    "m4": RenodePlatform("m4", None, "sysbus.uart0", "cortex-m4", "mps2-an386 memory map, CMSDK UART model"),
+    "m7": RenodePlatform("m7", None, "sysbus.uart0", "cortex-m7", "mps2-an500 memory map, CMSDK UART model"),
+    "m33": RenodePlatform("m33", None, "sysbus.uart0", "cortex-m33", "mps2-an505 memory map, CMSDK UART model"),
+    "stm32f4-discovery": RenodePlatform("stm32f4-discovery", "stm32f4_discovery_kit_offline.repl",
+                                        "sysbus.usart2", "", "Renode's STM32F4 Discovery board (STM32F407VG), "
+                                                             "its USART2 model"),
+}
+RENODE_UART_MODELS = {"cmsdk": "UART.CMSDK_APB_UART", "nrf51": "UART.NRF52840_UART"}
+
+
+def renode_target(target: "str | Target") -> Target:
+    """The Target row of a Renode target: a core of TARGETS or a board of EXTRA_BOARDS."""
+    if isinstance(target, Target):
+        return target
+    if target in EXTRA_BOARDS:
+        return EXTRA_BOARDS[target]
+    if target in RENODE_PLATFORMS:
+        return get_target(target)
+    raise HarnessError(f"no Renode platform for target {target!r}; choose one of {', '.join(RENODE_PLATFORMS)}")
+
+
+def platform_repl(target: "str | Target") -> str:
+    """A Renode platform description of a QEMU machine's memory map, from its Target row."""
+    t = renode_target(target)
+    plat = RENODE_PLATFORMS[t.name]
+    if plat.repl is not None:
+        raise ValueError(f"{t.name} uses Renode's own description {plat.repl}")
+    mem = [("code", t.code_base, t.code_size), ("ram", t.ram_base, t.ram_size)]
+    if t.psram_base is not None:
+        mem.append(("psram", t.psram_base, t.psram_size))
+    lines = [f"// nitro_mcu: {plat.what} ({t.core}); generated by nitro_mcu/device/renode.py from targets.py",
+             "cpu: CPU.CortexM @ sysbus", f'    cpuType: "{plat.cpu_type}"', "    nvic: nvic", "",
+             "nvic: IRQControllers.NVIC @ sysbus 0xE000E000", "    IRQ -> cpu@0", ""]
+    for name, base, size in mem:
+        lines += [f"{name}: Memory.MappedMemory @ sysbus 0x{base:08X}", f"    size: 0x{size:X}", ""]
+    lines.append(f"{plat.uart.split('.')[-1]}: {RENODE_UART_MODELS[t.uart_kind]} @ sysbus 0x{t.uart_base:08X}")
+    return "\n".join(lines) + "\n"
+
+
+def find_renode_test() -> str:
+    """The renode-test launcher, checked with the Python modules it needs; HarnessError (one line) if not."""
     exe = shutil.which("renode-test")
     if exe is None:
-        raise HarnessError("Renode is not installed (renode-test is not on PATH; it has no Debian package, see "
-                           "renode/README.md); use --emulator qemu")
-    if target != "m4":
-        raise HarnessError("the Renode platform in renode/ models mps2-an386: use --target m4")
-    b = build_mcu(conv, target, None, io="uart", embedded_cmd=session.to_bytes())
+        raise HarnessError("Renode is not installed (renode-test is not on PATH; install a Renode release package "
+                           "or `pip install renode-run`, see renode/README.md); use --emulator qemu")
+    py = shutil.which("python3")
+    if py is None:
+        raise HarnessError("renode-test needs python3 on PATH")
+    probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+    proc = subprocess.run([py, "-c", probe, *RENODE_TEST_MODULES], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    missing = proc.stdout.split() if proc.returncode == 0 else list(RENODE_TEST_MODULES)
+    if missing:
+        raise HarnessError(f"renode-test needs Python modules missing from {py}: {', '.join(missing)} (pip install "
+                           + " ".join(RENODE_TEST_MODULES[m] for m in missing) + ")")
+    return exe
+
+
+def session_work(conv: Converted, session: Session) -> tuple[int, int]:
+    """(multiply-accumulates, result bytes on the UART) of ``session``: what a run's time scales with."""
+    rows = op_macs(conv.plan)
+    train_per_sample = sum(r["train_macs"] for r in rows) // max(1, conv.plan.batch)
+    infer_per_sample = sum(r["infer_macs"] for r in rows)
+    weights = sum(t.count for t in conv.plan.tensors)
+    macs = out = 0
+    for c in session.commands:
+        tag = c[:4]
+        n = struct.unpack("<i", c[4:8])[0] if len(c) >= 8 else 0
+        if tag == b"TRAN":
+            macs, out = macs + n * train_per_sample, out + 8
+        elif tag == b"PRED":
+            macs, out = macs + n * infer_per_sample, out + n * (conv.plan.model.num_classes + 1)
+        elif tag == b"WGHT":
+            out += 4 * weights + 20
+        elif tag == b"MOVE":
+            macs, out = macs + weights, out + 4 * len(conv.plan.tensors) + 8
+    return macs, 2 * out      # hex on the UART: two characters a byte
+
+
+# Slow-machine rates (a loaded 2-core host): Renode runs the harness at >= 20 M MAC/s and writes >= 200 kB/s of
+# UART; the timeout allows 4x on top of that and a minute for Renode's start.
+RENODE_MACS_PER_S = 5_000_000
+RENODE_UART_BYTES_PER_S = 50_000
+RENODE_START_S = 60.0
+
+
+def renode_timeout(conv: Converted, session: Session) -> float:
+    """Seconds to allow a Renode run of ``session``: grows with steps x batch x model size and the output."""
+    macs, out = session_work(conv, session)
+    return RENODE_START_S + macs / RENODE_MACS_PER_S + out / RENODE_UART_BYTES_PER_S
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """End ``proc``'s whole process group (renode-test, Robot, Renode/mono): TERM, then KILL after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:                 # the leader is gone: make sure no member of its group lingers
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
+def run_group(cmd: list[str], timeout: float, log_path: Path,
+              cwd: "str | Path | None" = None) -> tuple[int | None, float]:
+    """Run ``cmd`` in its own process group, output to ``log_path``; (exit status or None on timeout, seconds).
+
+    The group is killed on a timeout, an interrupt or any error, so nothing it started outlives the call."""
+    t0 = time.monotonic()
+    with open(log_path, "wb") as out:
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                    start_new_session=True)
+        except OSError as e:
+            raise HarnessError(f"cannot start {cmd[0]}: {e.strerror or e}") from None
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:
+            kill_group(proc)
+    return rc, time.monotonic() - t0
+
+
+def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 600.0) -> RunResult:
+    """Run a UART build of ``target`` in Renode through renode/harness.robot; its UART output as ``stdout`` and
+    Renode's instruction counter as ``insns_total``.  HarnessError on a timeout (``timeout`` seconds for the whole
+    renode-test run; the suite's own wait ends 15 s earlier, so Robot usually reports it first) or a failure."""
+    exe = find_renode_test()
+    t = renode_target(target)
+    plat = RENODE_PLATFORMS[t.name]
     with tempfile.TemporaryDirectory(prefix="nitro-renode-") as d:
-        log = Path(d) / "uart.log"
-        proc = subprocess.run([exe, str(RENODE_DIR / "harness.robot"), "--variable", f"ELF:{b.elf}",
-                               "--variable", f"LOG:{log}"], capture_output=True, text=True, timeout=timeout + 60,
-                              stdin=subprocess.DEVNULL)
-        out = log.read_text() if log.is_file() else ""
-    check_sentinel(out, proc.stdout + proc.stderr, 0 if proc.returncode == 0 else proc.returncode)
-    return McuRun(parse_results(parse_console_results(out), conv, session.expect), b, None, None)
+        d = Path(d)
+        repl = str(RENODE_DIR / plat.repl) if plat.repl is not None else None
+        if repl is None:
+            (d / "platform.repl").write_text(platform_repl(t))
+            repl = str(d / "platform.repl")
+        log, insns, console = d / "uart.log", d / "insns.txt", d / "renode-test.log"
+        cmd = [exe, str(RENODE_DIR / "harness.robot"), "-r", str(d / "results"),
+               "--variable", f"ELF:{Path(elf).resolve()}", "--variable", f"LOG:{log}",
+               "--variable", f"INSNS:{insns}", "--variable", f"REPL:{repl}", "--variable", f"UART:{plat.uart}",
+               "--variable", f"VTOR:0x{t.code_base:X}", "--variable", f"TIMEOUT:{max(1, int(timeout) - 15)}"]
+        rc, wall = run_group(cmd, timeout, console, cwd=d)
+        out = log.read_text("utf-8", "replace") if log.is_file() else ""
+        said = console.read_text("utf-8", "replace") if console.is_file() else ""
+        count = insns.read_text().strip() if insns.is_file() else ""
+    if rc is None:
+        raise HarnessError(f"Renode timed out after {timeout:.0f} s on {t.name} (the Renode processes were "
+                           f"ended); last UART output: {_tail(out)}")
+    res = RunResult(stdout=out, stderr=said, exit_status=rc, sentinel_status=sentinel_status(out), cmd=cmd,
+                    wall_s=wall, timed_out=False)
+    m = re.search(r"0x[0-9A-Fa-f]+|\d+", count)          # the monitor prints it in hex (0x...)
+    if m:
+        res.insns_total = int(m.group(0), 0)
+    if rc != 0 or res.sentinel_status != 0:
+        why = _robot_failure(said)
+        raise HarnessError(f"Renode run failed on {t.name} (renode-test exit {rc}, sentinel "
+                           f"{'NITRO-DONE %s' % res.sentinel_status if res.sentinel_status is not None else 'missing'})"
+                           f": {why or _tail(said)}; last UART output: {_tail(out)}")
+    return res
+
+
+def _tail(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-2:])[-300:] if lines else "(none)"
+
+
+def _robot_failure(console: str) -> str:
+    """The failure renode-test printed: the message of its failure box (lines starting with '║'), else the
+    first line naming an error."""
+    boxed = [ln.split("║", 1)[1].strip() for ln in console.splitlines() if "║" in ln]
+    if any(boxed):
+        return " ".join(b for b in boxed if b)[:400]
+    for line in console.splitlines():
+        if re.search(r"\b(FAIL|ERROR|Error|Exception)\b", line):
+            return line.strip()[:400]
+    return ""
+
+
+def run_renode(conv: Converted, session: Session, target: str, timeout: float | None = None,
+               opt: str = "-O2") -> McuRun:
+    """Build the harness with ``session`` compiled in, run it in Renode and decode the results bit-exactly."""
+    find_renode_test()                      # before the build: a missing Renode is a one-line error at once
+    t = renode_target(target)
+    b = build_mcu(conv, t, None, io="uart", embedded_cmd=session.to_bytes(), opt=opt)
+    r = run_renode_elf(b.elf, t, renode_timeout(conv, session) if timeout is None else timeout)
+    check_sentinel(r.stdout, r.stderr, 0)
+    return McuRun(parse_results(parse_console_results(r.stdout), conv, session.expect), b, r,
+                  stack_high_water(r.stdout))

@@ -15,14 +15,21 @@ from ..codegen import convert
 from ..codegen.cost import PHASES, op_macs, tail_ram, tail_ram_text
 from ..fileio import atomic_write
 from ..trainer.network import Model
-from .protocol import Session
+from .protocol import Session, parse_console_results
+from .qemu import run_qemu
+from .renode import RENODE_TESTED, run_renode
 from .verify import batches, run_session
 
 
 def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: int = 2, predictions: int = 5,
-           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600, trainable=None) -> dict:
+           per_layer: bool = True, name: str = "nitro_model", timeout: float = 600, trainable=None,
+           emulator: str = "qemu") -> dict:
     """Flash, static RAM, stack, instructions per inference / training step / MAC (and per layer), and the
-    planned RAM of training each tail next to full training.  ``trainable``: as in :func:`~.verify.verify`."""
+    planned RAM of training each tail next to full training.  ``trainable``: as in :func:`~.verify.verify`.
+
+    ``emulator`` 'renode': also run the training session on Renode and put Renode's own instruction counter
+    next to the QEMU plugin's total for the same UART firmware (``renode`` entry); the per-step and per-layer
+    counts need the plugin's region markers, so they stay QEMU's."""
     model = copy.deepcopy(model)
     if trainable is not None:
         model.set_trainable(trainable)
@@ -64,6 +71,10 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
                       for ph in PHASES if ph in row["phase_macs"] and not streamed}
             out["layers"].append(dict(row, train_insns=rt // max(1, len(xs)), infer_insns=ri // max(1, len(xp)),
                                       phase_insns=phases))
+    if emulator == "renode":
+        out["renode"] = renode_cross_check(conv, count_session(conv, xs, xp, "train"), target)
+    elif emulator != "qemu":
+        raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -72,14 +83,29 @@ def count_insns(conv, target: str, xs, xp, what: str, timeout: float = 600):
     """(instructions per training step or per inference, the run) on ``target``: ``what`` "train" counts the
     training steps on the batches ``xs`` (then predicts ``xp``); "predict" trains on ``xs`` uncounted, then counts
     the predictions of ``xp``.  Totals come from a build without per-op markers: no measuring overhead."""
+    r = run_session(conv, count_session(conv, xs, xp, what), target, "qemu", timeout, count_insns=True)
+    return r.run.insns_region / max(1, r.run.regions), r
+
+
+def count_session(conv, xs, xp, what: str) -> Session:
+    """The session :func:`count_insns` runs: the counted region brackets the training steps or the predictions."""
     s = Session(int(np.prod(conv.plan.model.input_shape)))
     s.prof(1 if what == "train" else 0)
     for x, y in xs:
         s.train(x, y)
     s.prof(0 if what == "train" else 2)
     s.predict(xp)
-    r = run_session(conv, s, target, "qemu", timeout, count_insns=True)
-    return r.run.insns_region / max(1, r.run.regions), r
+    return s
+
+
+def renode_cross_check(conv, session: Session, target: str) -> dict:
+    """Renode's ``ExecutedInstructions`` after ``session`` against the QEMU plugin's total for the same ELF."""
+    ren = run_renode(conv, session, target)
+    q = run_qemu(ren.build.elf, target, io="uart", count_insns=True, timeout=600)
+    r, qn = ren.run.insns_total, q.insns_total
+    return dict(version=RENODE_TESTED, insns_total=r, qemu_insns_total=qn,
+                difference=None if r is None or qn is None else r - qn,
+                results_equal=parse_console_results(q.stdout) == parse_console_results(ren.run.stdout))
 
 
 def phase_id(op: int, phase: str) -> int:
@@ -131,6 +157,11 @@ def report_text(r: dict) -> str:
     if r.get("tail_ram"):
         lines.append(f"  trainable: {', '.join(r['trainable'])}; planned model RAM (static RAM above less the harness):")
         lines += ["  " + ln for ln in tail_ram_text(r["tail_ram"]).splitlines()]
+    if r.get("renode"):
+        rn = r["renode"]
+        lines.append(f"  Renode {rn['version']} ExecutedInstructions {rn['insns_total']} vs QEMU plugin "
+                     f"{rn['qemu_insns_total']} for the same UART firmware (difference {rn['difference']}; results "
+                     f"{'identical' if rn['results_equal'] else 'DIFFER'})")
     return "\n".join(lines)
 
 

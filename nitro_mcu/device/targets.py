@@ -137,7 +137,7 @@ TARGETS: dict[str, Target] = {
 }
 DEFAULT_TARGET = "m4"
 
-# Real boards without a QEMU machine: build-only (UNVERIFIED on hardware / Renode).
+# Real boards without a QEMU machine: built for hardware and run on Renode's board model (--emulator renode).
 # Pass the Target object itself to build_firmware(); run_qemu() does not accept them.
 EXTRA_BOARDS: dict[str, Target] = {
     "stm32f4-discovery": Target("stm32f4-discovery", "STM32F407VG Cortex-M4 (soft-float ABI)", ("-mcpu=cortex-m4",),

@@ -33,6 +33,7 @@ from ..trainer.network import Model
 from .harness import McuRun, run_mcu
 from .protocol import Session, WeightDump
 from .renode import run_renode
+from .targets import EXTRA_BOARDS
 
 
 @dataclass
@@ -358,7 +359,7 @@ def check_bounds(model: Model, steps: int, batch: int, predictions: int) -> None
 
 def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int = 8, predictions: int = 100,
            lr_schedule: dict | None = None, emulator: str = "qemu", name: str = "nitro_model",
-           timeout: float = 600, allow_still=(), checkpoint_every: int | None = None,
+           timeout: float | None = None, allow_still=(), checkpoint_every: int | None = None,
            opt: str = "-O2", trainable=None, lr_inv: "int | str | None" = "auto") -> VerifyReport:
     """Run ``steps`` training steps and ``predictions`` predictions on the device and in Python; compare.
 
@@ -368,6 +369,7 @@ def verify(model: Model, data, target: str = "m4", steps: int = 20, batch: int =
     overrides ``lr_inv``).  ``allow_still``: trainable tensors allowed not to move.
     ``checkpoint_every``: also compare the whole state every that many steps (one continuous device run).
     ``trainable``: the blocks that train (default: the model's set); ``model`` itself is not changed.
+    ``timeout``: seconds for the emulator run (default: 600 on QEMU; on Renode it scales with the work).
     """
     if steps < 0 or predictions < 0:
         raise ValueError("steps and predictions must be non-negative")
@@ -470,12 +472,15 @@ def compare(step: int, weights: dict, rng: int, lr: int, start: dict, moved: dic
     return Checkpoint(step, checks, dump.count, n_weights, moved_tensors, dump.lr_inv, lr, dump.rng, rng)
 
 
-def run_session(conv: Converted, session: Session, target: str, emulator: str, timeout: float, count_insns=False,
-                profile_ops=False, opt: str = "-O2") -> McuRun:
-    """Run ``session`` on the harness firmware in ``emulator`` (qemu or renode)."""
+def run_session(conv: Converted, session: Session, target: str, emulator: str, timeout: float | None = None,
+                count_insns=False, profile_ops=False, opt: str = "-O2") -> McuRun:
+    """Run ``session`` on the harness firmware in ``emulator`` (qemu or renode).  ``timeout`` None: 600 s on
+    QEMU, scaled with the work on Renode (renode.renode_timeout)."""
     if emulator == "qemu":
-        return run_mcu(conv, session, target, count_insns=count_insns, timeout=timeout, profile_ops=profile_ops,
-                       opt=opt)
+        if isinstance(target, str) and target in EXTRA_BOARDS:
+            raise ValueError(f"{target} has no QEMU machine; use --emulator renode")
+        return run_mcu(conv, session, target, count_insns=count_insns, timeout=600 if timeout is None else timeout,
+                       profile_ops=profile_ops, opt=opt)
     if emulator == "renode":
-        return run_renode(conv, session, target, timeout)
+        return run_renode(conv, session, target, timeout, opt=opt)
     raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
