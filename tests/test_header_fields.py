@@ -97,3 +97,13 @@ def test_convert_checks_class_names_and_lr_inv():
     with pytest.raises(nm.codegen.CodegenError, match="lr_inv must be an integer"):
         convert(m, train=True, lr_inv=0)
     assert json.dumps(convert(m, train=True, lr_inv=77).plan.lr_inv_init) == "77"
+
+
+def test_spare_class_slots_get_names_after_the_model_s_own():
+    """A model grown by spare classes keeps its K names and names the new slots spare0, spare1, ... (the header's
+    class_name table has NUM_CLASSES entries, the grown count)."""
+    m = nm.build(SPEC)
+    names = [f"c{i}" for i in range(m.num_classes)]
+    src = convert(m, train=True, classes=names, spare_classes=2, name="sp").sources["sp.c"]
+    table = src[src.index("class_names[SP_NUM_CLASSES] = {"):].split("};")[0]
+    assert [ln.strip().strip('",') for ln in table.splitlines()[1:] if ln.strip()] == [*names, "spare0", "spare1"]
