@@ -87,16 +87,13 @@ class FlashSession(Session):
     """A :class:`~.protocol.Session` with the checkpoint commands of the harness."""
 
     def load(self):
-        self.commands.append(b"FLOD")
-        self.expect.append("FLOD")
+        self.ask(b"FLOD")
 
     def save(self):
-        self.commands.append(b"FSAV")
-        self.expect.append("FSAV")
+        self.ask(b"FSAV")
 
     def export(self):
-        self.commands.append(b"CKPT")
-        self.expect.append("CKPT")
+        self.ask(b"CKPT")
 
     def cut(self, k: int):
         """Lose power instead of the k-th flash write-through from here (host runs)."""

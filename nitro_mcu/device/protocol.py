@@ -122,6 +122,11 @@ class Session:
     commands: list = dataclasses.field(default_factory=list)
     expect: list = dataclasses.field(default_factory=list)  # response kinds, in order
 
+    def ask(self, tag: bytes, payload: bytes = b""):
+        """A command that answers: its bytes, and its tag as the kind of answer expected."""
+        self.commands.append(tag + payload)
+        self.expect.append(tag.decode())
+
     def lr(self, lr_inv: int):
         self.commands.append(b"LRIV" + struct.pack("<i", lr_inv))
 
@@ -137,36 +142,29 @@ class Session:
 
     def train(self, x: np.ndarray, y: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
-        self.commands.append(b"TRAN" + struct.pack("<i", len(x)) + x.tobytes() +
-                             np.asarray(y, dtype=np.uint8).tobytes())
-        self.expect.append("TRAN")
+        self.ask(b"TRAN", struct.pack("<i", len(x)) + x.tobytes() + np.asarray(y, dtype=np.uint8).tobytes())
 
     def predict(self, x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
-        self.commands.append(b"PRED" + struct.pack("<i", len(x)) + x.tobytes())
-        self.expect.append("PRED")
+        self.ask(b"PRED", struct.pack("<i", len(x)) + x.tobytes())
 
     def weights(self):
-        self.commands.append(b"WGHT")
-        self.expect.append("WGHT")
+        self.ask(b"WGHT")
 
     def move(self, reference: np.ndarray):
         """The device counts, per tensor, its weights that differ from ``reference`` (all weights, export order)."""
         ref = np.ascontiguousarray(reference, dtype="<i4").reshape(-1)
-        self.commands.append(b"MOVE" + struct.pack("<i", ref.size) + ref.tobytes())
-        self.expect.append("MOVE")
+        self.ask(b"MOVE", struct.pack("<i", ref.size) + ref.tobytes())
 
     def norm(self, raw: np.ndarray, dtype: str):
         """Raw samples through the device's normalize_<dtype>, then predict (models with input statistics)."""
         raw = np.ascontiguousarray(raw, dtype=RAW_DTYPES[dtype]).reshape(-1, self.input_size)
-        self.commands.append(b"NORM" + struct.pack("<i", len(raw)) + raw.tobytes())
-        self.expect.append("NORM")
+        self.ask(b"NORM", struct.pack("<i", len(raw)) + raw.tobytes())
 
     def window(self, readings: np.ndarray, hop: int, dtype: str):
         """Readings pushed one at a time through the device's window helper; each ready window comes back."""
         r = np.ascontiguousarray(readings, dtype=RAW_DTYPES[dtype]).reshape(-1)
-        self.commands.append(b"WIND" + struct.pack("<ii", hop, r.size) + r.tobytes())
-        self.expect.append("WIND")
+        self.ask(b"WIND", struct.pack("<ii", hop, r.size) + r.tobytes())
 
     @property
     def raw_inputs(self) -> bool:
@@ -175,27 +173,21 @@ class Session:
 
     # ---- new classes (firmware/harness.c, built with NITRO_REH_BYTES): each answers an int32 ----------
     def add_class(self):
-        self.commands.append(b"ADDC")
-        self.expect.append("ADDC")
+        self.ask(b"ADDC")
 
     def rehearsal_clear(self):
-        self.commands.append(b"RCLR")
-        self.expect.append("RCLR")
+        self.ask(b"RCLR")
 
     def rehearsal_open(self):
-        self.commands.append(b"ROPN")
-        self.expect.append("ROPN")
+        self.ask(b"ROPN")
 
     def rehearsal_add(self, x: np.ndarray, label: int):
         x = np.ascontiguousarray(x, dtype=np.int8).reshape(self.input_size)
-        self.commands.append(b"RADD" + struct.pack("<B", label) + x.tobytes())
-        self.expect.append("RADD")
+        self.ask(b"RADD", struct.pack("<B", label) + x.tobytes())
 
     def train_rehearsal(self, x: np.ndarray, y: np.ndarray, k: int):
         x = np.ascontiguousarray(x, dtype=np.int8).reshape(len(x), self.input_size)
-        self.commands.append(b"RTRN" + struct.pack("<ii", len(x), k) + x.tobytes() +
-                             np.asarray(y, dtype=np.uint8).tobytes())
-        self.expect.append("RTRN")
+        self.ask(b"RTRN", struct.pack("<ii", len(x), k) + x.tobytes() + np.asarray(y, dtype=np.uint8).tobytes())
 
     def to_bytes(self) -> bytes:
         return b"".join(self.commands) + b"DONE"
