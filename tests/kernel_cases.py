@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import subprocess
 
 from nitro_mcu.codegen.render import convert
+from nitro_mcu.device.flags import firmware_cflags
+from nitro_mcu.device.targets import get_target
 from nitro_mcu.spec import preset
 from nitro_mcu.trainer.network import Model
 
@@ -58,14 +63,47 @@ CASES = [
 ]
 
 
+# Every core whose kernels differ (one per instruction set and backend): the host compiler and the cross ones.
+CORES = ("host", "m0", "m3", "m4", "m7", "m33", "rv32imc")
+
+
 def sources(case) -> dict[str, str]:
     _, spec, profile, bits, batch, train, trainable = case
     model = Model(spec, profile, bits, seed=3)
     return convert(model, batch=batch, train=train, name="pin", trainable=trainable).sources
 
 
+def compiler(core: str) -> list[str]:
+    """The compiler command of ``core`` with its firmware flags (the host's: gcc -O2)."""
+    if core == "host":
+        return ["gcc", "-std=c11", "-O2"]
+    return [get_target(core).isa_info.tool("gcc"), *firmware_cflags(core)]
+
+
+def compiled_kernels(text: str, core: str) -> str:
+    """What ``core``'s compiler sees of a kernel file: preprocessed with its own flags, so that only the backend
+    branches it selects remain.  The #include lines are left out (the system headers differ between
+    toolchains), and so is the generation id (a hash of all three files)."""
+    body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#include"))
+    return subprocess.run([*compiler(core), "-E", "-P", "-x", "c", "-"], input=body, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def missing_compilers() -> list[str]:
+    return [c for c in CORES if shutil.which(compiler(c)[0]) is None]
+
+
+def digests_of(case) -> dict[str, str]:
+    """sha256 of <name>.h and <name>.c (generation id masked) and of the kernels as each core compiles them."""
+    src = {f: re.sub(r"0x[0-9a-f]{16}ULL", "GENERATION", t) for f, t in sources(case).items()}
+    out = {f: hashlib.sha256(src[f].encode()).hexdigest() for f in ("pin.c", "pin.h")}
+    for core in CORES:
+        out[f"pin_kernels.h@{core}"] = hashlib.sha256(compiled_kernels(src["pin_kernels.h"], core).encode()).hexdigest()
+    return out
+
+
 def digests() -> dict[str, dict[str, str]]:
-    return {c[0]: {f: hashlib.sha256(t.encode()).hexdigest() for f, t in sorted(sources(c).items())} for c in CASES}
+    return {c[0]: digests_of(c) for c in CASES}
 
 
 if __name__ == "__main__":
