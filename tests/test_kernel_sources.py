@@ -80,6 +80,7 @@ def test_a_spot_selects_each_backend_that_has_the_part_and_falls_back_to_portabl
 def test_backend_macros_are_defined_from_the_table_for_the_widths_each_serves(monkeypatch):
     from nitro_mcu.codegen import isa
 
+    monkeypatch.setattr(isa, "ISAS", isa.ISAS[:1])
     assert isa.defines(32) == "#define NITRO_DSP 0"
     assert isa.defines(16) == ("#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP\n#define NITRO_DSP 1\n#else\n"
                                "#define NITRO_DSP 0\n#endif")
@@ -87,8 +88,19 @@ def test_backend_macros_are_defined_from_the_table_for_the_widths_each_serves(mo
     assert isa.defines(32) == "#define NITRO_DSP 0\n#if defined(__riscv)\n#define NITRO_RV 1\n#else\n#define NITRO_RV 0\n#endif"
 
 
+def test_a_backend_without_a_tier_takes_that_tiers_spots_under_its_own_macro(monkeypatch):
+    from nitro_mcu.codegen import isa
+
+    monkeypatch.setattr(isa, "ISAS", (isa.ISAS[0], isa.Isa("rv", "NITRO_RV", "defined(__riscv)", (16,), "RV32")))
+    env = _env({"kernels/portable/x.h.j2": "{% macro a() %}\nport a\n{% endmacro %}\n",
+                "kernels/dsp/x.h.j2": "{% macro a() %}\ndsp a\n{% endmacro %}\n",
+                "kernels/rv/x.h.j2": "{% macro a() %}\nrv a\n{% endmacro %}\n",
+                "t": '{{ isa_select("x", "a", "asm") }}'})
+    assert env.get_template("t").render() == "#if NITRO_ASM\ndsp a\n#elif NITRO_RV\nrv a\n#else\nport a\n#endif"
+
+
 def test_a_new_row_without_files_changes_only_the_defines_and_still_compiles(monkeypatch, tmp_path):
-    """The real templates: an RV32 row with no variant files yet runs the portable kernels everywhere."""
+    """The real templates: a further row with no variant files yet runs the portable kernels on its cores."""
     import subprocess
 
     from nitro_mcu.codegen import isa
@@ -96,10 +108,10 @@ def test_a_new_row_without_files_changes_only_the_defines_and_still_compiles(mon
 
     case = next(c for c in CASES if c[0] == "mcu_cnn_i16_train")
     before = sources(case)["pin_kernels.h"]
-    monkeypatch.setattr(isa, "ISAS", (*isa.ISAS, isa.Isa("rv32", "NITRO_RV32", "defined(__riscv)", (16, 32), "RV32")))
+    monkeypatch.setattr(isa, "ISAS", (*isa.ISAS, isa.Isa("x", "NITRO_X", "defined(__x_core__)", (16, 32), "X")))
     after = sources(case)
-    added = "\n#if defined(__riscv)\n#define NITRO_RV32 1\n#else\n#define NITRO_RV32 0\n#endif"
-    anchor = "#define NITRO_DSP 0\n#endif"
+    added = "\n#if defined(__x_core__)\n#define NITRO_X 1\n#else\n#define NITRO_X 0\n#endif"
+    anchor = "#define NITRO_RV32 0\n#endif"
     assert after["pin_kernels.h"].split("#define PIN_KERNELS_GENERATION")[0] == \
         before.replace(anchor, anchor + added, 1).split("#define PIN_KERNELS_GENERATION")[0]
     for f, t in after.items():

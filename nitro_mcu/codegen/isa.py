@@ -4,7 +4,8 @@ The generated C is target-agnostic: the C preprocessor picks the backend from th
 one ``<name>_kernels.h`` serves every core.  Each row names the macro that is 1 where the backend is compiled
 (defined from ``condition`` at the top of the kernel file, for the weight widths it serves), the folder of its
 kernel variants, ``templates/kernels/<name>/<op>.h.j2``, and optional tiers (a macro within the backend, such
-as GCC inline assembly).  ``templates/kernels/portable/<op>.h.j2`` is the fallback of every selection: it is
+as GCC inline assembly; a spot of a tier takes a backend without that tier under its own macro).
+``templates/kernels/portable/<op>.h.j2`` is the fallback of every selection: it is
 what cores without a backend (and the host) compile.
 
 A kernel template marks an ISA-specific spot with ``{{ isa_select("<op>", "<part>") }}``; each variant file
@@ -35,6 +36,8 @@ class Isa:
 ISAS = (
     Isa("dsp", "NITRO_DSP", "defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP", (16,),
         "Armv7E-M DSP extension: Cortex-M4, M7, M33", tiers={"asm": "NITRO_ASM"}),
+    Isa("rv32", "NITRO_RV32", "defined(__riscv) && __riscv_xlen == 32", (16,),
+        "RV32IMC / RV32IMAC (no SIMD): register-blocked C"),
 )
 
 
@@ -68,7 +71,7 @@ def select(context, op: str, part: str, tier: str | None = None) -> str:
     env, ctx = context.environment, context.get_all()
     variants = []
     for isa in ISAS:
-        macro = isa.tiers.get(tier) if tier else isa.macro
+        macro = isa.tiers.get(tier, isa.macro) if tier else isa.macro
         text = _part(env, isa.name, op, part, ctx) if macro else None
         if text is not None:
             variants.append((macro, text))
