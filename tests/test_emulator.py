@@ -87,6 +87,23 @@ def test_rv32_device_matches_python_bit_for_bit(bundled, target, preset_name, bi
     test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode)
 
 
+# Layers on each side of the RV32 assembly steps' limits (templates/kernels/rv32/dot.h.j2): conv0 n = 18 (steps
+# of four plus two entries in C), conv2 n = 162 (rows beyond the immediate offsets: the C loop), fc0 from 1152
+# inputs (rows more than 1020 entries apart: the C loop).
+RV32_EDGES = {"kind": "cnn", "input_shape": [2, 12, 12], "num_classes": 10,
+              "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 3, 1, 1]], "fc_hidden": [6]}
+
+
+def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly():
+    model = Model(RV32_EDGES, "default", 16, seed=4)
+    rep = verify(model, Synthetic((2, 12, 12), n=64), "rv32imc", steps=4, batch=8, predictions=20,
+                 lr_schedule={0: 16}, name="rvedges")
+    assert rep.passed, rep.problem()
+    assert rep.scores_equal and rep.correct_device == rep.correct_python
+    for t in rep.tensors:
+        assert t.count and 0 < t.changed == t.changed_device, (t.name, t.changed, t.changed_device)
+
+
 def test_rv32_firmware_is_rv32imc_soft_float_and_the_emulated_cpu_has_no_fpu(bundled):
     """The ELF says RV32IMC, ilp32 soft-float; QEMU's CPU lacks F/D, so a float instruction would trap."""
     b = build_mcu(convert(pretrained("mlp1", 32), batch=8, train=True, name="mlp132"), "rv32imc")
