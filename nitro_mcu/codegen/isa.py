@@ -36,8 +36,9 @@ class Isa:
 ISAS = (
     Isa("dsp", "NITRO_DSP", "defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP", (16,),
         "Armv7E-M DSP extension: Cortex-M4, M7, M33", tiers={"asm": "NITRO_ASM"}),
-    Isa("rv32", "NITRO_RV32", "defined(__riscv) && __riscv_xlen == 32", (16,),
-        "RV32IMC / RV32IMAC (no SIMD): register-blocked C"),
+    Isa("rv32", "NITRO_RV32",
+        "defined(__riscv) && __riscv_xlen == 32 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__", (16,),
+        "RV32IMC / RV32IMAC (no SIMD): register-blocked C, GCC assembly loops"),
 )
 
 
