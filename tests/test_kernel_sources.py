@@ -12,7 +12,10 @@ left out), made by
 History: the raw-text digests were taken with the pre-split generator (commit ceca4e5) and left as they were by
 the split; regenerated at ac3ff18 (the M4 kernels' int8 widening and eight-step unroll) and at the merge of
 issues 19-21.  The per-core form was taken at da05ac0 (the raw digests then still held), before the RV32
-backend; its commit regenerated only the rv32imc entries.
+backend; since (issue 24): the RV32 backend and its kernels changed only rv32imc entries; the portable row update
+and head error (faster on M0, M3, RV32) changed host, m0, m3 and rv32imc entries, and m4/m7/m33 entries of the
+int32 cases (portable there) and, for the head error, of int16 training cases only in dead code after the DSP
+part's return (object code identical, checked with objdump -d).
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.
