@@ -434,6 +434,12 @@ MONITOR_COMMANDS = [
     (r"sysbus\.cpu ExecutedInstructions",
      "renode-infrastructure src/Emulator/Peripherals/Peripherals/CPU/TranslationCPU.cs (property)"),
     (r"\$\w+\?=@\S+", "renode-docs source/basic/monitor-syntax.md, Monitor variable types"),
+    # the results' read-out: the monitor's Python (self/monitor: the Monitor), IMachine.SystemBus,
+    # SystemBus.ReadDoubleWord(ulong) and ReadBytes(ulong, int); .NET's File.WriteAllBytes
+    (r'python "import System; bus = monitor\.Machine\.SystemBus; n = int\(bus\.ReadDoubleWord\(System\.UInt64\(x\)\)\) '
+     r"if x else 0; System\.IO\.File\.WriteAllBytes\(r'x', bus\.ReadBytes\(System\.UInt64\(x\), n\)\)\"",
+     "renode-docs source/basic/monitor-syntax.md (python); renode-infrastructure src/Emulator/Extensions/"
+     "UserInterface/MonitorPythonEngine.cs, src/Emulator/Main/Peripherals/Bus/SystemBus.cs"),
 ]
 
 
