@@ -27,7 +27,7 @@ ${REPL}             ${CURDIR}/mps2-an386.repl
 ${UART}             sysbus.uart0
 ${VTOR}             0x0
 ${TIMEOUT}          600
-${POLL}             0.2s
+${POLL}             0.05s
 ${RESBUF}           0x0
 ${RESFILL}          0x0
 ${RESULTS}          ${CURDIR}/../build/renode/results.bin
