@@ -29,7 +29,7 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
     planned RAM of training each tail next to full training.  ``trainable``: as in :func:`~.verify.verify`.
 
     ``emulator`` 'renode': also run the training session on Renode and put Renode's own instruction counter
-    next to the QEMU plugin's total for the same UART firmware (``renode`` entry); the per-step and per-layer
+    next to the QEMU plugin's total for the same firmware (``renode`` entry); the per-step and per-layer
     counts need the plugin's region markers, so they stay QEMU's."""
     model = copy.deepcopy(model)
     if trainable is not None:
@@ -163,7 +163,7 @@ def report_text(r: dict) -> str:
     if r.get("renode"):
         rn = r["renode"]
         lines.append(f"  Renode {rn['version']} ExecutedInstructions {rn['insns_total']} vs QEMU plugin "
-                     f"{rn['qemu_insns_total']} for the same UART firmware (difference {rn['difference']}; results "
+                     f"{rn['qemu_insns_total']} for the same firmware (difference {rn['difference']}; results "
                      f"{'identical' if rn['results_equal'] else 'DIFFER'})")
     return "\n".join(lines)
 
