@@ -1,10 +1,11 @@
-"""Run the embedded-transport harness under Renode and decode its UART log.
+"""Run the embedded-transport harness under Renode and decode its results.
 
-The fast path: the results leave the emulated board through the UART into a *file backend* (Renode writes every
-byte to a file at native speed); ``renode/harness.robot`` only starts the machine, polls that file for the
-``NITRO-DONE`` sentinel, reads the CPU's own ``ExecutedInstructions`` counter and passes or fails.  A Robot
-terminal tester (``Wait For Line On Uart``) would inspect every byte of the ~1 MB result stream and runs ~60x
-slower, so the suite never creates one.
+The fast path: the harness keeps its results in a RAM buffer (``nitro_res_ram``; a full buffer spills to the UART
+as ``RES`` lines), and ``renode/harness.robot`` copies it into a file with one bus read after the run; the console
+(the ``NITRO-DONE`` sentinel) goes through the UART into a *file backend*.  The suite only starts the machine, polls
+that file for the sentinel, reads the CPU's own ``ExecutedInstructions`` counter and the results, and passes or
+fails.  Through the UART each result byte cost two hex characters at ~10 us each; a Robot terminal tester
+(``Wait For Line On Uart``) would inspect every character and run ~60x slower still, so the suite never creates one.
 
 Robustness: ``renode-test`` runs in its own process group, which is killed whole on a timeout, an interrupt or
 any error, so no Renode (mono) process outlives the call.  Every failure is a :class:`HarnessError` (one line,
