@@ -1,12 +1,15 @@
 *** Comments ***
-nitro_mcu: run a harness firmware built with the embedded transport (commands compiled in, results as
-"RES <hex>" lines on the UART).  `nitro-mcu verify/run/report --emulator renode` runs it as
+nitro_mcu: run a harness firmware built with the embedded transport (commands compiled in, results kept in a
+RAM buffer, or as "RES <hex>" lines on the UART).  `nitro-mcu verify/run/report --emulator renode` runs it as
     renode-test renode/harness.robot -r <dir> --variable ELF:/abs/fw.elf --variable LOG:/abs/uart.log
         --variable INSNS:/abs/insns.txt --variable REPL:<platform .repl> --variable UART:sysbus.uart0
-        --variable VTOR:0x0 --variable TIMEOUT:<s>
-The results leave the board the fast way: the UART writes into a file backend at emulation speed.  No terminal
-tester is attached (it would inspect every byte and run ~60x slower); the suite polls the file for the
-NITRO-DONE sentinel line, pauses the machine, stores the CPU's ExecutedInstructions and passes on NITRO-DONE 0.
+        --variable VTOR:0x0 --variable TIMEOUT:<s> --variable RESBUF:<addr> --variable RESFILL:<addr>
+        --variable RESULTS:/abs/results.bin
+The results leave the board the fast way: the console goes through the UART into a file backend, and the
+results stay in the board's RAM (nitro_res_ram at RESBUF, its fill count at RESFILL; RESFILL 0x0: none), which
+the suite copies into RESULTS after the run with one read of the bus.  No terminal tester is attached (it would
+inspect every byte and run ~60x slower); the suite polls the log for the NITRO-DONE sentinel line, pauses the
+machine, stores the CPU's ExecutedInstructions, reads the results out and passes on NITRO-DONE 0.
 Tested with Renode 1.15.3; CI checks it with robot --dryrun against stub_keywords.robot.
 
 *** Settings ***
@@ -24,7 +27,10 @@ ${REPL}             ${CURDIR}/mps2-an386.repl
 ${UART}             sysbus.uart0
 ${VTOR}             0x0
 ${TIMEOUT}          600
-${POLL}             0.2s
+${POLL}             0.05s
+${RESBUF}           0x0
+${RESFILL}          0x0
+${RESULTS}          ${CURDIR}/../build/renode/results.bin
 
 *** Keywords ***
 Sentinel Should Be In The Log
@@ -45,5 +51,6 @@ Harness Should Finish With Status Zero
     Execute Command             pause
     ${count}=                   Execute Command    sysbus.cpu ExecutedInstructions
     Create File                 ${INSNS}    ${count}
+    Execute Command             python "import System; bus = monitor.Machine.SystemBus; n = int(bus.ReadDoubleWord(System.UInt64(${RESFILL}))) if ${RESFILL} else 0; System.IO.File.WriteAllBytes(r'${RESULTS}', bus.ReadBytes(System.UInt64(${RESBUF}), n))"
     ${done}=                    Grep File    ${LOG}    NITRO-DONE
     Should Match Regexp         ${done}    ^NITRO-DONE 0\\s*$    msg=the harness did not end with NITRO-DONE 0

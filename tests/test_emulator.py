@@ -25,7 +25,7 @@ from device_cases import TINY, Synthetic, bundled as bundled_data, pretrained
 from grown import grow
 from nitro_mcu.codegen import convert
 from nitro_mcu.device.harness import build_mcu, run_mcu
-from nitro_mcu.device.protocol import HarnessError, Session, parse_results
+from nitro_mcu.device.protocol import HarnessError, Session, parse_console_results, parse_results
 from nitro_mcu.device.report import report
 from nitro_mcu.device.targets import get_target
 from nitro_mcu.device.toolchain import tool
@@ -289,8 +289,8 @@ def test_unknown_target_is_a_clear_error():
         get_target("m9")
 
 
-def test_embedded_transport_over_uart_matches_python():
-    """The Renode/board transport (commands compiled in, results as hex on the UART), exercised on QEMU."""
+def _embedded_case():
+    """A tiny MLP, its converted harness and a session of 3 training steps, 10 predictions and a weight dump."""
     model = Model(TINY, "default", 16, seed=4)
     data = Synthetic((64,))
     conv = convert(model, batch=4, train=True, name="emb")
@@ -300,12 +300,41 @@ def test_embedded_transport_over_uart_matches_python():
         model.train_step(data.x_train[i * 4:(i + 1) * 4], data.y_train[i * 4:(i + 1) * 4], 512)
     s.predict(data.x_test[:10])
     s.weights()
+    return model, data, conv, s
+
+
+def test_embedded_transport_over_uart_matches_python():
+    """The Renode/board transport (commands compiled in, results as hex on the UART), exercised on QEMU."""
+    model, data, conv, s = _embedded_case()
     r = run_mcu(conv, s, "m4", transport="embedded")
     assert r.build.io == "uart"
     weights, rng, _ = r.results[-1]
     for k, w in model.weights.items():
         np.testing.assert_array_equal(weights[k], w, err_msg=k)
     np.testing.assert_array_equal(r.results[-2][0], model.predict_scores(data.x_test[:10]))
+
+
+def test_ram_result_buffer_spills_to_the_uart_and_decodes_like_the_uart_stream():
+    """Renode's transport keeps the results in a RAM buffer, read out after the run; a buffer smaller than the
+    results spills to the UART each time it fills.  UART spill + what stays in RAM (read out of Unicorn's memory
+    the way harness.robot reads Renode's) is the UART transport's byte stream, for a buffer sized by
+    renode.session_work (no spill) and for one of 40 bytes (many spills, not on a 32-byte line boundary)."""
+    from nitro_mcu.device.elf import symbol_address
+    from nitro_mcu.device.renode import renode_results, session_work
+    from nitro_mcu.device.unicorn import run_unicorn
+
+    _, _, conv, s = _embedded_case()
+    want = parse_console_results(run_mcu(conv, s, "m4", transport="embedded").run.stdout)
+    assert session_work(conv, s)[1] == len(want) > 1000
+    for size, spills in ((len(want), False), (40, True)):
+        b = build_mcu(conv, "m4", None, io="uart", embedded_cmd=s.to_bytes(), res_ram=size)
+        buf, fill = symbol_address(b.elf, "nitro_res_ram"), symbol_address(b.elf, "nitro_res_fill")
+        ram = []
+        r = run_unicorn(b.elf, "m4", at_exit=lambda read: ram.append(read(buf, int.from_bytes(read(fill, 4),
+                                                                                              "little"))))
+        r.ram_results = ram[0]
+        assert ("RES " in r.stdout) == spills and 0 < len(r.ram_results) <= size
+        assert renode_results(r) == want
 
 
 def test_renode_harness_suite_passes_a_robot_dry_run(tmp_path):
@@ -377,11 +406,11 @@ def test_renode_real_board_stm32f4_discovery_trains_bit_exactly(bundled):
 
 @needs_renode
 def test_renode_instruction_counter_agrees_with_the_qemu_plugin(bundled):
-    """Renode's ExecutedInstructions and the QEMU plugin count the same UART firmware to within a few
-    instructions (the final semihosting exit differs), and both runs print the same results."""
+    """Renode's ExecutedInstructions and the QEMU plugin count the same firmware to within a few instructions
+    (the final semihosting exit differs), and Renode's results read out of RAM equal QEMU's over the UART."""
     r = report(pretrained("mlp1", 32), "m4", 8, bundled, steps=2, predictions=5, per_layer=False,
                emulator="renode")["renode"]
-    assert r["results_equal"]
+    assert r["results_equal"] is True
     assert r["insns_total"] > 1_000_000 and abs(r["difference"]) <= 4, r       # measured: 1 (the final bkpt)
 
 

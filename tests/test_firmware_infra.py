@@ -434,6 +434,12 @@ MONITOR_COMMANDS = [
     (r"sysbus\.cpu ExecutedInstructions",
      "renode-infrastructure src/Emulator/Peripherals/Peripherals/CPU/TranslationCPU.cs (property)"),
     (r"\$\w+\?=@\S+", "renode-docs source/basic/monitor-syntax.md, Monitor variable types"),
+    # the results' read-out: the monitor's Python (self/monitor: the Monitor), IMachine.SystemBus,
+    # SystemBus.ReadDoubleWord(ulong) and ReadBytes(ulong, int); .NET's File.WriteAllBytes
+    (r'python "import System; bus = monitor\.Machine\.SystemBus; n = int\(bus\.ReadDoubleWord\(System\.UInt64\(x\)\)\) '
+     r"if x else 0; System\.IO\.File\.WriteAllBytes\(r'x', bus\.ReadBytes\(System\.UInt64\(x\), n\)\)\"",
+     "renode-docs source/basic/monitor-syntax.md (python); renode-infrastructure src/Emulator/Extensions/"
+     "UserInterface/MonitorPythonEngine.cs, src/Emulator/Main/Peripherals/Bus/SystemBus.cs"),
 ]
 
 
@@ -798,6 +804,33 @@ def test_renode_timeout_scales_with_steps_batch_and_model_size():
     assert timeout(TINY, 20, 4) == pytest.approx(10 * small)       # linear in steps
     assert 1.5 * small < timeout(TINY, 2, 8) <= 2 * small         # and with the batch (the output does not)
     assert timeout(preset("mcu_cnn"), 2, 4) > 20 * small          # and grows with the model
+
+
+def test_renode_result_buffer_holds_the_results_within_half_the_free_ram():
+    """The RAM result buffer is the session's result bytes while they fit half the RAM the firmware leaves free,
+    else that half (the rest spills to the UART), and never below the 32-byte UART line it replaces."""
+    import numpy as np
+    from device_cases import TINY
+    from nitro_mcu.codegen import convert
+    from nitro_mcu.device.capacity import needs
+    from nitro_mcu.device.protocol import Session
+    from nitro_mcu.device.renode import result_ram_bytes, session_work
+    from nitro_mcu.trainer.network import Model
+
+    conv = convert(Model(TINY, "default", 16, seed=1), batch=4, train=True, name="t")
+    s = Session(64)
+    assert result_ram_bytes(conv, s, T.get_target("m4")) == 32                # nothing to send
+    s.weights()
+    out = session_work(conv, s)[1]
+    assert 32 < out == result_ram_bytes(conv, s, T.get_target("m4"))
+    for _ in range(2000):
+        s.predict(np.zeros((10, 64), dtype=np.int8))
+    plan = conv.plan
+    for name in ("m0", "m4"):
+        t = T.get_target(name)
+        free = t.ram_size - needs(plan.model, plan.batch, t, plan.ram_bytes, plan.weight_bytes, plan.train)["ram"]
+        assert result_ram_bytes(conv, s, t) == min(session_work(conv, s)[1], free // 2)
+    assert result_ram_bytes(conv, s, T.get_target("m0")) < session_work(conv, s)[1]   # 16 KiB: it spills
 
 
 # --------------------------------------------------------------------------- SSUB8 / SEL: a Renode 1.15.3 bug

@@ -1,7 +1,7 @@
 """The Renode path from an installed wheel: the files ship inside the package, ``--emulator renode`` finds them,
 and its runner decodes a run correctly.  So that this runs in CI, where Renode is absent, a stand-in
-``renode-test`` (below) dry-runs the packaged suite with Robot and then runs the ELF in QEMU with the UART log
-where Renode would write it.  The real Renode runs are in tests/test_emulator.py (skipped without Renode).
+``renode-test`` (below) dry-runs the packaged suite with Robot and then runs the ELF in Unicorn, writing the UART
+log and the RAM results where Renode would write them.  The real Renode runs are in tests/test_emulator.py (skipped without Renode).
 README and ``--help`` name the Renode version the Renode path was tested with."""
 from __future__ import annotations
 
@@ -24,15 +24,20 @@ from pathlib import Path
 suite = Path(sys.argv[1])
 args = sys.argv[2:]
 var = dict(args[i + 1].split(":", 1) for i, a in enumerate(args) if a == "--variable")
-assert "-r" in args and set(("ELF", "LOG", "INSNS", "REPL", "UART", "VTOR", "TIMEOUT")) <= set(var), args
+assert "-r" in args and set(("ELF", "LOG", "INSNS", "REPL", "UART", "VTOR", "TIMEOUT", "RESBUF", "RESFILL",
+                             "RESULTS")) <= set(var), args
 assert suite.is_file() and (suite.parent / "mps2-an386.repl").is_file(), suite
 dry = subprocess.run([sys.executable, "-m", "robot", "--dryrun", "--output", "NONE", "--report", "NONE", "--log",
                       "NONE", "--variable", "RENODEKEYWORDS:" + str(suite.parent / "stub_keywords.robot"),
                       *[x for k, v in var.items() for x in ("--variable", k + ":" + v)], str(suite)],
                      capture_output=True, text=True)
 assert dry.returncode == 0, dry.stdout
-from nitro_mcu.device.qemu import run_qemu
-r = run_qemu(var["ELF"], "m4", io="uart", timeout=60, check=False)
+from nitro_mcu.device.unicorn import run_unicorn
+def read_out(read):                     # what the suite's python command does after the run
+    fill = int(var["RESFILL"], 0)
+    n = int.from_bytes(read(fill, 4), "little") if fill else 0
+    Path(var["RESULTS"]).write_bytes(read(int(var["RESBUF"], 0), n) if n else b"")
+r = run_unicorn(var["ELF"], "m4", timeout=60, check=False, at_exit=read_out)
 Path(var["LOG"]).write_text(r.stdout)
 print("stand-in renode-test:", suite)
 sys.exit(0 if r.sentinel_status == 0 else 1)

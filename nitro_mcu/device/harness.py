@@ -81,10 +81,12 @@ class McuRun:
 
 def build_mcu(conv: Converted, target: "str | Target", out_dir: Path | None = None, masks: bool = False,
               io: str = "semihost", profile_ops: bool = False, embedded_cmd: bytes | None = None, opt: str = "-O2",
-              raw: bool = False) -> BuildResult:
+              raw: bool = False, res_ram: int = 0) -> BuildResult:
     """Cross-compile harness + model for ``target`` at ``opt``: cached by every input, or built into ``out_dir``.
 
-    ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards)."""
+    ``embedded_cmd``: compile the command file in and report results on the console (Renode, boards);
+    ``res_ram`` > 0 with it: keep them in a RAM buffer of that many bytes instead, read out by the emulator
+    (``nitro_res_ram`` / ``nitro_res_fill``; a full buffer spills to the console)."""
     check_fits(conv.plan.model, target, conv.plan.batch, conv.plan)
     name = f"{conv.plan.name}_{get_target(target).name.replace('-', '_')}"
     defines = model_defines(conv, masks, raw) + (["NITRO_PROFILE_OPS"] if profile_ops else [])
@@ -94,6 +96,8 @@ def build_mcu(conv: Converted, target: "str | Target", out_dir: Path | None = No
         defines.append("NITRO_EMBEDDED_CMD")
         generated["cmd_blob.c"] = cmd_blob_c(embedded_cmd)
         sources.append("cmd_blob.c")
+        if res_ram > 0:
+            defines.append(f"NITRO_RES_RAM_BYTES={res_ram}u")
     if out_dir is None:
         return build_cached(sources, target, generated, name=name, defines=defines, io=io, opt=opt)
     d = Path(out_dir)

@@ -48,6 +48,7 @@ class RunResult:
     insns_region: int | None = None
     regions: int | None = None
     timed_out: bool = False
+    ram_results: bytes = b""      # results read out of the board's RAM at the end (Renode's fast path)
 
     @property
     def sentinel_found(self) -> bool:

@@ -1,10 +1,11 @@
-"""Run the embedded-transport harness under Renode and decode its UART log.
+"""Run the embedded-transport harness under Renode and decode its results.
 
-The fast path: the results leave the emulated board through the UART into a *file backend* (Renode writes every
-byte to a file at native speed); ``renode/harness.robot`` only starts the machine, polls that file for the
-``NITRO-DONE`` sentinel, reads the CPU's own ``ExecutedInstructions`` counter and passes or fails.  A Robot
-terminal tester (``Wait For Line On Uart``) would inspect every byte of the ~1 MB result stream and runs ~60x
-slower, so the suite never creates one.
+The fast path: the harness keeps its results in a RAM buffer (``nitro_res_ram``; a full buffer spills to the UART
+as ``RES`` lines), and ``renode/harness.robot`` copies it into a file with one bus read after the run; the console
+(the ``NITRO-DONE`` sentinel) goes through the UART into a *file backend*.  The suite only starts the machine, polls
+that file for the sentinel, reads the CPU's own ``ExecutedInstructions`` counter and the results, and passes or
+fails.  Through the UART each result byte cost two hex characters at ~10 us each; a Robot terminal tester
+(``Wait For Line On Uart``) would inspect every character and run ~60x slower still, so the suite never creates one.
 
 Robustness: ``renode-test`` runs in its own process group, which is killed whole on a timeout, an interrupt or
 any error, so no Renode (mono) process outlives the call.  Every failure is a :class:`HarnessError` (one line,
@@ -28,6 +29,8 @@ from pathlib import Path
 
 from ..codegen import Converted
 from ..codegen.cost import op_macs
+from .capacity import needs
+from .elf import symbol_address
 from .harness import McuRun, build_mcu
 from .protocol import HarnessError, RunResult, Session, check_sentinel, parse_console_results, parse_results, \
     sentinel_status, stack_high_water
@@ -114,7 +117,7 @@ def find_renode_test() -> str:
 
 
 def session_work(conv: Converted, session: Session) -> tuple[int, int]:
-    """(multiply-accumulates, result bytes on the UART) of ``session``: what a run's time scales with."""
+    """(multiply-accumulates, result bytes) of ``session``: what a run's time and result buffer scale with."""
     rows = op_macs(conv.plan)
     train_per_sample = sum(r["train_macs"] for r in rows) // max(1, conv.plan.batch)
     infer_per_sample = sum(r["infer_macs"] for r in rows)
@@ -126,16 +129,26 @@ def session_work(conv: Converted, session: Session) -> tuple[int, int]:
         if tag == b"TRAN":
             macs, out = macs + n * train_per_sample, out + 8
         elif tag == b"PRED":
-            macs, out = macs + n * infer_per_sample, out + n * (conv.plan.model.num_classes + 1)
+            macs, out = macs + n * infer_per_sample, out + 8 + n * (conv.plan.model.num_classes + 1)
         elif tag == b"WGHT":
             out += 4 * weights + 20
         elif tag == b"MOVE":
             macs, out = macs + weights, out + 4 * len(conv.plan.tensors) + 8
-    return macs, 2 * out      # hex on the UART: two characters a byte
+    return macs, out
+
+
+def result_ram_bytes(conv: Converted, session: Session, target: Target) -> int:
+    """The harness's RAM result buffer on Renode: the session's result bytes, at most half the RAM the firmware
+    leaves free (capacity.needs), at least the 32-byte UART line it replaces.  Any size is correct: a full buffer
+    spills to the UART."""
+    plan = conv.plan
+    free = target.ram_size - needs(plan.model, plan.batch, target, plan.ram_bytes, plan.weight_bytes, plan.train)["ram"]
+    return max(32, min(session_work(conv, session)[1], free // 2))
 
 
 # Slow-machine rates (a loaded 2-core host): Renode runs the harness at >= 20 M MAC/s and writes >= 200 kB/s of
-# UART; the timeout allows 4x on top of that and a minute for Renode's start.
+# UART; the timeout allows 4x on top of that and a minute for Renode's start.  Results are timed as if they all
+# went through the UART (hex, two characters a byte), the slowest way they can leave the board.
 RENODE_MACS_PER_S = 5_000_000
 RENODE_UART_BYTES_PER_S = 50_000
 RENODE_START_S = 60.0
@@ -144,7 +157,7 @@ RENODE_START_S = 60.0
 def renode_timeout(conv: Converted, session: Session) -> float:
     """Seconds to allow a Renode run of ``session``: grows with steps x batch x model size and the output."""
     macs, out = session_work(conv, session)
-    return RENODE_START_S + macs / RENODE_MACS_PER_S + out / RENODE_UART_BYTES_PER_S
+    return RENODE_START_S + macs / RENODE_MACS_PER_S + 2 * out / RENODE_UART_BYTES_PER_S
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -185,10 +198,13 @@ def run_group(cmd: list[str], timeout: float, log_path: Path,
     return rc, time.monotonic() - t0
 
 
-def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 600.0) -> RunResult:
+def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 600.0,
+                   ram_results: bool = False) -> RunResult:
     """Run a UART build of ``target`` in Renode through renode/harness.robot; its UART output as ``stdout`` and
-    Renode's instruction counter as ``insns_total``.  HarnessError on a timeout (``timeout`` seconds for the whole
-    renode-test run; the suite's own wait ends 15 s earlier, so Robot usually reports it first) or a failure."""
+    Renode's instruction counter as ``insns_total``; with ``ram_results`` (a harness built with ``res_ram``) the
+    result buffer read out of RAM at the end as ``ram_results``.  HarnessError on a timeout (``timeout`` seconds for
+    the whole renode-test run; the suite's own wait ends 15 s earlier, so Robot usually reports it first) or a
+    failure."""
     exe = find_renode_test()
     t = renode_target(target)
     plat = RENODE_PLATFORMS[t.name]
@@ -198,20 +214,24 @@ def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 6
         if repl is None:
             (d / "platform.repl").write_text(platform_repl(t))
             repl = str(d / "platform.repl")
-        log, insns, console = d / "uart.log", d / "insns.txt", d / "renode-test.log"
+        log, insns, console, ram = d / "uart.log", d / "insns.txt", d / "renode-test.log", d / "results.bin"
+        buf, fill = (_symbol(elf, "nitro_res_ram"), _symbol(elf, "nitro_res_fill")) if ram_results else (0, 0)
         cmd = [exe, str(RENODE_DIR / "harness.robot"), "-r", str(d / "results"),
                "--variable", f"ELF:{Path(elf).resolve()}", "--variable", f"LOG:{log}",
                "--variable", f"INSNS:{insns}", "--variable", f"REPL:{repl}", "--variable", f"UART:{plat.uart}",
-               "--variable", f"VTOR:0x{t.code_base:X}", "--variable", f"TIMEOUT:{max(1, int(timeout) - 15)}"]
+               "--variable", f"VTOR:0x{t.code_base:X}", "--variable", f"TIMEOUT:{max(1, int(timeout) - 15)}",
+               "--variable", f"RESBUF:0x{buf:X}", "--variable", f"RESFILL:0x{fill:X}",
+               "--variable", f"RESULTS:{ram}"]
         rc, wall = run_group(cmd, timeout, console, cwd=d)
         out = log.read_text("utf-8", "replace") if log.is_file() else ""
         said = console.read_text("utf-8", "replace") if console.is_file() else ""
         count = insns.read_text().strip() if insns.is_file() else ""
+        in_ram = ram.read_bytes() if ram.is_file() else None
     if rc is None:
         raise HarnessError(f"Renode timed out after {timeout:.0f} s on {t.name} (the Renode processes were "
                            f"ended); last UART output: {_tail(out)}")
     res = RunResult(stdout=out, stderr=said, exit_status=rc, sentinel_status=sentinel_status(out), cmd=cmd,
-                    wall_s=wall, timed_out=False)
+                    wall_s=wall, timed_out=False, ram_results=in_ram or b"")
     m = re.search(r"0x[0-9A-Fa-f]+|\d+", count)          # the monitor prints it in hex (0x...)
     if m:
         res.insns_total = int(m.group(0), 0)
@@ -220,7 +240,17 @@ def run_renode_elf(elf: "str | Path", target: "str | Target", timeout: float = 6
         raise HarnessError(f"Renode run failed on {t.name} (renode-test exit {rc}, sentinel "
                            f"{'NITRO-DONE %s' % res.sentinel_status if res.sentinel_status is not None else 'missing'})"
                            f": {why or _tail(said)}; last UART output: {_tail(out)}")
+    if ram_results and in_ram is None:
+        raise HarnessError(f"Renode run on {t.name} passed but left no result file (the suite's read-out of the "
+                           f"board's RAM did not run): {_tail(said)}")
     return res
+
+
+def _symbol(elf: "str | Path", name: str) -> int:
+    addr = symbol_address(elf, name)
+    if addr is None:
+        raise HarnessError(f"{Path(elf).name} has no {name}: not a harness built with a RAM result buffer")
+    return addr
 
 
 def _tail(text: str) -> str:
@@ -245,8 +275,13 @@ def run_renode(conv: Converted, session: Session, target: str, timeout: float | 
     """Build the harness with ``session`` compiled in, run it in Renode and decode the results bit-exactly."""
     find_renode_test()                      # before the build: a missing Renode is a one-line error at once
     t = renode_target(target)
-    b = build_mcu(conv, t, None, io="uart", embedded_cmd=session.to_bytes(), opt=opt)
-    r = run_renode_elf(b.elf, t, renode_timeout(conv, session) if timeout is None else timeout)
+    b = build_mcu(conv, t, None, io="uart", embedded_cmd=session.to_bytes(), opt=opt,
+                  res_ram=result_ram_bytes(conv, session, t))
+    r = run_renode_elf(b.elf, t, renode_timeout(conv, session) if timeout is None else timeout, ram_results=True)
     check_sentinel(r.stdout, r.stderr, 0)
-    return McuRun(parse_results(parse_console_results(r.stdout), conv, session.expect), b, r,
-                  stack_high_water(r.stdout))
+    return McuRun(parse_results(renode_results(r), conv, session.expect), b, r, stack_high_water(r.stdout))
+
+
+def renode_results(r: RunResult) -> bytes:
+    """The result stream of a RAM-buffer harness run: what spilled to the UART first, then the buffer's rest."""
+    return parse_console_results(r.stdout) + r.ram_results

@@ -15,9 +15,10 @@ from ..codegen import convert
 from ..codegen.cost import PHASES, op_macs, tail_ram, tail_ram_text
 from ..fileio import atomic_write
 from ..trainer.network import Model
+from .harness import run_mcu
 from .protocol import Session, parse_console_results
 from .qemu import run_qemu
-from .renode import RENODE_TESTED, run_renode
+from .renode import RENODE_TESTED, renode_results, run_renode
 from .verify import batches, run_session
 
 
@@ -28,7 +29,7 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
     planned RAM of training each tail next to full training.  ``trainable``: as in :func:`~.verify.verify`.
 
     ``emulator`` 'renode': also run the training session on Renode and put Renode's own instruction counter
-    next to the QEMU plugin's total for the same UART firmware (``renode`` entry); the per-step and per-layer
+    next to the QEMU plugin's total for the same firmware (``renode`` entry); the per-step and per-layer
     counts need the plugin's region markers, so they stay QEMU's."""
     model = copy.deepcopy(model)
     if trainable is not None:
@@ -99,13 +100,15 @@ def count_session(conv, xs, xp, what: str) -> Session:
 
 
 def renode_cross_check(conv, session: Session, target: str) -> dict:
-    """Renode's ``ExecutedInstructions`` after ``session`` against the QEMU plugin's total for the same ELF."""
+    """Renode's ``ExecutedInstructions`` after ``session`` against the QEMU plugin's total for the same ELF, and
+    Renode's results (read out of the board's RAM) against QEMU's over the UART transport."""
     ren = run_renode(conv, session, target)
     q = run_qemu(ren.build.elf, target, io="uart", count_insns=True, timeout=600)
+    uart = run_mcu(conv, session, target, transport="embedded").run   # QEMU reads no RAM out: results on the UART
     r, qn = ren.run.insns_total, q.insns_total
     return dict(version=RENODE_TESTED, insns_total=r, qemu_insns_total=qn,
                 difference=None if r is None or qn is None else r - qn,
-                results_equal=parse_console_results(q.stdout) == parse_console_results(ren.run.stdout))
+                results_equal=renode_results(ren.run) == parse_console_results(uart.stdout))
 
 
 def phase_id(op: int, phase: str) -> int:
@@ -160,7 +163,7 @@ def report_text(r: dict) -> str:
     if r.get("renode"):
         rn = r["renode"]
         lines.append(f"  Renode {rn['version']} ExecutedInstructions {rn['insns_total']} vs QEMU plugin "
-                     f"{rn['qemu_insns_total']} for the same UART firmware (difference {rn['difference']}; results "
+                     f"{rn['qemu_insns_total']} for the same firmware (difference {rn['difference']}; results "
                      f"{'identical' if rn['results_equal'] else 'DIFFER'})")
     return "\n".join(lines)
 

@@ -51,12 +51,13 @@ def _page_align(lo: int, hi: int, page: int = 0x1000) -> tuple[int, int]:
 
 def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Path | None" = None,
                 timeout: float = 60, *, max_insns: int = 0, check: bool = True,
-                expect_status: int = 0) -> RunResult:
+                expect_status: int = 0, at_exit=None) -> RunResult:
     """Run ``elf`` on Unicorn's model of ``target``'s core; returns output and counts.
 
     Semihosting file paths are relative to ``cwd`` (default: the ELF's folder).  UART output
-    (CMSDK or nRF51 at the target's base) is captured as well.  With ``check`` raises
-    EmulatorError on a fault, a timeout, a wrong exit status or a missing sentinel.
+    (CMSDK or nRF51 at the target's base) is captured as well.  ``at_exit(read)``, if given, is called after the
+    run with ``read(address, n) -> bytes`` on the final memory (what an emulator reads out of RAM at the end).
+    With ``check`` raises EmulatorError on a fault, a timeout, a wrong exit status or a missing sentinel.
     """
     t = get_target(target)
     if not t.unicorn_cpu or not t.semihosting:
@@ -257,6 +258,8 @@ def run_unicorn(elf: "str | Path", target: "str | Target" = "m4", cwd: "str | Pa
         for fh in files.values():
             if fh != "tty":
                 fh.close()
+    if at_exit is not None:
+        at_exit(lambda address, n: bytes(mu.mem_read(address, n)))
 
     stdout = "".join(out)
     res = RunResult(stdout=stdout, stderr="", exit_status=st["exit"], sentinel_status=sentinel_status(stdout),
