@@ -1,0 +1,182 @@
+"""The native integer GEMM (native/intgemm.c): built with the host C compiler at first use, cached, loaded with ctypes.
+
+Operands become int16 limbs (an operand too wide for int16 is cut into balanced limbs of s bits,
+x = sum_i limb_i * 2**(s*i)), every limb product runs in the C kernel with int32 partial sums over chunks short
+enough that no int32 sum can overflow (:func:`plan`), and the chunks add up in int64.  So the result is the exact
+int64 product by construction, for any operand values whose product fits int64.
+
+Without a C compiler (or with ``NITRO_MCU_INTGEMM=numpy`` in the environment) :func:`lib` is None and the callers
+use NumPy's int64 product instead; one line on stderr says so.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).resolve().parent / "native" / "intgemm.c"
+INT32_MAX = 2**31 - 1
+LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every chunk then spans >= 32 K-pairs
+WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
+VARIANTS = ("portable", "avx2", "avx512vnni")
+_I16P = ctypes.POINTER(ctypes.c_int16)
+_I64P = ctypes.POINTER(ctypes.c_int64)
+
+
+@cache
+def lib():
+    """The loaded kernel library, or None (no C compiler, a failed build, or NITRO_MCU_INTGEMM=numpy)."""
+    if os.environ.get("NITRO_MCU_INTGEMM", "").lower() == "numpy":
+        return None
+    try:
+        path = _build()
+    except Exception as e:  # noqa: BLE001  (any failure: the NumPy path is always there)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"note: native integer GEMM unavailable ({msg}); the trainer uses NumPy int64 products "
+              "(same results, slower)", file=sys.stderr)
+        return None
+    so = ctypes.CDLL(str(path))
+    so.igemm.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    so.igemm.restype = None
+    so.igemm_variant.restype = ctypes.c_char_p
+    so.igemm_force.argtypes = [ctypes.c_int]
+    so.igemm_force.restype = ctypes.c_int
+    so.igemm_pack_b.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                                       ctypes.c_int64]
+    so.igemm_pack_b.restype = None
+    for fn in (so.igemm_gather_s8, so.igemm_gather_s16):
+        fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
+        fn.restype = None
+    return so
+
+
+def _build() -> Path:
+    """Compile native/intgemm.c into the build cache (keyed by source, compiler, flags and compiler version)."""
+    from ..device.cache import cache_dir, input_key  # the device wing's build cache and flag table: one source
+    from ..device.flags import HOST_KERNEL_CFLAGS
+    from ..device.toolchain import compiler_version, find_host_cc
+
+    cc = find_host_cc(os.environ.get("CC") or None)
+    src = SOURCE.read_text()
+    out = cache_dir() / f"intgemm_{input_key([cc, *HOST_KERNEL_CFLAGS], {SOURCE.name: src}, compiler_version(cc))}"
+    so = out / "libintgemm.so"
+    if so.is_file():
+        return so
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as d:
+        tmp = Path(d) / so.name
+        proc = subprocess.run([cc, *HOST_KERNEL_CFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()}")
+        os.replace(tmp, so)
+    return so
+
+
+def variant() -> str | None:
+    """The kernel variant in use ('avx512vnni', 'avx2', 'portable'), or None on the NumPy path."""
+    so = lib()
+    return so.igemm_variant().decode() if so is not None else None
+
+
+def force_variant(name: str | None) -> bool:
+    """Pin a kernel variant for tests (None: the best this CPU has); False if this CPU cannot run it."""
+    so = lib()
+    return so is not None and so.igemm_force(-1 if name is None else VARIANTS.index(name)) >= 0
+
+
+def plan(a_max: int, b_max: int) -> tuple[int, int]:
+    """Limb widths (sa, sb) for |a| <= a_max, |b| <= b_max; 0 keeps an operand whole (int16, as it is).
+
+    Limb bounds la, lb (the whole operand's maximum, or 2**(s-1) for s-bit limbs) satisfy
+    la * lb <= LIMB_PRODUCT_MAX, so every chunk of :func:`chunk_pairs` covers at least 32 K-pairs.
+    """
+    if a_max < 2**15 and b_max < 2**15 and a_max * b_max <= LIMB_PRODUCT_MAX:
+        return 0, 0
+    if min(a_max, b_max) <= WHOLE_MAX:
+        s = min(16, (LIMB_PRODUCT_MAX // max(1, min(a_max, b_max))).bit_length())
+        return (0, s) if a_max <= b_max else (s, 0)
+    return 13, 13
+
+
+def limbs(x: np.ndarray, x_max: int, s: int) -> list[tuple[np.ndarray, int, int]]:
+    """[(limb as int16 in x's memory order, its bound, its weight exponent)]: x = sum limb * 2**exponent, exactly.
+
+    Balanced s-bit limbs: lo = ((x + 2**(s-1)) mod 2**s) - 2**(s-1) lies in [-2**(s-1), 2**(s-1)); x - lo is a
+    multiple of 2**s, so the arithmetic shift that divides it by 2**s is exact (no rounding mode to agree on).
+    """
+    if s == 0:
+        return [(np.asarray(x, dtype=np.int16), x_max, 0)]
+    half, mask = 1 << (s - 1), (1 << s) - 1
+    out, rest, m, e = [], np.array(x, dtype=np.int64, order="C"), x_max, 0
+    while m > half - 1:
+        lo = ((rest + half) & mask) - half
+        out.append((lo.astype(np.int16), half, e))
+        rest = (rest - lo) >> s
+        m, e = (m + half) >> s, e + s
+    out.append((rest.astype(np.int16), m, e))
+    return out
+
+
+def chunk_pairs(la: int, lb: int) -> int:
+    """K-pairs per int32 partial sum: 2 * pairs * la * lb <= INT32_MAX, so no partial sum can overflow."""
+    return max(1, INT32_MAX // (2 * max(1, la) * max(1, lb)))
+
+
+def pack_b(b: np.ndarray) -> np.ndarray:
+    """int16 B [K, N] (any strides) as K-pairs [ceil(K/2), N16, 2] int16 (N16: N rounded up to 16), zero where
+    padded: the layout of native/intgemm.c."""
+    k, n = b.shape
+    if b.strides[0] % 2 or b.strides[1] % 2 or min(b.strides) < 0:
+        b = np.ascontiguousarray(b)
+    bp = np.empty(((k + 1) // 2, -(-n // 16) * 16, 2), dtype=np.int16)
+    lib().igemm_pack_b(k, n, b.ctypes.data, b.strides[0] // 2, b.strides[1] // 2, bp.ctypes.data, bp.shape[1])
+    return bp
+
+
+def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """a as int16 rows with contiguous K (no copy when it already is); -> (array, row stride in elements)."""
+    if a.dtype != np.int16 or a.strides[-1] != 2 or a.strides[0] % 2 or a.strides[0] < 0:
+        a = np.ascontiguousarray(a, dtype=np.int16)
+    return a, (a.strides[0] // 2 if a.shape[0] > 1 else a.shape[1])
+
+
+def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
+    """Exact ``a @ b`` (int64 [M, N]) of integer a [M, K] and b [K, N] with |a| <= a_max, |b| <= b_max, on the
+    native kernel; the caller has checked a_max * b_max * K < 2**63 and that :func:`lib` is not None."""
+    so = lib()
+    m, k = a.shape
+    n = b.shape[1]
+    sa, sb = plan(a_max, b_max)
+    a_parts = limbs(a, a_max, sa)
+    b_parts = [(pack_b(x), bound, e) for x, bound, e in limbs(b, b_max, sb)]
+    n16 = b_parts[0][0].shape[1]
+    c = np.zeros((m, n16), dtype=np.int64)
+    if m == 0 or n == 0 or k == 0:
+        return c[:, :n]
+    for ax, la, ea in a_parts:
+        ax, lda = _rows(ax)
+        for bp, lb, eb in b_parts:
+            so.igemm(m, n16, k, ax.ctypes.data, lda, bp.ctypes.data, n16, c.ctypes.data, n16,
+                     chunk_pairs(la, lb), ea + eb)
+    return c[:, :n]
+
+
+def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """G [C, K] int64 with G[f] = sum_i d[f, i] * x[row[f, i]] for int64 d, row [C, n] and int8/int16 x [rows, K];
+    the caller has checked max|d| * max|x| * n < 2**63 and that :func:`lib` is not None."""
+    c, n = d.shape
+    d = np.ascontiguousarray(d, dtype=np.int64)
+    row = np.ascontiguousarray(row, dtype=np.int64)
+    if x.strides[-1] != x.itemsize:
+        x = np.ascontiguousarray(x)
+    g = np.empty((c, x.shape[1]), dtype=np.int64)
+    fn = lib().igemm_gather_s8 if x.dtype == np.int8 else lib().igemm_gather_s16
+    fn(c, n, x.shape[1], d.ctypes.data, row.ctypes.data, x.ctypes.data, x.strides[0] // x.itemsize, g.ctypes.data)
+    return g
