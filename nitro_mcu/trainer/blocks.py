@@ -177,8 +177,7 @@ class ConvBlock:
         w = weights[self.name + ".fwd"]
         x_max = L.dtype_bound(x)
         cols = L.im2col(x, self.k, self.pad)
-        z = L.conv_forward_cols(cols, w, b, self.h_out, self.w_out, a_max=x_max)
-        s = L.scaling(z, self.sf)
+        s = L.conv_scaled_cols(cols, w, self.sf, b, self.h_out, self.w_out, max_abs(x) if x_max is None else x_max)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
             self.cache = (cols, s, h, x_max)

@@ -17,6 +17,8 @@ from . import intgemm
 from . import layers as L
 from .arith import max_abs
 
+GATHER_CHUNK = 1 << 17  # int64 elements gathered per matmul of the NumPy fallback (1 MiB)
+
 
 def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope_inv, asym_sat):
     """G [F, K] = the conv weight gradient in cols' column order (int64).
@@ -52,7 +54,7 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     if d_max * x_max * n >= 2**63:
         raise OverflowError(f"conv gradient bound {d_max * x_max * n} exceeds int64")
     if intgemm.lib() is not None:
-        return intgemm.gather_rows(d, row_c, cols)
+        return intgemm.gather_rows(d, row_c, cols, d_max)
     return gathered_grad(d, row_c, cols)
 
 

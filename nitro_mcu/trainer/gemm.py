@@ -32,3 +32,4 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: 
     if not FORCE_INT64 and a.ndim == 2 and b.ndim == 2 and intgemm.lib() is not None:
         return intgemm.matmul(a, b, a_max, b_max)
     return np.matmul(a.astype(np.int64, copy=False), b.astype(np.int64, copy=False))
+

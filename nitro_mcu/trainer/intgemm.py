@@ -43,7 +43,8 @@ def lib():
         return None
     so = ctypes.CDLL(str(path))
     so.igemm.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+                                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+                                                ctypes.c_int]
     so.igemm.restype = None
     so.igemm_variant.restype = ctypes.c_char_p
     so.igemm_force.argtypes = [ctypes.c_int]
@@ -51,8 +52,10 @@ def lib():
     so.igemm_pack_b.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                                        ctypes.c_int64]
     so.igemm_pack_b.restype = None
+    so.igemm_scaled.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64] * 3 + [ctypes.c_int64]
+    so.igemm_scaled.restype = ctypes.c_int
     for fn in (so.igemm_gather_s8, so.igemm_gather_s16):
-        fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
+        fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
         fn.restype = None
     return so
 
@@ -133,6 +136,7 @@ def pack_b(b: np.ndarray) -> np.ndarray:
     """int16 B [K, N] (any strides) as K-pairs [ceil(K/2), N16, 2] int16 (N16: N rounded up to 16), zero where
     padded: the layout of native/intgemm.c."""
     k, n = b.shape
+    assert b.dtype == np.int16
     if b.strides[0] % 2 or b.strides[1] % 2 or min(b.strides) < 0:
         b = np.ascontiguousarray(b)
     bp = np.empty(((k + 1) // 2, -(-n // 16) * 16, 2), dtype=np.int16)
@@ -157,20 +161,37 @@ def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
     a_parts = limbs(a, a_max, sa)
     b_parts = [(pack_b(x), bound, e) for x, bound, e in limbs(b, b_max, sb)]
     n16 = b_parts[0][0].shape[1]
-    c = np.zeros((m, n16), dtype=np.int64)
     if m == 0 or n == 0 or k == 0:
-        return c[:, :n]
-    for ax, la, ea in a_parts:
+        return np.zeros((m, n), dtype=np.int64)
+    c = np.empty((m, n16), dtype=np.int64)  # the first limb product stores, the others add
+    for i, (ax, la, ea) in enumerate(a_parts):
         ax, lda = _rows(ax)
-        for bp, lb, eb in b_parts:
+        for j, (bp, lb, eb) in enumerate(b_parts):
             so.igemm(m, n16, k, ax.ctypes.data, lda, bp.ctypes.data, n16, c.ctypes.data, n16,
-                     chunk_pairs(la, lb), ea + eb)
+                     chunk_pairs(la, lb), ea + eb, int(i + j > 0))
     return c[:, :n]
 
 
-def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray) -> np.ndarray:
+def matmul_scaled(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int, sf: int) -> np.ndarray | None:
+    """NITRO-Scaling of ``a @ b`` (int8 [M, N], layers.scaling's result) in one pass when both operands are int16 as
+    they are and one int32 chunk covers K (the sums stay in registers); else None (the caller takes the int64
+    product and scales it)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if plan(a_max, b_max) != (0, 0) or chunk_pairs(a_max, b_max) < (k + 1) // 2 or 0 in (m, n, k):
+        return None
+    ax, lda = _rows(a)
+    bp = pack_b(np.asarray(b, dtype=np.int16))
+    out = np.empty((m, bp.shape[1]), dtype=np.int8)
+    if not lib().igemm_scaled(m, bp.shape[1], k, ax.ctypes.data, lda, bp.ctypes.data, bp.shape[1], out.ctypes.data,
+                              bp.shape[1], sf):
+        return None
+    return out[:, :n]
+
+
+def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray, d_max: int) -> np.ndarray:
     """G [C, K] int64 with G[f] = sum_i d[f, i] * x[row[f, i]] for int64 d, row [C, n] and int8/int16 x [rows, K];
-    the caller has checked max|d| * max|x| * n < 2**63 and that :func:`lib` is not None."""
+    |d| <= d_max; the caller has checked d_max * max|x| * n < 2**63 and that :func:`lib` is not None."""
     c, n = d.shape
     d = np.ascontiguousarray(d, dtype=np.int64)
     row = np.ascontiguousarray(row, dtype=np.int64)
@@ -178,5 +199,6 @@ def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
     g = np.empty((c, x.shape[1]), dtype=np.int64)
     fn = lib().igemm_gather_s8 if x.dtype == np.int8 else lib().igemm_gather_s16
-    fn(c, n, x.shape[1], d.ctypes.data, row.ctypes.data, x.ctypes.data, x.strides[0] // x.itemsize, g.ctypes.data)
+    fn(c, n, x.shape[1], d.ctypes.data, row.ctypes.data, x.ctypes.data, x.strides[0] // x.itemsize, g.ctypes.data,
+       int(d_max < 2**31))
     return g

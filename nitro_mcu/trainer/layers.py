@@ -11,6 +11,7 @@ from functools import cache
 import numpy as np
 
 from .arith import INT16_MIN, isqrt, max_abs, tdiv
+from . import gemm, intgemm
 from .gemm import matmul_exact
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (docs/algorithm.md §2.4, §4.4).
@@ -56,7 +57,17 @@ _DTYPE_BOUND = {np.dtype(np.int8): 128}
 
 def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None) -> np.ndarray:
     """scaling(linear_forward(x, w), sf) as int8."""
-    return scaling(matmul_exact(x, w.T, a_max=abs_bound(x), b_max=w_max), sf)
+    return matmul_scaled(x, w.T, sf, abs_bound(x), max_abs(w) if w_max is None else w_max)
+
+
+def matmul_scaled(a: np.ndarray, b: np.ndarray, sf: int, a_max: int, b_max: int) -> np.ndarray:
+    """``scaling(matmul_exact(a, b), sf)`` (int8), fused into the native kernel where it applies
+    (:func:`~nitro_mcu.trainer.intgemm.matmul_scaled`)."""
+    if not gemm.FORCE_INT64 and intgemm.lib() is not None:
+        out = intgemm.matmul_scaled(a, b, a_max, b_max, sf)
+        if out is not None:
+            return out
+    return scaling(matmul_exact(a, b, a_max, b_max), sf)
 
 
 # ---- Conv2d (stride 1, zero padding, cross-correlation) ----------------------------------------------
@@ -108,6 +119,12 @@ def conv_forward_cols(cols: np.ndarray, w: np.ndarray, batch: int, ho: int, wo: 
     """z in NHWC [B, Ho, Wo, F]: z[m,i,j,f] = sum_{c,k,l} W[f,c,k,l] * xp[m,c,i+k,j+l]."""
     f = w.shape[0]
     return matmul_exact(cols, conv_weight_cols(w, cols.dtype).T, a_max=a_max).reshape(batch, ho, wo, f)
+
+
+def conv_scaled_cols(cols: np.ndarray, w: np.ndarray, sf: int, batch: int, ho: int, wo: int, a_max: int):
+    """scaling(conv_forward_cols(...), sf) as int8 NHWC [B, Ho, Wo, F]."""
+    f = w.shape[0]
+    return matmul_scaled(cols, conv_weight_cols(w, cols.dtype).T, sf, a_max, max_abs(w)).reshape(batch, ho, wo, f)
 
 
 def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> np.ndarray:
