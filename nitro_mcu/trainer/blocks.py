@@ -127,7 +127,7 @@ class LinearBlock:
         x, s, h, w_max = self.cache
         _, delta, d_max = self.head.step(weights, h, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
                                          True)
-        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
+        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat, d_max)
         name = self.name + ".fwd"
         x_max = L.abs_bound(x)
         w = weights[name]
@@ -196,12 +196,13 @@ class ConvBlock:
     def step(self, weights, target, lr_inv, hp: Hyper, quirks):
         cols, s, h, x_max = self.cache
         xh, idx = self.head_input(h, with_idx=True)
-        _, delta, _ = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
+        _, delta, d_max = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
+                                         True)
         name = self.name + ".fwd"
         w = weights[name]
         amp = hp.lr_amp_factor * self.amp_scale
         if self.pool is not None and not gemm.FORCE_INT64:
-            grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, idx, s, cols,
+            grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, d_max, idx, s, cols,
                                x_max if x_max is not None else max_abs(cols), hp.slope_inv,
                                quirks.relu_grad_asymmetric_sat)
             grad = L.conv_grad_from_cols(grad, w.shape, cols.dtype)

@@ -20,10 +20,10 @@ from .arith import max_abs
 GATHER_CHUNK = 1 << 17  # int64 elements gathered per matmul of the NumPy fallback (1 MiB)
 
 
-def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope_inv, asym_sat):
+def pooled_grad(pool, pad_value, windows_real, delta, d_bound, idx, s, cols, x_max, slope_inv, asym_sat):
     """G [F, K] = the conv weight gradient in cols' column order (int64).
 
-    ``delta`` is the head's back-propagated error (flattened NCHW [B, C, oh, ow], int64), ``idx`` the
+    ``delta`` is the head's back-propagated error (flattened NCHW [B, C, oh, ow], int64, |delta| <= d_bound), ``idx`` the
     pool's argmax offsets (NHWC), ``s`` the block's int8 pre-activation (NHWC), ``cols`` its im2col matrix and
     ``x_max`` a bound on |cols|.
     """
@@ -47,7 +47,7 @@ def pooled_grad(pool, pad_value, windows_real, delta, idx, s, cols, x_max, slope
     row_c = row_c.reshape(c, n)
     d = delta.reshape(b, c, p.oh * p.ow).transpose(1, 0, 2).reshape(c, n)
     s_at = np.take(s, row_c * c + np.arange(c)[:, None])  # s[row, f] of the NHWC map, flat
-    d = L.relu_backward(d, s_at, slope_inv, asym_sat)
+    d = L.relu_backward(d, s_at, slope_inv, asym_sat, d_bound)
     if valid is not None:
         d[~valid] = 0
     d_max = max_abs(d)

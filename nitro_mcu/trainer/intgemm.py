@@ -42,20 +42,14 @@ def lib():
               "(same results, slower)", file=sys.stderr)
         return None
     so = ctypes.CDLL(str(path))
-    so.igemm.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                                                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                                                ctypes.c_int]
-    so.igemm.restype = None
+    i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    so.igemm_run.argtypes = [i64, i64, i64, ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64, cint, cint, i64]
+    so.igemm_run.restype = cint
     so.igemm_variant.restype = ctypes.c_char_p
-    so.igemm_force.argtypes = [ctypes.c_int]
-    so.igemm_force.restype = ctypes.c_int
-    so.igemm_pack_b.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                                                       ctypes.c_int64]
-    so.igemm_pack_b.restype = None
-    so.igemm_scaled.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int64] * 3 + [ctypes.c_int64]
-    so.igemm_scaled.restype = ctypes.c_int
+    so.igemm_force.argtypes = [cint]
+    so.igemm_force.restype = cint
     for fn in (so.igemm_gather_s8, so.igemm_gather_s16):
-        fn.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+        fn.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64, ptr, cint]
         fn.restype = None
     return so
 
@@ -132,16 +126,14 @@ def chunk_pairs(la: int, lb: int) -> int:
     return max(1, INT32_MAX // (2 * max(1, la) * max(1, lb)))
 
 
-def pack_b(b: np.ndarray) -> np.ndarray:
-    """int16 B [K, N] (any strides) as K-pairs [ceil(K/2), N16, 2] int16 (N16: N rounded up to 16), zero where
-    padded: the layout of native/intgemm.c."""
-    k, n = b.shape
-    assert b.dtype == np.int16
+def _strided16(b: np.ndarray) -> np.ndarray:
+    """b as int16 with element strides (no copy when it already is; a cast keeps b's memory order: W.T stays a
+    strided view of a row-major copy, which the packing reads as fast)."""
+    if b.dtype != np.int16:
+        b = b.astype(np.int16, order="K")
     if b.strides[0] % 2 or b.strides[1] % 2 or min(b.strides) < 0:
         b = np.ascontiguousarray(b)
-    bp = np.empty(((k + 1) // 2, -(-n // 16) * 16, 2), dtype=np.int16)
-    lib().igemm_pack_b(k, n, b.ctypes.data, b.strides[0] // 2, b.strides[1] // 2, bp.ctypes.data, bp.shape[1])
-    return bp
+    return b
 
 
 def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -151,24 +143,47 @@ def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
     return a, (a.strides[0] // 2 if a.shape[0] > 1 else a.shape[1])
 
 
+_scratch = [np.empty(0, dtype=np.int16), 0]  # the packed-B buffer, reused (grown when too small), and its address
+
+
+def _scratch_for(k: int, n16: int) -> int:
+    size = (k + 1) // 2 * n16 * 2
+    if _scratch[0].size < size:
+        _scratch[0] = np.empty(max(size, 2 * _scratch[0].size), dtype=np.int16)
+        _scratch[1] = _scratch[0].ctypes.data
+    return _scratch[1]
+
+
+def _run(a, b, n: int, c, o, kcp: int, shift: int, add: int, sf: int) -> int:
+    """One igemm_run call on int16 limbs a [M, K] and b [K, N] into c (int64) or o (int8), both [M, N16];
+    b None: the B packed by the previous call."""
+    a, lda = _rows(a)
+    m, k = a.shape
+    out = c if o is None else o
+    bp, rs, cs = None, 0, 0
+    if b is not None:
+        b = _strided16(b)
+        bp, rs, cs = b.ctypes.data, b.strides[0] // 2, b.strides[1] // 2
+    return lib().igemm_run(m, n, k, a.ctypes.data, lda, bp, rs, cs, _scratch_for(k, out.shape[1]),
+                           None if c is None else c.ctypes.data, None if o is None else o.ctypes.data, kcp, shift,
+                           add, sf)
+
+
 def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
     """Exact ``a @ b`` (int64 [M, N]) of integer a [M, K] and b [K, N] with |a| <= a_max, |b| <= b_max, on the
     native kernel; the caller has checked a_max * b_max * K < 2**63 and that :func:`lib` is not None."""
-    so = lib()
     m, k = a.shape
     n = b.shape[1]
-    sa, sb = plan(a_max, b_max)
-    a_parts = limbs(a, a_max, sa)
-    b_parts = [(pack_b(x), bound, e) for x, bound, e in limbs(b, b_max, sb)]
-    n16 = b_parts[0][0].shape[1]
     if m == 0 or n == 0 or k == 0:
         return np.zeros((m, n), dtype=np.int64)
-    c = np.empty((m, n16), dtype=np.int64)  # the first limb product stores, the others add
-    for i, (ax, la, ea) in enumerate(a_parts):
-        ax, lda = _rows(ax)
-        for j, (bp, lb, eb) in enumerate(b_parts):
-            so.igemm(m, n16, k, ax.ctypes.data, lda, bp.ctypes.data, n16, c.ctypes.data, n16,
-                     chunk_pairs(la, lb), ea + eb, int(i + j > 0))
+    sa, sb = plan(a_max, b_max)
+    c = np.empty((m, -(-n // 16) * 16), dtype=np.int64)  # the first limb product stores, the others add
+    a_parts = limbs(a, a_max, sa)
+    first = 1
+    for bx, lb, eb in limbs(b, b_max, sb):
+        for i, (ax, la, ea) in enumerate(a_parts):  # B is packed once per limb, by the first call
+            _run(ax, None if i else bx, n, c, None, chunk_pairs(la, lb), ea + eb, 1 - first, 0)
+            first = 0
     return c[:, :n]
 
 
@@ -180,13 +195,8 @@ def matmul_scaled(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int, sf: int)
     n = b.shape[1]
     if plan(a_max, b_max) != (0, 0) or chunk_pairs(a_max, b_max) < (k + 1) // 2 or 0 in (m, n, k):
         return None
-    ax, lda = _rows(a)
-    bp = pack_b(np.asarray(b, dtype=np.int16))
-    out = np.empty((m, bp.shape[1]), dtype=np.int8)
-    if not lib().igemm_scaled(m, bp.shape[1], k, ax.ctypes.data, lda, bp.ctypes.data, bp.shape[1], out.ctypes.data,
-                              bp.shape[1], sf):
-        return None
-    return out[:, :n]
+    o = np.empty((m, -(-n // 16) * 16), dtype=np.int8)
+    return o[:, :n] if _run(a, b, n, None, o, 0, 0, 0, sf) else None
 
 
 def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray, d_max: int) -> np.ndarray:

@@ -183,16 +183,39 @@ def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
     return lut[s.astype(np.int16) + 128]
 
 
-def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool) -> np.ndarray:
+def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool,
+                  bound: int | None = None) -> np.ndarray:
     """tdiv(delta, slope(s)): 1 on [0, 126], alpha_inv below 0, zero at 127 (and at -127 unless Q5).
 
     The reference divides by 2**31 - 1 at x = 127; that equals 0 for every |delta| < 2**31 - 1, which
     the forward bounds guarantee.
+
+    With ``bound`` (|delta| <= bound < 2**53) and an int8 s the division runs in float64: delta is exact there,
+    trunc(delta * factor(s)) with factor 1, 1/alpha_inv or 0 (a 256-entry table on s's bit pattern; 1/alpha_inv
+    exact for a power of two) or trunc(delta / alpha_inv) is tdiv by the argument in
+    :func:`~nitro_mcu.trainer.arith.tdiv`, and the cast back to int64 truncates.  Same integers, no int64 division.
     """
+    if bound is not None and bound < 2**53 and s.dtype == np.int8:
+        f = delta.astype(np.float64)
+        if slope_inv & (slope_inv - 1) == 0:
+            np.multiply(f, _relu_grad_factor(slope_inv, asymmetric_sat).take(s.view(np.uint8)), out=f)
+        else:
+            np.divide(f, slope_inv, out=f, where=s < 0)
+            f[(s == 127) if asymmetric_sat else ((s == 127) | (s == -127))] = 0
+        return f.astype(np.int64)
     out = np.where(s < 0, tdiv(delta, slope_inv), delta)
     blocked = (s == 127) if asymmetric_sat else ((s == 127) | (s == -127))
     out[blocked] = 0
     return out
+
+
+@cache
+def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool) -> np.ndarray:
+    """Table over the int8 bit pattern of s: 0 where the gradient is blocked, 1/alpha_inv below 0, else 1."""
+    v = ((np.arange(256) + 128) & 0xFF) - 128  # the value of each uint8 bit pattern as int8
+    f = np.where(v < 0, 1.0 / slope_inv, 1.0)
+    f[(v == 127) | ((v == -127) & (not asymmetric_sat))] = 0.0
+    return f
 
 
 # ---- MaxPool ------------------------------------------------------------------------------------------

@@ -183,17 +183,25 @@ T512 void tile512(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1,
     UNROLL for (int i = 0; i < mr; i++)
         UNROLL for (int v = 0; v < nv; v++)
             acc[i][v] = _mm512_setzero_si512();
-    for (int64_t p = p0; p < p1; p++) {
+    int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */
+    for (int64_t p = p0; p < pe; p++) {
         __m512i b[2];
         UNROLL for (int v = 0; v < nv; v++)
             b[v] = _mm512_loadu_si512(bp + (p * ldb + 16 * v) * 2);
         UNROLL for (int i = 0; i < mr; i++) {
             int32_t ap;
-            if (p < full) /* false only at an odd K's last pair */
-                memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
-            else
-                ap = a_pair(a + i * lda, p, k);
+            memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
             __m512i av = _mm512_set1_epi32(ap);
+            UNROLL for (int v = 0; v < nv; v++)
+                acc[i][v] = _mm512_dpwssd_epi32(acc[i][v], av, b[v]);
+        }
+    }
+    for (int64_t p = pe; p < p1; p++) {
+        __m512i b[2];
+        UNROLL for (int v = 0; v < nv; v++)
+            b[v] = _mm512_loadu_si512(bp + (p * ldb + 16 * v) * 2);
+        UNROLL for (int i = 0; i < mr; i++) {
+            __m512i av = _mm512_set1_epi32(a_pair(a + i * lda, p, k));
             UNROLL for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm512_dpwssd_epi32(acc[i][v], av, b[v]);
         }
@@ -243,17 +251,25 @@ T256 void tile256(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1,
     UNROLL for (int i = 0; i < mr; i++)
         UNROLL for (int v = 0; v < nv; v++)
             acc[i][v] = _mm256_setzero_si256();
-    for (int64_t p = p0; p < p1; p++) {
+    int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */
+    for (int64_t p = p0; p < pe; p++) {
         __m256i b[2];
         UNROLL for (int v = 0; v < nv; v++)
             b[v] = _mm256_loadu_si256((const __m256i *)(bp + (p * ldb + 8 * v) * 2));
         UNROLL for (int i = 0; i < mr; i++) {
             int32_t ap;
-            if (p < full) /* false only at an odd K's last pair */
-                memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
-            else
-                ap = a_pair(a + i * lda, p, k);
+            memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
             __m256i av = _mm256_set1_epi32(ap);
+            UNROLL for (int v = 0; v < nv; v++)
+                acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(av, b[v]));
+        }
+    }
+    for (int64_t p = pe; p < p1; p++) {
+        __m256i b[2];
+        UNROLL for (int v = 0; v < nv; v++)
+            b[v] = _mm256_loadu_si256((const __m256i *)(bp + (p * ldb + 8 * v) * 2));
+        UNROLL for (int i = 0; i < mr; i++) {
+            __m256i av = _mm256_set1_epi32(a_pair(a + i * lda, p, k));
             UNROLL for (int v = 0; v < nv; v++)
                 acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(av, b[v]));
         }
@@ -272,13 +288,16 @@ __attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
 #endif
 
 /* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < ldb and for 2p+t >= k (see the top). */
-void igemm_pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
+static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
 {
     int64_t pairs = (k + 1) / 2;
     for (int64_t p = 0; p < pairs; p++) {
         const int16_t *r0 = b + 2 * p * rs, *r1 = r0 + rs;
         int16_t *out = bp + p * ldb * 2;
-        if (2 * p + 1 < k) {
+        if (rs == 1 && 2 * p + 1 < k) { /* B = W^T: the pair is one 32-bit word of W's row j */
+            for (int64_t j = 0; j < n; j++)
+                memcpy(out + 2 * j, r0 + j * cs, 4);
+        } else if (2 * p + 1 < k) {
             for (int64_t j = 0; j < n; j++) {
                 out[2 * j] = r0[j * cs];
                 out[2 * j + 1] = r1[j * cs];
@@ -408,25 +427,26 @@ const char *igemm_variant(void)
     return names[chosen];
 }
 
-void igemm(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *bp, int64_t ldb,
-           int64_t *c, int64_t ldc, int64_t kcp, int shift, int add)
-{
-    if (chosen < 0)
-        chosen = best_variant();
-    kernels[chosen](m, n, k, a, lda, bp, ldb, c, ldc, kcp, shift, add, NULL, NULL);
-}
-
-/* o[i][j] = NITRO-Scaling(sum_k A[i][k] B[k][j], sf) as int8, when one int32 chunk covers K (kcp >= ceil(K/2)):
- * the sums never leave the registers as int64.  Returns 0 (and writes nothing) where scaling_init refuses sf. */
-int igemm_scaled(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *bp, int64_t ldb,
-                 int8_t *o, int64_t ldo, int64_t sf)
+/* The entry point: pack B [k][n] (element strides rsb, csb) into scratch (ceil(k/2) * ldb * 2 int16, ldb = n rounded
+ * up to 16; b == NULL: scratch holds this B packed already, from the previous call), then
+ *   o == NULL:  C [m][ldb] (+)= 2**shift * A B  (int64; add = 0 stores; int32 chunks of kcp K-pairs), returns 1;
+ *   o != NULL:  o [m][ldb] = NITRO-Scaling(A B, sf) as int8, one int32 chunk over all of K (the caller checks
+ *               that it cannot overflow); returns 0 and writes nothing to o where scaling_init refuses sf.
+ * Columns n..ldb-1 of the output are padding (zero products). */
+int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *b, int64_t rsb,
+              int64_t csb, int16_t *scratch, int64_t *c, int8_t *o, int64_t kcp, int shift, int add, int64_t sf)
 {
     struct scaling sc;
-    if (!scaling_init(&sc, sf))
+    int64_t ldb = (n + 15) / 16 * 16;
+    if (o && !scaling_init(&sc, sf))
         return 0;
-    if (chosen < 0)
-        chosen = best_variant();
-    kernels[chosen](m, n, k, a, lda, bp, ldb, NULL, ldo, (k + 1) / 2 + 1, 0, 0, o, &sc);
+    igemm_variant();
+    if (b)
+        pack_b(k, n, b, rsb, csb, scratch, ldb);
+    if (o)
+        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, NULL, ldb, (k + 1) / 2 + 1, 0, 0, o, &sc);
+    else
+        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, c, ldb, kcp, shift, add, NULL, NULL);
     return 1;
 }
 
