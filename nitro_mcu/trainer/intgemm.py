@@ -22,7 +22,7 @@ import numpy as np
 
 SOURCE = Path(__file__).resolve().parent / "native" / "intgemm.c"
 INT32_MAX = 2**31 - 1
-LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every chunk then spans >= 32 K-pairs
+LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every int32 chunk then spans >= 31 K-pairs
 WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
 VARIANTS = ("portable", "avx2", "avx512vnni")
 _I16P = ctypes.POINTER(ctypes.c_int16)
@@ -92,7 +92,7 @@ def plan(a_max: int, b_max: int) -> tuple[int, int]:
     """Limb widths (sa, sb) for |a| <= a_max, |b| <= b_max; 0 keeps an operand whole (int16, as it is).
 
     Limb bounds la, lb (the whole operand's maximum, or 2**(s-1) for s-bit limbs) satisfy
-    la * lb <= LIMB_PRODUCT_MAX, so every chunk of :func:`chunk_pairs` covers at least 32 K-pairs.
+    la * lb <= LIMB_PRODUCT_MAX, so every chunk of :func:`chunk_pairs` covers at least 31 K-pairs.
     """
     if a_max < 2**15 and b_max < 2**15 and a_max * b_max <= LIMB_PRODUCT_MAX:
         return 0, 0
@@ -105,17 +105,20 @@ def plan(a_max: int, b_max: int) -> tuple[int, int]:
 def limbs(x: np.ndarray, x_max: int, s: int) -> list[tuple[np.ndarray, int, int]]:
     """[(limb as int16 in x's memory order, its bound, its weight exponent)]: x = sum limb * 2**exponent, exactly.
 
-    Balanced s-bit limbs: lo = ((x + 2**(s-1)) mod 2**s) - 2**(s-1) lies in [-2**(s-1), 2**(s-1)); x - lo is a
-    multiple of 2**s, so the arithmetic shift that divides it by 2**s is exact (no rounding mode to agree on).
+    Balanced s-bit limbs: with low = x mod 2**s (x & mask) and carry = low >= 2**(s-1), the limb is
+    low - carry * 2**s, in [-2**(s-1), 2**(s-1)), and the rest floor(x / 2**s) + carry (the arithmetic shift floors
+    by definition, which is what this identity needs: nothing here is a truncating division).  No intermediate
+    leaves int64, even at |x| = 2**63 - 1.
     """
     if s == 0:
         return [(np.asarray(x, dtype=np.int16), x_max, 0)]
     half, mask = 1 << (s - 1), (1 << s) - 1
-    out, rest, m, e = [], np.array(x, dtype=np.int64, order="C"), x_max, 0
+    out, rest, m, e = [], np.asarray(x, dtype=np.int64), x_max, 0
     while m > half - 1:
-        lo = ((rest + half) & mask) - half
-        out.append((lo.astype(np.int16), half, e))
-        rest = (rest - lo) >> s
+        low = rest & mask
+        carry = low >= half
+        out.append(((low - (carry << s)).astype(np.int16), half, e))
+        rest = (rest >> s) + carry
         m, e = (m + half) >> s, e + s
     out.append((rest.astype(np.int16), m, e))
     return out
