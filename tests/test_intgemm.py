@@ -65,7 +65,7 @@ def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
 
 
 def test_limbs_reassemble_every_value_and_respect_their_bounds():
-    for bound, s in ((2**63 - 1, 13), (2**40 - 5, 16), (32768, 14), (70000, 16), (5, 0)):
+    for bound, s in ((2**63 - 1, 13), (2**40 - 5, 16), (2**31 - 1, 16), (32768, 14), (70000, 16), (5, 0)):
         x = np.array([[bound, -bound, 0, 1, -1, bound // 3, -(bound // 7), 2**(max(s, 1) - 1), -2**(max(s, 1) - 1)]],
                      dtype=np.int64)
         x = np.clip(x, -bound, bound)
@@ -167,16 +167,24 @@ def test_force_int64_takes_the_numpy_path(monkeypatch):
     assert np.array_equal(gemm.matmul_exact(a, b), a @ b) and not calls
 
 
-@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"mlp1", "cnn_small", "mcu_cnn"}))
+# The VGG presets share their layer kinds; their NumPy int64 reference takes minutes per batch of 4 (vgg11b: 7 min),
+# so the suite runs the widest of them, vgg8b_cifar10 (3 channels, Dropout on conv maps), on one sample.
+# benchmarks/torch_speed.py replays vgg8b both ways too.
+VGG_STAND_IN = "vgg8b_cifar10"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in set(PRESETS) - {"mlp1", "cnn_small", "mcu_cnn"}
+                                        if not n.startswith("vgg") or n == VGG_STAND_IN))
 def test_every_other_preset_trains_identically_on_the_kernels_and_on_int64(name):
     """tests/test_exactness.py runs mlp1, cnn_small and mcu_cnn at length; the other presets (Dropout's int16
-    activations, 3-channel and wide layers, VGG) take two small steps with grown weights each way."""
+    activations, 3-channel and wide layers, VGG) take small steps with grown weights each way."""
     spec = preset(name)
     bits = spec.get("weight_bits", 32)
     rng = np.random.default_rng(1)
-    shape = (4, *spec["input_shape"])
-    xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(2)]
-    ys = [rng.integers(0, spec["num_classes"], 4) for _ in range(2)]
+    batch, steps = (1, 1) if name == VGG_STAND_IN else (4, 2)
+    shape = (batch, *spec["input_shape"])
+    xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(steps)]
+    ys = [rng.integers(0, spec["num_classes"], batch) for _ in range(steps)]
     base = Model(spec, "default", weight_bits=bits, seed=1)
     lim = 2 ** (bits - 1) - 1
     grown = {k: np.clip(v.astype(np.int64) * 60, -lim, lim) for k, v in base.weights.items()}

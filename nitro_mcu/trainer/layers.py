@@ -142,10 +142,10 @@ def scaling(z: np.ndarray, sf: int) -> np.ndarray:
     clipping z first to the widest range whose quotient still truncates into [-127, 127] changes nothing after
     the final clip; (2) the clipped |z| < 128*SF < 2**53, so trunc(z / SF) of the correctly rounded float64
     quotient is tdiv (the proof in :func:`~nitro_mcu.trainer.arith.tdiv`), and the quotient lies in (-128, 128),
-    so the cast is defined.
+    so the cast is defined.  Under ``gemm.FORCE_INT64`` it is the int64 definition.
     """
     b = 128 * sf - 1
-    if b >= 2**53:
+    if b >= 2**53 or gemm.FORCE_INT64:
         return np.clip(tdiv(np.asarray(z), sf), -127, 127).astype(np.int8)
     z = np.clip(z, -b, b)
     out = np.empty(z.shape, dtype=np.int8)
@@ -193,9 +193,10 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
     With ``bound`` (|delta| <= bound < 2**53) and an int8 s the division runs in float64: delta is exact there,
     trunc(delta * factor(s)) with factor 1, 1/alpha_inv or 0 (a 256-entry table on s's bit pattern; 1/alpha_inv
     exact for a power of two) or trunc(delta / alpha_inv) is tdiv by the argument in
-    :func:`~nitro_mcu.trainer.arith.tdiv`, and the cast back to int64 truncates.  Same integers, no int64 division.
+    :func:`~nitro_mcu.trainer.arith.tdiv`, and the cast back to int64 truncates.  Same integers, no int64 division
+    (and not under ``gemm.FORCE_INT64``: the int64 definition is the reference).
     """
-    if bound is not None and bound < 2**53 and s.dtype == np.int8:
+    if bound is not None and bound < 2**53 and s.dtype == np.int8 and not gemm.FORCE_INT64:
         f = delta.astype(np.float64)
         if slope_inv & (slope_inv - 1) == 0:
             np.multiply(f, _relu_grad_factor(slope_inv, asymmetric_sat).take(s.view(np.uint8)), out=f)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import gemm
 from .arith import max_abs, saturate, tdiv
 
 
@@ -15,16 +16,18 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
     Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
     saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
     ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let it take the two-pass route; a gradient below
-    2**53 takes the float64 one; the int64 reference below is the rest (and the definition).
+    2**53 takes the float64 one; the int64 code below is the rest, the definition, and all of it under
+    ``gemm.FORCE_INT64`` (the reference the fast routes are checked against).
     """
     grad = np.asarray(grad)
-    fast = None
-    if w_max is not None and g_bound is not None:
-        fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
-    if fast is None:
-        fast = _sgd_update_float(w, grad, lr_inv * amp, decay_inv, weight_bits)
-    if fast is not None:
-        return fast
+    if not gemm.FORCE_INT64:
+        fast = None
+        if w_max is not None and g_bound is not None:
+            fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
+        if fast is None:
+            fast = _sgd_update_float(w, grad, lr_inv * amp, decay_inv, weight_bits)
+        if fast is not None:
+            return fast
     delta = tdiv(grad, lr_inv * amp)
     if decay_inv > 0:
         delta = delta + tdiv(w.astype(np.int64), decay_inv)
