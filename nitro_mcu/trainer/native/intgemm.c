@@ -142,9 +142,65 @@ static void igemm_portable(int64_t m, int64_t n, int64_t k, const int16_t *a, in
     case 2 * (R): TILE(R, 1, k, p0, p1, ai, lda, bj, ldb, cij, oij, ldc, shift, st, sc); break;                   \
     case 2 * (R) + 1: TILE(R, 2, k, p0, p1, ai, lda, bj, ldb, cij, oij, ldc, shift, st, sc); break;
 
+/* The two int16 of A's pair p in a row as one 32-bit lane, both halves in A (p < K/2). */
+static inline int32_t a_word(const int16_t *row, int64_t p)
+{
+    int32_t out;
+    memcpy(&out, row + 2 * p, sizeof out);
+    return out;
+}
+
+/* One K-pair step of a tile: NV vectors of Bp, then each row's A pair (PAIR, in terms of i) against them. */
+#define TILE_STEP(VEC, W, LOADB, BCAST, DP, PAIR)                                                                \
+    {                                                                                                            \
+        VEC b[2];                                                                                                \
+        UNROLL for (int v = 0; v < nv; v++)                                                                      \
+            b[v] = LOADB(bp + (p * ldb + (W) * v) * 2);                                                          \
+        UNROLL for (int i = 0; i < mr; i++) {                                                                    \
+            VEC av = BCAST(PAIR);                                                                                \
+            UNROLL for (int v = 0; v < nv; v++)                                                                  \
+                acc[i][v] = DP(acc[i][v], av, b[v]);                                                             \
+        }                                                                                                        \
+    }
+
+/* A tile: mr rows x nv vectors of W int32 columns over K-pairs [p0, p1), int32 accumulators in registers, then
+ * flushed into the int64 C or scaled into the int8 o. */
+#define TILE(NAME, ATTR, VEC, MAXR, W, ZERO, LOADB, BCAST, DP, FLUSH, SCALE)                                    \
+    ATTR void NAME(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1, const int16_t *a, int64_t lda, \
+                   const int16_t *bp, int64_t ldb, int64_t *c, int8_t *o, int64_t ldc, int shift, int st,       \
+                   const struct scaling *sc)                                                                     \
+    {                                                                                                            \
+        int64_t full = k / 2;                                                                                    \
+        VEC acc[MAXR][2];                                                                                        \
+        UNROLL for (int i = 0; i < mr; i++)                                                                      \
+            UNROLL for (int v = 0; v < nv; v++)                                                                  \
+                acc[i][v] = ZERO();                                                                              \
+        int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */  \
+        for (int64_t p = p0; p < pe; p++)                                                                        \
+            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_word(a + i * lda, p))                                          \
+        for (int64_t p = pe; p < p1; p++)                                                                        \
+            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_pair(a + i * lda, p, k))                                       \
+        UNROLL for (int i = 0; i < mr; i++)                                                                      \
+            UNROLL for (int v = 0; v < nv; v++) {                                                                \
+                if (sc)                                                                                          \
+                    SCALE(acc[i][v], o + i * ldc + (W) * v, sc);                                                 \
+                else                                                                                             \
+                    FLUSH(acc[i][v], c + i * ldc + (W) * v, shift, st);                                          \
+            }                                                                                                    \
+    }
+
 #ifdef NITRO_X86
 /* ---- AVX-512 VNNI: MR rows x NV vectors of 16 int32 columns, vpdpwssd -------------------------------- */
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
+
+T512 __m512i load512(const int16_t *p)
+{
+    return _mm512_loadu_si512(p);
+}
+T512 __m512i dp512(__m512i acc, __m512i a, __m512i b)
+{
+    return _mm512_dpwssd_epi32(acc, a, b);
+}
 
 T512 void flush512(__m512i acc, int64_t *c, int shift, int st)
 {
@@ -174,45 +230,7 @@ T512 void scale512(__m512i v, int8_t *o, const struct scaling *sc)
     _mm_storeu_si128((__m128i *)o, _mm512_cvtepi32_epi8(q));
 }
 
-T512 void tile512(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1, const int16_t *a, int64_t lda,
-                  const int16_t *bp, int64_t ldb, int64_t *c, int8_t *o, int64_t ldc, int shift, int st,
-                  const struct scaling *sc)
-{
-    int64_t full = k / 2;
-    __m512i acc[6][2];
-    UNROLL for (int i = 0; i < mr; i++)
-        UNROLL for (int v = 0; v < nv; v++)
-            acc[i][v] = _mm512_setzero_si512();
-    int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */
-    for (int64_t p = p0; p < pe; p++) {
-        __m512i b[2];
-        UNROLL for (int v = 0; v < nv; v++)
-            b[v] = _mm512_loadu_si512(bp + (p * ldb + 16 * v) * 2);
-        UNROLL for (int i = 0; i < mr; i++) {
-            int32_t ap;
-            memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
-            __m512i av = _mm512_set1_epi32(ap);
-            UNROLL for (int v = 0; v < nv; v++)
-                acc[i][v] = _mm512_dpwssd_epi32(acc[i][v], av, b[v]);
-        }
-    }
-    for (int64_t p = pe; p < p1; p++) {
-        __m512i b[2];
-        UNROLL for (int v = 0; v < nv; v++)
-            b[v] = _mm512_loadu_si512(bp + (p * ldb + 16 * v) * 2);
-        UNROLL for (int i = 0; i < mr; i++) {
-            __m512i av = _mm512_set1_epi32(a_pair(a + i * lda, p, k));
-            UNROLL for (int v = 0; v < nv; v++)
-                acc[i][v] = _mm512_dpwssd_epi32(acc[i][v], av, b[v]);
-        }
-    }
-    UNROLL for (int i = 0; i < mr; i++)
-        UNROLL for (int v = 0; v < nv; v++)
-            if (sc)
-                scale512(acc[i][v], o + i * ldc + 16 * v, sc);
-            else
-                flush512(acc[i][v], c + i * ldc + 16 * v, shift, st);
-}
+TILE(tile512, T512, __m512i, 6, 16, _mm512_setzero_si512, load512, _mm512_set1_epi32, dp512, flush512, scale512)
 
 #define CASES(TILE) CASE(TILE, 6) CASE(TILE, 5) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) DRIVER(igemm_avx512vnni, tile512, 6, 16)
@@ -220,6 +238,15 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) DRIVER(igemm_avx512vnni, 
 
 /* ---- AVX2: MR rows x NV vectors of 8 int32 columns, vpmaddwd + vpaddd -------------------------------- */
 #define T256 __attribute__((target("avx2"), always_inline)) static inline
+
+T256 __m256i load256(const int16_t *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+T256 __m256i dp256(__m256i acc, __m256i a, __m256i b)
+{
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
 
 T256 void flush256(__m256i acc, int64_t *c, int shift, int st)
 {
@@ -242,45 +269,7 @@ T256 void scale256(__m256i v, int8_t *o, const struct scaling *sc)
         o[t] = scale1(lanes[t], sc);
 }
 
-T256 void tile256(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1, const int16_t *a, int64_t lda,
-                  const int16_t *bp, int64_t ldb, int64_t *c, int8_t *o, int64_t ldc, int shift, int st,
-                  const struct scaling *sc)
-{
-    int64_t full = k / 2;
-    __m256i acc[4][2];
-    UNROLL for (int i = 0; i < mr; i++)
-        UNROLL for (int v = 0; v < nv; v++)
-            acc[i][v] = _mm256_setzero_si256();
-    int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */
-    for (int64_t p = p0; p < pe; p++) {
-        __m256i b[2];
-        UNROLL for (int v = 0; v < nv; v++)
-            b[v] = _mm256_loadu_si256((const __m256i *)(bp + (p * ldb + 8 * v) * 2));
-        UNROLL for (int i = 0; i < mr; i++) {
-            int32_t ap;
-            memcpy(&ap, a + i * lda + 2 * p, sizeof ap);
-            __m256i av = _mm256_set1_epi32(ap);
-            UNROLL for (int v = 0; v < nv; v++)
-                acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(av, b[v]));
-        }
-    }
-    for (int64_t p = pe; p < p1; p++) {
-        __m256i b[2];
-        UNROLL for (int v = 0; v < nv; v++)
-            b[v] = _mm256_loadu_si256((const __m256i *)(bp + (p * ldb + 8 * v) * 2));
-        UNROLL for (int i = 0; i < mr; i++) {
-            __m256i av = _mm256_set1_epi32(a_pair(a + i * lda, p, k));
-            UNROLL for (int v = 0; v < nv; v++)
-                acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(av, b[v]));
-        }
-    }
-    UNROLL for (int i = 0; i < mr; i++)
-        UNROLL for (int v = 0; v < nv; v++)
-            if (sc)
-                scale256(acc[i][v], o + i * ldc + 8 * v, sc);
-            else
-                flush256(acc[i][v], c + i * ldc + 8 * v, shift, st);
-}
+TILE(tile256, T256, __m256i, 4, 8, _mm256_setzero_si256, load256, _mm256_set1_epi32, dp256, flush256, scale256)
 
 #define CASES(TILE) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
 __attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
@@ -452,28 +441,18 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
 
 /* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 where the
  * kernels run on it and |d| < 2**31 (narrow), else portable C. */
-void igemm_gather_s8(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const int8_t *x,
-                     int64_t ldx, int64_t *g, int narrow)
-{
-    igemm_variant();
 #ifdef NITRO_X86
-    if (narrow && chosen == 2) {
-        gather_s8_avx512(c, n, k, d, row, x, ldx, g);
-        return;
-    }
+#define GATHER_FAST(T) if (narrow && chosen == 2) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
+#else
+#define GATHER_FAST(T)
 #endif
-    gather_s8_portable(c, n, k, d, row, x, ldx, g);
-}
-
-void igemm_gather_s16(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const int16_t *x,
-                      int64_t ldx, int64_t *g, int narrow)
-{
-    igemm_variant();
-#ifdef NITRO_X86
-    if (narrow && chosen == 2) {
-        gather_s16_avx512(c, n, k, d, row, x, ldx, g);
-        return;
+#define GATHER_ENTRY(T, XT)                                                                                      \
+    void igemm_gather_##T(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const XT *x,   \
+                          int64_t ldx, int64_t *g, int narrow)                                                   \
+    {                                                                                                            \
+        igemm_variant();                                                                                         \
+        GATHER_FAST(T)                                                                                           \
+        gather_##T##_portable(c, n, k, d, row, x, ldx, g);                                                       \
     }
-#endif
-    gather_s16_portable(c, n, k, d, row, x, ldx, g);
-}
+GATHER_ENTRY(s8, int8_t)
+GATHER_ENTRY(s16, int16_t)
