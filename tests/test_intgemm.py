@@ -237,3 +237,25 @@ def test_without_a_compiler_training_falls_back_to_numpy_says_so_once_and_agrees
         assert len(notes) == 1 and "NumPy int64" in notes[0]
     else:
         assert not notes  # asked for by name: nothing to report
+
+
+def test_products_in_concurrent_threads_equal_the_same_products_alone():
+    """The packed-B buffer is per thread: products run concurrently in threads equal the same products run alone."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    jobs = [(rng.integers(-128, 128, (40, 300)).astype(np.int8), rng.integers(-40000, 40000, (300, 50 + 7 * i)))
+            for i in range(4)]
+    want = [intgemm.matmul(a, b, 128, 40000) for a, b in jobs]
+    wrong = []
+
+    def work(i):
+        for _ in range(30):
+            wrong.append(not np.array_equal(intgemm.matmul(*jobs[i], 128, 40000), want[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wrong) == 30 * len(jobs) and not any(wrong)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -146,15 +147,16 @@ def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
     return a, (a.strides[0] // 2 if a.shape[0] > 1 else a.shape[1])
 
 
-_scratch = [np.empty(0, dtype=np.int16), 0]  # the packed-B buffer, reused (grown when too small), and its address
+_local = threading.local()  # per thread: the packed-B buffer (reused, grown when too small) and its address
 
 
 def _scratch_for(k: int, n16: int) -> int:
     size = (k + 1) // 2 * n16 * 2
-    if _scratch[0].size < size:
-        _scratch[0] = np.empty(max(size, 2 * _scratch[0].size), dtype=np.int16)
-        _scratch[1] = _scratch[0].ctypes.data
-    return _scratch[1]
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        _local.buf = np.empty(max(size, 2 * (0 if buf is None else buf.size)), dtype=np.int16)
+        _local.addr = _local.buf.ctypes.data
+    return _local.addr
 
 
 def _run(a, b, n: int, c, o, kcp: int, shift: int, add: int, sf: int) -> int:
