@@ -263,7 +263,7 @@ def table(rows) -> str:
                      f"{'yes' if r['same'] else 'NO':>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
                      f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
     return "\n".join(lines) + ("\n(samples/s, batch 64, one core; best10: the best 10-step piece of any repeat;\n"
-                               " products: ms per integer step inside its exact products; ceiling: PyTorch's step time / products)")
+                               " products: ms per integer step in its exact products; ceiling: PyTorch's step / products)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Firmware: the CPU flags of each target (``Target.cpu_flags`` in targets.py) plus the common flags of its
 instruction set below (Cortex-M: Thumb, soft-float ABI; RV32: the ilp32 soft-float ABI is in the CPU flags).
-Host: the selftest build, the harness build, the shared library of device/compiled.py, the trainer's GEMM kernels, the warning check of the
-generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
+Host: the selftest build, the harness build, the shared library of device/compiled.py, the trainer's GEMM
+kernels, the warning check of the generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
 it, which the host sanitizer builds check (no signed overflow is defined away) and the bit-exact emulator runs
 confirm, at -O2 and at -O3 (tests/test_emulator.py).
 """

@@ -23,8 +23,8 @@ GATHER_CHUNK = 1 << 17  # int64 elements gathered per matmul of the NumPy fallba
 def pooled_grad(pool, pad_value, windows_real, delta, d_bound, idx, s, cols, x_max, slope_inv, asym_sat):
     """G [F, K] = the conv weight gradient in cols' column order (int64).
 
-    ``delta`` is the head's back-propagated error (flattened NCHW [B, C, oh, ow], int64, |delta| <= d_bound), ``idx`` the
-    pool's argmax offsets (NHWC), ``s`` the block's int8 pre-activation (NHWC), ``cols`` its im2col matrix and
+    ``delta`` is the head's back-propagated error (flattened NCHW [B, C, oh, ow], int64, |delta| <= d_bound),
+    ``idx`` the pool's argmax offsets (NHWC), ``s`` the block's int8 pre-activation (NHWC), ``cols`` its im2col matrix and
     ``x_max`` a bound on |cols|.
     """
     p = pool
