@@ -103,8 +103,8 @@ def plan(a_max: int, b_max: int) -> tuple[int, int]:
     return 13, 13
 
 
-def limbs(x: np.ndarray, x_max: int, s: int) -> list[tuple[np.ndarray, int, int]]:
-    """[(limb as int16 in x's memory order, its bound, its weight exponent)]: x = sum limb * 2**exponent, exactly.
+def limbs(x: np.ndarray, x_max: int, s: int, order: str = "K") -> list[tuple[np.ndarray, int, int]]:
+    """[(limb as int16 in ``order``, its bound, its weight exponent)]: x = sum limb * 2**exponent, exactly.
 
     Balanced s-bit limbs: with low = x mod 2**s (x & mask) and carry = low >= 2**(s-1), the limb is
     low - carry * 2**s, in [-2**(s-1), 2**(s-1)), and the rest floor(x / 2**s) + carry (the arithmetic shift floors
@@ -112,9 +112,9 @@ def limbs(x: np.ndarray, x_max: int, s: int) -> list[tuple[np.ndarray, int, int]
     leaves int64, even at |x| = 2**63 - 1.
     """
     if s == 0:
-        return [(np.asarray(x, dtype=np.int16), x_max, 0)]
+        return [(np.asarray(x, dtype=np.int16, order=order), x_max, 0)]
     half, mask = 1 << (s - 1), (1 << s) - 1
-    out, rest, m, e = [], np.asarray(x, dtype=np.int64), x_max, 0
+    out, rest, m, e = [], np.asarray(x, dtype=np.int64, order=order), x_max, 0
     while m > half - 1:
         low = rest & mask
         carry = low >= half
@@ -183,7 +183,7 @@ def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
         return np.zeros((m, n), dtype=np.int64)
     sa, sb = plan(a_max, b_max)
     c = np.empty((m, -(-n // 16) * 16), dtype=np.int64)  # the first limb product stores, the others add
-    a_parts = limbs(a, a_max, sa)
+    a_parts = limbs(a, a_max, sa, order="C")  # rows with contiguous K, as the kernel reads A
     first = 1
     for bx, lb, eb in limbs(b, b_max, sb):
         for i, (ax, la, ea) in enumerate(a_parts):  # B is packed once per limb, by the first call
