@@ -5,15 +5,16 @@
                                        [--threads N] [--warmup-steps N] [--steps N] [--repeats N]
 
 Method: each model first trains ``--warmup-steps`` steps (default: one epoch) so that its weights reach
-a realistic size (forward-layer weights in the thousands, where the exact float32 GEMM no longer applies
-without its checks).  That state is snapshotted; then the same ``--steps`` batches are trained from the
+a realistic size (forward-layer weights in the thousands, errors past 2**15: the native kernels' limbs).  That
+state is snapshotted; then the same ``--steps`` batches are trained from the
 snapshot ``--repeats`` times and the best time is reported.  The pure-int64 path
 (``gemm.FORCE_INT64 = True``) then trains the same batches from the same snapshot once, and the two
 final weight sets must be bit-identical.
 
 ``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
-imported).  The default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning
-worker threads collapse under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
+imported); the native integer kernels (nitro_mcu/trainer/intgemm.py) run on one thread whatever it is.  The
+default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning worker threads collapse
+under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
 The benchmark opts in to :func:`nitro_mcu.trainer.malloc.tune_malloc`; ``--no-malloc-tune`` disables it
 (NITRO_MCU_MALLOC_TUNE=0).
 Besides the best full run, the best 10-step chunk is reported: less sensitive to other processes.

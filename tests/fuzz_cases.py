@@ -1,8 +1,8 @@
 """Differential fuzzing of the three implementations of one training step (issue 22, item 2).
 
 A :class:`Case` is a random model description plus training settings.  :func:`run_case` trains it step by step
-with the trainer's fast path (float carriers), the pure-int64 path (``gemm.FORCE_INT64``) and the generated C
-compiled for the host, and compares after every step every weight, the correct count and the Dropout PRNG
+with the trainer's fast path (the native integer kernels), the pure-int64 path (``gemm.FORCE_INT64``) and the
+generated C compiled for the host, and compares after every step every weight, the correct count and the Dropout PRNG
 state.  :func:`cases` is the Hypothesis strategy of the space: both kinds, both weight widths, both profiles,
 dropout, kernels 1-5, odd pads, non-square inputs, 1->1 MLPs, wide layers, many classes, large batches,
 lr_inv 1, grown (saturating) weights, extreme inputs, tail training (trainable subsets) and streaming

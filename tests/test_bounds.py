@@ -1,5 +1,6 @@
 """Every bound the arithmetic proves, tested at the bound and one past it with operands that are not powers of two
-(issue 22, item 3): the float carriers (trainer/gemm.py), the SGD fast paths and clips (trainer/optim.py and the
+(issue 22, item 3): the int64 product bound (trainer/gemm.py; the native kernels' int32 chunks are tested at
+their bound in tests/test_intgemm.py), the SGD fast paths and clips (trainer/optim.py and the
 C's nitro_sgd), the generator's accumulator widths and fast-update limit (codegen/walk.py), and the dropout,
 one-hot and error ranges of docs/arithmetic.md.  Python results are checked against Python integers (object
 arrays never overflow); the generated C against the Python trainer, step by step."""
@@ -25,34 +26,7 @@ def _ints(r):
     return (r.astype(np.int64) if r.dtype.kind == "f" else r).astype(object)
 
 
-# ---- float carriers (gemm.matmul_exact) -------------------------------------------------------------------
-def test_float32_carrier_is_exact_at_its_bound_and_refused_one_past():
-    """3 * 127 * 44034 < 2**24 <= 3 * 127 * 44035, whose odd sum 16 777 335 float32 cannot hold."""
-    a = np.full((2, 3), 127)
-    a[1] = -127
-    for b_max, kind in ((44034, "f4"), (44035, "f8")):
-        b = np.full((3, 2), b_max)
-        b[:, 1] = -b_max
-        r = gemm.matmul_exact(a, b)
-        assert r.dtype.str[1:] == kind
-        assert (_ints(r) == _exact(a, b)).all()
-    assert int(np.float32(3 * 127 * 44035)) != 3 * 127 * 44035  # one past, float32 would round
-
-
-def test_float64_carrier_is_exact_at_its_bound_and_refused_one_past():
-    """[[1, 1]] @ [[2**52 + 1], [2**52]] = 2**53 + 1 has bound 2**53 + 2: int64, not float64 (which gives 2**53)."""
-    a, b = np.array([[1, 1]]), np.array([[2**52 + 1], [2**52]])
-    r = gemm.matmul_exact(a, b)
-    assert r.dtype == np.int64 and int(r[0, 0]) == 2**53 + 1
-    x = (2**53 - 1) // 6  # 3 * x * 2 < 2**53, x odd
-    assert x % 2 == 1
-    a, b = np.array([[3, -3], [3, 3]]), np.array([[x], [x]])
-    r = gemm.matmul_exact(a, b)
-    assert r.dtype == np.float64 and (_ints(r) == _exact(a, b)).all()
-    assert gemm.exact_float_dtype(2**53 - 1) == np.float64 and gemm.exact_float_dtype(2**53) is None
-    assert gemm.exact_float_dtype(2**24 - 1) == np.float32 and gemm.exact_float_dtype(2**24) == np.float64
-
-
+# ---- the int64 product bound (gemm.matmul_exact) --------------------------------------------------------------
 def test_int64_fallback_is_refused_past_2_63():
     a = np.full((1, 3), 3_037_000_499)  # 3 * 3_037_000_499**2 ~ 2.77e19 >= 2**63
     with pytest.raises(OverflowError):
@@ -75,49 +49,7 @@ def test_int64_product_with_a_loose_caller_bound_past_2_63_is_computed_from_the_
         gemm.matmul_exact(np.full((1, 3), 3_037_000_499), np.full((3, 1), 3_037_000_499))
 
 
-# ---- the split float32 product (gemm.split_shift, matmul_split_f32) -----------------------------------------
-def _split_worst(a_max, b_max, k, s):
-    """The split product of the operands that make |hi| largest: b = -b_max (floor makes hi = -(b_max >> s) - 1)."""
-    a = np.full((2, k), a_max)
-    a[1, ::2] = -a_max
-    b = np.full((k, 3), -b_max)
-    b[:, 1] = b_max
-    b[::3, 2] = -(b_max - 1)
-    return gemm.matmul_split_f32(a.astype(np.float32), b, s), _exact(a, b)
-
-
-@pytest.mark.parametrize("a_max,b_max,k", [(127, 603916, 7), (127, 1_200_001, 3), (255, 65_537, 5),
-                                           (129, 18_001, 61), (127, 131_071, 13)])
-def test_split_float32_product_is_exact_at_the_chosen_shift(a_max, b_max, k):
-    """split_shift(127, 603916, 7): a high half of -(b_max >> s) - 1 must fit float32 too; without the +1 of
-    its bound the product is off by 32."""
-    s = gemm.split_shift(a_max, b_max, k)
-    assert s is not None
-    got, want = _split_worst(a_max, b_max, k, s)
-    assert (_ints(got) == want).all()
-    # the shift is the smallest that works: one below, the worst high half leaves float32's exact range
-    # (or the low half does), so the proof no longer covers it
-    base = a_max * k
-    assert base * ((b_max >> (s - 1)) + 1) >= 2**24 or base * (2 ** (s - 1) - 1) >= 2**24
-
-
-def test_split_shift_near_the_float32_limit_is_exact_for_odd_operands():
-    rng = np.random.default_rng(22)
-    checked = 0
-    for _ in range(300):
-        a_max = int(rng.integers(3, 300)) | 1
-        k = int(rng.integers(1, 40)) | 1
-        b_max = int(rng.integers(2**12, 2**23)) | 1
-        s = gemm.split_shift(a_max, b_max, k)
-        if s is None:
-            continue
-        got, want = _split_worst(a_max, b_max, k, s)
-        assert (_ints(got) == want).all(), (a_max, b_max, k, s)
-        checked += 1
-    assert checked > 100
-
-
-# ---- tdiv on float carriers ----------------------------------------------------------------------------------
+# ---- tdiv of a float (the float64 divisions of layers.scaling, relu_backward and optim.sgd_update) --------------
 def test_tdiv_of_a_float_is_exact_just_below_2_53():
     n = np.array([2**53 - 1, -(2**53 - 1), 2**53 - 3, 1 - 2**53], dtype=np.float64)
     for d in (3, 7, 640 * 3, 2**31 - 1, 999_999_937):
@@ -147,18 +79,19 @@ def test_sgd_skips_the_clip_only_where_nothing_can_saturate(bits):
     for extra in (0, 1):
         g_bound = (q_max + extra) * lr_amp + lr_amp - 1
         w = np.array([w_max, -w_max, w_max - 2, -7], dtype=np.int16 if bits == 16 else np.int32)
-        g = np.array([-g_bound, g_bound, -(g_bound - 11), 5], dtype=np.float64)
+        g = np.array([-g_bound, g_bound, -(g_bound - 11), 5], dtype=np.int64)
         got = optim.sgd_update(w, g, 1, lr_amp, decay, bits, w_max=w_max, g_bound=g_bound)
         assert got.tolist() == _sgd_ref(w, g, lr_amp, decay, bits)
         assert got.dtype == w.dtype
 
 
-def test_sgd_float_path_with_lr_amp_1_near_2_53():
+def test_sgd_float64_path_with_lr_amp_1_near_2_53():
+    """|G| + 2**33 < 2**53 takes the float64 update, one more the int64 one: both exact at the edge."""
     w = np.array([2**31 - 1, -(2**31), 12345], dtype=np.int32)
-    for g_top in (2**53 - 2**33 - 1, 2**53 - 1):
-        g = np.array([-g_top, g_top, 3.0], dtype=np.float64)
+    for g_top in (2**53 - 2**33 - 1, 2**53 - 2**33, 2**53 + 3):
+        g = np.array([-g_top, g_top, 3], dtype=np.int64)
         got = optim.sgd_update(w, g, 1, 1, 7, 32)
-        assert got.tolist() == _sgd_ref(w, g.astype(np.int64), 1, 7, 32)
+        assert got.tolist() == _sgd_ref(w, g, 1, 7, 32)
 
 
 # ---- dropout, one-hot and error ranges (docs/arithmetic.md §1) -------------------------------------------------

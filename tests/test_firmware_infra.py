@@ -750,8 +750,10 @@ def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def _env(path: str) -> dict:
+    """PATH without a C compiler: the trainer's products run on NumPy int64, asked for by name so that its one
+    informational line about the missing compiler (tests/test_intgemm.py) does not mix with the error under test."""
     import os
-    return dict(os.environ, PATH=path, PYTHONPATH=str(REPO))
+    return dict(os.environ, PATH=path, PYTHONPATH=str(REPO), NITRO_MCU_INTGEMM="numpy")
 
 
 def test_renode_missing_is_a_one_line_exit_2(tmp_path):

@@ -2,8 +2,8 @@
 
 Firmware: the CPU flags of each target (``Target.cpu_flags`` in targets.py) plus the common flags of its
 instruction set below (Cortex-M: Thumb, soft-float ABI; RV32: the ilp32 soft-float ABI is in the CPU flags).
-Host: the selftest build, the harness build, the shared library of device/compiled.py, the warning check of the
-generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
+Host: the selftest build, the harness build, the shared library of device/compiled.py, the trainer's GEMM
+kernels, the warning check of the generated C and the QEMU plugin.  No build uses ``-fwrapv``: the generated C and the firmware are UB-free without
 it, which the host sanitizer builds check (no signed overflow is defined away) and the bit-exact emulator runs
 confirm, at -O2 and at -O3 (tests/test_emulator.py).
 """
@@ -36,6 +36,9 @@ SANITIZE_FLAGS = ("-fsanitize=undefined,address", "-fno-sanitize-recover=all")
 CLANG_SANITIZE_FLAGS = ("-fsanitize=implicit-conversion",)
 # the generated C as a host shared library for ctypes (device/compiled.py)
 HOST_SHARED_CFLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", *WARNINGS, "-Werror", "-DNITRO_TEST_HOOKS")
+# the trainer's integer GEMM kernels (nitro_mcu/trainer/native/intgemm.c), a host shared library for ctypes;
+# the SIMD variants carry their own target attributes, so the library runs on any x86-64 and picks at run time
+HOST_KERNEL_CFLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", *WARNINGS, "-Werror")
 # the generated C must compile warning-free under these with gcc and clang (tests/test_codegen.py)
 STRICT_CFLAGS = ("-std=c11", "-O2", *WARNINGS, "-Wshadow", "-Werror")
 # the QEMU instruction-count plugin (firmware/qemu_plugin/insncount.c), a host shared library

@@ -16,9 +16,8 @@ def tdiv(n, d):
     """Division rounding toward zero: C's ``n / d`` for signed integers.
 
     Works on Python ints and NumPy arrays (any broadcastable mix).  A float64 ``n`` must hold exact
-    integers of magnitude < 2**53 (float32: < 2**24), as :func:`~nitro_mcu.trainer.gemm.matmul_exact` returns: then
-    trunc(n / d) is exact, because the correctly rounded quotient cannot reach the next integer
-    (|n|/d * 2**-53 < 1/d).
+    integers of magnitude < 2**53 (float32: < 2**24): then trunc(n / d) is exact, because the correctly rounded
+    quotient cannot reach the next integer (|n|/d * 2**-53 < 1/d; docs/arithmetic.md §2.1).
     Division by zero is an error: every divisor in NITRO-D is positive by construction.
     """
     if np.isscalar(n) and np.isscalar(d) and not isinstance(n, np.floating):

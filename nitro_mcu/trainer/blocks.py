@@ -15,7 +15,6 @@ from . import layers as L
 from .arith import max_abs, wrap_int8
 from .convgrad import pooled_grad
 from .optim import sgd_update
-from .smallgemm import matmul_rows
 
 
 @dataclass
@@ -74,10 +73,9 @@ class Head:
     def __init__(self, name: str, d_in: int, n_classes: int):
         self.name, self.d_in, self.n_classes = name, d_in, n_classes
         self.sf = L.scale_factor(d_in)
-        self.memo = gemm.ChunkMemo()
 
     def forward(self, w: np.ndarray, x: np.ndarray, w_max: int | None = None) -> np.ndarray:
-        return L.linear_scaled(x, w, self.sf, w_max, self.memo)
+        return L.linear_scaled(x, w, self.sf, w_max)
 
     def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool, y_hat=None):
         """Local step on flattened input x -> (y_hat, delta_in or None, a bound on |delta_in|).
@@ -108,7 +106,6 @@ class LinearBlock:
         self.head = Head(name + ".head", d_out, n_classes)
         self.amp_scale = 1
         self.cache = None
-        self.memo = gemm.ChunkMemo()
 
     def param_shapes(self):
         return {self.name + ".fwd": (self.d_out, self.d_in), self.head.name: (self.head.n_classes, self.d_out)}
@@ -117,7 +114,7 @@ class LinearBlock:
         x = x.reshape(x.shape[0], -1)
         w = weights[self.name + ".fwd"]
         w_max = max_abs(w)
-        s = L.linear_scaled(x, w, self.sf, w_max, self.memo)
+        s = L.linear_scaled(x, w, self.sf, w_max)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
             self.cache = (x, s, h, w_max)
@@ -130,7 +127,7 @@ class LinearBlock:
         x, s, h, w_max = self.cache
         _, delta, d_max = self.head.step(weights, h, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
                                          True)
-        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat, overwrite=True)
+        delta = L.relu_backward(delta, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat, d_max)
         name = self.name + ".fwd"
         x_max = L.abs_bound(x)
         w = weights[name]
@@ -179,54 +176,12 @@ class ConvBlock:
         b = x.shape[0]
         w = weights[self.name + ".fwd"]
         x_max = L.dtype_bound(x)
-        z = cols = None
-        if not gemm.FORCE_INT64:
-            z, cols = self._forward_float(x, w, x_max if x_max is not None else max_abs(x))
-        if z is None:
-            cols = L.im2col(x, self.k, self.pad)
-            z = L.conv_forward_cols(cols, w, b, self.h_out, self.w_out, a_max=x_max)
-        s = L.scaling(z, self.sf, overwrite=True)
+        cols = L.im2col(x, self.k, self.pad)
+        s = L.conv_scaled_cols(cols, w, self.sf, b, self.h_out, self.w_out, max_abs(x) if x_max is None else x_max)
         h = L.relu_forward(s, hp.slope_inv)
         if train:
             self.cache = (cols, s, h, x_max)
         return h
-
-    def _forward_float(self, x, w, x_max):
-        """z = conv(x, W) on exact float BLAS: float32, float32 K-chunks, two float32 halves, or float64; else
-        (None, None).
-
-        Returns z (NHWC, float carrier of exact integers) and the int8/int16 im2col matrix.  The K-chunks
-        (:func:`~nitro_mcu.trainer.gemm.l1_chunk_width`, proven with the batch's actual |x|max) cost one GEMM,
-        the halves two: chunks are used while there are at most CONV_CHUNKS_MAX of them.
-        """
-        b, f, kk = x.shape[0], self.c_out, self.fan_in
-        w_max = max_abs(w)
-        dt = gemm.exact_float_dtype(x_max * w_max * kk)
-        if dt is None:
-            return None, None
-        cols = L.im2col(x, self.k, self.pad)
-        w2 = L.conv_weight_cols(w, x.dtype).T
-        z = None
-        if dt == np.float32:
-            z = matmul_rows(cols.astype(np.float32), w2.astype(np.float32))
-        else:
-            w32 = w2.T.astype(np.float32)
-            kc = gemm.l1_chunk_width(max_abs(x), w32)
-            if kc is not None and kc >= kk:  # one chunk: the whole product is float32-exact
-                z = matmul_rows(cols.astype(np.float32), w32.T)
-            elif kc is not None and -(-kk // kc) <= CONV_CHUNKS_MAX:
-                z = gemm.matmul_chunked_f32(cols, w32, kc)
-        if z is None:
-            sh = gemm.split_shift(x_max, w_max, kk)
-            if sh is None:
-                z = np.matmul(cols.astype(np.float64), w2.astype(np.float64))
-            elif 128 * self.sf <= gemm.F32_EXACT:
-                # NITRO-Scaling saturates at |z| >= 128*SF, within float32's exact range: exactness beyond
-                # 2**24 is not needed (see matmul_split_f32_sat)
-                z = gemm.matmul_split_f32_sat(cols.astype(np.float32), w2, sh)
-            else:
-                z = gemm.matmul_split_f32(cols.astype(np.float32), w2, sh)
-        return z.reshape(b, self.h_out, self.w_out, f), cols
 
     def head_input(self, h, with_idx=False):
         """Pool (if any), then flatten in C order (c, i, j) as the reference does."""
@@ -241,18 +196,17 @@ class ConvBlock:
     def step(self, weights, target, lr_inv, hp: Hyper, quirks):
         cols, s, h, x_max = self.cache
         xh, idx = self.head_input(h, with_idx=True)
-        _, delta, _ = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8, True)
+        _, delta, d_max = self.head.step(weights, xh, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
+                                         True)
         name = self.name + ".fwd"
         w = weights[name]
         amp = hp.lr_amp_factor * self.amp_scale
-        grad = None
-        if self.pool is not None and delta.dtype.kind == "f" and not gemm.FORCE_INT64:
-            grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, idx, s, cols,
+        if self.pool is not None and not gemm.FORCE_INT64:
+            grad = pooled_grad(self.pool, self.pad_value, self.pool_windows_real, delta, d_max, idx, s, cols,
                                x_max if x_max is not None else max_abs(cols), hp.slope_inv,
                                quirks.relu_grad_asymmetric_sat)
-            if grad is not None:
-                grad = L.conv_grad_from_cols(grad, w.shape, cols.dtype)
-        if grad is None:
+            grad = L.conv_grad_from_cols(grad, w.shape, cols.dtype)
+        else:
             grad = self._dense_grad(delta, idx, s, cols, x_max, hp, quirks, w.shape)
         weights[name] = sgd_update(w, grad, lr_inv, amp, hp.fwd_decay_inv, hp.weight_bits)
 
@@ -268,8 +222,6 @@ class ConvBlock:
         delta = L.relu_backward(np.ascontiguousarray(delta), s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
         return L.conv_grad_cols(delta, cols, w_shape, b_max=x_max)
 
-
-CONV_CHUNKS_MAX = 4  # beyond ~5 float32 K-chunks the chunked conv GEMM is as slow as the split one (two GEMMs)
 
 
 class MaxPool:

@@ -2,7 +2,7 @@
 
 Functions, not objects: each takes NumPy integer arrays and returns new ones, so the block code reads
 like the specification and the C templates can mirror it line by line.  All products go through
-:func:`nitro_mcu.trainer.gemm.matmul_exact`, so sums are exact (the contract's accumulator is int64).
+:func:`nitro_mcu.trainer.gemm.matmul_exact`: exact int64 sums (the contract's accumulator).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from functools import cache
 import numpy as np
 
 from .arith import INT16_MIN, isqrt, max_abs, tdiv
-from .gemm import F32_EXACT, F64_EXACT, ChunkMemo, l1_chunk_width, matmul_chunked_f32, matmul_exact
+from . import gemm, intgemm
+from .gemm import matmul_exact
 
 # NITRO-ReLU mean correction mu(alpha_inv) and Kaiming gains (docs/algorithm.md §2.4, §4.4).
 RELU_MEAN = {3: 31, 4: 36, 5: 38, 7: 40, 8: 42, 10: 43, 15: 44, 16: 44, 20: 45}
@@ -51,32 +52,22 @@ def abs_bound(x: np.ndarray) -> int:
     return dtype_bound(x) or max_abs(x)
 
 
-_DTYPE_BOUND = {np.dtype(np.int8): 128, np.dtype(np.int16): 32768}
-CHUNKED_MIN_MACS = 1 << 20  # smaller products: the chunk test costs more than float32 saves over float64
+_DTYPE_BOUND = {np.dtype(np.int8): 128}
 
 
-def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None,
-                  memo: ChunkMemo | None = None) -> np.ndarray:
-    """scaling(linear_forward(x, w), sf) as int8.
+def linear_scaled(x: np.ndarray, w: np.ndarray, sf: int, w_max: int | None = None) -> np.ndarray:
+    """scaling(linear_forward(x, w), sf) as int8."""
+    return matmul_scaled(x, w.T, sf, abs_bound(x), max_abs(w) if w_max is None else w_max)
 
-    Where float32 is not exact for the whole rows but float64 is, a large product runs as float32 K-chunks
-    whose exactness :func:`~nitro_mcu.trainer.gemm.l1_chunk_width` proves from W's chunk sums; else (or when
-    no chunking fits) the product is :func:`~nitro_mcu.trainer.gemm.matmul_exact`.  ``memo`` (the layer's
-    :class:`~nitro_mcu.trainer.gemm.ChunkMemo`) skips the chunk test for a while after it was refused.
-    """
-    x_max = abs_bound(x)
-    w_max = max_abs(w) if w_max is None else w_max
-    k = x.shape[1]
-    bound = x_max * w_max * k
-    if (F32_EXACT <= bound < F64_EXACT and w_max < F32_EXACT and x_max < F32_EXACT
-            and x.shape[0] * w.shape[0] * k >= CHUNKED_MIN_MACS and (memo is None or memo.due())):
-        w32 = w.astype(np.float32)
-        kc = l1_chunk_width(x_max, w32)
-        if kc is not None:
-            return scaling(matmul_chunked_f32(x, w32, kc), sf, overwrite=True)
-        if memo is not None:
-            memo.refused()
-    return scaling(matmul_exact(x, w.T, a_max=x_max, b_max=w_max), sf, overwrite=True)
+
+def matmul_scaled(a: np.ndarray, b: np.ndarray, sf: int, a_max: int, b_max: int) -> np.ndarray:
+    """``scaling(matmul_exact(a, b), sf)`` (int8), fused into the native kernel where it applies
+    (:func:`~nitro_mcu.trainer.intgemm.matmul_scaled`)."""
+    if not gemm.FORCE_INT64 and intgemm.lib() is not None:
+        out = intgemm.matmul_scaled(a, b, a_max, b_max, sf)
+        if out is not None:
+            return out
+    return scaling(matmul_exact(a, b, a_max, b_max), sf)
 
 
 # ---- Conv2d (stride 1, zero padding, cross-correlation) ----------------------------------------------
@@ -130,6 +121,12 @@ def conv_forward_cols(cols: np.ndarray, w: np.ndarray, batch: int, ho: int, wo: 
     return matmul_exact(cols, conv_weight_cols(w, cols.dtype).T, a_max=a_max).reshape(batch, ho, wo, f)
 
 
+def conv_scaled_cols(cols: np.ndarray, w: np.ndarray, sf: int, batch: int, ho: int, wo: int, a_max: int):
+    """scaling(conv_forward_cols(...), sf) as int8 NHWC [B, Ho, Wo, F]."""
+    f = w.shape[0]
+    return matmul_scaled(cols, conv_weight_cols(w, cols.dtype).T, sf, a_max, max_abs(w)).reshape(batch, ho, wo, f)
+
+
 def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> np.ndarray:
     """G[f, c, k, l] = sum_{m,i,j} delta[m, i, j, f] * xp[m, c, i+k, j+l]  (delta in NHWC)."""
     g = matmul_exact(delta.reshape(-1, w_shape[0]).T, cols, b_max=b_max)
@@ -137,27 +134,23 @@ def conv_grad_cols(delta: np.ndarray, cols: np.ndarray, w_shape, b_max=None) -> 
 
 
 # ---- NITRO-Scaling and NITRO-ReLU ---------------------------------------------------------------------
-def scaling(z: np.ndarray, sf: int, overwrite: bool = False) -> np.ndarray:
+def scaling(z: np.ndarray, sf: int) -> np.ndarray:
     """clip(tdiv(z, SF), -127, 127) as int8; backward is the identity.
 
-    Float carriers (exact integers, |z| < 2**24 for float32, < 2**53 for float64, as
-    :func:`~nitro_mcu.trainer.gemm.matmul_exact` returns) take a two-pass route: clip z to +-(128*SF - 1),
-    then divide and let the float->int8 cast truncate toward zero (C semantics).  Exact because
-    (1) tdiv is monotone and the clip bounds are integers, so clipping z first to the widest range whose
-    quotient still truncates into [-127, 127] changes nothing after the final clip; (2) trunc(z / SF) of
-    the correctly rounded quotient is tdiv (the proof in :func:`~nitro_mcu.trainer.arith.tdiv`), and the
-    quotient lies in (-128, 128), so the cast is defined.  If 128*SF - 1 is beyond the exactness limit
-    no clip is needed at all (|z| is below it).  ``overwrite`` lets the clip reuse z's memory.
+    Two passes over the exact integer z: clip to +-(128*SF - 1), then divide and let the float->int8 cast
+    truncate toward zero (C semantics).  Exact because (1) tdiv is monotone and the clip bounds are integers, so
+    clipping z first to the widest range whose quotient still truncates into [-127, 127] changes nothing after
+    the final clip; (2) the clipped |z| < 128*SF < 2**53, so trunc(z / SF) of the correctly rounded float64
+    quotient is tdiv (the proof in :func:`~nitro_mcu.trainer.arith.tdiv`), and the quotient lies in (-128, 128),
+    so the cast is defined.  Under ``gemm.FORCE_INT64`` it is the int64 definition.
     """
-    z = np.asarray(z)
-    if z.dtype.kind == "f":
-        b = 128 * sf - 1
-        if b < (2**24 if z.dtype == np.float32 else 2**53):
-            z = np.clip(z, -b, b, out=z if overwrite else None)
-        out = np.empty(z.shape, dtype=np.int8)
-        np.divide(z, sf, out=out, casting="unsafe")
-        return out
-    return np.clip(tdiv(z, sf), -127, 127).astype(np.int8)
+    b = 128 * sf - 1
+    if b >= 2**53 or gemm.FORCE_INT64:
+        return np.clip(tdiv(np.asarray(z), sf), -127, 127).astype(np.int8)
+    z = np.clip(z, -b, b)
+    out = np.empty(z.shape, dtype=np.int8)
+    np.divide(z, sf, out=out, casting="unsafe", dtype=np.float64)
+    return out
 
 
 @cache
@@ -191,29 +184,26 @@ def relu_forward(s: np.ndarray, slope_inv: int) -> np.ndarray:
 
 
 def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_sat: bool,
-                  overwrite: bool = False) -> np.ndarray:
+                  bound: int | None = None) -> np.ndarray:
     """tdiv(delta, slope(s)): 1 on [0, 126], alpha_inv below 0, zero at 127 (and at -127 unless Q5).
 
     The reference divides by 2**31 - 1 at x = 127; that equals 0 for every |delta| < 2**31 - 1, which
     the forward bounds guarantee.
 
-    A float ``delta`` (exact integers below 2**53) stays float: trunc(delta / alpha_inv) is tdiv by the
-    argument in :func:`~nitro_mcu.trainer.arith.tdiv`, and trunc leaves the other (integer) entries as they
-    are.  ``overwrite`` lets it work in delta's memory.
+    With ``bound`` (|delta| <= bound < 2**53) and an int8 s the division runs in float64: delta is exact there,
+    trunc(delta * factor(s)) with factor 1, 1/alpha_inv or 0 (a 256-entry table on s's bit pattern; 1/alpha_inv
+    exact for a power of two) or trunc(delta / alpha_inv) is tdiv by the argument in
+    :func:`~nitro_mcu.trainer.arith.tdiv`, and the cast back to int64 truncates.  Same integers, no int64 division
+    (and not under ``gemm.FORCE_INT64``: the int64 definition is the reference).
     """
-    if delta.dtype.kind == "f":
-        out = delta if overwrite else None
-        if s.dtype == np.int8 and slope_inv & (slope_inv - 1) == 0:
-            # A power-of-two alpha_inv: 1/alpha_inv is exact, so delta * factor(s) with factor 1, 1/alpha_inv
-            # or 0 (a 256-entry table on the int8 bit pattern), then trunc, is the same tdiv in two passes.
-            out = np.multiply(delta, _relu_grad_factor(slope_inv, asymmetric_sat, delta.dtype).take(s.view(np.uint8)),
-                              out=out)
-            return np.trunc(out, out=out)
-        out = delta.copy() if out is None else out
-        np.divide(out, slope_inv, out=out, where=s < 0)
-        np.trunc(out, out=out)
-        out[(s == 127) if asymmetric_sat else ((s == 127) | (s == -127))] = 0
-        return out
+    if bound is not None and bound < 2**53 and s.dtype == np.int8 and not gemm.FORCE_INT64:
+        f = delta.astype(np.float64)
+        if slope_inv & (slope_inv - 1) == 0:
+            np.multiply(f, _relu_grad_factor(slope_inv, asymmetric_sat).take(s.view(np.uint8)), out=f)
+        else:
+            np.divide(f, slope_inv, out=f, where=s < 0)
+            f[(s == 127) if asymmetric_sat else ((s == 127) | (s == -127))] = 0
+        return f.astype(np.int64)
     out = np.where(s < 0, tdiv(delta, slope_inv), delta)
     blocked = (s == 127) if asymmetric_sat else ((s == 127) | (s == -127))
     out[blocked] = 0
@@ -221,12 +211,12 @@ def relu_backward(delta: np.ndarray, s: np.ndarray, slope_inv: int, asymmetric_s
 
 
 @cache
-def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool, dtype: np.dtype) -> np.ndarray:
+def _relu_grad_factor(slope_inv: int, asymmetric_sat: bool) -> np.ndarray:
     """Table over the int8 bit pattern of s: 0 where the gradient is blocked, 1/alpha_inv below 0, else 1."""
     v = ((np.arange(256) + 128) & 0xFF) - 128  # the value of each uint8 bit pattern as int8
     f = np.where(v < 0, 1.0 / slope_inv, 1.0)
     f[(v == 127) | ((v == -127) & (not asymmetric_sat))] = 0.0
-    return f.astype(dtype)
+    return f
 
 
 # ---- MaxPool ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import gemm
 from .arith import max_abs, saturate, tdiv
 
 
@@ -14,10 +15,12 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
 
     Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
     saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
-    ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let a float gradient take the two-pass route.
+    ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let it take the two-pass route; a gradient below
+    2**53 takes the float64 one; the int64 code below is the rest, the definition, and all of it under
+    ``gemm.FORCE_INT64`` (the reference the fast routes are checked against).
     """
     grad = np.asarray(grad)
-    if grad.dtype.kind == "f":
+    if not gemm.FORCE_INT64:
         fast = None
         if w_max is not None and g_bound is not None:
             fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
@@ -34,8 +37,8 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
 def _sgd_update_bounded(w, grad, lr_amp: int, decay_inv: int, weight_bits: int, w_max: int, g_bound: int):
     """:func:`sgd_update` in two passes when the bounds show that nothing saturates; else None.
 
-    The float -> integer cast truncates toward zero, so casting grad / lr_amp (exact integers, |G| < 2**53) is
-    tdiv (argument in arith.tdiv).
+    The float -> integer cast truncates toward zero, so casting the float64 grad / lr_amp (|G| < 2**53, so G is
+    exact in float64) is tdiv (argument in arith.tdiv).
     """
     if g_bound >= 2**53 or not fits_without_saturation(w_max, g_bound // lr_amp, decay_inv, weight_bits):
         return None
@@ -61,14 +64,13 @@ def apply_quotient(w: np.ndarray, q: np.ndarray, decay_inv: int, w_max: int) -> 
 
 
 def _sgd_update_float(w, grad, lr_amp: int, decay_inv: int, weight_bits: int):
-    """:func:`sgd_update` for a float gradient holding exact integers (|G| < 2**53), all in float64.
+    """:func:`sgd_update` in float64 for an integer gradient with |G| < 2**53 (checked; else None).
 
-    Exactness: trunc(G / (lr*amp)) and trunc(W / decay) are tdiv (argument in arith.tdiv; |W| < 2**31);
-    every later value is an integer of magnitude <= |G|/(lr*amp) + 2 * 2**31, below 2**53 whenever
-    lr*amp >= 2 (else the bound is checked), so the sum, difference and clip are exact too, and the
-    final cast of an in-range integer is exact.  Returns None when the bound cannot be shown.
+    Exactness: G is exact in float64; trunc(G / (lr*amp)) and trunc(W / decay) are tdiv (argument in arith.tdiv;
+    |W| < 2**31); every later value is an integer of magnitude <= |G|/(lr*amp) + 2 * 2**31 < 2**53 (checked),
+    so the sum, difference and clip are exact too, and the final cast of an in-range integer is exact.
     """
-    if lr_amp < 2 and max_abs(grad) + 2**33 >= 2**53:
+    if max_abs(grad) + 2**33 >= 2**53:
         return None
     t = np.divide(grad, lr_amp, dtype=np.float64)
     np.trunc(t, out=t)

@@ -1,0 +1,458 @@
+/* Exact integer GEMM for the host trainer (nitro_mcu/trainer/intgemm.py; docs/arithmetic.md §2.1).
+ *
+ *   C[m][n] (+)= 2**shift * sum_k A[m][k] * B[k][n]      (int16 operands, int64 C; add = 0 stores)
+ *
+ * A is [M][lda] int16 (row m's K values contiguous); B comes packed in K-pairs, Bp[p][n][t] = B[2p+t][n]
+ * ([ceil(K/2)][ldb][2], zero where 2p+t >= K), so one 32-bit lane holds the two int16 a 16-bit multiply-add
+ * (vpmaddwd, vpdpwssd) pairs with A's (A[m][2p], A[m][2p+1]).  Partial sums are int32 over chunks of
+ * kcp K-pairs; the caller proves 2 * kcp * max|A| * max|B| <= INT32_MAX, so no int32 sum can overflow, and
+ * that the final int64 sums stay below 2**63.  Each chunk is then added to the int64 C.  The result does not
+ * depend on the variant: integer sums are exact in any order.
+ *
+ * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), portable C; igemm_variant() tells which one
+ * igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for the tests.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define NITRO_X86 1
+#endif
+
+#pragma GCC poison float double
+
+/* The tiles' loops over rows and vectors run a compile-time count: unrolled, their accumulators stay in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+
+struct scaling;
+typedef void (*kernel_fn)(int64_t, int64_t, int64_t, const int16_t *, int64_t, const int16_t *, int64_t,
+                          int64_t *, int64_t, int64_t, int, int, int8_t *, const struct scaling *);
+
+/* The two int16 of A's pair p in row `row` as one 32-bit lane (low half first, as vpmaddwd pairs them);
+ * the odd last pair of an odd K carries a zero (Bp is zero there too). */
+static inline int32_t a_pair(const int16_t *row, int64_t p, int64_t k)
+{
+    uint32_t lo = (uint16_t)row[2 * p];
+    uint32_t hi = (2 * p + 1 < k) ? (uint16_t)row[2 * p + 1] : 0u;
+    uint32_t v = lo | (hi << 16);
+    int32_t out;
+    memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+/* Pair blocks per pass over B: a 32-column panel of 256 K-pairs (32 KiB) stays in L1 while the rows run by. */
+#define PAIR_BLOCK 256
+
+/* NITRO-Scaling of an exact int32 sum, clip(v / sf, -127, 127) with C's truncating division, as one multiply:
+ * after the clamp |v| <= lim = 128*sf - 1 < 2**31, and floor(u / sf) = (u * magic) >> (31 + l) for every
+ * u < 2**31 with l = ceil(log2 sf) and magic = ceil(2**(31+l) / sf) < 2**32 (Granlund and Montgomery 1994,
+ * theorem 4.2, N = 31).  scaling_init checks both premises (returns 0 where they fail). */
+struct scaling {
+    int32_t lim;
+    uint32_t magic;
+    int sh;
+};
+
+static int scaling_init(struct scaling *sc, int64_t sf)
+{
+    int l = 0;
+    while (((int64_t)1 << l) < sf)
+        l++;
+    if (sf < 1 || 128 * sf > ((int64_t)1 << 31) || l > 32)
+        return 0;
+    uint64_t big = (uint64_t)1 << (31 + l), usf = (uint64_t)sf;
+    uint64_t magic = (big + usf - 1) / usf;
+    if (magic >> 32)
+        return 0;
+    sc->lim = (int32_t)(128 * sf - 1);
+    sc->magic = (uint32_t)magic;
+    sc->sh = 31 + l;
+    return 1;
+}
+
+static inline int8_t scale1(int32_t v, const struct scaling *sc)
+{
+    int32_t c = v > sc->lim ? sc->lim : v < -sc->lim ? -sc->lim : v;
+    uint32_t u = (uint32_t)(c < 0 ? -c : c);
+    int32_t q = (int32_t)(((uint64_t)u * sc->magic) >> sc->sh);
+    return (int8_t)(c < 0 ? -q : q);
+}
+
+static void igemm_portable(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *bp,
+                           int64_t ldb, int64_t *c, int64_t ldc, int64_t kcp, int shift, int add, int8_t *o,
+                           const struct scaling *sc)
+{
+    int64_t pairs = (k + 1) / 2;
+    int64_t scale = (int64_t)1 << shift;
+    for (int64_t i = 0; i < m; i++) {
+        const int16_t *row = a + i * lda;
+        for (int64_t p0 = 0; p0 < pairs; p0 += kcp) {
+            int64_t p1 = p0 + kcp < pairs ? p0 + kcp : pairs;
+            for (int64_t j = 0; j < n; j++) {
+                int32_t acc = 0;
+                for (int64_t p = p0; p < p1; p++) {
+                    const int16_t *b2 = bp + (p * ldb + j) * 2;
+                    acc += row[2 * p] * b2[0];
+                    if (2 * p + 1 < k)
+                        acc += row[2 * p + 1] * b2[1];
+                }
+                if (sc)
+                    o[i * ldc + j] = scale1(acc, sc);
+                else if (add || p0 > 0)
+                    c[i * ldc + j] += (int64_t)acc * scale;
+                else
+                    c[i * ldc + j] = (int64_t)acc * scale;
+            }
+        }
+    }
+}
+
+/* The driver of a SIMD variant: passes of PAIR_BLOCK K-pairs (never across an int32 chunk boundary), each over
+ * column panels of NV*W columns and blocks of MR rows (the tile TILE(mr, nv, ...) per block). */
+#define DRIVER(NAME, TILE, MR, W)                                                                                 \
+    static void NAME(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *bp,          \
+                     int64_t ldb, int64_t *c, int64_t ldc, int64_t kcp, int shift, int add, int8_t *o,            \
+                     const struct scaling *sc)                                                                    \
+    {                                                                                                            \
+        int64_t pairs = (k + 1) / 2;                                                                             \
+        int64_t blk = sc ? kcp : PAIR_BLOCK; /* scaling needs the whole sum at once */                           \
+        for (int64_t q0 = 0; q0 < pairs; q0 += kcp) {                                                            \
+            int64_t q1 = q0 + kcp < pairs ? q0 + kcp : pairs;                                                    \
+            for (int64_t p0 = q0; p0 < q1; p0 += blk) {                                                          \
+                int64_t p1 = p0 + blk < q1 ? p0 + blk : q1;                                                      \
+                int st = !add && p0 == 0;                                                                        \
+                for (int64_t j = 0; j < n; j += 2 * (W)) {                                                       \
+                    int two = n - j >= 2 * (W);                                                                  \
+                    for (int64_t i = 0; i < m; i += (MR)) {                                                      \
+                        const int16_t *ai = a + i * lda;                                                         \
+                        const int16_t *bj = bp + 2 * j;                                                          \
+                        int64_t *cij = c ? c + i * ldc + j : c;                                                  \
+                        int8_t *oij = o ? o + i * ldc + j : o;                                                   \
+                        switch ((m - i < (MR) ? (int)(m - i) : (MR)) * 2 + two) {                               \
+                        CASES(TILE)                                                                              \
+                        default: break;                                                                          \
+                        }                                                                                        \
+                    }                                                                                            \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+#define CASE(TILE, R)                                                                                             \
+    case 2 * (R): TILE(R, 1, k, p0, p1, ai, lda, bj, ldb, cij, oij, ldc, shift, st, sc); break;                   \
+    case 2 * (R) + 1: TILE(R, 2, k, p0, p1, ai, lda, bj, ldb, cij, oij, ldc, shift, st, sc); break;
+
+/* The two int16 of A's pair p in a row as one 32-bit lane, both halves in A (p < K/2). */
+static inline int32_t a_word(const int16_t *row, int64_t p)
+{
+    int32_t out;
+    memcpy(&out, row + 2 * p, sizeof out);
+    return out;
+}
+
+/* One K-pair step of a tile: NV vectors of Bp, then each row's A pair (PAIR, in terms of i) against them. */
+#define TILE_STEP(VEC, W, LOADB, BCAST, DP, PAIR)                                                                \
+    {                                                                                                            \
+        VEC b[2];                                                                                                \
+        UNROLL for (int v = 0; v < nv; v++)                                                                      \
+            b[v] = LOADB(bp + (p * ldb + (W) * v) * 2);                                                          \
+        UNROLL for (int i = 0; i < mr; i++) {                                                                    \
+            VEC av = BCAST(PAIR);                                                                                \
+            UNROLL for (int v = 0; v < nv; v++)                                                                  \
+                acc[i][v] = DP(acc[i][v], av, b[v]);                                                             \
+        }                                                                                                        \
+    }
+
+/* A tile: mr rows x nv vectors of W int32 columns over K-pairs [p0, p1), int32 accumulators in registers, then
+ * flushed into the int64 C or scaled into the int8 o. */
+#define TILE(NAME, ATTR, VEC, MAXR, W, ZERO, LOADB, BCAST, DP, FLUSH, SCALE)                                    \
+    ATTR void NAME(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1, const int16_t *a, int64_t lda, \
+                   const int16_t *bp, int64_t ldb, int64_t *c, int8_t *o, int64_t ldc, int shift, int st,       \
+                   const struct scaling *sc)                                                                     \
+    {                                                                                                            \
+        int64_t full = k / 2;                                                                                    \
+        VEC acc[MAXR][2];                                                                                        \
+        UNROLL for (int i = 0; i < mr; i++)                                                                      \
+            UNROLL for (int v = 0; v < nv; v++)                                                                  \
+                acc[i][v] = ZERO();                                                                              \
+        int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */  \
+        for (int64_t p = p0; p < pe; p++)                                                                        \
+            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_word(a + i * lda, p))                                          \
+        for (int64_t p = pe; p < p1; p++)                                                                        \
+            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_pair(a + i * lda, p, k))                                       \
+        UNROLL for (int i = 0; i < mr; i++)                                                                      \
+            UNROLL for (int v = 0; v < nv; v++) {                                                                \
+                if (sc)                                                                                          \
+                    SCALE(acc[i][v], o + i * ldc + (W) * v, sc);                                                 \
+                else                                                                                             \
+                    FLUSH(acc[i][v], c + i * ldc + (W) * v, shift, st);                                          \
+            }                                                                                                    \
+    }
+
+#ifdef NITRO_X86
+/* ---- AVX-512 VNNI: MR rows x NV vectors of 16 int32 columns, vpdpwssd -------------------------------- */
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
+
+T512 __m512i load512(const int16_t *p)
+{
+    return _mm512_loadu_si512(p);
+}
+T512 __m512i dp512(__m512i acc, __m512i a, __m512i b)
+{
+    return _mm512_dpwssd_epi32(acc, a, b);
+}
+
+T512 void flush512(__m512i acc, int64_t *c, int shift, int st)
+{
+    __m128i sh = _mm_cvtsi32_si128(shift);
+    __m512i lo = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc)), sh);
+    __m512i hi = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc, 1)), sh);
+    if (!st) {
+        lo = _mm512_add_epi64(_mm512_loadu_si512(c), lo);
+        hi = _mm512_add_epi64(_mm512_loadu_si512(c + 8), hi);
+    }
+    _mm512_storeu_si512(c, lo);
+    _mm512_storeu_si512(c + 8, hi);
+}
+
+/* 16 int32 sums -> 16 int8 (scale1, vectorised: the magic multiply on even and odd lanes) */
+T512 void scale512(__m512i v, int8_t *o, const struct scaling *sc)
+{
+    __m512i lim = _mm512_set1_epi32(sc->lim), magic = _mm512_set1_epi32((int32_t)sc->magic);
+    __m128i sh = _mm_cvtsi32_si128(sc->sh);
+    v = _mm512_max_epi32(_mm512_min_epi32(v, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+    __mmask16 neg = _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+    __m512i u = _mm512_abs_epi32(v);
+    __m512i even = _mm512_srl_epi64(_mm512_mul_epu32(u, magic), sh);
+    __m512i odd = _mm512_srl_epi64(_mm512_mul_epu32(_mm512_srli_epi64(u, 32), magic), sh);
+    __m512i q = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
+    _mm_storeu_si128((__m128i *)o, _mm512_cvtepi32_epi8(q));
+}
+
+TILE(tile512, T512, __m512i, 6, 16, _mm512_setzero_si512, load512, _mm512_set1_epi32, dp512, flush512, scale512)
+
+#define CASES(TILE) CASE(TILE, 6) CASE(TILE, 5) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) DRIVER(igemm_avx512vnni, tile512, 6, 16)
+#undef CASES
+
+/* ---- AVX2: MR rows x NV vectors of 8 int32 columns, vpmaddwd + vpaddd -------------------------------- */
+#define T256 __attribute__((target("avx2"), always_inline)) static inline
+
+T256 __m256i load256(const int16_t *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+T256 __m256i dp256(__m256i acc, __m256i a, __m256i b)
+{
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+
+T256 void flush256(__m256i acc, int64_t *c, int shift, int st)
+{
+    __m128i sh = _mm_cvtsi32_si128(shift);
+    __m256i lo = _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc)), sh);
+    __m256i hi = _mm256_sll_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1)), sh);
+    if (!st) {
+        lo = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)c), lo);
+        hi = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(c + 4)), hi);
+    }
+    _mm256_storeu_si256((__m256i *)c, lo);
+    _mm256_storeu_si256((__m256i *)(c + 4), hi);
+}
+
+T256 void scale256(__m256i v, int8_t *o, const struct scaling *sc)
+{
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, v);
+    for (int t = 0; t < 8; t++)
+        o[t] = scale1(lanes[t], sc);
+}
+
+TILE(tile256, T256, __m256i, 4, 8, _mm256_setzero_si256, load256, _mm256_set1_epi32, dp256, flush256, scale256)
+
+#define CASES(TILE) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
+__attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
+#undef CASES
+#endif
+
+/* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < ldb and for 2p+t >= k (see the top). */
+static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
+{
+    int64_t pairs = (k + 1) / 2;
+    for (int64_t p = 0; p < pairs; p++) {
+        const int16_t *r0 = b + 2 * p * rs, *r1 = r0 + rs;
+        int16_t *out = bp + p * ldb * 2;
+        if (rs == 1 && 2 * p + 1 < k) { /* B = W^T: the pair is one 32-bit word of W's row j */
+            for (int64_t j = 0; j < n; j++)
+                memcpy(out + 2 * j, r0 + j * cs, 4);
+        } else if (2 * p + 1 < k) {
+            for (int64_t j = 0; j < n; j++) {
+                out[2 * j] = r0[j * cs];
+                out[2 * j + 1] = r1[j * cs];
+            }
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                out[2 * j] = r0[j * cs];
+                out[2 * j + 1] = 0;
+            }
+        }
+        memset(out + 2 * n, 0, (size_t)(2 * (ldb - n)) * sizeof *out);
+    }
+}
+
+/* The conv weight gradient behind a head pool (nitro_mcu/trainer/convgrad.py): for every channel f < c,
+ * G[f][:] = sum_{i<n} d[f][i] * X[row[f][i]][:], X [rows][k] with row stride ldx, int64 sums (the caller checks
+ * max|d| * max|X| * n < 2**63).  The AVX-512 variant multiplies with vpmuldq (32 x 32 -> 64 bits), so it takes
+ * |d| < 2**31 (narrow != 0, the caller's check); 32 columns of G stay in four registers while the rows run by. */
+#define GATHER_PORTABLE(NAME, T)                                                                               \
+    static void NAME(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const T *x,        \
+                     int64_t ldx, int64_t *g)                                                                  \
+    {                                                                                                          \
+        for (int64_t f = 0; f < c; f++) {                                                                      \
+            int64_t *gf = g + f * k;                                                                           \
+            memset(gf, 0, (size_t)k * sizeof *gf);                                                             \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                int64_t dv = d[f * n + i];                                                                     \
+                const T *xr = x + row[f * n + i] * ldx;                                                        \
+                if (dv != 0)                                                                                   \
+                    for (int64_t j = 0; j < k; j++)                                                            \
+                        gf[j] += dv * xr[j];                                                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+GATHER_PORTABLE(gather_s8_portable, int8_t)
+GATHER_PORTABLE(gather_s16_portable, int16_t)
+
+#ifdef NITRO_X86
+#define TG512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
+TG512 __m512i widen_s8(const int8_t *p, __mmask8 mask)
+{
+    return _mm512_cvtepi8_epi64(_mm_maskz_loadu_epi8((__mmask16)mask, p));
+}
+TG512 __m512i widen_s16(const int16_t *p, __mmask8 mask)
+{
+    return _mm512_cvtepi16_epi64(_mm_maskz_loadu_epi16(mask, p));
+}
+
+#define GATHER_AVX512(NAME, T, WIDEN)                                                                          \
+    __attribute__((target("avx512f,avx512bw,avx512vl"))) static void NAME(                                     \
+        int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const T *x, int64_t ldx,        \
+        int64_t *g)                                                                                            \
+    {                                                                                                          \
+        for (int64_t f = 0; f < c; f++) {                                                                      \
+            for (int64_t j0 = 0; j0 < k; j0 += 32) {                                                           \
+                int64_t r = k - j0 < 32 ? k - j0 : 32;                                                         \
+                __mmask8 mk[4];                                                                                \
+                for (int v = 0; v < 4; v++) {                                                                  \
+                    int64_t w = r - 8 * v < 0 ? 0 : r - 8 * v > 8 ? 8 : r - 8 * v;                             \
+                    mk[v] = (__mmask8)((1u << w) - 1u);                                                        \
+                }                                                                                              \
+                __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                  \
+                for (int64_t i = 0; i < n; i++) {                                                              \
+                    int64_t dv = d[f * n + i];                                                                 \
+                    if (dv == 0)                                                                               \
+                        continue;                                                                              \
+                    const T *xr = x + row[f * n + i] * ldx + j0;                                               \
+                    __m512i dd = _mm512_set1_epi64(dv);                                                        \
+                    acc0 = _mm512_add_epi64(acc0, _mm512_mul_epi32(dd, WIDEN(xr, mk[0])));                     \
+                    if (r > 8)                                                                                 \
+                        acc1 = _mm512_add_epi64(acc1, _mm512_mul_epi32(dd, WIDEN(xr + 8, mk[1])));             \
+                    if (r > 16)                                                                                \
+                        acc2 = _mm512_add_epi64(acc2, _mm512_mul_epi32(dd, WIDEN(xr + 16, mk[2])));            \
+                    if (r > 24)                                                                                \
+                        acc3 = _mm512_add_epi64(acc3, _mm512_mul_epi32(dd, WIDEN(xr + 24, mk[3])));            \
+                }                                                                                              \
+                int64_t *gf = g + f * k + j0;                                                                  \
+                _mm512_mask_storeu_epi64(gf, mk[0], acc0);                                                     \
+                _mm512_mask_storeu_epi64(gf + 8, mk[1], acc1);                                                 \
+                _mm512_mask_storeu_epi64(gf + 16, mk[2], acc2);                                                \
+                _mm512_mask_storeu_epi64(gf + 24, mk[3], acc3);                                                \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+GATHER_AVX512(gather_s8_avx512, int8_t, widen_s8)
+GATHER_AVX512(gather_s16_avx512, int16_t, widen_s16)
+#endif
+
+static const char *const names[] = {"portable", "avx2", "avx512vnni"};
+static const kernel_fn kernels[] = {
+    igemm_portable,
+#ifdef NITRO_X86
+    igemm_avx2, igemm_avx512vnni,
+#endif
+};
+static int chosen = -1;
+
+/* The best variant this CPU runs: 2 avx512vnni, 1 avx2, 0 portable. */
+static int best_variant(void)
+{
+#ifdef NITRO_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return 2;
+    if (__builtin_cpu_supports("avx2"))
+        return 1;
+#endif
+    return 0;
+}
+
+/* Pin a variant (0 portable, 1 avx2, 2 avx512vnni; -1: the best this CPU has); returns the one in use, or -1
+ * if this CPU cannot run the one asked for. */
+int igemm_force(int variant)
+{
+    int best = best_variant();
+    if (variant > best)
+        return -1;
+    chosen = variant < 0 ? best : variant;
+    return chosen;
+}
+
+const char *igemm_variant(void)
+{
+    if (chosen < 0)
+        chosen = best_variant();
+    return names[chosen];
+}
+
+/* The entry point: pack B [k][n] (element strides rsb, csb) into scratch (ceil(k/2) * ldb * 2 int16, ldb = n rounded
+ * up to 16; b == NULL: scratch holds this B packed already, from the previous call), then
+ *   o == NULL:  C [m][ldb] (+)= 2**shift * A B  (int64; add = 0 stores; int32 chunks of kcp K-pairs), returns 1;
+ *   o != NULL:  o [m][ldb] = NITRO-Scaling(A B, sf) as int8, one int32 chunk over all of K (the caller checks
+ *               that it cannot overflow); returns 0 and writes nothing to o where scaling_init refuses sf.
+ * Columns n..ldb-1 of the output are padding (zero products). */
+int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *b, int64_t rsb,
+              int64_t csb, int16_t *scratch, int64_t *c, int8_t *o, int64_t kcp, int shift, int add, int64_t sf)
+{
+    struct scaling sc;
+    int64_t ldb = (n + 15) / 16 * 16;
+    if (o && !scaling_init(&sc, sf))
+        return 0;
+    igemm_variant();
+    if (b)
+        pack_b(k, n, b, rsb, csb, scratch, ldb);
+    if (o)
+        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, NULL, ldb, (k + 1) / 2 + 1, 0, 0, o, &sc);
+    else
+        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, c, ldb, kcp, shift, add, NULL, NULL);
+    return 1;
+}
+
+/* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 where the
+ * kernels run on it and |d| < 2**31 (narrow), else portable C. */
+#ifdef NITRO_X86
+#define GATHER_FAST(T) if (narrow && chosen == 2) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
+#else
+#define GATHER_FAST(T)
+#endif
+#define GATHER_ENTRY(T, XT)                                                                                      \
+    void igemm_gather_##T(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const XT *x,   \
+                          int64_t ldx, int64_t *g, int narrow)                                                   \
+    {                                                                                                            \
+        igemm_variant();                                                                                         \
+        GATHER_FAST(T)                                                                                           \
+        gather_##T##_portable(c, n, k, d, row, x, ldx, g);                                                       \
+    }
+GATHER_ENTRY(s8, int8_t)
+GATHER_ENTRY(s16, int16_t)

@@ -1,0 +1,261 @@
+"""The native integer GEMM (nitro_mcu/trainer/intgemm.py, native/intgemm.c) equals Python-int products on every
+kernel variant this CPU runs: random shapes, operands at their bounds, the int32 chunks at their limit, fused
+NITRO-Scaling at every rounding edge, the pooled conv gradient; and without a C compiler the trainer falls back to
+NumPy int64, says so in one line, and trains the same weights."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nitro_mcu.spec import PRESETS, preset
+from nitro_mcu.trainer import arith, convgrad, gemm, intgemm
+from nitro_mcu.trainer.network import Model
+
+if intgemm.lib() is None:
+    pytest.skip("the native integer kernels are not built here (no C compiler); tests/test_exactness.py covers the "
+                "NumPy int64 path", allow_module_level=True)
+
+VARIANTS = [v for v in intgemm.VARIANTS if intgemm.force_variant(v)]
+intgemm.force_variant(None)
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request):
+    assert intgemm.force_variant(request.param)
+    yield request.param
+    intgemm.force_variant(None)
+
+
+def _exact(a, b):
+    """Python-int product (object arrays never overflow)."""
+    return np.asarray(a, dtype=object) @ np.asarray(b, dtype=object)
+
+
+def _operand(rng, shape, bound, extreme):
+    x = rng.integers(-bound, bound + 1, shape, dtype=np.int64)
+    if extreme:  # every entry at +-bound: each partial sum as large as the bound allows
+        x = np.where(rng.integers(0, 2, shape) == 1, bound, -bound)
+    return x
+
+
+BOUNDS = [1, 127, 128, 2560, 4096, 32767, 32768, 2**20 + 3, 2**31 - 1, 2**40 - 5]
+
+
+def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
+    """K from 1 to 1 100 (odd K, K past one 256-pair pass and past one int32 chunk), N not a multiple of 16,
+    operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided and transposed views."""
+    rng = np.random.default_rng(VARIANTS.index(variant))
+    for trial in range(160):
+        m, n = (int(v) for v in rng.integers(1, 40, 2))
+        k = int(rng.integers(1, 70)) if trial % 3 else int(rng.integers(500, 1100))
+        a_max, b_max = (int(v) for v in rng.choice(BOUNDS, 2))
+        while a_max * b_max * k >= 2**62:
+            a_max //= 2
+        a = _operand(rng, (m, k), a_max, trial % 4 == 0)
+        b = _operand(rng, (n, k), b_max, trial % 4 == 0).T  # a transposed view, as W.T
+        if trial % 5 == 0 and a_max < 128:
+            a = a.astype(np.int8)
+        got = intgemm.matmul(a, b, a_max, b_max)
+        assert got.dtype == np.int64 and (got.astype(object) == _exact(a, b)).all(), (m, k, n, a_max, b_max)
+
+
+def test_limbs_reassemble_every_value_and_respect_their_bounds():
+    for bound, s in ((2**63 - 1, 13), (2**40 - 5, 16), (2**31 - 1, 16), (32768, 14), (70000, 16), (5, 0)):
+        x = np.array([[bound, -bound, 0, 1, -1, bound // 3, -(bound // 7), 2**(max(s, 1) - 1), -2**(max(s, 1) - 1)]],
+                     dtype=np.int64)
+        x = np.clip(x, -bound, bound)
+        parts = intgemm.limbs(x, bound, s)
+        total = sum(p.astype(object) * 2**e for p, _, e in parts)
+        assert (total == x.astype(object)).all()
+        for p, lim, _ in parts:
+            assert p.dtype == np.int16 and int(np.abs(p.astype(np.int64)).max()) <= lim <= 32768
+
+
+def test_plan_keeps_limb_products_small_enough_for_31_pair_chunks():
+    for a_max in BOUNDS:
+        for b_max in BOUNDS:
+            sa, sb = intgemm.plan(a_max, b_max)
+            la = a_max if sa == 0 else 2 ** (sa - 1)
+            lb = b_max if sb == 0 else 2 ** (sb - 1)
+            assert la <= 32768 and lb <= 32768 and (sa or a_max < 2**15) and (sb or b_max < 2**15)
+            assert la * lb <= intgemm.LIMB_PRODUCT_MAX and intgemm.chunk_pairs(la, lb) >= 31
+
+
+@pytest.mark.parametrize("simd", [v for v in VARIANTS if v != "portable"])
+def test_int32_chunk_is_exact_at_its_limit_and_wraps_one_pair_past_it(simd):
+    """|a| = 4096, |b| = 8192: 2 * 31 pairs * 2**25 = 2 080 374 784 <= INT32_MAX, the chunk length chosen; every
+    product +2**25 makes the chunk sum exactly that.  A chunk of 32 pairs would reach 2**31: the SIMD sum wraps
+    (defined for vector lanes; the portable C is never asked to), so the chunk bound is what keeps it exact."""
+    assert intgemm.force_variant(simd)
+    try:
+        kcp = intgemm.chunk_pairs(4096, 8192)
+        assert kcp == 31
+        k = 2 * 32 * 3  # three chunks of 32 pairs if the bound were ignored
+        a = np.full((3, k), 4096, dtype=np.int16)
+        a[1] = -4096
+        b = np.full((k, 17), 8192, dtype=np.int16)
+        want = _exact(a, b)
+        assert (intgemm.matmul(a, b, 4096, 8192).astype(object) == want).all()
+        c = np.empty((3, 32), dtype=np.int64)
+        intgemm._run(a, b, 17, c, None, kcp + 1, 0, 0, 0)
+        assert not (c[:, :17].astype(object) == want).all()
+    finally:
+        intgemm.force_variant(None)
+
+
+SCALES = [1, 2, 3, 255, 256, 2304, 7919, 200704, 786432, 2**24]
+
+
+def test_fused_scaling_equals_tdiv_and_clip_at_every_rounding_edge(variant):
+    """z = q*SF + {-2..2} for q across the int8 range and past it (the clamp), for SF from 1 to 2**24 (the limit of
+    the magic-number division), including odd and prime SF; z = a @ [1] so every value is an exact int16 sum."""
+    for sf in SCALES:
+        z = np.unique(np.concatenate([np.arange(-40, 41), *(q * sf + np.arange(-2, 3) for q in range(-130, 131))]))
+        z = z[np.abs(z) < 2**15]
+        z = np.concatenate([z, [32767, -32767]])
+        got = intgemm.matmul_scaled(z.reshape(-1, 1).astype(np.int16), np.ones((1, 1), np.int16), 32767, 1, sf)
+        want = np.clip(arith.tdiv(z, sf), -127, 127).astype(np.int8).reshape(-1, 1)
+        assert got is not None and np.array_equal(got, want), sf
+
+
+def test_fused_scaling_of_long_sums_at_the_int32_edge(variant):
+    """Sums up to 128 * 8191 * 1 022 (K past one 256-pair pass): the fused result equals scaling of the int64 sum."""
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        m, n, k = int(rng.integers(1, 30)), int(rng.integers(1, 40)), int(rng.integers(1, 1023))
+        a = _operand(rng, (m, k), 128, trial % 3 == 0).astype(np.int8)
+        b = _operand(rng, (k, n), 8191, trial % 3 == 0)
+        sf = int(rng.choice(SCALES))
+        got = intgemm.matmul_scaled(a, b, 128, 8191, sf)
+        want = np.clip(arith.tdiv(a.astype(np.int64) @ b, sf), -127, 127)
+        assert got is not None and np.array_equal(got, want), (m, k, n, sf)
+
+
+def test_fused_scaling_declines_where_its_premises_fail():
+    a, b = np.ones((2, 3), np.int16), np.ones((3, 2), np.int16)
+    assert intgemm.matmul_scaled(a, b, 1, 1, 2**24 + 1) is None  # 128 * SF > 2**31
+    assert intgemm.matmul_scaled(a, b, 40000, 1, 256) is None  # limbs needed
+    big = np.full((2, 4000), 127, np.int16)
+    assert intgemm.matmul_scaled(big, np.full((4000, 2), 32767, np.int16), 127, 32767, 256) is None  # > one chunk
+
+
+@pytest.mark.parametrize("dtype, d_bound", [(np.int8, 100_000), (np.int16, 2**31 - 1), (np.int8, 2**31),
+                                            (np.int16, 2**40)])
+def test_pooled_gradient_gather_equals_the_numpy_route(dtype, d_bound):
+    """|d| < 2**31 takes the AVX-512 gather (vpmuldq), |d| >= 2**31 the portable one: both equal NumPy int64."""
+    rng = np.random.default_rng(d_bound % 97)
+    info = np.iinfo(dtype)
+    for c, n, rows, k in ((8, 300, 5000, 9), (5, 101, 300, 37), (3, 64, 200, 72), (2, 7, 9, 1)):
+        x = rng.integers(info.min + 1, info.max + 1, (rows, k)).astype(dtype)
+        d = rng.integers(-d_bound, d_bound + 1, (c, n))
+        d[0, :3] = [d_bound, -d_bound, 0]
+        row = np.sort(rng.integers(0, rows, (c, n)), axis=1)
+        got = intgemm.gather_rows(d, row, x, d_bound)
+        assert np.array_equal(got, convgrad.gathered_grad(d, row, x))
+
+
+def test_force_int64_takes_the_numpy_path(monkeypatch):
+    calls = []
+    monkeypatch.setattr(intgemm, "matmul", lambda *a: calls.append(1))
+    monkeypatch.setattr(gemm, "FORCE_INT64", True)
+    a, b = np.arange(6).reshape(2, 3), np.arange(12).reshape(3, 4)
+    assert np.array_equal(gemm.matmul_exact(a, b), a @ b) and not calls
+
+
+# The VGG presets share their layer kinds; their NumPy int64 reference takes minutes per batch of 4 (vgg11b: 7 min),
+# so the suite runs the widest of them, vgg8b_cifar10 (3 channels, Dropout on conv maps), on one sample.
+# benchmarks/torch_speed.py replays vgg8b both ways too.
+VGG_STAND_IN = "vgg8b_cifar10"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in set(PRESETS) - {"mlp1", "cnn_small", "mcu_cnn"}
+                                        if not n.startswith("vgg") or n == VGG_STAND_IN))
+def test_every_other_preset_trains_identically_on_the_kernels_and_on_int64(name):
+    """tests/test_exactness.py runs mlp1, cnn_small and mcu_cnn at length; the other presets (Dropout's int16
+    activations, 3-channel and wide layers, VGG) take small steps with grown weights each way."""
+    spec = preset(name)
+    bits = spec.get("weight_bits", 32)
+    rng = np.random.default_rng(1)
+    batch, steps = (1, 1) if name == VGG_STAND_IN else (4, 2)
+    shape = (batch, *spec["input_shape"])
+    xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(steps)]
+    ys = [rng.integers(0, spec["num_classes"], batch) for _ in range(steps)]
+    base = Model(spec, "default", weight_bits=bits, seed=1)
+    lim = 2 ** (bits - 1) - 1
+    grown = {k: np.clip(v.astype(np.int64) * 60, -lim, lim) for k, v in base.weights.items()}
+    out = []
+    for force in (False, True):
+        old = gemm.FORCE_INT64
+        gemm.FORCE_INT64 = force
+        try:
+            m = Model(spec, "default", weight_bits=bits, seed=1, weights=grown)
+            for x, y in zip(xs, ys):
+                m.train_step(x, y, 64)
+            out.append(m.weights)
+        finally:
+            gemm.FORCE_INT64 = old
+    for k in out[1]:
+        assert np.array_equal(out[0][k], out[1][k]), k
+
+
+def _fresh_python(env: dict, code: str) -> subprocess.CompletedProcess:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full,
+                          timeout=300)
+
+
+TRAIN_MLP1 = """
+    import numpy as np
+    from nitro_mcu.spec import preset
+    from nitro_mcu.trainer import intgemm
+    from nitro_mcu.trainer.network import Model
+    m = Model(preset("mlp1"), "default", weight_bits=32, seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        m.train_step(rng.integers(-128, 128, (8, 784)).astype(np.int8), rng.integers(0, 10, 8), 64)
+    print(intgemm.lib() is None, int(sum(int(v.astype(np.int64).sum()) for v in m.weights.values())))
+"""
+
+
+@pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"NITRO_MCU_INTGEMM": "numpy"}])
+def test_without_a_compiler_training_falls_back_to_numpy_says_so_once_and_agrees(env, tmp_path):
+    """No compiler (CC names none, an empty build cache) or the switch: one line on stderr, the NumPy path, and the
+    same weights as with the kernels."""
+    native = _fresh_python({"NITRO_MCU_CACHE": str(tmp_path / "warm")}, TRAIN_MLP1)
+    fallback = _fresh_python({"NITRO_MCU_CACHE": str(tmp_path / "cold"), **env}, TRAIN_MLP1)
+    assert native.returncode == 0 and fallback.returncode == 0, fallback.stderr
+    assert native.stdout.split()[0] == "False" and fallback.stdout.split()[0] == "True"
+    assert native.stdout.split()[1] == fallback.stdout.split()[1]
+    notes = [ln for ln in fallback.stderr.splitlines() if "native integer GEMM" in ln]
+    if "CC" in env:
+        assert len(notes) == 1 and "NumPy int64" in notes[0]
+    else:
+        assert not notes  # asked for by name: nothing to report
+
+
+def test_products_in_concurrent_threads_equal_the_same_products_alone():
+    """The packed-B buffer is per thread: products run concurrently in threads equal the same products run alone."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    jobs = [(rng.integers(-128, 128, (40, 300)).astype(np.int8), rng.integers(-40000, 40000, (300, 50 + 7 * i)))
+            for i in range(4)]
+    want = [intgemm.matmul(a, b, 128, 40000) for a, b in jobs]
+    wrong = []
+
+    def work(i):
+        for _ in range(30):
+            wrong.append(not np.array_equal(intgemm.matmul(*jobs[i], 128, 40000), want[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wrong) == 30 * len(jobs) and not any(wrong)
