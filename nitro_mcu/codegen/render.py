@@ -28,7 +28,7 @@ from ..trainer.classes import with_spare_classes
 from ..trainer.network import Model
 from . import isa, status
 from .inputs import input_norm
-from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan, update_ctype
+from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan, kernel_sfx, update_ctype
 from ..spec import check_int
 from .plan import CodegenError, plan
 
@@ -94,6 +94,7 @@ def _environment():
     env.filters["carray"] = carray
     isa.install(env)
     env.globals["update_ctype"] = update_ctype
+    env.globals["kernel_sfx"] = kernel_sfx
     env.filters["cstring"] = cstring
     return env
 
