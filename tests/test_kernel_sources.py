@@ -16,6 +16,9 @@ backend; since (issue 24): the RV32 backend and its kernels changed only rv32imc
 and head error (faster on M0, M3, RV32) changed host, m0, m3 and rv32imc entries, and m4/m7/m33 entries of the
 int32 cases (portable there) and, for the head error, of int16 training cases only in dead code after the DSP
 part's return (object code identical, checked with objdump -d).
+The merge of the M4 training kernels (issue 24 item 3) changed every core's entries of the training cases: its
+shared step changes (entry lists packed as found, one UDIV for the padded offset, the head input gathered four per
+pass, the int16 transposed batch of int16 models) reach host, m0, m3 and rv32imc too; m4/m7/m33 got the DSP steps.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

@@ -39,6 +39,12 @@ def kernel_sfx(ctype: str) -> str:
     return "s8" if ctype == "int8_t" else "s16"
 
 
+def update_ctype(x_ctype: str, weight_bits: int) -> str:
+    """The element type of the batch transposed for the fused updates: int16 with int16 weights, so that one
+    word holds two samples in SMLAD's operand layout (no widening in the update loop), else the input's."""
+    return "int16_t" if weight_bits == 16 else x_ctype
+
+
 def acc_name(acc_ctype: str) -> str:
     return "acc32" if acc_ctype == "int32_t" else "acc64"
 

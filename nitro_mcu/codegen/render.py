@@ -28,7 +28,7 @@ from ..trainer.classes import with_spare_classes
 from ..trainer.network import Model
 from . import isa, status
 from .inputs import input_norm
-from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan
+from .ops import INT32_MAX, INT64_MAX, BlockOp, Plan, kernel_sfx, update_ctype
 from ..spec import check_int
 from .plan import CodegenError, plan
 
@@ -93,6 +93,8 @@ def _environment():
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["carray"] = carray
     isa.install(env)
+    env.globals["update_ctype"] = update_ctype
+    env.globals["kernel_sfx"] = kernel_sfx
     env.filters["cstring"] = cstring
     return env
 

@@ -9,7 +9,7 @@ from ..trainer.blocks import ConvBlock, Dropout, LinearBlock, MaxPool
 from ..trainer.network import Model
 from .memory import Arena, Buffer, place_buffers
 from .ops import (INT32_MAX, Activation, BlockOp, ConvFwd, ConvOp, DropoutOp, Kernel, LinearFwd, LinearOp, MaxPoolOp,
-                  OutputOp, Plan, WeightTensor, acc_name, cname)
+                  OutputOp, Plan, WeightTensor, acc_name, cname, kernel_sfx, update_ctype)
 
 
 class Walk:
@@ -89,11 +89,13 @@ class Walk:
     def update_buffers(self, op, name: str, d_in: int) -> None:
         """The training buffers of a fused update over d_in inputs: the batch input transposed, one row's deltas."""
         p = self.p
-        op.xtr = self.new(f"xt_{name}", self.x.ctype, d_in * p.bp, f"{name}: the batch input transposed (fused update)")
+        ut = update_ctype(self.x.ctype, self.model.weight_bits)
+        op.xtr = self.new(f"xt_{name}", ut, d_in * p.bp, f"{name}: the batch input transposed (fused update)")
         op.deltas = self.new(f"d_{name}", p.delta_type, p.bp, f"{name}: one row's deltas over the batch")
         op.fast = self.fast_update(self.x.bound)
         op.step_fn = f"nitro_step_{name}_{self.x.sfx}"
-        p.kernels |= {Kernel("row_update", self.x.sfx), Kernel("row_update", "s8"), Kernel("head_error")}
+        p.kernels |= {Kernel("row_update", self.x.sfx), Kernel("row_update", kernel_sfx(ut)), Kernel("row_update", "s8"),
+                      Kernel("head_error")}
 
     def fwd_fn(self, label: str, x: Activation, acc: str, geometry: type, **consts) -> str:
         """The per-layer forward wrapper for input ``x`` (one schedule); returns its C name."""
@@ -282,6 +284,8 @@ class Walk:
         for op in self.p.ops:
             if isinstance(op, ConvOp):
                 col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if op.trains else 0)
+                if op.blk.c_in == 1 and op.blk.k == 3 and self.model.weight_bits == 16:
+                    col = max(col, 10 * (op.blk.w_out + op.blk.w_out % 2))  # the DSP path's gathered row (conv.h.j2)
             elif isinstance(op, LinearOp):
                 col = max(col, op.blk.d_in)
             elif isinstance(op, OutputOp):
