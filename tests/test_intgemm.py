@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nitro_mcu.spec import PRESETS, preset
-from nitro_mcu.trainer import arith, convgrad, gemm, intgemm
+from nitro_mcu.trainer import arith, convgrad, gemm, intgemm, optim
 from nitro_mcu.trainer.network import Model
 
 if intgemm.lib() is None:
@@ -157,6 +157,65 @@ def test_pooled_gradient_gather_equals_the_numpy_route(dtype, d_bound):
         row = np.sort(rng.integers(0, rows, (c, n)), axis=1)
         got = intgemm.gather_rows(d, row, x, d_bound)
         assert np.array_equal(got, convgrad.gathered_grad(d, row, x))
+
+
+def _sgd_python(w, g, d, e, bits):
+    """The update on Python ints (docs/algorithm.md §4.1): saturate(W - (tdiv(G, d) + tdiv(W, e)))."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return [min(hi, max(lo, wi - (arith.tdiv(gi, d) + (arith.tdiv(wi, e) if e else 0))))
+            for wi, gi in zip(w.ravel().tolist(), g.ravel().tolist())]
+
+
+SGD_DIVISORS = [1, 2, 3, 7, 640, 2**18, 327680, 3 * 643, 2**31 - 1, 2**40, 2**40 + 1, 2**62, 2**63 - 1]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+@pytest.mark.parametrize("loop", ["simd", "portable"])
+def test_native_sgd_equals_the_python_update_at_every_bound(dtype, loop):
+    """The C update (intgemm.sgd_c) against Python ints: divisors from 1 to 2**63 - 1 (powers of two and not),
+    gradients at +-(2**63 - 1) and INT64_MIN, at and next to every multiple of d (negative quotients truncate toward
+    zero), weights at both ends of int16 / int32, results saturating at both ends, with and without decay, on a
+    strided gradient with rows longer than one vector plus a tail."""
+    if loop == "simd" and not intgemm.lib().igemm_sgd_simd():
+        pytest.skip("this CPU has no AVX-512 F/BW/VL/DQ: the update's SIMD loop does not run here")
+    assert intgemm.force_variant("portable" if loop == "portable" else None)
+    try:
+        rng = np.random.default_rng(7)
+        info = np.iinfo(dtype)
+        for d in SGD_DIVISORS:
+            for e in (0, 1, 3, 12000, 2**31 - 1):
+                for bits in ((16,) if dtype == np.int16 else (16, 32)):
+                    w = rng.integers(max(info.min, -(1 << (bits - 1))), min(info.max, (1 << (bits - 1)) - 1) + 1,
+                                     (3, 21)).astype(dtype)
+                    w[0, :4] = [-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0, -1]
+                    q = rng.integers(-2**20, 2**20, w.shape)
+                    g = np.clip(q.astype(object) * d + rng.integers(-1, 2, w.shape), -2**63, 2**63 - 1)
+                    g = np.concatenate([g.astype(np.int64), np.zeros((3, 11), np.int64)], axis=1)[:, :21]  # strided
+                    g[0, :8] = [2**63 - 1, -2**63, -(2**63 - 1), d - 1 if d < 2**63 else 0, -(d - 1), -d, d, -1]
+                    g[1, :4] = [-(1 << (bits - 1)) * min(d, 2**20), (1 << bits) * min(d, 2**20), 1, -2]
+                    got = intgemm.sgd_c(w, g, d, e, bits)
+                    assert got.dtype == w.dtype and got.ravel().tolist() == _sgd_python(w, g, d, e, bits), (d, e, bits)
+    finally:
+        intgemm.force_variant(None)
+
+
+def test_native_sgd_declines_what_it_does_not_cover():
+    w = np.zeros((2, 3), np.int32)
+    g = np.zeros((2, 3), np.int64)
+    assert intgemm.sgd_c(w.astype(np.int64), g, 3, 0, 32) is None  # int64 weights: the NumPy routes
+    assert intgemm.sgd_c(w, g.astype(np.int32), 3, 0, 32) is None
+    assert intgemm.sgd_c(w, g, 2**63, 0, 32) is None and intgemm.sgd_c(w, g, 0, 0, 32) is None
+    assert intgemm.sgd_c(w.astype(np.int16), g, 3, 0, 32) is None  # 32-bit saturation of int16 storage
+
+
+def test_native_sgd_on_conv_weights_equals_the_int64_update(monkeypatch):
+    """4-D conv weights take the same C pass, as rows of C * k * k."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-2**30, 2**30, (4, 3, 3, 3)).astype(np.int32)
+    g = rng.integers(-2**45, 2**45, w.shape)
+    fast = optim.sgd_update(w, g, 512, 640, 12000, 32)
+    monkeypatch.setattr(gemm, "FORCE_INT64", True)
+    assert np.array_equal(fast, optim.sgd_update(w, g, 512, 640, 12000, 32))
 
 
 def test_force_int64_takes_the_numpy_path(monkeypatch):

@@ -52,6 +52,11 @@ def lib():
     for fn in (so.igemm_gather_s8, so.igemm_gather_s16):
         fn.argtypes = [i64, i64, i64, ptr, ptr, ptr, i64, ptr, cint]
         fn.restype = None
+    u64 = ctypes.c_uint64
+    for fn in (so.igemm_sgd_s16, so.igemm_sgd_s32):
+        fn.argtypes = [i64, i64, ptr, ptr, i64, ptr, u64, cint, cint, u64, cint, i64, i64]
+        fn.restype = None
+    so.igemm_sgd_simd.restype = cint
     return so
 
 
@@ -217,3 +222,42 @@ def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray, d_max: int) -> np
     fn(c, n, x.shape[1], d.ctypes.data, row.ctypes.data, x.ctypes.data, x.strides[0] // x.itemsize, g.ctypes.data,
        int(d_max < 2**31))
     return g
+
+
+@cache
+def magic(d: int) -> tuple[int, int]:
+    """(m, l) with floor(u / d) = (u * m) >> (63 + l) for every 0 <= u <= 2**63 (native/intgemm.c, tdiv_magic):
+    l = ceil(log2 d), m = ceil(2**(63 + l) / d) < 2**64 (Granlund and Montgomery 1994, theorem 4.2, N = 63)."""
+    l = (d - 1).bit_length()
+    return -(-(1 << (63 + l)) // d), l
+
+
+_SGD = {np.dtype(np.int16): "igemm_sgd_s16", np.dtype(np.int32): "igemm_sgd_s32"}
+
+
+def sgd(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
+    """IntegerSGD in one AVX-512 pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no decay);
+    None where the CPU lacks AVX-512 (scalar C is slower than optim's NumPy routes) or :func:`sgd_c` refuses."""
+    return sgd_c(w, g, d, e, bits) if lib().igemm_sgd_simd() else None
+
+
+def sgd_c(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
+    """:func:`sgd` on whatever loop the C side runs (portable C under ``force_variant('portable')``); None unless
+    w is int16/int32 with an int64 g of its shape, 0 < d < 2**63, 0 <= e < 2**63 and bits fits w's dtype."""
+    name = _SGD.get(w.dtype)
+    if (name is None or g.dtype != np.int64 or g.shape != w.shape or w.ndim == 0 or not 0 < d < 2**63
+            or not 0 <= e < 2**63 or bits > 8 * w.itemsize):
+        return None
+    shape = w.shape
+    if w.ndim != 2:  # conv weights [F, C, k, k]: rows of C * k * k
+        w, g = w.reshape(shape[0], -1), g.reshape(shape[0], -1)
+    w = np.ascontiguousarray(w)
+    if g.strides[1] != 8 or g.strides[0] % 8 or g.strides[0] < 0:
+        g = np.ascontiguousarray(g)
+    out = np.empty(w.shape, dtype=w.dtype)
+    dm, dl = magic(d)
+    em, el = magic(e) if e > 0 else (0, 0)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    getattr(lib(), name)(w.shape[0], w.shape[1], w.ctypes.data, g.ctypes.data, g.strides[0] // 8, out.ctypes.data,
+                         dm, dl, int(e > 0), em, el, lo, hi)
+    return out.reshape(shape)

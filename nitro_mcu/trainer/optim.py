@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import gemm
+from . import gemm, intgemm
 from .arith import max_abs, saturate, tdiv
 
 
@@ -21,7 +21,9 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
     """
     grad = np.asarray(grad)
     if not gemm.FORCE_INT64:
-        fast = None
+        fast = intgemm.sgd(w, grad, lr_inv * amp, decay_inv, weight_bits) if intgemm.lib() is not None else None
+        if fast is not None:
+            return fast
         if w_max is not None and g_bound is not None:
             fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
         if fast is None:

@@ -383,12 +383,15 @@ static const kernel_fn kernels[] = {
 #endif
 };
 static int chosen = -1;
+static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
 
 /* The best variant this CPU runs: 2 avx512vnni, 1 avx2, 0 portable. */
 static int best_variant(void)
 {
 #ifdef NITRO_X86
     __builtin_cpu_init();
+    avx512_sgd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni"))
         return 2;
@@ -456,3 +459,147 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
     }
 GATHER_ENTRY(s8, int8_t)
 GATHER_ENTRY(s16, int16_t)
+
+/* IntegerSGD (optim.sgd_update; docs/algorithm.md §4.1): for W [rows][cols] (contiguous) and G [rows][ldg],
+ *   out = sat(W - (tdiv(G, d) + tdiv(W, e)), lo, hi)      (e = 0: no decay term)
+ * in one pass.  tdiv(n, d) for d > 0 is C's `n / d` as a multiply: with u = |n| <= 2**63, l = ceil(log2 d) >= 1
+ * and m = ceil(2**(63+l) / d) < 2**64 (intgemm.magic), floor(u / d) = floor(u * m / 2**(63+l)) (Granlund and
+ * Montgomery 1994, theorem 4.2, N = 63; the error u * (m*d - 2**(63+l)) / (d * 2**(63+l)) < u / (d * 2**63) <= 1/d
+ * also at u = 2**63) = (high 64 bits of u * m) >> (l - 1), the sign put back; d = 1 (m = 0, one = all ones) is u
+ * itself.  The high product is built from four 32 x 32 -> 64-bit products (vpmuludq on AVX-512).  The quotient is
+ * clamped to +-2**40 before the sum: |W| and |tdiv(W, e)| are below 2**31, so a clamped quotient saturates the
+ * result exactly as the unclamped one does, and no int64 sum can overflow. */
+struct divisor {
+    uint64_t m, one;
+    int sh;
+};
+
+static inline uint64_t mulhi64(uint64_t u, uint64_t m)
+{
+    uint64_t u0 = u & 0xffffffffu, u1 = u >> 32, m0 = m & 0xffffffffu, m1 = m >> 32;
+    uint64_t p01 = u0 * m1, p10 = u1 * m0;
+    uint64_t mid = ((u0 * m0) >> 32) + (p01 & 0xffffffffu) + (p10 & 0xffffffffu);
+    return u1 * m1 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+static inline int64_t tdiv_magic(int64_t n, const struct divisor *dv)
+{
+    uint64_t u = n < 0 ? 0u - (uint64_t)n : (uint64_t)n;
+    uint64_t q = (mulhi64(u, dv->m) >> dv->sh) | (u & dv->one);
+    uint64_t v = n < 0 ? 0u - q : q; /* -q in two's complement, read back as int64 below */
+    int64_t out;
+    memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+#define SGD_QMAX ((int64_t)1 << 40)
+#define SGD_ARGS(T)                                                                                            \
+    (int64_t rows, int64_t cols, const T *w, const int64_t *g, int64_t ldg, T *out, uint64_t dm, int dl,       \
+     int decay, uint64_t em, int el, int64_t lo, int64_t hi)
+
+static inline void divisor_init(struct divisor *dv, uint64_t m, int l)
+{
+    dv->m = l ? m : 0u;
+    dv->one = l ? 0u : ~(uint64_t)0;
+    dv->sh = l ? l - 1 : 0;
+}
+
+#define SGD_ROW_PORTABLE(T)                                                                                    \
+    static void sgd_row_##T(int64_t j0, int64_t cols, const T *wr, const int64_t *gr, T *orow,                \
+                            const struct divisor *dd, const struct divisor *de, int decay, int64_t lo, int64_t hi) \
+    {                                                                                                          \
+        for (int64_t j = j0; j < cols; j++) {                                                                  \
+            int64_t q = tdiv_magic(gr[j], dd);                                                                 \
+            q = q > SGD_QMAX ? SGD_QMAX : q < -SGD_QMAX ? -SGD_QMAX : q;                                       \
+            int64_t wd = decay ? tdiv_magic(wr[j], de) : 0;                                                    \
+            int64_t v = (int64_t)wr[j] - (q + wd);                                                             \
+            orow[j] = (T)(v > hi ? hi : v < lo ? lo : v);                                                      \
+        }                                                                                                      \
+    }
+SGD_ROW_PORTABLE(int16_t)
+SGD_ROW_PORTABLE(int32_t)
+
+#ifdef NITRO_X86
+#define TS512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"), always_inline)) static inline
+TS512 __m512i tdiv512(__m512i n, __m512i m0, __m512i m1, __m128i sh, __m512i one)
+{
+    __m512i lo32 = _mm512_set1_epi64(0xffffffff);
+    __m512i u = _mm512_abs_epi64(n), u1 = _mm512_srli_epi64(u, 32);
+    __m512i p01 = _mm512_mul_epu32(u, m1), p10 = _mm512_mul_epu32(u1, m0);
+    __m512i mid = _mm512_add_epi64(_mm512_srli_epi64(_mm512_mul_epu32(u, m0), 32),
+                                   _mm512_add_epi64(_mm512_and_si512(p01, lo32), _mm512_and_si512(p10, lo32)));
+    __m512i hi = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epu32(u1, m1), _mm512_srli_epi64(p01, 32)),
+                                  _mm512_add_epi64(_mm512_srli_epi64(p10, 32), _mm512_srli_epi64(mid, 32)));
+    __m512i q = _mm512_or_si512(_mm512_srl_epi64(hi, sh), _mm512_and_si512(u, one));
+    return _mm512_mask_sub_epi64(q, _mm512_cmplt_epi64_mask(n, _mm512_setzero_si512()), _mm512_setzero_si512(), q);
+}
+
+#define SGD_AVX512(T, LOADW, STOREW)                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void sgd_avx512_##T SGD_ARGS(T)      \
+    {                                                                                                          \
+        struct divisor dd, de;                                                                                 \
+        divisor_init(&dd, dm, dl);                                                                             \
+        divisor_init(&de, em, el);                                                                             \
+        __m512i dm0 = _mm512_set1_epi64((int64_t)(dd.m & 0xffffffffu)), dm1 = _mm512_set1_epi64((int64_t)(dd.m >> 32)); \
+        __m512i em0 = _mm512_set1_epi64((int64_t)(de.m & 0xffffffffu)), em1 = _mm512_set1_epi64((int64_t)(de.m >> 32)); \
+        __m512i done = _mm512_set1_epi64((int64_t)dd.one), eone = _mm512_set1_epi64((int64_t)de.one);          \
+        __m128i dsh = _mm_cvtsi32_si128(dd.sh), esh = _mm_cvtsi32_si128(de.sh);                                \
+        __m512i qmax = _mm512_set1_epi64(SGD_QMAX), qmin = _mm512_set1_epi64(-SGD_QMAX);                       \
+        __m512i vlo = _mm512_set1_epi64(lo), vhi = _mm512_set1_epi64(hi);                                      \
+        for (int64_t r = 0; r < rows; r++) {                                                                   \
+            const T *wr = w + r * cols;                                                                        \
+            const int64_t *gr = g + r * ldg;                                                                   \
+            T *orow = out + r * cols;                                                                          \
+            int64_t j = 0;                                                                                     \
+            for (; j + 8 <= cols; j += 8) {                                                                    \
+                __m512i wv = LOADW(wr + j);                                                                    \
+                __m512i q = tdiv512(_mm512_loadu_si512(gr + j), dm0, dm1, dsh, done);                          \
+                q = _mm512_max_epi64(_mm512_min_epi64(q, qmax), qmin);                                         \
+                if (decay)                                                                                     \
+                    q = _mm512_add_epi64(q, tdiv512(wv, em0, em1, esh, eone));                                 \
+                STOREW(orow + j, _mm512_max_epi64(_mm512_min_epi64(_mm512_sub_epi64(wv, q), vhi), vlo));        \
+            }                                                                                                  \
+            sgd_row_##T(j, cols, wr, gr, orow, &dd, &de, decay, lo, hi);                                       \
+        }                                                                                                      \
+    }
+#define LOADW32(p) _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOADW16(p) _mm512_cvtepi16_epi64(_mm_loadu_si128((const __m128i *)(p)))
+#define STOREW32(p, v) _mm256_storeu_si256((__m256i *)(p), _mm512_cvtepi64_epi32(v))
+#define STOREW16(p, v) _mm_storeu_si128((__m128i *)(p), _mm512_cvtepi64_epi16(v))
+SGD_AVX512(int16_t, LOADW16, STOREW16)
+SGD_AVX512(int32_t, LOADW32, STOREW32)
+#define SGD_FAST(T)                                                                                            \
+    if (avx512_sgd && chosen >= 1) {                                                                           \
+        sgd_avx512_##T(rows, cols, w, g, ldg, out, dm, dl, decay, em, el, lo, hi);                             \
+        return;                                                                                                \
+    }
+#else
+#define SGD_FAST(T)
+#endif
+
+/* The update's entry points (int16 and int32 W): AVX-512 where the CPU has F/BW/VL/DQ and a SIMD GEMM variant runs,
+ * else portable C (intgemm.sgd uses these only on AVX-512: the NumPy routes are faster than scalar C). */
+#define SGD_ENTRY(NAME, T)                                                                                     \
+    void NAME SGD_ARGS(T)                                                                                      \
+    {                                                                                                          \
+        igemm_variant();                                                                                       \
+        SGD_FAST(T)                                                                                            \
+        struct divisor dd, de;                                                                                 \
+        divisor_init(&dd, dm, dl);                                                                             \
+        divisor_init(&de, em, el);                                                                             \
+        for (int64_t r = 0; r < rows; r++)                                                                     \
+            sgd_row_##T(0, cols, w + r * cols, g + r * ldg, out + r * cols, &dd, &de, decay, lo, hi);          \
+    }
+SGD_ENTRY(igemm_sgd_s16, int16_t)
+SGD_ENTRY(igemm_sgd_s32, int32_t)
+
+/* 1 where igemm_sgd_* runs its AVX-512 loop (see above). */
+int igemm_sgd_simd(void)
+{
+    igemm_variant();
+#ifdef NITRO_X86
+    return avx512_sgd && chosen >= 1;
+#else
+    return 0;
+#endif
+}
