@@ -64,6 +64,25 @@ def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
         assert got.dtype == np.int64 and (got.astype(object) == _exact(a, b)).all(), (m, k, n, a_max, b_max)
 
 
+def test_upper_limbs_on_a_few_rows_take_only_those_rows_and_stay_exact(variant, monkeypatch):
+    """A block's error: |delta| < 2**15 but for a few entries up to the bound, so A's upper limbs are zero on most
+    rows; the kernel then runs those limbs on the rows that have a value (none, one, a few, half, all of them)."""
+    rng = np.random.default_rng(11)
+    calls = []
+    real = intgemm._run
+    monkeypatch.setattr(intgemm, "_run", lambda a, *r: calls.append(a.shape[0]) or real(a, *r))
+    for wide_rows in (0, 1, 3, 50, 100):
+        a = rng.integers(-2**15 + 1, 2**15, (100, 64))
+        for r in rng.choice(100, wide_rows, replace=False):
+            a[r, rng.integers(0, 64, 2)] = rng.choice([2**20 - 1, -(2**20 - 1), 2**15, -2**15 - 1], 2)
+        b = rng.integers(-128, 128, (64, 784)).astype(np.int8)
+        calls.clear()
+        got = intgemm.matmul(a.T.T, b, 2**20, 128)
+        assert np.array_equal(got.astype(object), _exact(a, b)), wide_rows
+        upper = calls[1:]
+        assert (upper == [] if wide_rows == 0 else upper[0] == (100 if wide_rows > 50 else wide_rows)), calls
+
+
 def test_limbs_reassemble_every_value_and_respect_their_bounds():
     for bound, s in ((2**63 - 1, 13), (2**40 - 5, 16), (2**31 - 1, 16), (32768, 14), (70000, 16), (5, 0)):
         x = np.array([[bound, -bound, 0, 1, -1, bound // 3, -(bound // 7), 2**(max(s, 1) - 1), -2**(max(s, 1) - 1)]],

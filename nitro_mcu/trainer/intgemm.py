@@ -192,6 +192,15 @@ def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
     first = 1
     for bx, lb, eb in limbs(b, b_max, sb):
         for i, (ax, la, ea) in enumerate(a_parts):  # B is packed once per limb, by the first call
+            rows = np.flatnonzero(ax.any(axis=1)) if i and not first else None
+            if rows is not None and len(rows) <= m // 2:
+                # A's upper limbs are zero on most rows where a few values pass the first limb (the error of a
+                # block, |delta| mostly < 2**15): only the rows that have one take part (zero rows add nothing)
+                if len(rows):
+                    part = np.empty((len(rows), c.shape[1]), dtype=np.int64)
+                    _run(ax[rows], None, n, part, None, chunk_pairs(la, lb), ea + eb, 0, 0)
+                    c[rows] += part
+                continue
             _run(ax, None if i else bx, n, c, None, chunk_pairs(la, lb), ea + eb, 1 - first, 0)
             first = 0
     return c[:, :n]
