@@ -48,7 +48,7 @@ BOUNDS = [1, 127, 128, 2560, 4096, 32767, 32768, 2**20 + 3, 2**31 - 1, 2**40 - 5
 
 def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
     """K from 1 to 1 100 (odd K, K past one 256-pair pass and past one int32 chunk), N not a multiple of 16,
-    operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided and transposed views."""
+    operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided, transposed and row-major B."""
     rng = np.random.default_rng(VARIANTS.index(variant))
     for trial in range(160):
         m, n = (int(v) for v in rng.integers(1, 40, 2))
@@ -58,6 +58,8 @@ def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
             a_max //= 2
         a = _operand(rng, (m, k), a_max, trial % 4 == 0)
         b = _operand(rng, (n, k), b_max, trial % 4 == 0).T  # a transposed view, as W.T
+        if trial % 7 in (1, 2):  # row-major as an activation (packed by interleaving rows), or columns apart
+            b = np.ascontiguousarray(b) if trial % 7 == 1 else np.repeat(b, 2, axis=1)[:, ::2]
         if trial % 5 == 0 and a_max < 128:
             a = a.astype(np.int8)
         got = intgemm.matmul(a, b, a_max, b_max)

@@ -54,7 +54,7 @@ def lib():
         fn.restype = None
     u64 = ctypes.c_uint64
     for fn in (so.igemm_sgd_s16, so.igemm_sgd_s32):
-        fn.argtypes = [i64, i64, ptr, ptr, i64, ptr, u64, cint, cint, u64, cint, i64, i64]
+        fn.argtypes = [i64, i64, ptr, ptr, i64, ptr, i64, u64, cint, i64, u64, cint, i64, i64]
         fn.restype = None
     so.igemm_sgd_simd.restype = cint
     return so
@@ -268,5 +268,5 @@ def sgd_c(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray
     em, el = magic(e) if e > 0 else (0, 0)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     getattr(lib(), name)(w.shape[0], w.shape[1], w.ctypes.data, g.ctypes.data, g.strides[0] // 8, out.ctypes.data,
-                         dm, dl, int(e > 0), em, el, lo, hi)
+                         d, dm, dl, e, em, el, lo, hi)
     return out.reshape(shape)
