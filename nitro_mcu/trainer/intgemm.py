@@ -152,6 +152,11 @@ def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
     return a, (a.strides[0] // 2 if a.shape[0] > 1 else a.shape[1])
 
 
+def _addr(x: np.ndarray) -> int:
+    """x's data address (the array interface: about a third cheaper than ``x.ctypes.data``, which builds an object)."""
+    return x.__array_interface__["data"][0]
+
+
 _local = threading.local()  # per thread: the packed-B buffer (reused, grown when too small) and its address
 
 
@@ -160,7 +165,7 @@ def _scratch_for(k: int, n16: int) -> int:
     buf = getattr(_local, "buf", None)
     if buf is None or buf.size < size:
         _local.buf = np.empty(max(size, 2 * (0 if buf is None else buf.size)), dtype=np.int16)
-        _local.addr = _local.buf.ctypes.data
+        _local.addr = _addr(_local.buf)
     return _local.addr
 
 
@@ -173,10 +178,9 @@ def _run(a, b, n: int, c, o, kcp: int, shift: int, add: int, sf: int) -> int:
     bp, rs, cs = None, 0, 0
     if b is not None:
         b = _strided16(b)
-        bp, rs, cs = b.ctypes.data, b.strides[0] // 2, b.strides[1] // 2
-    return lib().igemm_run(m, n, k, a.ctypes.data, lda, bp, rs, cs, _scratch_for(k, out.shape[1]),
-                           None if c is None else c.ctypes.data, None if o is None else o.ctypes.data, kcp, shift,
-                           add, sf)
+        bp, rs, cs = _addr(b), b.strides[0] // 2, b.strides[1] // 2
+    return lib().igemm_run(m, n, k, _addr(a), lda, bp, rs, cs, _scratch_for(k, out.shape[1]),
+                           None if c is None else _addr(c), None if o is None else _addr(o), kcp, shift, add, sf)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
@@ -267,6 +271,6 @@ def sgd_c(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray
     dm, dl = magic(d)
     em, el = magic(e) if e > 0 else (0, 0)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    getattr(lib(), name)(w.shape[0], w.shape[1], w.ctypes.data, g.ctypes.data, g.strides[0] // 8, out.ctypes.data,
+    getattr(lib(), name)(w.shape[0], w.shape[1], _addr(w), _addr(g), g.strides[0] // 8, _addr(out),
                          d, dm, dl, e, em, el, lo, hi)
     return out.reshape(shape)
