@@ -145,16 +145,16 @@ def _strided16(b: np.ndarray) -> np.ndarray:
     return b
 
 
-def _rows(a: np.ndarray) -> tuple[np.ndarray, int]:
-    """a as int16 rows with contiguous K (no copy when it already is); -> (array, row stride in elements)."""
-    if a.dtype != np.int16 or a.strides[-1] != 2 or a.strides[0] % 2 or a.strides[0] < 0:
-        a = np.ascontiguousarray(a, dtype=np.int16)
-    return a, (a.strides[0] // 2 if a.shape[0] > 1 else a.shape[1])
-
-
 def _addr(x: np.ndarray) -> int:
-    """x's data address (the array interface: about a third cheaper than ``x.ctypes.data``, which builds an object)."""
-    return x.__array_interface__["data"][0]
+    """x's data address: through the buffer protocol for a writable C-contiguous x (0.25 us against 1.7 us for
+    ``x.ctypes.data``, ~40 times a step), else the array interface."""
+    try:
+        return ctypes.addressof(_CHAR.from_buffer(x))
+    except (TypeError, ValueError, BufferError):
+        return x.__array_interface__["data"][0]
+
+
+_CHAR = ctypes.c_char
 
 
 _local = threading.local()  # per thread: the packed-B buffer (reused, grown when too small) and its address
@@ -172,8 +172,10 @@ def _scratch_for(k: int, n16: int) -> int:
 def _run(a, b, n: int, c, o, kcp: int, shift: int, add: int, sf: int) -> int:
     """One igemm_run call on int16 limbs a [M, K] and b [K, N] into c (int64) or o (int8), both [M, N16];
     b None: the B packed by the previous call."""
-    a, lda = _rows(a)
+    if a.dtype != np.int16 or a.strides[1] != 2 or a.strides[0] % 2 or a.strides[0] < 0:
+        a = np.ascontiguousarray(a, dtype=np.int16)  # int16 rows with contiguous K, as the kernel reads A
     m, k = a.shape
+    lda = a.strides[0] // 2 if m > 1 else k
     out = c if o is None else o
     bp, rs, cs = None, 0, 0
     if b is not None:
@@ -192,6 +194,9 @@ def matmul(a: np.ndarray, b: np.ndarray, a_max: int, b_max: int) -> np.ndarray:
         return np.zeros((m, n), dtype=np.int64)
     sa, sb = plan(a_max, b_max)
     c = np.empty((m, -(-n // 16) * 16), dtype=np.int64)  # the first limb product stores, the others add
+    if sa == sb == 0:  # both whole: one call (the small products of the heads, every step)
+        _run(a, b, n, c, None, chunk_pairs(a_max, b_max), 0, 0, 0)
+        return c[:, :n]
     a_parts = limbs(a, a_max, sa, order="C")  # rows with contiguous K, as the kernel reads A
     first = 1
     for bx, lb, eb in limbs(b, b_max, sb):
