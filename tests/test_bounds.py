@@ -67,8 +67,14 @@ def _sgd_ref(w, g, lr_amp, decay, bits):
     return out
 
 
+@pytest.fixture
+def numpy_sgd(monkeypatch):
+    """optim's NumPy routes, not the native update (tests/test_intgemm.py proves that one)."""
+    monkeypatch.setattr(optim.intgemm, "sgd", lambda *a: None)
+
+
 @pytest.mark.parametrize("bits", [16, 32])
-def test_sgd_skips_the_clip_only_where_nothing_can_saturate(bits):
+def test_sgd_skips_the_clip_only_where_nothing_can_saturate(bits, numpy_sgd):
     """|W| + |G|/(lr*amp) + |W|/decay = 2**(bits-1) - 1 exactly: the two-pass path; one more: clipped."""
     top = (1 << (bits - 1)) - 1
     decay, lr_amp = 9, 3 * 643
@@ -85,7 +91,7 @@ def test_sgd_skips_the_clip_only_where_nothing_can_saturate(bits):
         assert got.dtype == w.dtype
 
 
-def test_sgd_float64_path_with_lr_amp_1_near_2_53():
+def test_sgd_float64_path_with_lr_amp_1_near_2_53(numpy_sgd):
     """|G| + 2**33 < 2**53 takes the float64 update, one more the int64 one: both exact at the edge."""
     w = np.array([2**31 - 1, -(2**31), 12345], dtype=np.int32)
     for g_top in (2**53 - 2**33 - 1, 2**53 - 2**33, 2**53 + 3):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nitro_mcu.spec import PRESETS, preset
-from nitro_mcu.trainer import arith, convgrad, gemm, intgemm
+from nitro_mcu.trainer import arith, convgrad, gemm, intgemm, optim
 from nitro_mcu.trainer.network import Model
 
 if intgemm.lib() is None:
@@ -48,7 +48,7 @@ BOUNDS = [1, 127, 128, 2560, 4096, 32767, 32768, 2**20 + 3, 2**31 - 1, 2**40 - 5
 
 def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
     """K from 1 to 1 100 (odd K, K past one 256-pair pass and past one int32 chunk), N not a multiple of 16,
-    operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided and transposed views."""
+    operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided, transposed and row-major B."""
     rng = np.random.default_rng(VARIANTS.index(variant))
     for trial in range(160):
         m, n = (int(v) for v in rng.integers(1, 40, 2))
@@ -58,10 +58,31 @@ def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
             a_max //= 2
         a = _operand(rng, (m, k), a_max, trial % 4 == 0)
         b = _operand(rng, (n, k), b_max, trial % 4 == 0).T  # a transposed view, as W.T
+        if trial % 7 in (1, 2):  # row-major as an activation (packed by interleaving rows), or columns apart
+            b = np.ascontiguousarray(b) if trial % 7 == 1 else np.repeat(b, 2, axis=1)[:, ::2]
         if trial % 5 == 0 and a_max < 128:
             a = a.astype(np.int8)
         got = intgemm.matmul(a, b, a_max, b_max)
         assert got.dtype == np.int64 and (got.astype(object) == _exact(a, b)).all(), (m, k, n, a_max, b_max)
+
+
+def test_upper_limbs_on_a_few_rows_take_only_those_rows_and_stay_exact(variant, monkeypatch):
+    """A block's error: |delta| < 2**15 but for a few entries up to the bound, so A's upper limbs are zero on most
+    rows; the kernel then runs those limbs on the rows that have a value (none, one, a few, half, all of them)."""
+    rng = np.random.default_rng(11)
+    calls = []
+    real = intgemm._run
+    monkeypatch.setattr(intgemm, "_run", lambda a, *r: calls.append(a.shape[0]) or real(a, *r))
+    for wide_rows in (0, 1, 3, 50, 100):
+        a = rng.integers(-2**15 + 1, 2**15, (100, 64))
+        for r in rng.choice(100, wide_rows, replace=False):
+            a[r, rng.integers(0, 64, 2)] = rng.choice([2**20 - 1, -(2**20 - 1), 2**15, -2**15 - 1], 2)
+        b = rng.integers(-128, 128, (64, 784)).astype(np.int8)
+        calls.clear()
+        got = intgemm.matmul(a.T.T, b, 2**20, 128)
+        assert np.array_equal(got.astype(object), _exact(a, b)), wide_rows
+        upper = calls[1:]
+        assert (upper == [] if wide_rows == 0 else upper[0] == (100 if wide_rows > 50 else wide_rows)), calls
 
 
 def test_limbs_reassemble_every_value_and_respect_their_bounds():
@@ -157,6 +178,65 @@ def test_pooled_gradient_gather_equals_the_numpy_route(dtype, d_bound):
         row = np.sort(rng.integers(0, rows, (c, n)), axis=1)
         got = intgemm.gather_rows(d, row, x, d_bound)
         assert np.array_equal(got, convgrad.gathered_grad(d, row, x))
+
+
+def _sgd_python(w, g, d, e, bits):
+    """The update on Python ints (docs/algorithm.md §4.1): saturate(W - (tdiv(G, d) + tdiv(W, e)))."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return [min(hi, max(lo, wi - (arith.tdiv(gi, d) + (arith.tdiv(wi, e) if e else 0))))
+            for wi, gi in zip(w.ravel().tolist(), g.ravel().tolist())]
+
+
+SGD_DIVISORS = [1, 2, 3, 7, 640, 2**18, 327680, 3 * 643, 2**31 - 1, 2**40, 2**40 + 1, 2**62, 2**63 - 1]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+@pytest.mark.parametrize("loop", ["simd", "portable"])
+def test_native_sgd_equals_the_python_update_at_every_bound(dtype, loop):
+    """The C update (intgemm.sgd_c) against Python ints: divisors from 1 to 2**63 - 1 (powers of two and not),
+    gradients at +-(2**63 - 1) and INT64_MIN, at and next to every multiple of d (negative quotients truncate toward
+    zero), weights at both ends of int16 / int32, results saturating at both ends, with and without decay, on a
+    strided gradient with rows longer than one vector plus a tail."""
+    if loop == "simd" and not intgemm.lib().igemm_sgd_simd():
+        pytest.skip("this CPU has no AVX-512 F/BW/VL/DQ: the update's SIMD loop does not run here")
+    assert intgemm.force_variant("portable" if loop == "portable" else None)
+    try:
+        rng = np.random.default_rng(7)
+        info = np.iinfo(dtype)
+        for d in SGD_DIVISORS:
+            for e in (0, 1, 3, 12000, 2**31 - 1):
+                for bits in ((16,) if dtype == np.int16 else (16, 32)):
+                    w = rng.integers(max(info.min, -(1 << (bits - 1))), min(info.max, (1 << (bits - 1)) - 1) + 1,
+                                     (3, 21)).astype(dtype)
+                    w[0, :4] = [-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0, -1]
+                    q = rng.integers(-2**20, 2**20, w.shape)
+                    g = np.clip(q.astype(object) * d + rng.integers(-1, 2, w.shape), -2**63, 2**63 - 1)
+                    g = np.concatenate([g.astype(np.int64), np.zeros((3, 11), np.int64)], axis=1)[:, :21]  # strided
+                    g[0, :8] = [2**63 - 1, -2**63, -(2**63 - 1), d - 1 if d < 2**63 else 0, -(d - 1), -d, d, -1]
+                    g[1, :4] = [-(1 << (bits - 1)) * min(d, 2**20), (1 << bits) * min(d, 2**20), 1, -2]
+                    got = intgemm.sgd_c(w, g, d, e, bits)
+                    assert got.dtype == w.dtype and got.ravel().tolist() == _sgd_python(w, g, d, e, bits), (d, e, bits)
+    finally:
+        intgemm.force_variant(None)
+
+
+def test_native_sgd_declines_what_it_does_not_cover():
+    w = np.zeros((2, 3), np.int32)
+    g = np.zeros((2, 3), np.int64)
+    assert intgemm.sgd_c(w.astype(np.int64), g, 3, 0, 32) is None  # int64 weights: the NumPy routes
+    assert intgemm.sgd_c(w, g.astype(np.int32), 3, 0, 32) is None
+    assert intgemm.sgd_c(w, g, 2**63, 0, 32) is None and intgemm.sgd_c(w, g, 0, 0, 32) is None
+    assert intgemm.sgd_c(w.astype(np.int16), g, 3, 0, 32) is None  # 32-bit saturation of int16 storage
+
+
+def test_native_sgd_on_conv_weights_equals_the_int64_update(monkeypatch):
+    """4-D conv weights take the same C pass, as rows of C * k * k."""
+    rng = np.random.default_rng(3)
+    w = rng.integers(-2**30, 2**30, (4, 3, 3, 3)).astype(np.int32)
+    g = rng.integers(-2**45, 2**45, w.shape)
+    fast = optim.sgd_update(w, g, 512, 640, 12000, 32)
+    monkeypatch.setattr(gemm, "FORCE_INT64", True)
+    assert np.array_equal(fast, optim.sgd_update(w, g, 512, 640, 12000, 32))
 
 
 def test_force_int64_takes_the_numpy_path(monkeypatch):

@@ -133,7 +133,8 @@ class LinearBlock:
         w = weights[name]
         if quirks.cnn_fc_double_update:
             w_max = max_abs(w)  # Q2 steps twice per batch: the bound cached by forward may be stale
-        g = L.matmul_exact(delta.T, x, a_max=d_max, b_max=x_max)
+        # |delta|'s own maximum, not the worst case d_max: mostly below 2**15, where the product takes delta whole
+        g = L.matmul_exact(delta.T, x, a_max=max_abs(delta), b_max=x_max)
         weights[name] = sgd_update(w, g, lr_inv, hp.lr_amp_factor, hp.fwd_decay_inv, hp.weight_bits, w_max,
                                    d_max * x_max * len(x))
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import gemm
+from . import gemm, intgemm
 from .arith import max_abs, saturate, tdiv
 
 
@@ -15,13 +15,16 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
 
     Two separate truncations (never merged), decay from the pre-update W, no momentum.  The result is
     saturated to ``weight_bits`` (16 or 32): the C side computes in int64 and saturates identically.
-    ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let it take the two-pass route; a gradient below
+    On AVX-512 the native kernels' one-pass update runs (:func:`~nitro_mcu.trainer.intgemm.sgd`, docs/arithmetic.md
+    §4); else ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let it take the two-pass route; a gradient below
     2**53 takes the float64 one; the int64 code below is the rest, the definition, and all of it under
     ``gemm.FORCE_INT64`` (the reference the fast routes are checked against).
     """
     grad = np.asarray(grad)
     if not gemm.FORCE_INT64:
-        fast = None
+        fast = intgemm.sgd(w, grad, lr_inv * amp, decay_inv, weight_bits) if intgemm.lib() is not None else None
+        if fast is not None:
+            return fast
         if w_max is not None and g_bound is not None:
             fast = _sgd_update_bounded(w, grad, lr_inv * amp, decay_inv, weight_bits, w_max, g_bound)
         if fast is None:

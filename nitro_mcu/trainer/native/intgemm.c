@@ -279,26 +279,43 @@ __attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
 /* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < ldb and for 2p+t >= k (see the top). */
 static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
 {
-    int64_t pairs = (k + 1) / 2;
-    for (int64_t p = 0; p < pairs; p++) {
-        const int16_t *r0 = b + 2 * p * rs, *r1 = r0 + rs;
-        int16_t *out = bp + p * ldb * 2;
-        if (rs == 1 && 2 * p + 1 < k) { /* B = W^T: the pair is one 32-bit word of W's row j */
-            for (int64_t j = 0; j < n; j++)
-                memcpy(out + 2 * j, r0 + j * cs, 4);
-        } else if (2 * p + 1 < k) {
+    int64_t pairs = (k + 1) / 2, full = k / 2;
+    if (rs == 1) { /* B = W^T: pair p of column j is one 32-bit word of W's row j; blocks of 16 columns keep the 16
+                    * rows read and the pair rows written in L1 (a whole pair row per p misses on every row of W) */
+        for (int64_t j0 = 0; j0 < n; j0 += 16) {
+            int64_t j1 = j0 + 16 < n ? j0 + 16 : n;
+            for (int64_t p = 0; p < full; p++)
+                for (int64_t j = j0; j < j1; j++)
+                    memcpy(bp + (p * ldb + j) * 2, b + j * cs + 2 * p, 4);
+        }
+    } else if (cs == 1) { /* B row-major (an activation): two rows interleaved, as 32-bit words */
+        for (int64_t p = 0; p < full; p++) {
+            const int16_t *r0 = b + 2 * p * rs, *r1 = r0 + rs;
+            int16_t *out = bp + p * ldb * 2;
+            for (int64_t j = 0; j < n; j++) {
+                uint32_t v = (uint32_t)(uint16_t)r0[j] | ((uint32_t)(uint16_t)r1[j] << 16);
+                memcpy(out + 2 * j, &v, 4);
+            }
+        }
+    } else {
+        for (int64_t p = 0; p < full; p++) {
+            const int16_t *r0 = b + 2 * p * rs, *r1 = r0 + rs;
+            int16_t *out = bp + p * ldb * 2;
             for (int64_t j = 0; j < n; j++) {
                 out[2 * j] = r0[j * cs];
                 out[2 * j + 1] = r1[j * cs];
             }
-        } else {
-            for (int64_t j = 0; j < n; j++) {
-                out[2 * j] = r0[j * cs];
-                out[2 * j + 1] = 0;
-            }
         }
-        memset(out + 2 * n, 0, (size_t)(2 * (ldb - n)) * sizeof *out);
     }
+    for (int64_t p = full; p < pairs; p++) { /* an odd K's last pair: its second half is zero */
+        int16_t *out = bp + p * ldb * 2;
+        for (int64_t j = 0; j < n; j++) {
+            out[2 * j] = b[2 * p * rs + j * cs];
+            out[2 * j + 1] = 0;
+        }
+    }
+    for (int64_t p = 0; p < pairs; p++)
+        memset(bp + (p * ldb + n) * 2, 0, (size_t)(2 * (ldb - n)) * sizeof *bp);
 }
 
 /* The conv weight gradient behind a head pool (nitro_mcu/trainer/convgrad.py): for every channel f < c,
@@ -383,12 +400,15 @@ static const kernel_fn kernels[] = {
 #endif
 };
 static int chosen = -1;
+static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
 
 /* The best variant this CPU runs: 2 avx512vnni, 1 avx2, 0 portable. */
 static int best_variant(void)
 {
 #ifdef NITRO_X86
     __builtin_cpu_init();
+    avx512_sgd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni"))
         return 2;
@@ -456,3 +476,189 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
     }
 GATHER_ENTRY(s8, int8_t)
 GATHER_ENTRY(s16, int16_t)
+
+/* IntegerSGD (optim.sgd_update; docs/algorithm.md §4.1): for W [rows][cols] (contiguous) and G [rows][ldg],
+ *   out = sat(W - (tdiv(G, d) + tdiv(W, e)), lo, hi)      (e = 0: no decay term)
+ * in one pass.  tdiv(n, d) for d > 0 is C's `n / d` as a multiply: with u = |n| <= 2**63, l = ceil(log2 d) >= 1
+ * and m = ceil(2**(63+l) / d) < 2**64 (intgemm.magic), floor(u / d) = floor(u * m / 2**(63+l)) (Granlund and
+ * Montgomery 1994, theorem 4.2, N = 63; the error u * (m*d - 2**(63+l)) / (d * 2**(63+l)) < u / (d * 2**63) <= 1/d
+ * also at u = 2**63) = (high 64 bits of u * m) >> (l - 1), the sign put back; d = 1 (m = 0, one = all ones) is u
+ * itself.  The high product is built from four 32 x 32 -> 64-bit products (vpmuludq on AVX-512).  The quotient is
+ * clamped to +-2**40 before the sum: |W| and |tdiv(W, e)| are below 2**31, so a clamped quotient saturates the
+ * result exactly as the unclamped one does, and no int64 sum can overflow.  The SIMD loop divides by the short
+ * route below where every lane allows it. */
+struct divisor {
+    uint64_t m, one;
+    int sh;
+    /* the short route of the SIMD loop: d = 2**t * d' (d' odd < 2**31), so floor(u / d) = floor((u >> t) / d'), and
+     * for u' = u >> t <= 2**31 that is (u' * m32) >> sh32 with sh32 = 31 + ceil(log2 d') and m32 = ceil(2**sh32 / d')
+     * < 2**32 (the same theorem, N = 31): one 32 x 32 -> 64-bit product.  short_ok = 0 where d' >= 2**31. */
+    int t, sh32, short_ok;
+    uint32_t m32;
+};
+
+static inline uint64_t mulhi64(uint64_t u, uint64_t m)
+{
+    uint64_t u0 = u & 0xffffffffu, u1 = u >> 32, m0 = m & 0xffffffffu, m1 = m >> 32;
+    uint64_t p01 = u0 * m1, p10 = u1 * m0;
+    uint64_t mid = ((u0 * m0) >> 32) + (p01 & 0xffffffffu) + (p10 & 0xffffffffu);
+    return u1 * m1 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+static inline int64_t tdiv_magic(int64_t n, const struct divisor *dv)
+{
+    uint64_t u = n < 0 ? 0u - (uint64_t)n : (uint64_t)n;
+    uint64_t q = (mulhi64(u, dv->m) >> dv->sh) | (u & dv->one);
+    uint64_t v = n < 0 ? 0u - q : q; /* -q in two's complement, read back as int64 below */
+    int64_t out;
+    memcpy(&out, &v, sizeof out);
+    return out;
+}
+
+#define SGD_QMAX ((int64_t)1 << 40)
+#define SGD_ARGS(T)                                                                                            \
+    (int64_t rows, int64_t cols, const T *w, const int64_t *g, int64_t ldg, T *out, int64_t d, uint64_t dm,    \
+     int dl, int64_t e, uint64_t em, int el, int64_t lo, int64_t hi)
+
+static inline void divisor_init(struct divisor *dv, uint64_t m, int l, int64_t d)
+{
+    dv->m = l ? m : 0u;
+    dv->one = l ? 0u : ~(uint64_t)0;
+    dv->sh = l ? l - 1 : 0;
+    dv->t = 0;
+    while (d > 0 && !(d & 1)) {
+        d >>= 1;
+        dv->t++;
+    }
+    int lo = 0;
+    while (lo < 40 && ((int64_t)1 << lo) < d)
+        lo++;
+    dv->short_ok = d > 0 && d < ((int64_t)1 << 31);
+    dv->sh32 = 31 + lo;
+    dv->m32 = dv->short_ok ? (uint32_t)((((uint64_t)1 << dv->sh32) + (uint64_t)d - 1) / (uint64_t)d) : 0u;
+}
+
+#define SGD_ROW_PORTABLE(T)                                                                                    \
+    static void sgd_row_##T(int64_t j0, int64_t cols, const T *wr, const int64_t *gr, T *orow,                \
+                            const struct divisor *dd, const struct divisor *de, int64_t e, int64_t lo, int64_t hi) \
+    {                                                                                                          \
+        for (int64_t j = j0; j < cols; j++) {                                                                  \
+            int64_t q = tdiv_magic(gr[j], dd);                                                                 \
+            q = q > SGD_QMAX ? SGD_QMAX : q < -SGD_QMAX ? -SGD_QMAX : q;                                       \
+            int64_t wd = e ? tdiv_magic(wr[j], de) : 0;                                                    \
+            int64_t v = (int64_t)wr[j] - (q + wd);                                                             \
+            orow[j] = (T)(v > hi ? hi : v < lo ? lo : v);                                                      \
+        }                                                                                                      \
+    }
+SGD_ROW_PORTABLE(int16_t)
+SGD_ROW_PORTABLE(int32_t)
+
+#ifdef NITRO_X86
+#define TS512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"), always_inline)) static inline
+/* floor(u / d) for u = |n| in 8 lanes: the short route where every lane has u >> t <= 2**31, else the 64-bit one;
+ * the sign put back. */
+struct divisor512 {
+    __m512i m0, m1, one, m32, lim;
+    __m128i sh, t, sh32;
+    int short_ok;
+};
+
+TS512 void divisor512_init(struct divisor512 *v, const struct divisor *dv)
+{
+    v->m0 = _mm512_set1_epi64((int64_t)(dv->m & 0xffffffffu));
+    v->m1 = _mm512_set1_epi64((int64_t)(dv->m >> 32));
+    v->one = _mm512_set1_epi64((int64_t)dv->one);
+    v->m32 = _mm512_set1_epi64((int64_t)dv->m32);
+    v->lim = _mm512_set1_epi64((int64_t)1 << 31);
+    v->sh = _mm_cvtsi32_si128(dv->sh);
+    v->t = _mm_cvtsi32_si128(dv->t);
+    v->sh32 = _mm_cvtsi32_si128(dv->sh32);
+    v->short_ok = dv->short_ok;
+}
+
+TS512 __m512i tdiv512(__m512i n, const struct divisor512 *v)
+{
+    __m512i u = _mm512_abs_epi64(n), q;
+    __m512i us = _mm512_srl_epi64(u, v->t);
+    if (v->short_ok && !_mm512_cmpgt_epu64_mask(us, v->lim)) {
+        q = _mm512_srl_epi64(_mm512_mul_epu32(us, v->m32), v->sh32);
+    } else {
+        __m512i lo32 = _mm512_set1_epi64(0xffffffff), u1 = _mm512_srli_epi64(u, 32);
+        __m512i p01 = _mm512_mul_epu32(u, v->m1), p10 = _mm512_mul_epu32(u1, v->m0);
+        __m512i mid = _mm512_add_epi64(_mm512_srli_epi64(_mm512_mul_epu32(u, v->m0), 32),
+                                       _mm512_add_epi64(_mm512_and_si512(p01, lo32), _mm512_and_si512(p10, lo32)));
+        __m512i hi = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epu32(u1, v->m1), _mm512_srli_epi64(p01, 32)),
+                                      _mm512_add_epi64(_mm512_srli_epi64(p10, 32), _mm512_srli_epi64(mid, 32)));
+        q = _mm512_or_si512(_mm512_srl_epi64(hi, v->sh), _mm512_and_si512(u, v->one));
+    }
+    return _mm512_mask_sub_epi64(q, _mm512_cmplt_epi64_mask(n, _mm512_setzero_si512()), _mm512_setzero_si512(), q);
+}
+
+#define SGD_AVX512(T, LOADW, STOREW)                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static void sgd_avx512_##T SGD_ARGS(T)      \
+    {                                                                                                          \
+        struct divisor dd, de;                                                                                 \
+        struct divisor512 vd, ve;                                                                              \
+        divisor_init(&dd, dm, dl, d);                                                                          \
+        divisor_init(&de, em, el, e);                                                                          \
+        divisor512_init(&vd, &dd);                                                                             \
+        divisor512_init(&ve, &de);                                                                             \
+        __m512i qmax = _mm512_set1_epi64(SGD_QMAX), qmin = _mm512_set1_epi64(-SGD_QMAX);                       \
+        __m512i vlo = _mm512_set1_epi64(lo), vhi = _mm512_set1_epi64(hi);                                      \
+        for (int64_t r = 0; r < rows; r++) {                                                                   \
+            const T *wr = w + r * cols;                                                                        \
+            const int64_t *gr = g + r * ldg;                                                                   \
+            T *orow = out + r * cols;                                                                          \
+            int64_t j = 0;                                                                                     \
+            for (; j + 8 <= cols; j += 8) {                                                                    \
+                __m512i wv = LOADW(wr + j);                                                                    \
+                __m512i q = tdiv512(_mm512_loadu_si512(gr + j), &vd);                                          \
+                q = _mm512_max_epi64(_mm512_min_epi64(q, qmax), qmin);                                         \
+                if (e)                                                                                         \
+                    q = _mm512_add_epi64(q, tdiv512(wv, &ve));                                                 \
+                STOREW(orow + j, _mm512_max_epi64(_mm512_min_epi64(_mm512_sub_epi64(wv, q), vhi), vlo));        \
+            }                                                                                                  \
+            sgd_row_##T(j, cols, wr, gr, orow, &dd, &de, e, lo, hi);                                           \
+        }                                                                                                      \
+    }
+#define LOADW32(p) _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOADW16(p) _mm512_cvtepi16_epi64(_mm_loadu_si128((const __m128i *)(p)))
+#define STOREW32(p, v) _mm256_storeu_si256((__m256i *)(p), _mm512_cvtepi64_epi32(v))
+#define STOREW16(p, v) _mm_storeu_si128((__m128i *)(p), _mm512_cvtepi64_epi16(v))
+SGD_AVX512(int16_t, LOADW16, STOREW16)
+SGD_AVX512(int32_t, LOADW32, STOREW32)
+#define SGD_FAST(T)                                                                                            \
+    if (avx512_sgd && chosen >= 1) {                                                                           \
+        sgd_avx512_##T(rows, cols, w, g, ldg, out, d, dm, dl, e, em, el, lo, hi);                              \
+        return;                                                                                                \
+    }
+#else
+#define SGD_FAST(T)
+#endif
+
+/* The update's entry points (int16 and int32 W): AVX-512 where the CPU has F/BW/VL/DQ and a SIMD GEMM variant runs,
+ * else portable C (intgemm.sgd uses these only on AVX-512: the NumPy routes are faster than scalar C). */
+#define SGD_ENTRY(NAME, T)                                                                                     \
+    void NAME SGD_ARGS(T)                                                                                      \
+    {                                                                                                          \
+        igemm_variant();                                                                                       \
+        SGD_FAST(T)                                                                                            \
+        struct divisor dd, de;                                                                                 \
+        divisor_init(&dd, dm, dl, d);                                                                          \
+        divisor_init(&de, em, el, e);                                                                          \
+        for (int64_t r = 0; r < rows; r++)                                                                     \
+            sgd_row_##T(0, cols, w + r * cols, g + r * ldg, out + r * cols, &dd, &de, e, lo, hi);              \
+    }
+SGD_ENTRY(igemm_sgd_s16, int16_t)
+SGD_ENTRY(igemm_sgd_s32, int32_t)
+
+/* 1 where igemm_sgd_* runs its AVX-512 loop (see above). */
+int igemm_sgd_simd(void)
+{
+    igemm_variant();
+#ifdef NITRO_X86
+    return avx512_sgd && chosen >= 1;
+#else
+    return 0;
+#endif
+}
