@@ -149,8 +149,12 @@ class Walk:
     # ---- one function per op kind ----------------------------------------------------------------------
     def conv(self, st: ConvBlock) -> None:
         p, n_out = self.p, st.c_out * st.h_out * st.w_out
-        out = self.new(f"s_{st.name}", "int8_t", self.b * n_out,
-                       f"{st.name}: scaled output, then (relu in place) the block output")
+        pool = self.fused_pool(st, self.acc(st.fan_in, self.xi.bound))
+        if pool and not p.train:  # only the fused pool's output is written
+            out = self.new(f"s_{st.name}", "int8_t", 1, f"{st.name}: unused (the fused maxpool writes its output)")
+        else:
+            out = self.new(f"s_{st.name}", "int8_t", self.b * n_out,
+                           f"{st.name}: scaled output, then (relu in place) the block output")
         xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
                         f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
         wpad = None
@@ -161,7 +165,6 @@ class Walk:
                     cells=st.pool.oh * st.pool.ow if st.pool else st.h_out * st.w_out, **self.block_fields(st, n_out))
         geo = dict(c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad, sf=st.sf)
         p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
-        pool = self.fused_pool(st, op.acc_infer)
         if pool:
             p.pool_fused, op.pool_t = True, self.t
             op.pool_sums = self.new(f"pm_{st.name}", "int32_t", st.c_out * st.w_out // 2,
