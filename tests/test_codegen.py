@@ -11,12 +11,14 @@ import pytest
 from golden_cases import CASES, MaskFeeder, build_golden_model
 from grown import grow
 from nitro_mcu.trainer import data as D
+from nitro_mcu.trainer import layers as L
 from nitro_mcu.codegen import ops
 from nitro_mcu.device.compiled import compile_model
 from nitro_mcu.codegen.cost import fp32_backprop_bytes
 from nitro_mcu.codegen.memory import Buffer
 from nitro_mcu.codegen.plan import CodegenError, plan
 from nitro_mcu.codegen.render import convert
+from nitro_mcu.codegen.walk import Walk
 from nitro_mcu.device.flags import STRICT_CFLAGS as STRICT
 from nitro_mcu.device.harness import run_host_harness
 from nitro_mcu.device.protocol import Session
@@ -244,6 +246,42 @@ def test_inference_only_build_predicts_like_python(bundled):
     cm = compile_model(model, name="inf")
     assert not cm.trainable and cm.plan.batch == 1
     np.testing.assert_array_equal(cm.predict_scores(bundled.x_test[:300])[0], model.predict_scores(bundled.x_test[:300]))
+
+
+def test_fused_maxpool_inference_equals_the_unfused_pool_on_ties_saturation_and_negative_sums(monkeypatch):
+    """The conv's output stage takes the 2x2 window's maximum int32 sum and scales it once: equal to pooling
+    the scaled outputs only because truncating scaling, the clip and NITRO-ReLU are monotone.  The windows
+    are checked to hold sums that scale alike, saturating sums, and negative maxima whose output a floor
+    (not truncating) division would change; the 11x11 map has a last row and column the pool drops."""
+    spec = {"kind": "cnn", "input_shape": [1, 11, 11], "num_classes": 100, "dropout": 0.0, "fc_hidden": [],
+            "features": [["conv", 4, 3, 1, 1], ["maxpool", 2, 2]]}
+    model = Model(spec, "default", 16, seed=3)
+    rng = np.random.default_rng(0)
+    model.weights["conv0.fwd"] = np.stack([rng.integers(-b, b + 1, size=(1, 3, 3)) for b in (3000, 400, 60, 1200)]
+                                          ).astype(np.int16)
+    model.weights["output"] = (np.eye(100) * model.output.sf).astype(np.int16)  # weight = SF: the scores are the pooled map
+    x = rng.integers(-127, 128, size=(64, 1, 11, 11)).astype(np.int8)
+    xp, w = np.pad(x[:, 0].astype(np.int64), ((0, 0), (1, 1), (1, 1))), model.weights["conv0.fwd"][:, 0].astype(np.int64)
+    z = sum(w[None, :, ky, kx, None, None] * xp[:, None, ky:ky + 10, kx:kx + 10] for ky in range(3) for kx in range(3))
+    win = np.sort(z.reshape(64, 4, 5, 2, 5, 2).transpose(0, 1, 2, 4, 3, 5).reshape(64, 4, 5, 5, 4), axis=-1)
+    sf = model.stages[0].sf
+    trunc = np.sign(win) * (np.abs(win) // sf)
+
+    def relu(q):
+        return L.relu_forward(np.clip(q, -127, 127).astype(np.int8), model.spec["slope_inv"])
+    top = win[..., -1]
+    assert ((win[..., -2] != top) & (trunc[..., -2] == trunc[..., -1])).any()  # distinct sums, one output
+    assert (trunc[..., -1] > 127).any() and (trunc[..., -1] < -127).any()  # all four saturate (both ends)
+    assert ((top < 0) & (relu(trunc[..., -1]) != relu(top // sf))).any()  # floor division would differ
+    ref = model.predict_scores(x)
+    np.testing.assert_array_equal(ref, relu(trunc[..., -1]).reshape(64, 100))  # what the pool must give
+    fused = compile_model(model, name="pf")
+    assert [op.fused for op in fused.plan.ops if op.kind == "maxpool"] == [True]
+    monkeypatch.setattr(Walk, "fused_pool", lambda self, st, acc: 0)
+    unfused = compile_model(model, name="pu")
+    assert not any(op.fused for op in unfused.plan.ops if op.kind == "maxpool")
+    np.testing.assert_array_equal(unfused.predict_scores(x)[0], ref)
+    np.testing.assert_array_equal(fused.predict_scores(x)[0], ref)
 
 
 def test_generator_refuses_what_it_cannot_prove_or_emit():

@@ -280,7 +280,9 @@ def test_report_measures_memory_and_instructions(bundled, target):
     r = report(model, target, 8, bundled, steps=1, predictions=2, per_layer=False, name="rep")
     assert r["static_ram_bytes"] >= r["model_ram_bytes"] > 0 and 0 < r["stack_bytes"] < 8192
     assert r["total_ram_bytes"] <= 256 * 1024  # on-device training of the MCU CNN, int16, batch 8
-    assert r["insns_per_train_step"] > r["train_macs"] > 0 and r["insns_per_inference"] > r["infer_macs"] > 0
+    # a real step and inference, not an empty region: at most two MACs an instruction (SMLAD); inference
+    # counts the model's MACs, though a fused 2x2 pool skips the conv positions it drops (docs/codegen.md)
+    assert r["insns_per_train_step"] > r["train_macs"] > 0 and r["insns_per_inference"] > r["infer_macs"] // 2 > 0
     assert r["flash_bytes"] > r["weight_bytes"]
 
 

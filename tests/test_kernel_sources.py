@@ -19,6 +19,10 @@ part's return (object code identical, checked with objdump -d).
 The merge of the M4 training kernels (issue 24 item 3) changed every core's entries of the training cases: its
 shared step changes (entry lists packed as found, one UDIV for the padded offset, the head input gathered four per
 pass, the int16 transposed batch of int16 models) reach host, m0, m3 and rv32imc too; m4/m7/m33 got the DSP steps.
+The 2x2 max-pool fused into a conv's inference output stage (issue 24 item 3) changed every core's entries of the
+int16 cases with a conv followed by a 2x2 pool (cnn_small_i16_train, mcu_cnn_i16_infer/_train, mcu_cnn_ref_i16_train,
+mixed_all_i16_infer/_train): the acc32 conv kernel's pm path and the pooled wrappers (and, in the inference cases'
+.h/.c, the smaller arena: a fused conv's unused s_ buffer); int32 (acc64) cases and the streamed tail are unchanged.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

@@ -84,6 +84,7 @@ class ConvFwd(FwdFn):
     k: int
     pad: int
     sf: int
+    pool: int = 0  # inference: the 2x2 max-pool that follows, fused into the output stage (0: none)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ class ConvOp(BlockOp):
     entries: Buffer | None = None  # one channel's non-zero deltas with their input offsets
     pooled: Buffer | None = None  # the head input transposed: pooled relu(s), or relu(s) without a head pool
     pool_idx: Buffer | None = None  # head-pool argmax (head pool only)
+    pool_sums: Buffer | None = None  # inference, pool fused: one pooled row of int32 first-row maximum sums
+    pool_out: Buffer | None = None  # inference, pool fused: the following maxpool's output, written here
+    pool_t: int = 0  # inference, pool fused: the op index of its forward (where pool_out must be alive)
 
 
 @dataclass(kw_only=True)
@@ -183,6 +187,7 @@ class MaxPoolOp:
     in_count: int
     out_count: int
     applies_relu: bool = False
+    fused: bool = False  # inference: the previous conv's output stage pools (its fwd_infer writes out_infer)
 
 
 @dataclass(kw_only=True)
@@ -249,6 +254,7 @@ class Plan:
     lr_inv_init: int = 0
     lr_inv_init_origin: str = ""
     relu_lo: list[int] = field(default_factory=list)  # per int8 v, the least u with the same NITRO-ReLU
+    pool_fused: bool = False  # some conv's inference output stage max-pools (the acc32 conv kernels take pm)
 
     @property
     def max_kk(self) -> int:

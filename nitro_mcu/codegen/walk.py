@@ -46,6 +46,7 @@ class Walk:
 
     def run(self) -> Plan:
         for i, st in enumerate(self.model.stages):
+            self.next = next((n for n in self.model.stages[i + 1:] if not isinstance(n, Dropout)), None)
             self.streaming = i < self.prefix
             if i == self.prefix and self.prefix:
                 self.boundary()
@@ -105,6 +106,19 @@ class Walk:
             self.p.fwd_fns.append(geometry(fname, x.ctype, acc_name(acc), label, self.chunk(fan_in, x.bound), **consts))
         return fname
 
+    def fused_pool(self, st: ConvBlock, acc: str) -> int:
+        """The 2x2 max-pool after conv ``st`` that an inference plan folds into the conv's output stage (0: none).
+        Scaling (truncating division by SF > 0), the int8 clip and NITRO-ReLU (checked on its table: profiles
+        differ) are monotone non-decreasing, so the max of the outputs is the output of the max int32 sum.  The
+        kernels then walk only the positions the pool reads, in pairs inside one window row.  Training keeps its own
+        unfused forward (the local step and the head pool need the whole map); a streamed prefix is left as it is."""
+        nxt = self.next
+        if self.streaming or acc != "int32_t" or not isinstance(nxt, MaxPool) or nxt.k != 2:
+            return 0
+        lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), self.model.spec["slope_inv"])
+        monotone = bool(np.all(np.diff(lut.astype(np.int16)) >= 0))
+        return 2 if monotone and st.sf > 0 else 0
+
     def new(self, name: str, ctype: str, count: int, what: str) -> Buffer:
         return self.arena.new(name, ctype, count, self.t, what)
 
@@ -135,8 +149,12 @@ class Walk:
     # ---- one function per op kind ----------------------------------------------------------------------
     def conv(self, st: ConvBlock) -> None:
         p, n_out = self.p, st.c_out * st.h_out * st.w_out
-        out = self.new(f"s_{st.name}", "int8_t", self.b * n_out,
-                       f"{st.name}: scaled output, then (relu in place) the block output")
+        pool = self.fused_pool(st, self.acc(st.fan_in, self.xi.bound))
+        if pool and not p.train:  # only the fused pool's output is written
+            out = self.new(f"s_{st.name}", "int8_t", 1, f"{st.name}: unused (the fused maxpool writes its output)")
+        else:
+            out = self.new(f"s_{st.name}", "int8_t", self.b * n_out,
+                           f"{st.name}: scaled output, then (relu in place) the block output")
         xpad = self.new(f"xp_{st.name}", "int16_t", st.c_in * (st.h_in + 2 * st.pad) * (st.w_in + 2 * st.pad),
                         f"{st.name}: one input sample, int16 with a zero border (forward scratch)")
         wpad = None
@@ -147,7 +165,12 @@ class Walk:
                     cells=st.pool.oh * st.pool.ow if st.pool else st.h_out * st.w_out, **self.block_fields(st, n_out))
         geo = dict(c_in=st.c_in, h=st.h_in, w=st.w_in, c_out=st.c_out, k=st.k, pad=st.pad, sf=st.sf)
         p.kernels |= {Kernel("conv_fwd", self.xi.sfx, op.acc_infer), Kernel("conv_col", self.xi.sfx)}
-        op.fwd_infer = self.fwd_fn(st.name, self.xi, op.acc_infer, ConvFwd, **geo)
+        if pool:
+            p.pool_fused, op.pool_t = True, self.t
+            op.pool_sums = self.new(f"pm_{st.name}", "int32_t", st.c_out * st.w_out // 2,
+                                    f"{st.name}: one pooled row's first-row maximum sums (maxpool fused)")
+        op.fwd_infer = self.fwd_fn(st.name + ("_pool" if pool else ""), self.xi, op.acc_infer, ConvFwd, **geo,
+                                   pool=pool)
         self.arena.use(self.xi.buf, self.t)
         if self.training:
             p.kernels |= {Kernel("conv_fwd", self.x.sfx, op.acc_train), Kernel("conv_col", self.x.sfx)}
@@ -215,12 +238,19 @@ class Walk:
         n_out = c * st.h_out * st.w_out
         out = self.new(f"x_pool{self.t}", x.ctype, b * n_out, f"maxpool {st.k}x{st.k} output")
         out_infer = out
-        if xi.ctype != x.ctype:  # after a training-only dropout: inference needs an int8 buffer
-            out_infer = self.new(f"x_pool{self.t}_inf", xi.ctype, b * n_out,
+        prev = next((o for o in reversed(p.ops) if not isinstance(o, DropoutOp)), None)  # inference skips dropout
+        fused = isinstance(prev, ConvOp) and prev.pool_sums is not None
+        # after a training-only dropout inference needs an int8 buffer; a fused pool in a training plan its own
+        # one-sample buffer (the batch's, alive from the conv on, would overlap the conv's local step)
+        if xi.ctype != x.ctype or (fused and p.train):
+            out_infer = self.new(f"x_pool{self.t}_inf", xi.ctype, (1 if fused else b) * n_out,
                                  f"maxpool {st.k}x{st.k} output (inference)")
+        if fused:  # the conv's inference forward writes the pooled output: alive from there on
+            prev.pool_out, out_infer.first = out_infer, prev.pool_t
         p.ops.append(MaxPoolOp(pool=st, x_train=x, x_infer=xi, out=out, out_infer=out_infer, in_shape=(c, h, w),
-                               in_count=c * h * w, out_count=n_out))
-        p.kernels.add(Kernel("maxpool", xi.sfx))
+                               in_count=c * h * w, out_count=n_out, fused=fused))
+        if not fused:
+            p.kernels.add(Kernel("maxpool", xi.sfx))
         if self.training:
             p.kernels.add(Kernel("maxpool", x.sfx))
         self.arena.use(x.buf, self.t)
