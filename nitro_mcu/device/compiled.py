@@ -11,9 +11,6 @@ labels, lr_inv, weights): bad input raises a one-line :class:`InputError` and ch
 from __future__ import annotations
 
 import ctypes
-import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from ..codegen import Converted, convert, status
 from ..codegen.render import DEFAULT_NAME, lr_inv_max
 from ..spec import check_int, is_int
 from ..trainer.network import Model
-from .cache import cache_dir, input_key
+from .cache import cached_shared_library
 from .flags import HOST_SHARED_CFLAGS
 from .toolchain import compiler_version, find_host_cc
 
@@ -38,27 +35,21 @@ class InputError(ValueError):
 
 
 def build_shared(conv: Converted, cc: str | None = None, extra_flags=()) -> Path:
-    """Compile the sources into a shared library; returns its path (cached).
-
-    The cache key covers the sources, the compiler, all flags and the compiler's version string.  The build
-    runs in a private folder, so parallel builds of one key never see each other's files."""
+    """Compile the sources into a shared library; returns its path (cached by the sources, the compiler, all flags
+    and the compiler's version string: nitro_mcu/device/cache.py)."""
     cc = find_host_cc(cc)
-    flags = [*HOST_SHARED_CFLAGS, *extra_flags]
-    out = cache_dir() / f"{conv.plan.name}_{input_key([cc, *flags], conv.sources, compiler_version(cc))}"
-    lib = out / f"lib{conv.plan.name}.so"
-    if lib.is_file():
-        return lib
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as d:
+    name = conv.plan.name
+
+    def write(d: Path) -> Path:
         conv.save(file=d)
-        tmp = Path(d) / lib.name
-        cmd = [cc, *flags, "-o", str(tmp), str(Path(d) / f"{conv.plan.name}.c")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            first = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
-            raise CompileError(f"compiling the generated C failed: {first}\n{proc.stderr}")
-        os.replace(tmp, lib)
-    return lib
+        return d / f"{name}.c"
+
+    got = cached_shared_library(name, cc, [*HOST_SHARED_CFLAGS, *extra_flags], conv.sources, compiler_version(cc),
+                                write)
+    if isinstance(got, Path):
+        return got
+    first = got.stderr.strip().splitlines()[0] if got.stderr.strip() else ""
+    raise CompileError(f"compiling the generated C failed: {first}\n{got.stderr}")
 
 
 def int_array(what: str, a, lo: int, hi: int) -> np.ndarray:

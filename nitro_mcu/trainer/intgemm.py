@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 from functools import cache
 from pathlib import Path
@@ -62,24 +60,16 @@ def lib():
 
 def _build() -> Path:
     """Compile native/intgemm.c into the build cache (keyed by source, compiler, flags and compiler version)."""
-    from ..device.cache import cache_dir, input_key  # the device wing's build cache and flag table: one source
+    from ..device.cache import cached_shared_library  # the device wing's build cache and flag table: one source
     from ..device.flags import HOST_KERNEL_CFLAGS
     from ..device.toolchain import compiler_version, find_host_cc
 
     cc = find_host_cc(os.environ.get("CC") or None)
-    src = SOURCE.read_text()
-    out = cache_dir() / f"intgemm_{input_key([cc, *HOST_KERNEL_CFLAGS], {SOURCE.name: src}, compiler_version(cc))}"
-    so = out / "libintgemm.so"
-    if so.is_file():
-        return so
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as d:
-        tmp = Path(d) / so.name
-        proc = subprocess.run([cc, *HOST_KERNEL_CFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {proc.stderr.strip()}")
-        os.replace(tmp, so)
-    return so
+    got = cached_shared_library("intgemm", cc, HOST_KERNEL_CFLAGS, {SOURCE.name: SOURCE.read_text()},
+                                compiler_version(cc), lambda d: SOURCE)
+    if isinstance(got, Path):
+        return got
+    raise RuntimeError(f"{cc} failed: {got.stderr.strip()}")
 
 
 def variant() -> str | None:
