@@ -19,8 +19,10 @@ class Walk:
         spec = model.spec
         self.model, self.nc, self.info = model, model.num_classes, model.param_info()
         self.wmax = 2 ** (model.weight_bits - 1)
-        relu_max = int(np.abs(L.relu_forward(np.arange(-127, 128).astype(np.int8), spec["slope_inv"])
-                              .astype(np.int64)).max())
+        # NITRO-ReLU on every int8 input (-128 acts as -127: scaling never yields it): the C table, the monotonicity
+        # a fused pool needs, and the largest |output|
+        self.relu_lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), spec["slope_inv"])
+        relu_max = int(np.abs(self.relu_lut.astype(np.int64)).max())
         delta_type = "int32_t" if self.nc * 255 * self.wmax < INT32_MAX else "int64_t"
         self.p = Plan(name, model, batch, train, f"int{model.weight_bits}_t", delta_type, relu_max, -(-batch // 4) * 4,
                       feat_count=int(np.prod(spec["input_shape"])))
@@ -115,8 +117,7 @@ class Walk:
         nxt = self.next
         if self.streaming or acc != "int32_t" or not isinstance(nxt, MaxPool) or nxt.k != 2:
             return 0
-        lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), self.model.spec["slope_inv"])
-        monotone = bool(np.all(np.diff(lut.astype(np.int16)) >= 0))
+        monotone = bool(np.all(np.diff(self.relu_lut.astype(np.int16)) >= 0))
         return 2 if monotone and st.sf > 0 else 0
 
     def new(self, name: str, ctype: str, count: int, what: str) -> Buffer:
@@ -333,7 +334,7 @@ class Walk:
                 continue
             p.tensors.append(WeightTensor(wname, cname(wname), list(shape), int(np.prod(shape)),
                                           np.asarray(model.weights[wname]).reshape(-1), self.info[wname], trains))
-        lut = L.relu_forward(np.maximum(np.arange(-128, 128), -127).astype(np.int8), model.spec["slope_inv"])
+        lut = self.relu_lut
         p.relu_lut = [int(v) for v in lut]
         p.relu_lo = [next(u for u in range(256) if lut[u] == lut[v]) - 128 for v in range(256)]
         wb = model.weight_bits // 8

@@ -224,7 +224,6 @@ class ConvBlock:
         return L.conv_grad_cols(delta, cols, w_shape, b_max=x_max)
 
 
-
 class MaxPool:
     """Between-block pool (kernel = stride, no padding, trailing rows dropped); never back-propagates."""
 
