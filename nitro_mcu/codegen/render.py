@@ -115,7 +115,7 @@ def render(p: Plan) -> dict[str, str]:
                nc=model.num_classes, kernels=p.kernels, relu_mean=L.RELU_MEAN[spec["slope_inv"]],
                slope_inv=spec["slope_inv"], input_count=int(np.prod(model.input_shape)),
                input_shape=list(model.input_shape), rng_state=model.dropout_rng.state,
-               has_dropout=any(o.kind == "dropout" for o in p.ops), wmin=-(2 ** (model.weight_bits - 1)),
+               has_dropout=any(o.kind == "dropout" for o in p.ops),
                wmax=2 ** (model.weight_bits - 1) - 1, lr_inv=spec["lr_inv"], one_hot=spec["one_hot_value"],
                version=__version__, generation=_GEN_MARK, lr_inv_max=lr_inv_max(p),
                trained=[t for t in p.tensors if t.trainable], tail=p.ops[p.prefix:],

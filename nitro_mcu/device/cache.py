@@ -30,14 +30,16 @@ def input_key(argv: Sequence[str], files: Mapping[str, "str | bytes"], compiler_
 
 
 def cached_shared_library(stem: str, cc: str, flags: Sequence[str], files: Mapping[str, "str | bytes"],
-                          compiler_version: str, write: Callable[[Path], Path]) -> "Path | subprocess.CompletedProcess":
-    """``<cache>/<stem>_<input_key>/lib<stem>.so``, built by ``cc flags -o lib<stem>.so <source>`` unless it exists.
+                          compiler_version: str, write: Callable[[Path], Path],
+                          root: "str | Path | None" = None) -> "Path | subprocess.CompletedProcess":
+    """``<root>/<stem>_<input_key>/lib<stem>.so``, built by ``cc flags -o lib<stem>.so <source>`` unless it exists
+    (``root``: :func:`cache_dir` unless given).
 
     ``write(folder)`` puts the sources into a private build folder and returns the file to compile, so parallel
     builds of one key never see each other's files; the library appears whole (os.replace) or not at all.
     Returns the library's path, or the failed compiler run (the caller words its own error).
     """
-    out = cache_dir() / f"{stem}_{input_key([cc, *flags], files, compiler_version)}"
+    out = (Path(root) if root is not None else cache_dir()) / f"{stem}_{input_key([cc, *flags], files, compiler_version)}"
     lib = out / f"lib{stem}.so"
     if lib.is_file():
         return lib

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import input_key
+from .cache import cached_shared_library
 from .elf import symbol_address
 from .firmware import BuildResult
 from .flags import PLUGIN_CFLAGS
@@ -29,26 +29,18 @@ from .toolchain import BuildError, check_toolchain, compiler_version, find_host_
 def build_insn_plugin(out_dir: "str | Path | None" = None) -> Path:
     """Build (or reuse) the QEMU 7.2 instruction-count plugin with the host gcc.
 
-    Cached as ``out_dir/libinsncount-<key>.so``, keyed by the plugin sources, the flags and the compiler version.
+    Cached as ``out_dir/insncount_<key>/libinsncount.so``, keyed by the plugin sources, the flags and the compiler
+    version (the build cache's steps: safe with parallel test workers).
     """
     out_dir = Path(out_dir) if out_dir is not None else Path(
         os.environ.get("NITRO_BUILD_DIR", REPO_ROOT / "build")) / "qemu_plugin"
     srcs = [PLUGIN_DIR / "insncount.c", PLUGIN_DIR / "qemu-plugin-min.h"]
     cc = find_host_cc()
-    key = input_key([cc, *PLUGIN_CFLAGS], {s.name: s.read_bytes() for s in srcs}, compiler_version(cc))
-    so = out_dir / f"libinsncount-{key}.so"
-    if so.exists():
-        return so
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-    os.close(fd)
-    cmd = [cc, *PLUGIN_CFLAGS, "-o", tmp, str(srcs[0])]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        raise BuildError(f"building the QEMU plugin failed: {proc.stderr.strip()}", cmd, proc.stderr)
-    os.replace(tmp, so)          # atomic: safe with parallel test workers
-    return so
+    got = cached_shared_library("insncount", cc, PLUGIN_CFLAGS, {s.name: s.read_bytes() for s in srcs},
+                                compiler_version(cc), lambda d: srcs[0], root=out_dir)
+    if not isinstance(got, Path):
+        raise BuildError(f"building the QEMU plugin failed: {got.stderr.strip()}", got.args, got.stderr)
+    return got
 
 
 def qemu_command(elf: "str | Path", target: "str | Target", io: str = "semihost",
