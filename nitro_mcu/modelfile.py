@@ -126,6 +126,7 @@ FIELDS = {  # model.json; format and version are checked first
     "training": Field("dict", fields=TRAINING_FIELDS),
     "weight_order": Field("str_list"),
     "trainable": Field("str_list", False),
+    "active_classes": Field("int", False, in_range(1, 256)),
     "files": Field("str_list", False, lambda v: next((f"names a member {n!r} that is not a plain name" for n in v
                                                      if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", n)), None)),
     "sha256": Field("str", check=lambda v: None if re.fullmatch(r"[0-9a-f]{64}", v) else "is not a SHA-256"),
@@ -137,6 +138,8 @@ def _consistent(model: Model, meta: dict) -> Optional[str]:
     order = list(model.param_shapes())
     if meta["weight_order"] != order:
         return f"field 'weight_order' lists {meta['weight_order'][:4]}..., the model's tensors are {order[:4]}..."
+    if meta.get("active_classes", model.num_classes) > model.num_classes:
+        return f"field 'active_classes' is {meta['active_classes']}, over the model's {model.num_classes} output slots"
     values = int(np.prod(model.input_shape))
     norm = meta["norm"]
     for mu, mad in (("mu", "mad"), ("data_mu", "data_mad")):
@@ -179,6 +182,8 @@ def save(model: Model, path, norm: dict | None = None, training: dict | None = N
     }
     if not model.all_trainable:  # the blocks that train (absent: all), in forward order
         meta["trainable"] = [n for n in model.block_names if model.trains(n)]
+    if model.active_classes < model.num_classes:  # spare output slots (absent: every slot is a class)
+        meta["active_classes"] = model.active_classes
     arrays = {name: np.asarray(w) for name, w in model.weights.items()}
     files = {k: bytes(v) for k, v in (files or {}).items()}
     if files:
@@ -252,4 +257,5 @@ def load_files(path) -> tuple[Model, dict, dict]:
     if problem:
         raise ModelFileError(f"{path}: inconsistent model file: {problem}")
     model.dropout_rng = Rng(0, state=int(meta["dropout_rng_state"]))
+    model.active_classes = meta.get("active_classes", model.num_classes)
     return model, meta, files

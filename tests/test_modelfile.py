@@ -92,6 +92,23 @@ def test_custom_quirk_mix_round_trips(tmp_path):
     assert nm.api.profile_name(m2) == "custom"
 
 
+def test_spare_output_slots_stay_spare_after_save_and_load(tmp_path):
+    """A model with spare classes comes back with the same active classes: its zero rows would otherwise score 0
+    and win the argmax over negative real scores, and the generated C would count them as classes."""
+    from nitro_mcu.trainer.classes import add_class, with_spare_classes
+    m = with_spare_classes(trained_model("mlp1", steps=1), 3)
+    add_class(m)
+    m2, meta = modelfile.load(modelfile.save(m, tmp_path / "spare.nitro"))
+    assert meta["active_classes"] == m2.active_classes == 11 and m2.num_classes == 13
+    x = np.full((64,) + m.input_shape, -128, np.int8)
+    assert m2.predict(x).max() <= 10
+    full = modelfile.load(modelfile.save(trained_model("mlp1", steps=1), tmp_path / "full.nitro"))
+    assert "active_classes" not in full[1] and full[0].active_classes == full[0].num_classes == 10
+    _rewrite(tmp_path / "spare.nitro", meta={"active_classes": 14}, fix_checksum=True)
+    with pytest.raises(ModelFileError, match="'active_classes' is 14, over the model's 13 output slots"):
+        modelfile.load(tmp_path / "spare.nitro")
+
+
 def test_api_save_records_data_and_history(tmp_path):
     data = nm.load_data("bundled", seed=0)
     m = nm.build("mlp1")
