@@ -104,6 +104,28 @@ def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly():
         assert t.count and 0 < t.changed == t.changed_device, (t.name, t.changed, t.changed_device)
 
 
+# The M4 inference paths of a conv whose 2x2 max-pool is fused (templates/kernels/dsp/conv.h.j2) on odd maps,
+# whose last row and column the pool drops: one input channel on an 11x11 map (the unaligned gather), an even
+# fan-in (36: whole windows, three then two filters a block) and an odd one (45: position pairs, padded rows).
+FUSED_ODD = {"kind": "cnn", "input_shape": [1, 11, 11], "num_classes": 10,
+             "features": [["conv", 4, 3, 1, 1], ["maxpool", 2, 2], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2],
+                          ["conv", 7, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
+
+
+def test_m4_fused_pool_on_odd_maps_predicts_bit_exactly():
+    model = Model(FUSED_ODD, "default", 16, seed=6)
+    rng = np.random.default_rng(1)  # weights far above the init's, so that the pooled maps and the scores vary
+    for name in ("conv0.fwd", "conv1.fwd", "conv2.fwd", "output"):
+        b = 1500 if name == "output" else 2000
+        model.weights[name] = rng.integers(-b, b + 1, size=model.weights[name].shape).astype(np.int16)
+    data = Synthetic((1, 11, 11), n=64)
+    assert len({tuple(r) for r in model.predict_scores(data.x_test)}) == 100
+    rep = verify(model, data, "m4", steps=0, batch=8, predictions=100, name="fodd")
+    assert [op.fused for op in convert(model, batch=8, train=True).plan.ops if op.kind == "maxpool"] == [True] * 3
+    assert rep.passed, rep.problem()
+    assert rep.predictions == 100 and rep.scores_equal and rep.classes_equal
+
+
 def test_rv32_firmware_is_rv32imc_soft_float_and_the_emulated_cpu_has_no_fpu(bundled):
     """The ELF says RV32IMC, ilp32 soft-float; QEMU's CPU lacks F/D, so a float instruction would trap."""
     b = build_mcu(convert(pretrained("mlp1", 32), batch=8, train=True, name="mlp132"), "rv32imc")
