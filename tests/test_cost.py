@@ -1,4 +1,5 @@
 """One answer for MACs and memory: summary and the cost report read the same plan (nitro_mcu.codegen.cost)."""
+import numpy as np
 import pytest
 
 from nitro_mcu import api
@@ -43,3 +44,28 @@ def test_float32_backprop_estimate_counts_the_plain_network():
     acts = (6 + 2 * 4) + 4 + (4 + 3)  # block input + pre-activation + output, dropout mask, output layer in + out
     assert fp == dict(weights=4 * weights, gradients=4 * weights, activations=4 * 2 * acts,
                       total=8 * weights + 4 * 2 * acts)
+
+
+@pytest.mark.parametrize("name", ["mcu_cnn", "cnn_small"])
+def test_executed_inference_macs_are_the_conv_positions_its_fused_pool_reads(name):
+    """The executed count against one found from the trainer's pool: a conv output position is computed when
+    raising it alone changes the following max-pool's output (a 7x7 map under a 2x2 pool: 36 of 49)."""
+    model = Model(preset(name), "default", 16)
+    rows = {r["name"]: r for r in op_macs(plan(model))}
+    stages = model.stages
+    for i, st in enumerate(stages):
+        if getattr(st, "kind", None) != "conv":
+            continue
+        pool = stages[i + 1] if i + 1 < len(stages) and type(stages[i + 1]).__name__ == "MaxPool" else None
+        read = st.h_out * st.w_out
+        if pool is not None:
+            x = np.zeros((1, st.h_out, st.w_out, 1), np.int16)  # NHWC, as the trainer pools
+            base, read = pool.forward(x), 0
+            for pos in range(st.h_out * st.w_out):
+                x.flat[:] = 0
+                x.flat[pos] = 1
+                read += int(np.any(pool.forward(x) != base))
+        r = rows[st.name]
+        assert r["infer_macs_executed"] == st.fan_in * st.c_out * read <= r["infer_macs"]
+    executed = sum(r["infer_macs_executed"] for r in rows.values())
+    assert executed == (467_200 if name == "mcu_cnn" else sum(r["infer_macs"] for r in rows.values()))

@@ -26,7 +26,7 @@ from grown import grow
 from nitro_mcu.codegen import convert
 from nitro_mcu.device.harness import build_mcu, run_mcu
 from nitro_mcu.device.protocol import HarnessError, Session, parse_console_results, parse_results
-from nitro_mcu.device.report import report
+from nitro_mcu.device.report import report, report_text
 from nitro_mcu.device.targets import get_target
 from nitro_mcu.device.toolchain import tool
 from nitro_mcu.device.verify import verify
@@ -102,6 +102,28 @@ def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly():
     assert rep.scores_equal and rep.correct_device == rep.correct_python
     for t in rep.tensors:
         assert t.count and 0 < t.changed == t.changed_device, (t.name, t.changed, t.changed_device)
+
+
+# The M4 inference paths of a conv whose 2x2 max-pool is fused (templates/kernels/dsp/conv.h.j2) on odd maps,
+# whose last row and column the pool drops: one input channel on an 11x11 map (the unaligned gather), an even
+# fan-in (36: whole windows, three then two filters a block) and an odd one (45: position pairs, padded rows).
+FUSED_ODD = {"kind": "cnn", "input_shape": [1, 11, 11], "num_classes": 10,
+             "features": [["conv", 4, 3, 1, 1], ["maxpool", 2, 2], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2],
+                          ["conv", 7, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
+
+
+def test_m4_fused_pool_on_odd_maps_predicts_bit_exactly():
+    model = Model(FUSED_ODD, "default", 16, seed=6)
+    rng = np.random.default_rng(1)  # weights far above the init's, so that the pooled maps and the scores vary
+    for name in ("conv0.fwd", "conv1.fwd", "conv2.fwd", "output"):
+        b = 1500 if name == "output" else 2000
+        model.weights[name] = rng.integers(-b, b + 1, size=model.weights[name].shape).astype(np.int16)
+    data = Synthetic((1, 11, 11), n=64)
+    assert len({tuple(r) for r in model.predict_scores(data.x_test)}) == 100
+    rep = verify(model, data, "m4", steps=0, batch=8, predictions=100, name="fodd")
+    assert [op.fused for op in convert(model, batch=8, train=True).plan.ops if op.kind == "maxpool"] == [True] * 3
+    assert rep.passed, rep.problem()
+    assert rep.predictions == 100 and rep.scores_equal and rep.classes_equal
 
 
 def test_rv32_firmware_is_rv32imc_soft_float_and_the_emulated_cpu_has_no_fpu(bundled):
@@ -280,9 +302,12 @@ def test_report_measures_memory_and_instructions(bundled, target):
     r = report(model, target, 8, bundled, steps=1, predictions=2, per_layer=False, name="rep")
     assert r["static_ram_bytes"] >= r["model_ram_bytes"] > 0 and 0 < r["stack_bytes"] < 8192
     assert r["total_ram_bytes"] <= 256 * 1024  # on-device training of the MCU CNN, int16, batch 8
-    # a real step and inference, not an empty region: at most two MACs an instruction (SMLAD); inference
-    # counts the model's MACs, though a fused 2x2 pool skips the conv positions it drops (docs/codegen.md)
-    assert r["insns_per_train_step"] > r["train_macs"] > 0 and r["insns_per_inference"] > r["infer_macs"] // 2 > 0
+    # a real step and inference, not an empty region: at most two MACs an instruction (SMLAD) of those
+    # executed (a fused 2x2 pool skips the conv positions it drops, docs/codegen.md: conv2's 13 of 49)
+    assert r["insns_per_train_step"] > r["train_macs"] > 0
+    assert r["insns_per_inference"] > r["infer_macs_executed"] // 2 > 0 and r["infer_macs_executed"] < r["infer_macs"]
+    assert r["insns_per_mac_infer_executed"] == round(r["insns_per_inference"] / r["infer_macs_executed"], 3)
+    assert f"{r['infer_macs_executed']} executed" in report_text(r)
     assert r["flash_bytes"] > r["weight_bytes"]
 
 

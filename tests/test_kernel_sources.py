@@ -23,6 +23,10 @@ The 2x2 max-pool fused into a conv's inference output stage (issue 24 item 3) ch
 int16 cases with a conv followed by a 2x2 pool (cnn_small_i16_train, mcu_cnn_i16_infer/_train, mcu_cnn_ref_i16_train,
 mixed_all_i16_infer/_train): the acc32 conv kernel's pm path and the pooled wrappers (and, in the inference cases'
 .h/.c, the smaller arena: a fused conv's unused s_ buffer); int32 (acc64) cases and the streamed tail are unchanged.
+The M4 inference kernels (issue 24 item 3, executed MACs) changed only m4/m7/m33 entries: of every int16 case (the
+DSP two-column steps start with SMUAD and unroll their passes; their text is in every int16 kernels file), and the
+.h/.c of mcu_cnn_i16_infer/_train, mcu_cnn_ref_i16_train and mixed_all_i16_infer (a larger col: a fused conv's
+whole pool window, or a one-channel conv's window row pair); host, m0, m3 and rv32imc entries are unchanged.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

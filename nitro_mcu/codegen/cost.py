@@ -3,7 +3,8 @@ tensor (what ``summary`` and the cost report print), and the memory float32 back
 
 MACs count forward, head, back-propagated head error and weight-gradient products; only the argmax taps
 of a pooled head carry gradient.  Heads run only in training, so their inference MACs are 0.  Every
-training term is proportional to the batch.
+training term is proportional to the batch.  A conv whose 2x2 max-pool the inference plan fuses computes
+only the positions the pool reads: its executed inference MACs are fewer than the nominal ones.
 """
 from __future__ import annotations
 
@@ -52,6 +53,16 @@ def op_tensor_macs(op: Op, nc: int) -> list[tuple[str, int, int]]:
     return []
 
 
+def executed_infer_macs(op: Op, nominal: int) -> int:
+    """Of an op's ``nominal`` inference MACs per sample, those the generated C performs: a conv with the
+    following 2x2 max-pool fused (``pool_sums``) computes only the 2 * (h_out // 2) x 2 * (w_out // 2)
+    positions the pool reads."""
+    if isinstance(op, ConvOp) and op.pool_sums is not None:
+        blk = op.blk
+        return blk.fan_in * blk.c_out * 4 * (blk.h_out // 2) * (blk.w_out // 2)
+    return nominal
+
+
 def op_label(i: int, op: Op) -> str:
     if isinstance(op, BlockOp):
         return op.blk.name
@@ -63,16 +74,17 @@ def op_label(i: int, op: Op) -> str:
 
 
 def op_macs(p: Plan) -> list[dict]:
-    """Multiply-accumulates per op: inference (one sample) and one training step (the whole batch; 0 in an
-    inference plan)."""
+    """Multiply-accumulates per op: inference (one sample; nominal, and executed by the generated C) and one
+    training step (the whole batch; 0 in an inference plan)."""
     nc = p.model.num_classes
     rows = []
     for i, op in enumerate(p.ops):
         terms = op_tensor_macs(op, nc)
         train = p.batch * sum(t for _, _, t in terms) if p.train else 0
         phases = {k: p.batch * v for k, v in op_phase_macs(op, nc).items()} if p.train else {}
-        rows.append(dict(op=i, name=op_label(i, op), kind=op.kind, infer_macs=sum(f for _, f, _ in terms),
-                         train_macs=train, phase_macs=phases))
+        infer = sum(f for _, f, _ in terms)
+        rows.append(dict(op=i, name=op_label(i, op), kind=op.kind, infer_macs=infer,
+                         infer_macs_executed=executed_infer_macs(op, infer), train_macs=train, phase_macs=phases))
     return rows
 
 

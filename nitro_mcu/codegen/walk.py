@@ -315,8 +315,12 @@ class Walk:
         for op in self.p.ops:
             if isinstance(op, ConvOp):
                 col = max(col, 2 * (op.blk.fan_in + 1), op.blk.head.d_in if op.trains else 0)
+                if op.pool_sums is not None and op.blk.fan_in % 2 == 0 and self.model.weight_bits == 16:
+                    col = max(col, 4 * op.blk.fan_in)  # the DSP path's gathered pool window (dsp/conv.h.j2)
                 if op.blk.c_in == 1 and op.blk.k == 3 and self.model.weight_bits == 16:
-                    col = max(col, 10 * (op.blk.w_out + op.blk.w_out % 2))  # the DSP path's gathered row (conv.h.j2)
+                    # the DSP path's gathered row, or with the pool fused a window row pair (dsp/conv.h.j2)
+                    col = max(col, 10 * (op.blk.w_out + op.blk.w_out % 2),
+                              40 * (op.blk.w_out // 2) if op.pool_sums is not None else 0)
             elif isinstance(op, LinearOp):
                 col = max(col, op.blk.d_in)
             elif isinstance(op, OutputOp):

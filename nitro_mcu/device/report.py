@@ -44,6 +44,7 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
     per_inf, r_pred = count_insns(conv, target, xs, xp, "predict", timeout)
     macs = op_macs(conv.plan)
     infer_macs = sum(r["infer_macs"] for r in macs)
+    executed = sum(r["infer_macs_executed"] for r in macs)  # a fused max-pool's conv skips what the pool drops
     train_macs = sum(r["train_macs"] for r in macs)
     b = r_train.build
     out = dict(
@@ -56,9 +57,10 @@ def report(model: Model, target: str = "m4", batch: int = 8, data=None, steps: i
         weight_bytes=conv.plan.weight_bytes, weight_ram_bytes=conv.plan.train_weight_bytes,
         trainable=[n for n in model.block_names if model.trains(n)], tail_ram=tail_ram(model, batch),
         insns_per_train_step=int(per_step), insns_per_inference=int(per_inf),
-        train_macs=train_macs, infer_macs=infer_macs,
+        train_macs=train_macs, infer_macs=infer_macs, infer_macs_executed=executed,
         insns_per_mac_train=round(per_step / train_macs, 3) if train_macs else None,
         insns_per_mac_infer=round(per_inf / infer_macs, 3) if infer_macs else None,
+        insns_per_mac_infer_executed=round(per_inf / executed, 3) if executed else None,
         layers=[],
     )
     if per_layer:
@@ -146,16 +148,18 @@ def report_text(r: dict) -> str:
         f"  instructions per training step {r['insns_per_train_step']:>9}  (batch {r['batch']}, {r['train_macs']} MACs: "
         f"{r['insns_per_mac_train']} per MAC)",
         f"  instructions per inference    {r['insns_per_inference']:>10}  ({r['infer_macs']} MACs: "
-        f"{r['insns_per_mac_infer']} per MAC)",
+        f"{r['insns_per_mac_infer']} per MAC; {r['infer_macs_executed']} executed: "
+        f"{r['insns_per_mac_infer_executed']} per executed MAC)",
     ]
     if r["layers"]:
         lines.append(f"  {'layer':<14} {'train insns':>12} {'train MACs':>11} {'/MAC':>6} {'infer insns':>12} "
-                     f"{'infer MACs':>11} {'/MAC':>6}")
+                     f"{'infer MACs':>11} {'/MAC':>6} {'executed':>9} {'/MAC':>6}")
         for L in r["layers"]:
             tpm = f"{L['train_insns'] / L['train_macs']:.2f}" if L["train_macs"] else "-"
             ipm = f"{L['infer_insns'] / L['infer_macs']:.2f}" if L["infer_macs"] else "-"
+            epm = f"{L['infer_insns'] / L['infer_macs_executed']:.2f}" if L["infer_macs_executed"] else "-"
             lines.append(f"  {L['name']:<14} {L['train_insns']:>12} {L['train_macs']:>11} {tpm:>6} "
-                         f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6}")
+                         f"{L['infer_insns']:>12} {L['infer_macs']:>11} {ipm:>6} {L['infer_macs_executed']:>9} {epm:>6}")
         lines += phase_lines(r["layers"])
     if r.get("tail_ram"):
         lines.append(f"  trainable: {', '.join(r['trainable'])}; planned model RAM (static RAM above less the harness):")
