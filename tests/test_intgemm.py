@@ -49,7 +49,7 @@ BOUNDS = [1, 127, 128, 2560, 4096, 32767, 32768, 2**20 + 3, 2**31 - 1, 2**40 - 5
 def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
     """K from 1 to 1 100 (odd K, K past one 256-pair pass and past one int32 chunk), N not a multiple of 16,
     operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided, transposed and row-major B."""
-    rng = np.random.default_rng(VARIANTS.index(variant))
+    rng = np.random.default_rng(intgemm.VARIANTS.index(variant))
     for trial in range(160):
         m, n = (int(v) for v in rng.integers(1, 40, 2))
         k = int(rng.integers(1, 70)) if trial % 3 else int(rng.integers(500, 1100))
@@ -107,26 +107,28 @@ def test_plan_keeps_limb_products_small_enough_for_31_pair_chunks():
             assert la * lb <= intgemm.LIMB_PRODUCT_MAX and intgemm.chunk_pairs(la, lb) >= 31
 
 
-@pytest.mark.parametrize("simd", [v for v in VARIANTS if v != "portable"])
+@pytest.fixture(params=[v for v in VARIANTS if v != "portable"])
+def simd(request):
+    assert intgemm.force_variant(request.param)
+    yield request.param
+    intgemm.force_variant(None)
+
+
 def test_int32_chunk_is_exact_at_its_limit_and_wraps_one_pair_past_it(simd):
     """|a| = 4096, |b| = 8192: 2 * 31 pairs * 2**25 = 2 080 374 784 <= INT32_MAX, the chunk length chosen; every
     product +2**25 makes the chunk sum exactly that.  A chunk of 32 pairs would reach 2**31: the SIMD sum wraps
     (defined for vector lanes; the portable C is never asked to), so the chunk bound is what keeps it exact."""
-    assert intgemm.force_variant(simd)
-    try:
-        kcp = intgemm.chunk_pairs(4096, 8192)
-        assert kcp == 31
-        k = 2 * 32 * 3  # three chunks of 32 pairs if the bound were ignored
-        a = np.full((3, k), 4096, dtype=np.int16)
-        a[1] = -4096
-        b = np.full((k, 17), 8192, dtype=np.int16)
-        want = _exact(a, b)
-        assert (intgemm.matmul(a, b, 4096, 8192).astype(object) == want).all()
-        c = np.empty((3, 32), dtype=np.int64)
-        intgemm._run(a, b, 17, c, None, kcp + 1, 0, 0, 0)
-        assert not (c[:, :17].astype(object) == want).all()
-    finally:
-        intgemm.force_variant(None)
+    kcp = intgemm.chunk_pairs(4096, 8192)
+    assert kcp == 31
+    k = 2 * 32 * 3  # three chunks of 32 pairs if the bound were ignored
+    a = np.full((3, k), 4096, dtype=np.int16)
+    a[1] = -4096
+    b = np.full((k, 17), 8192, dtype=np.int16)
+    want = _exact(a, b)
+    assert (intgemm.matmul(a, b, 4096, 8192).astype(object) == want).all()
+    c = np.empty((3, 32), dtype=np.int64)
+    intgemm._run(a, b, 17, c, None, kcp + 1, 0, 0, 0)
+    assert not (c[:, :17].astype(object) == want).all()
 
 
 SCALES = [1, 2, 3, 255, 256, 2304, 7919, 200704, 786432, 2**24]

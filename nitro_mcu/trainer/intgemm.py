@@ -23,7 +23,7 @@ SOURCE = Path(__file__).resolve().parent / "native" / "intgemm.c"
 INT32_MAX = 2**31 - 1
 LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every int32 chunk then spans >= 31 K-pairs
 WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
-VARIANTS = ("portable", "avx2", "avx512vnni")
+VARIANTS = ("portable", "avx2", "avx512vnni", "neon")
 _I16P = ctypes.POINTER(ctypes.c_int16)
 _I64P = ctypes.POINTER(ctypes.c_int64)
 
@@ -73,7 +73,7 @@ def _build() -> Path:
 
 
 def variant() -> str | None:
-    """The kernel variant in use ('avx512vnni', 'avx2', 'portable'), or None on the NumPy path."""
+    """The kernel variant in use ('avx512vnni', 'avx2', 'neon', 'portable'), or None on the NumPy path."""
     so = lib()
     return so.igemm_variant().decode() if so is not None else None
 
