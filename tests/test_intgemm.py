@@ -341,3 +341,34 @@ def test_products_in_concurrent_threads_equal_the_same_products_alone():
     for t in threads:
         t.join()
     assert len(wrong) == 30 * len(jobs) and not any(wrong)
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 1030, 270), (3000, 301, 20), (40, 2049, 33)])
+def test_products_split_over_threads_equal_the_single_thread_products(variant, m, k, n):
+    """Products past the threading threshold (2**24 multiply-adds), cut by columns (wide N, each thread packing its
+    own columns of B) or by rows (N of 32 or 48 columns, B packed first), with limbs of A (later limbs reuse the
+    packed B) and fused scaling: the same integers on 1, 2 and 3 threads, equal to NumPy int64."""
+    rng = np.random.default_rng(m)
+    a = rng.integers(-2**20, 2**20 + 1, (m, k))
+    b = rng.integers(-127, 128, (n, k)).T
+    small = rng.integers(-127, 128, (m, k)).astype(np.int8)
+    want = a @ b
+    want_scaled = np.clip(arith.tdiv(small.astype(np.int64) @ b, 300), -127, 127)
+    try:
+        for threads in (1, 2, 3):
+            assert intgemm.set_threads(threads) == threads
+            assert np.array_equal(intgemm.matmul(a, b, 2**20, 127), want), threads
+            assert np.array_equal(intgemm.matmul_scaled(small, b, 127, 127, 300), want_scaled), threads
+    finally:
+        intgemm.set_threads(1)
+
+
+THREADS_OF_ENV = "from nitro_mcu.trainer import intgemm; print(intgemm.set_threads(0))"
+
+
+@pytest.mark.parametrize("value, threads, note", [("", 1, False), ("2", 2, False), ("99", 8, False),
+                                                  ("two", 1, True), ("0", 1, True)])
+def test_thread_count_comes_from_nitro_mcu_threads(value, threads, note):
+    got = _fresh_python({intgemm.THREADS_ENV: value}, THREADS_OF_ENV)
+    assert got.returncode == 0 and int(got.stdout) == threads
+    assert (intgemm.THREADS_ENV in got.stderr) == note, got.stderr

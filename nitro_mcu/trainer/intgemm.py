@@ -7,6 +7,9 @@ int64 product by construction, for any operand values whose product fits int64.
 
 Without a C compiler (or with ``NITRO_MCU_INTGEMM=numpy`` in the environment) :func:`lib` is None and the callers
 use NumPy's int64 product instead; one line on stderr says so.
+
+``NITRO_MCU_THREADS=N`` in the environment (or :func:`set_threads`) splits each large product over N threads inside
+the C library (default 1); the result does not depend on N.
 """
 from __future__ import annotations
 
@@ -55,7 +58,28 @@ def lib():
         fn.argtypes = [i64, i64, ptr, ptr, i64, ptr, i64, u64, cint, i64, u64, cint, i64, i64]
         fn.restype = None
     so.igemm_sgd_simd.restype = cint
+    so.igemm_threads.argtypes = [cint]
+    so.igemm_threads.restype = cint
+    so.igemm_threads(_env_threads())
     return so
+
+
+THREADS_ENV = "NITRO_MCU_THREADS"
+
+
+def _env_threads() -> int:
+    """NITRO_MCU_THREADS as a thread count (1 where unset; a value that is not a positive integer: 1, said once)."""
+    text = os.environ.get(THREADS_ENV, "").strip() or "1"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    print(f"note: {THREADS_ENV}={text!r} is not a positive integer; the integer kernels use 1 thread", file=sys.stderr)
+    return 1
+
+
+def set_threads(n: int) -> int:
+    """Threads per large product (at most 8; 0 keeps the count); returns the count in force (1 on the NumPy path)."""
+    so = lib()
+    return so.igemm_threads(max(0, int(n))) if so is not None else 1
 
 
 def _build() -> Path:

@@ -12,8 +12,13 @@
  * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), portable C; igemm_variant() tells which one
  * igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for the tests.
  */
+#define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NITRO_THREADS 1
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -336,8 +341,10 @@ DRIVER(igemm_neon, tile_neon, 6, 4)
 #undef CASES
 #endif
 
-/* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < ldb and for 2p+t >= k (see the top). */
-static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
+/* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < width and for 2p+t >= k (see the top); a thread
+ * packs its own window of columns (b and bp offset to the window's first column, width its columns). */
+static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb,
+                   int64_t width)
 {
     int64_t pairs = (k + 1) / 2, full = k / 2;
     if (rs == 1) { /* B = W^T: pair p of column j is one 32-bit word of W's row j; blocks of 16 columns keep the 16
@@ -375,7 +382,7 @@ static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t c
         }
     }
     for (int64_t p = 0; p < pairs; p++)
-        memset(bp + (p * ldb + n) * 2, 0, (size_t)(2 * (ldb - n)) * sizeof *bp);
+        memset(bp + (p * ldb + n) * 2, 0, (size_t)(2 * (width - n)) * sizeof *bp);
 }
 
 /* The conv weight gradient behind a head pool (nitro_mcu/trainer/convgrad.py): for every channel f < c,
@@ -548,6 +555,79 @@ const char *igemm_variant(void)
     return names[chosen];
 }
 
+/* One product's share of the work: columns [j0, j1) of the output (packing those columns of B first, b != NULL) and
+ * rows [i0, i1) of A. */
+struct part {
+    int64_t m, n, k, lda, rsb, csb, ldb, kcp, i0, i1, j0, j1;
+    const int16_t *a, *b;
+    int16_t *scratch;
+    int64_t *c;
+    int8_t *o;
+    int shift, add;
+    const struct scaling *sc;
+};
+
+static void run_part(const struct part *w)
+{
+    int64_t cols = w->j1 - w->j0, have = w->n - w->j0;
+    if (w->b)
+        pack_b(w->k, have < 0 ? 0 : have < cols ? have : cols, w->b + w->j0 * w->csb, w->rsb, w->csb,
+               w->scratch + 2 * w->j0, w->ldb, cols);
+    const int16_t *a = w->a + w->i0 * w->lda, *bp = w->scratch + 2 * w->j0;
+    int64_t off = w->i0 * w->ldb + w->j0;
+    if (w->o)
+        kernels[chosen](w->i1 - w->i0, cols, w->k, a, w->lda, bp, w->ldb, NULL, w->ldb, (w->k + 1) / 2 + 1, 0, 0,
+                        w->o + off, w->sc);
+    else
+        kernels[chosen](w->i1 - w->i0, cols, w->k, a, w->lda, bp, w->ldb, w->c + off, w->ldb, w->kcp, w->shift,
+                        w->add, NULL, NULL);
+}
+
+/* Threads for one product (igemm_threads; 1 by default): a product of at least THREAD_MACS multiply-adds is cut into
+ * that many parts, by columns where each part gets 32 or more (B's panels apart, each thread packs its own), else
+ * by rows (B packed first).  The parts write disjoint outputs from the same integer sums, so the result is the same
+ * for any thread count. */
+#define MAX_THREADS 8
+#define THREAD_MACS ((int64_t)1 << 24)
+static int n_threads = 1;
+
+/* Set the thread count (1..MAX_THREADS, more is MAX_THREADS; 0 or less leaves it) and return the one in force. */
+int igemm_threads(int threads)
+{
+    if (threads >= 1)
+        n_threads = threads < MAX_THREADS ? threads : MAX_THREADS;
+    return n_threads;
+}
+
+#ifdef NITRO_THREADS
+static void *part_thread(void *w)
+{
+    run_part(w);
+    return NULL;
+}
+#endif
+
+/* Run the parts, the last one on the calling thread; a part whose thread cannot start runs here too. */
+static void run_parts(struct part *w, int parts)
+{
+#ifdef NITRO_THREADS
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t + 1 < parts; t++)
+        started[t] = pthread_create(&tid[t], NULL, part_thread, &w[t]) == 0;
+    run_part(&w[parts - 1]);
+    for (int t = 0; t + 1 < parts; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            run_part(&w[t]);
+    }
+#else
+    for (int t = 0; t < parts; t++)
+        run_part(&w[t]);
+#endif
+}
+
 /* The entry point: pack B [k][n] (element strides rsb, csb) into scratch (ceil(k/2) * ldb * 2 int16, ldb = n rounded
  * up to 16; b == NULL: scratch holds this B packed already, from the previous call), then
  *   o == NULL:  C [m][ldb] (+)= 2**shift * A B  (int64; add = 0 stores; int32 chunks of kcp K-pairs), returns 1;
@@ -562,12 +642,31 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
     if (o && !scaling_init(&sc, sf))
         return 0;
     igemm_variant();
-    if (b)
-        pack_b(k, n, b, rsb, csb, scratch, ldb);
-    if (o)
-        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, NULL, ldb, (k + 1) / 2 + 1, 0, 0, o, &sc);
-    else
-        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, c, ldb, kcp, shift, add, NULL, NULL);
+    struct part w[MAX_THREADS];
+    struct part one = {.m = m, .n = n, .k = k, .lda = lda, .rsb = rsb, .csb = csb, .ldb = ldb, .kcp = kcp,
+                       .i0 = 0, .i1 = m, .j0 = 0, .j1 = ldb, .a = a, .b = b, .scratch = scratch, .c = c, .o = o,
+                       .shift = shift, .add = add, .sc = &sc};
+    int parts = m * ldb * k < THREAD_MACS ? 1 : n_threads;
+    int by_cols = ldb / 32 >= parts;
+    int64_t groups = by_cols ? ldb / 16 : m;
+    parts = parts < groups ? parts : (int)groups;
+    if (parts <= 1) {
+        run_part(&one);
+        return 1;
+    }
+    if (!by_cols && b) { /* row parts share all of B: pack it once, first */
+        pack_b(k, n, b, rsb, csb, scratch, ldb, ldb);
+        one.b = NULL;
+    }
+    for (int t = 0; t < parts; t++) {
+        int64_t lo = groups * t / parts, hi = groups * (t + 1) / parts;
+        w[t] = one;
+        if (by_cols)
+            w[t].j0 = 16 * lo, w[t].j1 = 16 * hi;
+        else
+            w[t].i0 = lo, w[t].i1 = hi;
+    }
+    run_parts(w, parts);
     return 1;
 }
 
