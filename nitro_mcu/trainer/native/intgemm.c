@@ -9,8 +9,9 @@
  * that the final int64 sums stay below 2**63.  Each chunk is then added to the int64 C.  The result does not
  * depend on the variant: integer sums are exact in any order.
  *
- * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), portable C; igemm_variant() tells which one
- * igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for the tests.
+ * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), NEON on AArch64 (vmlal_s16 + vpaddq_s32), portable
+ * C; igemm_variant() tells which one igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for
+ * the tests.  Large products can run on several threads (igemm_threads, by igemm_run).
  */
 #define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
