@@ -260,10 +260,15 @@ VGG_STAND_IN = "vgg8b_cifar10"
 def test_every_other_preset_trains_identically_on_the_kernels_and_on_int64(name):
     """tests/test_exactness.py runs mlp1, cnn_small and mcu_cnn at length; the other presets (Dropout's int16
     activations, 3-channel and wide layers, VGG) take small steps with grown weights each way."""
+    assert_trains_identically_on_the_kernels_and_on_int64(name, *((1, 1) if name == VGG_STAND_IN else (4, 2)))
+
+
+def assert_trains_identically_on_the_kernels_and_on_int64(name: str, batch: int, steps: int):
+    """``steps`` training steps of ``batch`` random samples from weights grown 60-fold, on the kernels and on the
+    NumPy int64 path: the same weights."""
     spec = preset(name)
     bits = spec.get("weight_bits", 32)
     rng = np.random.default_rng(1)
-    batch, steps = (1, 1) if name == VGG_STAND_IN else (4, 2)
     shape = (batch, *spec["input_shape"])
     xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(steps)]
     ys = [rng.integers(0, spec["num_classes"], batch) for _ in range(steps)]

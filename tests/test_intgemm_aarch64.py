@@ -23,6 +23,7 @@ if not (shutil.which(CC) and shutil.which(QEMU) and (SYSROOT / "include" / "stdi
                 "(scripts/setup.sh installs them)", allow_module_level=True)
 
 from test_intgemm import (  # noqa: E402,F401  (collected again here: the same tests on the AArch64 build)
+    assert_trains_identically_on_the_kernels_and_on_int64,
     test_fused_scaling_equals_tdiv_and_clip_at_every_rounding_edge,
     test_fused_scaling_of_long_sums_at_the_int32_edge,
     test_int32_chunk_is_exact_at_its_limit_and_wraps_one_pair_past_it,
@@ -139,3 +140,9 @@ def test_aarch64_build_runs_neon_by_default_and_no_x86_variant():
     assert intgemm.variant() == "neon" and intgemm.lib().igemm_sgd_simd() == 1
     assert not intgemm.force_variant("avx2") and not intgemm.force_variant("avx512vnni")
     assert intgemm.force_variant("portable") and intgemm.lib().igemm_sgd_simd() == 0
+
+
+@pytest.mark.parametrize("name", ["mlp1", "cnn_small", "mcu_cnn"])
+def test_presets_train_identically_on_the_aarch64_kernels_and_on_int64(name):
+    """Whole training steps (forward with fused scaling, errors with limbs, the pooled gradient, the NEON update)."""
+    assert_trains_identically_on_the_kernels_and_on_int64(name, 4, 2)
