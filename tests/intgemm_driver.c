@@ -23,6 +23,7 @@ void igemm_gather_s16(int64_t c, int64_t n, int64_t k, const int64_t *d, const i
 SGD_PROTO(igemm_sgd_s16, int16_t)
 SGD_PROTO(igemm_sgd_s32, int32_t)
 int igemm_sgd_simd(void);
+int igemm_threads(int threads);
 
 static void die(const char *why)
 {
@@ -64,7 +65,7 @@ static void reply(int64_t result, const void *p, int64_t n)
     fflush(stdout);
 }
 
-enum { RUN = 1, VARIANT, FORCE, GATHER, SGD, SGD_SIMD };
+enum { RUN = 1, VARIANT, FORCE, GATHER, SGD, SGD_SIMD, THREADS };
 
 int main(void)
 {
@@ -120,6 +121,8 @@ int main(void)
             free(w), free(out), free(g);
         } else if (op == SGD_SIMD) {
             reply(igemm_sgd_simd(), NULL, 0);
+        } else if (op == THREADS) {
+            reply(igemm_threads((int)arg()), NULL, 0);
         } else {
             die("unknown request");
         }

@@ -31,11 +31,12 @@ from test_intgemm import (  # noqa: E402,F401  (collected again here: the same t
     test_native_sgd_on_conv_weights_equals_the_int64_update,
     test_pooled_gradient_gather_equals_the_numpy_route,
     test_products_equal_python_ints_on_random_shapes_and_bounds,
+    test_products_split_over_threads_equal_the_single_thread_products,
     test_upper_limbs_on_a_few_rows_take_only_those_rows_and_stay_exact,
 )
 
 DRIVER = Path(__file__).resolve().parent / "intgemm_driver.c"
-RUN, VARIANT, FORCE, GATHER, SGD, SGD_SIMD = range(1, 7)  # the driver's requests
+RUN, VARIANT, FORCE, GATHER, SGD, SGD_SIMD, THREADS = range(1, 8)  # the driver's requests
 
 
 class QemuLib:
@@ -78,6 +79,9 @@ class QemuLib:
 
     def igemm_sgd_simd(self) -> int:
         return self._call(SGD_SIMD, (), b"", 0)[0]
+
+    def igemm_threads(self, n: int) -> int:
+        return self._call(THREADS, (n,), b"", 0)[0]
 
     def _gather(self, size, c, n, k, d, row, x, ldx, g, narrow):
         rows = np.frombuffer(ctypes.string_at(row, 8 * c * n), dtype=np.int64)
