@@ -268,8 +268,8 @@ _SGD = {np.dtype(np.int16): "igemm_sgd_s16", np.dtype(np.int32): "igemm_sgd_s32"
 
 
 def sgd(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
-    """IntegerSGD in one AVX-512 pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no decay);
-    None where the CPU lacks AVX-512 (scalar C is slower than optim's NumPy routes) or :func:`sgd_c` refuses."""
+    """IntegerSGD in one AVX-512 or NEON pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no
+    decay); None where neither runs (scalar C is slower than optim's NumPy routes on x86) or :func:`sgd_c` refuses."""
     return sgd_c(w, g, d, e, bits) if lib().igemm_sgd_simd() else None
 
 
