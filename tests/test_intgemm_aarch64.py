@@ -99,7 +99,8 @@ class QemuLib:
     def _sgd(self, size, rows, cols, w, g, ldg, out, d, dm, dl, e, em, el, lo, hi):
         g_len = (rows - 1) * ldg + cols
         data = ctypes.string_at(w, size * rows * cols) + ctypes.string_at(g, 8 * g_len)
-        _, got = self._call(SGD, (size, rows, cols, ldg, d, dm, dl, e, em, el, lo, hi, g_len), data, len(data) - 8 * g_len)
+        _, got = self._call(SGD, (size, rows, cols, ldg, d, dm, dl, e, em, el, lo, hi, g_len), data,
+                            size * rows * cols)
         ctypes.memmove(out, got, len(got))
 
     def igemm_sgd_s16(self, *args):
