@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""The integer trainer against PyTorch FP32 back-propagation of the same networks, side by side on one core.
+"""The integer trainer against PyTorch FP32 back-propagation of the same networks, side by side on one core
+(or on ``--threads`` threads each).
 
     pip install torch==2.13.0          # optional: without torch only the integer side runs
     python benchmarks/torch_speed.py [--models mlp1,mlp2,...] [--steps 200] [--repeats 3] [--threads 1]
 
 PyTorch side: what a user would pick instead -- the same layers without NITRO-D's local heads
 (nn.Linear / nn.Conv2d + ReLU + MaxPool2d + Dropout where the preset has it), cross-entropy, plain SGD, the
-same batch size, float32, ``torch.set_num_threads(1)``.  Integer side: ``Model.train_step`` of the preset
+same batch size, float32, ``torch.set_num_threads(--threads)``.  Integer side: ``Model.train_step`` of the preset
 (heads included), after a warm-up that lets the weights grow to their trained size (one epoch, or as much
 of it as ``--warmup-budget`` seconds allow).  Both train the same batches (MNIST, or the bundled subset; a
 3x32x32 input gets the digits padded on three channels), alternately, ``--repeats`` times each, and the
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import trainer_speed as ts  # noqa: E402  (the integer timing harness and the data; sets no threads itself)
+import trainer_speed as ts  # noqa: E402  (the integer timing harness and the data; threads: ts.set_threads)
 
 DEFAULT_MODELS = "mlp1,mlp2,mlp3,cnn_small,mcu_cnn,mlp4,vgg8b"
 # Quoted from the issue (issue 14), NOT measured here: the official NITRO-D code, samples/s, batch 64.
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--profile", default="default")
     p.add_argument("--weight-bits", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1, help="BLAS and torch threads (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS, torch and integer-kernel threads (NITRO_MCU_THREADS; default 1)")
     p.add_argument("--steps", type=int, default=200, help="most timed steps per repeat (default %(default)s)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=20.0, help="seconds per side and repeat (fewer steps if slow)")
@@ -133,6 +135,8 @@ def main(argv=None) -> int:
     print(ts.environment(np))
     if torch is not None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    from nitro_mcu.trainer import intgemm
+    print(f"integer kernels: {intgemm.variant() or 'NumPy int64'}, {intgemm.set_threads(0)} thread(s)")
     print(f"batch {a.batch}; best of {a.repeats} alternating repeats per side, at most {a.steps} steps or "
           f"{a.budget:.0f} s each; profile {a.profile}, int{a.weight_bits} weights", flush=True)
     rows, ok, data_cache = [], True, {}
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
               f"warm-up steps; int64 check {'identical' if same else 'DIFFERENT'}; products {row['products_ms']:.3f} ms of "
               f"{t_int / steps * 1e3:.3f} ms per step, ceiling {row['ceiling']:.2f}x)", flush=True)
     print()
-    print(table(rows))
+    print(table(rows, a.threads))
     print("official NITRO-D: figures quoted in issue 14 (the official Python code, samples/s), not measured here")
     if not ok:
         print("ERROR: the fast path and the pure-int64 path gave different weights")
@@ -250,7 +254,7 @@ def _rate(sps: float) -> str:
     return f"{sps:,.0f}" if sps >= 10 else f"{sps:.2f}"
 
 
-def table(rows) -> str:
+def table(rows, threads: int = 1) -> str:
     hdr = (f"{'model':<10} {'PyTorch FP32':>13} {'integer':>10} {'ratio':>7} {'torch best10':>13} {'int best10':>11} "
            f"{'ratio':>7} {'int64':>8} {'identical':>9} {'steps':>6} {'warm-up':>8} {'max|W_fwd|':>10} "
            f"{'products ms':>11} {'ceiling':>8} {'official NITRO-D (quoted)':>26}")
@@ -262,7 +266,8 @@ def table(rows) -> str:
                      f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {_rate(r['int64_sps']):>8} "
                      f"{'yes' if r['same'] else 'NO':>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
                      f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
-    return "\n".join(lines) + ("\n(samples/s, batch 64, one core; best10: the best 10-step piece of any repeat;\n"
+    where = "one core" if threads == 1 else f"{threads} threads each side"
+    return "\n".join(lines) + (f"\n(samples/s, batch 64, {where}; best10: the best 10-step piece of any repeat;\n"
                                " products: ms per integer step in its exact products; ceiling: PyTorch's step / products)")
 
 

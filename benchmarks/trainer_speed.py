@@ -12,9 +12,9 @@ snapshot ``--repeats`` times and the best time is reported.  The pure-int64 path
 final weight sets must be bit-identical.
 
 ``--threads`` sets the OpenBLAS thread count (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, before NumPy is
-imported); the native integer kernels (nitro_mcu/trainer/intgemm.py) run on one thread whatever it is.  The
-default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's spinning worker threads collapse
-under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
+imported) and the native integer kernels' (NITRO_MCU_THREADS, nitro_mcu/trainer/intgemm.py: each large product
+split over that many threads).  The default is 1: these GEMMs are small, and on a shared 2-core machine OpenBLAS's
+spinning worker threads collapse under load (2-5x slower); ``--threads 0`` keeps the environment/library default.
 The benchmark opts in to :func:`nitro_mcu.trainer.malloc.tune_malloc`; ``--no-malloc-tune`` disables it
 (NITRO_MCU_MALLOC_TUNE=0).
 Besides the best full run, the best 10-step chunk is reported: less sensitive to other processes.
@@ -52,11 +52,12 @@ def parse_args(argv=None):
 
 
 def set_threads(threads: int, no_malloc_tune: bool = False) -> None:
-    """Fix the BLAS thread count before NumPy loads (0 keeps the environment's) and put the repo on the path."""
+    """Fix the BLAS and integer-kernel thread counts before NumPy and the kernels load (0 keeps the environment's)
+    and put the repo on the path."""
     if no_malloc_tune:
         os.environ["NITRO_MCU_MALLOC_TUNE"] = "0"
     if threads:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NITRO_MCU_THREADS"):
             os.environ[var] = str(threads)
     sys.path.insert(0, str(REPO))
 
@@ -208,6 +209,7 @@ def environment(np) -> str:
     """Two lines: NumPy and its BLAS, the BLAS thread count, the CPUs and the load average."""
     return (f"numpy {np.__version__}; BLAS: {_blas_info(np)}\n"
             f"BLAS threads: {_blas_threads()}  (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+            f"integer kernels NITRO_MCU_THREADS={os.environ.get('NITRO_MCU_THREADS')}, "
             f"cpus={os.cpu_count()}, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
 

@@ -49,7 +49,7 @@ BOUNDS = [1, 127, 128, 2560, 4096, 32767, 32768, 2**20 + 3, 2**31 - 1, 2**40 - 5
 def test_products_equal_python_ints_on_random_shapes_and_bounds(variant):
     """K from 1 to 1 100 (odd K, K past one 256-pair pass and past one int32 chunk), N not a multiple of 16,
     operands from 1 bit to 41 bits (no limb, limbs on one side, on both), strided, transposed and row-major B."""
-    rng = np.random.default_rng(VARIANTS.index(variant))
+    rng = np.random.default_rng(intgemm.VARIANTS.index(variant))
     for trial in range(160):
         m, n = (int(v) for v in rng.integers(1, 40, 2))
         k = int(rng.integers(1, 70)) if trial % 3 else int(rng.integers(500, 1100))
@@ -107,26 +107,28 @@ def test_plan_keeps_limb_products_small_enough_for_31_pair_chunks():
             assert la * lb <= intgemm.LIMB_PRODUCT_MAX and intgemm.chunk_pairs(la, lb) >= 31
 
 
-@pytest.mark.parametrize("simd", [v for v in VARIANTS if v != "portable"])
+@pytest.fixture(params=[v for v in VARIANTS if v != "portable"])
+def simd(request):
+    assert intgemm.force_variant(request.param)
+    yield request.param
+    intgemm.force_variant(None)
+
+
 def test_int32_chunk_is_exact_at_its_limit_and_wraps_one_pair_past_it(simd):
     """|a| = 4096, |b| = 8192: 2 * 31 pairs * 2**25 = 2 080 374 784 <= INT32_MAX, the chunk length chosen; every
     product +2**25 makes the chunk sum exactly that.  A chunk of 32 pairs would reach 2**31: the SIMD sum wraps
     (defined for vector lanes; the portable C is never asked to), so the chunk bound is what keeps it exact."""
-    assert intgemm.force_variant(simd)
-    try:
-        kcp = intgemm.chunk_pairs(4096, 8192)
-        assert kcp == 31
-        k = 2 * 32 * 3  # three chunks of 32 pairs if the bound were ignored
-        a = np.full((3, k), 4096, dtype=np.int16)
-        a[1] = -4096
-        b = np.full((k, 17), 8192, dtype=np.int16)
-        want = _exact(a, b)
-        assert (intgemm.matmul(a, b, 4096, 8192).astype(object) == want).all()
-        c = np.empty((3, 32), dtype=np.int64)
-        intgemm._run(a, b, 17, c, None, kcp + 1, 0, 0, 0)
-        assert not (c[:, :17].astype(object) == want).all()
-    finally:
-        intgemm.force_variant(None)
+    kcp = intgemm.chunk_pairs(4096, 8192)
+    assert kcp == 31
+    k = 2 * 32 * 3  # three chunks of 32 pairs if the bound were ignored
+    a = np.full((3, k), 4096, dtype=np.int16)
+    a[1] = -4096
+    b = np.full((k, 17), 8192, dtype=np.int16)
+    want = _exact(a, b)
+    assert (intgemm.matmul(a, b, 4096, 8192).astype(object) == want).all()
+    c = np.empty((3, 32), dtype=np.int64)
+    intgemm._run(a, b, 17, c, None, kcp + 1, 0, 0, 0)
+    assert not (c[:, :17].astype(object) == want).all()
 
 
 SCALES = [1, 2, 3, 255, 256, 2304, 7919, 200704, 786432, 2**24]
@@ -258,10 +260,15 @@ VGG_STAND_IN = "vgg8b_cifar10"
 def test_every_other_preset_trains_identically_on_the_kernels_and_on_int64(name):
     """tests/test_exactness.py runs mlp1, cnn_small and mcu_cnn at length; the other presets (Dropout's int16
     activations, 3-channel and wide layers, VGG) take small steps with grown weights each way."""
+    assert_trains_identically_on_the_kernels_and_on_int64(name, *((1, 1) if name == VGG_STAND_IN else (4, 2)))
+
+
+def assert_trains_identically_on_the_kernels_and_on_int64(name: str, batch: int, steps: int):
+    """``steps`` training steps of ``batch`` random samples from weights grown 60-fold, on the kernels and on the
+    NumPy int64 path: the same weights."""
     spec = preset(name)
     bits = spec.get("weight_bits", 32)
     rng = np.random.default_rng(1)
-    batch, steps = (1, 1) if name == VGG_STAND_IN else (4, 2)
     shape = (batch, *spec["input_shape"])
     xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(steps)]
     ys = [rng.integers(0, spec["num_classes"], batch) for _ in range(steps)]
@@ -339,3 +346,34 @@ def test_products_in_concurrent_threads_equal_the_same_products_alone():
     for t in threads:
         t.join()
     assert len(wrong) == 30 * len(jobs) and not any(wrong)
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 1030, 270), (3000, 301, 20), (40, 2049, 33)])
+def test_products_split_over_threads_equal_the_single_thread_products(variant, m, k, n):
+    """Products past the threading threshold (2**24 multiply-adds), cut by columns (wide N, each thread packing its
+    own columns of B) or by rows (N of 32 or 48 columns, B packed first), with limbs of A (later limbs reuse the
+    packed B) and fused scaling: the same integers on 1, 2 and 3 threads, equal to NumPy int64."""
+    rng = np.random.default_rng(m)
+    a = rng.integers(-2**20, 2**20 + 1, (m, k))
+    b = rng.integers(-127, 128, (n, k)).T
+    small = rng.integers(-127, 128, (m, k)).astype(np.int8)
+    want = a @ b
+    want_scaled = np.clip(arith.tdiv(small.astype(np.int64) @ b, 300), -127, 127)
+    try:
+        for threads in (1, 2, 3):
+            assert intgemm.set_threads(threads) == threads
+            assert np.array_equal(intgemm.matmul(a, b, 2**20, 127), want), threads
+            assert np.array_equal(intgemm.matmul_scaled(small, b, 127, 127, 300), want_scaled), threads
+    finally:
+        intgemm.set_threads(1)
+
+
+THREADS_OF_ENV = "from nitro_mcu.trainer import intgemm; print(intgemm.set_threads(0))"
+
+
+@pytest.mark.parametrize("value, threads, note", [("", 1, False), ("2", 2, False), ("99", 8, False),
+                                                  ("two", 1, True), ("0", 1, True)])
+def test_thread_count_comes_from_nitro_mcu_threads(value, threads, note):
+    got = _fresh_python({intgemm.THREADS_ENV: value}, THREADS_OF_ENV)
+    assert got.returncode == 0 and int(got.stdout) == threads
+    assert (intgemm.THREADS_ENV in got.stderr) == note, got.stderr

@@ -7,6 +7,9 @@ int64 product by construction, for any operand values whose product fits int64.
 
 Without a C compiler (or with ``NITRO_MCU_INTGEMM=numpy`` in the environment) :func:`lib` is None and the callers
 use NumPy's int64 product instead; one line on stderr says so.
+
+``NITRO_MCU_THREADS=N`` in the environment (or :func:`set_threads`) splits each large product over N threads inside
+the C library (default 1); the result does not depend on N.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ SOURCE = Path(__file__).resolve().parent / "native" / "intgemm.c"
 INT32_MAX = 2**31 - 1
 LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every int32 chunk then spans >= 31 K-pairs
 WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
-VARIANTS = ("portable", "avx2", "avx512vnni")
+VARIANTS = ("portable", "avx2", "avx512vnni", "neon")
 _I16P = ctypes.POINTER(ctypes.c_int16)
 _I64P = ctypes.POINTER(ctypes.c_int64)
 
@@ -55,7 +58,28 @@ def lib():
         fn.argtypes = [i64, i64, ptr, ptr, i64, ptr, i64, u64, cint, i64, u64, cint, i64, i64]
         fn.restype = None
     so.igemm_sgd_simd.restype = cint
+    so.igemm_threads.argtypes = [cint]
+    so.igemm_threads.restype = cint
+    so.igemm_threads(_env_threads())
     return so
+
+
+THREADS_ENV = "NITRO_MCU_THREADS"
+
+
+def _env_threads() -> int:
+    """NITRO_MCU_THREADS as a thread count (1 where unset; a value that is not a positive integer: 1, said once)."""
+    text = os.environ.get(THREADS_ENV, "").strip() or "1"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    print(f"note: {THREADS_ENV}={text!r} is not a positive integer; the integer kernels use 1 thread", file=sys.stderr)
+    return 1
+
+
+def set_threads(n: int) -> int:
+    """Threads per large product (at most 8; 0 keeps the count); returns the count in force (1 on the NumPy path)."""
+    so = lib()
+    return so.igemm_threads(max(0, int(n))) if so is not None else 1
 
 
 def _build() -> Path:
@@ -73,7 +97,7 @@ def _build() -> Path:
 
 
 def variant() -> str | None:
-    """The kernel variant in use ('avx512vnni', 'avx2', 'portable'), or None on the NumPy path."""
+    """The kernel variant in use ('avx512vnni', 'avx2', 'neon', 'portable'), or None on the NumPy path."""
     so = lib()
     return so.igemm_variant().decode() if so is not None else None
 
@@ -244,8 +268,8 @@ _SGD = {np.dtype(np.int16): "igemm_sgd_s16", np.dtype(np.int32): "igemm_sgd_s32"
 
 
 def sgd(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
-    """IntegerSGD in one AVX-512 pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no decay);
-    None where the CPU lacks AVX-512 (scalar C is slower than optim's NumPy routes) or :func:`sgd_c` refuses."""
+    """IntegerSGD in one AVX-512 or NEON pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no
+    decay); None where neither runs (scalar C is slower than optim's NumPy routes on x86) or :func:`sgd_c` refuses."""
     return sgd_c(w, g, d, e, bits) if lib().igemm_sgd_simd() else None
 
 

@@ -9,15 +9,25 @@
  * that the final int64 sums stay below 2**63.  Each chunk is then added to the int64 C.  The result does not
  * depend on the variant: integer sums are exact in any order.
  *
- * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), portable C; igemm_variant() tells which one
- * igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for the tests.
+ * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), NEON on AArch64 (vmlal_s16 + vpaddq_s32), portable
+ * C; igemm_variant() tells which one igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for
+ * the tests.  Large products can run on several threads (igemm_threads, by igemm_run).
  */
+#define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define NITRO_THREADS 1
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define NITRO_X86 1
+#endif
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#include <arm_neon.h> /* NEON is part of every AArch64 core: no run-time check */
+#define NITRO_NEON 1
 #endif
 
 #pragma GCC poison float double
@@ -151,21 +161,21 @@ static inline int32_t a_word(const int16_t *row, int64_t p)
 }
 
 /* One K-pair step of a tile: NV vectors of Bp, then each row's A pair (PAIR, in terms of i) against them. */
-#define TILE_STEP(VEC, W, LOADB, BCAST, DP, PAIR)                                                                \
+#define TILE_STEP(OPV, W, LOADB, BCAST, DP, PAIR)                                                                \
     {                                                                                                            \
-        VEC b[2];                                                                                                \
+        OPV b[2];                                                                                                \
         UNROLL for (int v = 0; v < nv; v++)                                                                      \
             b[v] = LOADB(bp + (p * ldb + (W) * v) * 2);                                                          \
         UNROLL for (int i = 0; i < mr; i++) {                                                                    \
-            VEC av = BCAST(PAIR);                                                                                \
+            OPV av = BCAST(PAIR);                                                                                \
             UNROLL for (int v = 0; v < nv; v++)                                                                  \
                 acc[i][v] = DP(acc[i][v], av, b[v]);                                                             \
         }                                                                                                        \
     }
 
-/* A tile: mr rows x nv vectors of W int32 columns over K-pairs [p0, p1), int32 accumulators in registers, then
- * flushed into the int64 C or scaled into the int8 o. */
-#define TILE(NAME, ATTR, VEC, MAXR, W, ZERO, LOADB, BCAST, DP, FLUSH, SCALE)                                    \
+/* A tile: mr rows x nv vectors of W int32 columns over K-pairs [p0, p1), int32 accumulators (VEC) in registers,
+ * then flushed into the int64 C or scaled into the int8 o; OPV is the operand vector (Bp's pairs, A's pair). */
+#define TILE(NAME, ATTR, VEC, OPV, MAXR, W, ZERO, LOADB, BCAST, DP, FLUSH, SCALE)                               \
     ATTR void NAME(const int mr, const int nv, int64_t k, int64_t p0, int64_t p1, const int16_t *a, int64_t lda, \
                    const int16_t *bp, int64_t ldb, int64_t *c, int8_t *o, int64_t ldc, int shift, int st,       \
                    const struct scaling *sc)                                                                     \
@@ -177,9 +187,9 @@ static inline int32_t a_word(const int16_t *row, int64_t p)
                 acc[i][v] = ZERO();                                                                              \
         int64_t pe = p1 < full ? p1 : full; /* pairs with both halves in A; an odd K's last pair is the tail */  \
         for (int64_t p = p0; p < pe; p++)                                                                        \
-            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_word(a + i * lda, p))                                          \
+            TILE_STEP(OPV, W, LOADB, BCAST, DP, a_word(a + i * lda, p))                                          \
         for (int64_t p = pe; p < p1; p++)                                                                        \
-            TILE_STEP(VEC, W, LOADB, BCAST, DP, a_pair(a + i * lda, p, k))                                       \
+            TILE_STEP(OPV, W, LOADB, BCAST, DP, a_pair(a + i * lda, p, k))                                       \
         UNROLL for (int i = 0; i < mr; i++)                                                                      \
             UNROLL for (int v = 0; v < nv; v++) {                                                                \
                 if (sc)                                                                                          \
@@ -230,7 +240,8 @@ T512 void scale512(__m512i v, int8_t *o, const struct scaling *sc)
     _mm_storeu_si128((__m128i *)o, _mm512_cvtepi32_epi8(q));
 }
 
-TILE(tile512, T512, __m512i, 6, 16, _mm512_setzero_si512, load512, _mm512_set1_epi32, dp512, flush512, scale512)
+TILE(tile512, T512, __m512i, __m512i, 6, 16, _mm512_setzero_si512, load512, _mm512_set1_epi32, dp512, flush512,
+     scale512)
 
 #define CASES(TILE) CASE(TILE, 6) CASE(TILE, 5) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) DRIVER(igemm_avx512vnni, tile512, 6, 16)
@@ -269,15 +280,72 @@ T256 void scale256(__m256i v, int8_t *o, const struct scaling *sc)
         o[t] = scale1(lanes[t], sc);
 }
 
-TILE(tile256, T256, __m256i, 4, 8, _mm256_setzero_si256, load256, _mm256_set1_epi32, dp256, flush256, scale256)
+TILE(tile256, T256, __m256i, __m256i, 4, 8, _mm256_setzero_si256, load256, _mm256_set1_epi32, dp256, flush256, scale256)
 
 #define CASES(TILE) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
 __attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
 #undef CASES
 #endif
 
-/* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < ldb and for 2p+t >= k (see the top). */
-static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb)
+#ifdef NITRO_NEON
+/* ---- NEON (AArch64): MR rows x NV vectors of 4 int32 columns, vmlal_s16 / vmlal_high_s16 ---------------------
+ * NEON has no pairwise 16-bit multiply-add, so a vector keeps the pair's two halves apart: lanes (column, t) of
+ * lo = columns 0-1 and hi = columns 2-3, each summing the products of one half.  The flush adds the halves with
+ * vpaddq_s32, an int32 add like vpmaddwd's: every int32 sum (a half's, the pair's) is the x86 sum of its chunk or
+ * a part of it, so the chunk bound of the top covers them, and past it they wrap the same way. */
+#define TNEON __attribute__((always_inline)) static inline
+typedef struct {
+    int32x4_t lo, hi;
+} acc_neon;
+
+TNEON acc_neon zero_neon(void)
+{
+    acc_neon z = {vdupq_n_s32(0), vdupq_n_s32(0)};
+    return z;
+}
+TNEON int16x8_t bcast_neon(int32_t pair)
+{
+    return vreinterpretq_s16_s32(vdupq_n_s32(pair));
+}
+TNEON acc_neon dp_neon(acc_neon acc, int16x8_t a, int16x8_t b)
+{
+    acc.lo = vmlal_s16(acc.lo, vget_low_s16(a), vget_low_s16(b));
+    acc.hi = vmlal_high_s16(acc.hi, a, b);
+    return acc;
+}
+
+TNEON void flush_neon(acc_neon acc, int64_t *c, int shift, int st)
+{
+    int32x4_t sum = vpaddq_s32(acc.lo, acc.hi);
+    int64x2_t sh = vdupq_n_s64(shift);
+    int64x2_t lo = vshlq_s64(vmovl_s32(vget_low_s32(sum)), sh), hi = vshlq_s64(vmovl_high_s32(sum), sh);
+    if (!st) {
+        lo = vaddq_s64(vld1q_s64(c), lo);
+        hi = vaddq_s64(vld1q_s64(c + 2), hi);
+    }
+    vst1q_s64(c, lo);
+    vst1q_s64(c + 2, hi);
+}
+
+TNEON void scale_neon(acc_neon acc, int8_t *o, const struct scaling *sc)
+{
+    int32_t lanes[4];
+    vst1q_s32(lanes, vpaddq_s32(acc.lo, acc.hi));
+    for (int t = 0; t < 4; t++)
+        o[t] = scale1(lanes[t], sc);
+}
+
+TILE(tile_neon, TNEON, acc_neon, int16x8_t, 6, 4, zero_neon, vld1q_s16, bcast_neon, dp_neon, flush_neon, scale_neon)
+
+#define CASES(TILE) CASE(TILE, 6) CASE(TILE, 5) CASE(TILE, 4) CASE(TILE, 3) CASE(TILE, 2) CASE(TILE, 1)
+DRIVER(igemm_neon, tile_neon, 6, 4)
+#undef CASES
+#endif
+
+/* Bp[p][j][t] = B[(2p+t)*rs + j*cs] for j < n, zero for n <= j < width and for 2p+t >= k (see the top); a thread
+ * packs its own window of columns (b and bp offset to the window's first column, width its columns). */
+static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t cs, int16_t *bp, int64_t ldb,
+                   int64_t width)
 {
     int64_t pairs = (k + 1) / 2, full = k / 2;
     if (rs == 1) { /* B = W^T: pair p of column j is one 32-bit word of W's row j; blocks of 16 columns keep the 16
@@ -315,7 +383,7 @@ static void pack_b(int64_t k, int64_t n, const int16_t *b, int64_t rs, int64_t c
         }
     }
     for (int64_t p = 0; p < pairs; p++)
-        memset(bp + (p * ldb + n) * 2, 0, (size_t)(2 * (ldb - n)) * sizeof *bp);
+        memset(bp + (p * ldb + n) * 2, 0, (size_t)(2 * (width - n)) * sizeof *bp);
 }
 
 /* The conv weight gradient behind a head pool (nitro_mcu/trainer/convgrad.py): for every channel f < c,
@@ -392,17 +460,67 @@ GATHER_AVX512(gather_s8_avx512, int8_t, widen_s8)
 GATHER_AVX512(gather_s16_avx512, int16_t, widen_s16)
 #endif
 
-static const char *const names[] = {"portable", "avx2", "avx512vnni"};
-static const kernel_fn kernels[] = {
-    igemm_portable,
-#ifdef NITRO_X86
-    igemm_avx2, igemm_avx512vnni,
-#endif
-};
-static int chosen = -1;
-static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
+#ifdef NITRO_NEON
+/* 8 columns of X as int32 (two vectors), for vmlal_s32 / vmlal_high_s32 (32 x 32 -> 64 bits, as vpmuldq) */
+TNEON int32x4x2_t widen8_s16(int16x8_t v)
+{
+    int32x4x2_t w = {{vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v)}};
+    return w;
+}
+#define WIDEN_S8(p) widen8_s16(vmovl_s8(vld1_s8(p)))
+#define WIDEN_S16(p) widen8_s16(vld1q_s16(p))
 
-/* The best variant this CPU runs: 2 avx512vnni, 1 avx2, 0 portable. */
+#define GATHER_NEON(NAME, T, WIDEN)                                                                            \
+    static void NAME(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const T *x,        \
+                     int64_t ldx, int64_t *g)                                                                  \
+    {                                                                                                          \
+        int64_t k8 = k / 8 * 8;                                                                                \
+        for (int64_t f = 0; f < c; f++) {                                                                      \
+            int64_t *gf = g + f * k;                                                                           \
+            for (int64_t j0 = 0; j0 < k8; j0 += 8) {                                                           \
+                int64x2_t acc0 = vdupq_n_s64(0), acc1 = acc0, acc2 = acc0, acc3 = acc0;                        \
+                for (int64_t i = 0; i < n; i++) {                                                              \
+                    int64_t dv = d[f * n + i];                                                                 \
+                    if (dv == 0)                                                                               \
+                        continue;                                                                              \
+                    int32x4x2_t xv = WIDEN(x + row[f * n + i] * ldx + j0);                                     \
+                    int32x4_t dd = vdupq_n_s32((int32_t)dv);                                                   \
+                    acc0 = vmlal_s32(acc0, vget_low_s32(xv.val[0]), vget_low_s32(dd));                         \
+                    acc1 = vmlal_high_s32(acc1, xv.val[0], dd);                                                \
+                    acc2 = vmlal_s32(acc2, vget_low_s32(xv.val[1]), vget_low_s32(dd));                         \
+                    acc3 = vmlal_high_s32(acc3, xv.val[1], dd);                                                \
+                }                                                                                              \
+                vst1q_s64(gf + j0, acc0);                                                                      \
+                vst1q_s64(gf + j0 + 2, acc1);                                                                  \
+                vst1q_s64(gf + j0 + 4, acc2);                                                                  \
+                vst1q_s64(gf + j0 + 6, acc3);                                                                  \
+            }                                                                                                  \
+            for (int64_t j = k8; j < k; j++) { /* the last k % 8 columns */                                    \
+                int64_t s = 0;                                                                                 \
+                for (int64_t i = 0; i < n; i++)                                                                \
+                    s += d[f * n + i] * x[row[f * n + i] * ldx + j];                                           \
+                gf[j] = s;                                                                                     \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+GATHER_NEON(gather_s8_neon, int8_t, WIDEN_S8)
+GATHER_NEON(gather_s16_neon, int16_t, WIDEN_S16)
+#endif
+
+static const char *const names[] = {"portable", "avx2", "avx512vnni", "neon"};
+#ifdef NITRO_X86
+static const kernel_fn kernels[] = {igemm_portable, igemm_avx2, igemm_avx512vnni, NULL};
+#elif defined(NITRO_NEON)
+static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, igemm_neon};
+#else
+static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, NULL};
+#endif
+static int chosen = -1;
+#ifdef NITRO_X86
+static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
+#endif
+
+/* The best variant this CPU runs: 3 neon (every AArch64 core), 2 avx512vnni, 1 avx2, 0 portable. */
 static int best_variant(void)
 {
 #ifdef NITRO_X86
@@ -414,16 +532,18 @@ static int best_variant(void)
         return 2;
     if (__builtin_cpu_supports("avx2"))
         return 1;
+#elif defined(NITRO_NEON)
+    return 3;
 #endif
     return 0;
 }
 
-/* Pin a variant (0 portable, 1 avx2, 2 avx512vnni; -1: the best this CPU has); returns the one in use, or -1
- * if this CPU cannot run the one asked for. */
+/* Pin a variant (0 portable, 1 avx2, 2 avx512vnni, 3 neon; -1: the best this CPU has); returns the one in use, or
+ * -1 if this build or CPU cannot run the one asked for (x86: the variants up to the best, which imply the lower). */
 int igemm_force(int variant)
 {
     int best = best_variant();
-    if (variant > best)
+    if (variant > 3 || (variant > 0 && (kernels[variant] == NULL || variant > best)))
         return -1;
     chosen = variant < 0 ? best : variant;
     return chosen;
@@ -434,6 +554,79 @@ const char *igemm_variant(void)
     if (chosen < 0)
         chosen = best_variant();
     return names[chosen];
+}
+
+/* One product's share of the work: columns [j0, j1) of the output (packing those columns of B first, b != NULL) and
+ * rows [i0, i1) of A. */
+struct part {
+    int64_t m, n, k, lda, rsb, csb, ldb, kcp, i0, i1, j0, j1;
+    const int16_t *a, *b;
+    int16_t *scratch;
+    int64_t *c;
+    int8_t *o;
+    int shift, add;
+    const struct scaling *sc;
+};
+
+static void run_part(const struct part *w)
+{
+    int64_t cols = w->j1 - w->j0, have = w->n - w->j0;
+    if (w->b)
+        pack_b(w->k, have < 0 ? 0 : have < cols ? have : cols, w->b + w->j0 * w->csb, w->rsb, w->csb,
+               w->scratch + 2 * w->j0, w->ldb, cols);
+    const int16_t *a = w->a + w->i0 * w->lda, *bp = w->scratch + 2 * w->j0;
+    int64_t off = w->i0 * w->ldb + w->j0;
+    if (w->o)
+        kernels[chosen](w->i1 - w->i0, cols, w->k, a, w->lda, bp, w->ldb, NULL, w->ldb, (w->k + 1) / 2 + 1, 0, 0,
+                        w->o + off, w->sc);
+    else
+        kernels[chosen](w->i1 - w->i0, cols, w->k, a, w->lda, bp, w->ldb, w->c + off, w->ldb, w->kcp, w->shift,
+                        w->add, NULL, NULL);
+}
+
+/* Threads for one product (igemm_threads; 1 by default): a product of at least THREAD_MACS multiply-adds is cut into
+ * that many parts, by columns where each part gets 32 or more (B's panels apart, each thread packs its own), else
+ * by rows (B packed first).  The parts write disjoint outputs from the same integer sums, so the result is the same
+ * for any thread count. */
+#define MAX_THREADS 8
+#define THREAD_MACS ((int64_t)1 << 24)
+static int n_threads = 1;
+
+/* Set the thread count (1..MAX_THREADS, more is MAX_THREADS; 0 or less leaves it) and return the one in force. */
+int igemm_threads(int threads)
+{
+    if (threads >= 1)
+        n_threads = threads < MAX_THREADS ? threads : MAX_THREADS;
+    return n_threads;
+}
+
+#ifdef NITRO_THREADS
+static void *part_thread(void *w)
+{
+    run_part(w);
+    return NULL;
+}
+#endif
+
+/* Run the parts, the last one on the calling thread; a part whose thread cannot start runs here too. */
+static void run_parts(struct part *w, int parts)
+{
+#ifdef NITRO_THREADS
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 0; t + 1 < parts; t++)
+        started[t] = pthread_create(&tid[t], NULL, part_thread, &w[t]) == 0;
+    run_part(&w[parts - 1]);
+    for (int t = 0; t + 1 < parts; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            run_part(&w[t]);
+    }
+#else
+    for (int t = 0; t < parts; t++)
+        run_part(&w[t]);
+#endif
 }
 
 /* The entry point: pack B [k][n] (element strides rsb, csb) into scratch (ceil(k/2) * ldb * 2 int16, ldb = n rounded
@@ -450,21 +643,42 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
     if (o && !scaling_init(&sc, sf))
         return 0;
     igemm_variant();
-    if (b)
-        pack_b(k, n, b, rsb, csb, scratch, ldb);
-    if (o)
-        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, NULL, ldb, (k + 1) / 2 + 1, 0, 0, o, &sc);
-    else
-        kernels[chosen](m, ldb, k, a, lda, scratch, ldb, c, ldb, kcp, shift, add, NULL, NULL);
+    struct part w[MAX_THREADS];
+    struct part one = {.m = m, .n = n, .k = k, .lda = lda, .rsb = rsb, .csb = csb, .ldb = ldb, .kcp = kcp,
+                       .i0 = 0, .i1 = m, .j0 = 0, .j1 = ldb, .a = a, .b = b, .scratch = scratch, .c = c, .o = o,
+                       .shift = shift, .add = add, .sc = &sc};
+    int parts = m * ldb * k < THREAD_MACS ? 1 : n_threads;
+    int by_cols = ldb / 32 >= parts;
+    int64_t groups = by_cols ? ldb / 16 : m;
+    parts = parts < groups ? parts : (int)groups;
+    if (parts <= 1) {
+        run_part(&one);
+        return 1;
+    }
+    if (!by_cols && b) { /* row parts share all of B: pack it once, first */
+        pack_b(k, n, b, rsb, csb, scratch, ldb, ldb);
+        one.b = NULL;
+    }
+    for (int t = 0; t < parts; t++) {
+        int64_t lo = groups * t / parts, hi = groups * (t + 1) / parts;
+        w[t] = one;
+        if (by_cols)
+            w[t].j0 = 16 * lo, w[t].j1 = 16 * hi;
+        else
+            w[t].i0 = lo, w[t].i1 = hi;
+    }
+    run_parts(w, parts);
     return 1;
 }
 
-/* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 where the
- * kernels run on it and |d| < 2**31 (narrow), else portable C. */
+/* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 or NEON where
+ * the kernels run on it and |d| < 2**31 (narrow), else portable C. */
 #ifdef NITRO_X86
 #define GATHER_FAST(T) if (narrow && chosen == 2) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
+#elif defined(NITRO_NEON)
+#define GATHER_FAST(T) if (narrow && chosen == 3) { gather_##T##_neon(c, n, k, d, row, x, ldx, g); return; }
 #else
-#define GATHER_FAST(T)
+#define GATHER_FAST(T) (void)narrow;
 #endif
 #define GATHER_ENTRY(T, XT)                                                                                      \
     void igemm_gather_##T(int64_t c, int64_t n, int64_t k, const int64_t *d, const int64_t *row, const XT *x,   \
@@ -632,12 +846,88 @@ SGD_AVX512(int32_t, LOADW32, STOREW32)
         sgd_avx512_##T(rows, cols, w, g, ldg, out, d, dm, dl, e, em, el, lo, hi);                              \
         return;                                                                                                \
     }
+#elif defined(NITRO_NEON)
+/* The same pass on NEON, 4 weights per step as two vectors of 2 int64 lanes (NEON has no 64-bit min/max: compare
+ * and select). */
+TNEON int64x2_t min64(int64x2_t a, int64x2_t b)
+{
+    return vbslq_s64(vcltq_s64(a, b), a, b);
+}
+TNEON int64x2_t max64(int64x2_t a, int64x2_t b)
+{
+    return vbslq_s64(vcgtq_s64(a, b), a, b);
+}
+
+/* tdiv_magic in 2 lanes: the short route where both lanes have u >> t <= 2**31, else the four 32 x 32 -> 64-bit
+ * products of mulhi64; the sign put back. */
+TNEON int64x2_t tdiv_neon(int64x2_t n, const struct divisor *dv)
+{
+    uint64x2_t u = vreinterpretq_u64_s64(vabsq_s64(n)), q; /* |INT64_MIN| reads as 2**63 */
+    uint64x2_t us = vshlq_u64(u, vdupq_n_s64(-dv->t));
+    if (dv->short_ok && !vmaxvq_u32(vreinterpretq_u32_u64(vcgtq_u64(us, vdupq_n_u64((uint64_t)1 << 31))))) {
+        q = vshlq_u64(vmull_u32(vmovn_u64(us), vdup_n_u32(dv->m32)), vdupq_n_s64(-dv->sh32));
+    } else {
+        uint32x2_t u0 = vmovn_u64(u), u1 = vshrn_n_u64(u, 32);
+        uint32x2_t m0 = vdup_n_u32((uint32_t)dv->m), m1 = vdup_n_u32((uint32_t)(dv->m >> 32));
+        uint64x2_t lo32 = vdupq_n_u64(0xffffffffu), p01 = vmull_u32(u0, m1), p10 = vmull_u32(u1, m0);
+        uint64x2_t mid = vaddq_u64(vshrq_n_u64(vmull_u32(u0, m0), 32),
+                                   vaddq_u64(vandq_u64(p01, lo32), vandq_u64(p10, lo32)));
+        uint64x2_t hi = vaddq_u64(vaddq_u64(vmull_u32(u1, m1), vshrq_n_u64(p01, 32)),
+                                  vaddq_u64(vshrq_n_u64(p10, 32), vshrq_n_u64(mid, 32)));
+        q = vorrq_u64(vshlq_u64(hi, vdupq_n_s64(-dv->sh)), vandq_u64(u, vdupq_n_u64(dv->one)));
+    }
+    int64x2_t sq = vreinterpretq_s64_u64(q);
+    return vbslq_s64(vcltzq_s64(n), vnegq_s64(sq), sq);
+}
+
+/* out = sat(W - (clamp(tdiv(G, d)) + tdiv(W, e))) for 2 lanes */
+TNEON int64x2_t sgd2_neon(int64x2_t wv, int64x2_t gv, const struct divisor *dd, const struct divisor *de, int64_t e,
+                          int64_t lo, int64_t hi)
+{
+    int64x2_t q = max64(min64(tdiv_neon(gv, dd), vdupq_n_s64(SGD_QMAX)), vdupq_n_s64(-SGD_QMAX));
+    if (e)
+        q = vaddq_s64(q, tdiv_neon(wv, de));
+    return max64(min64(vsubq_s64(wv, q), vdupq_n_s64(hi)), vdupq_n_s64(lo));
+}
+
+#define SGD_NEON(T, LOADW, STOREW)                                                                             \
+    static void sgd_neon_##T SGD_ARGS(T)                                                                       \
+    {                                                                                                          \
+        struct divisor dd, de;                                                                                 \
+        divisor_init(&dd, dm, dl, d);                                                                          \
+        divisor_init(&de, em, el, e);                                                                          \
+        for (int64_t r = 0; r < rows; r++) {                                                                   \
+            const T *wr = w + r * cols;                                                                        \
+            const int64_t *gr = g + r * ldg;                                                                   \
+            T *orow = out + r * cols;                                                                          \
+            int64_t j = 0;                                                                                     \
+            for (; j + 4 <= cols; j += 4) {                                                                    \
+                int32x4_t w32 = LOADW(wr + j);                                                                 \
+                int64x2_t lo2 = sgd2_neon(vmovl_s32(vget_low_s32(w32)), vld1q_s64(gr + j), &dd, &de, e, lo, hi); \
+                int64x2_t hi2 = sgd2_neon(vmovl_high_s32(w32), vld1q_s64(gr + j + 2), &dd, &de, e, lo, hi);     \
+                STOREW(orow + j, vcombine_s32(vmovn_s64(lo2), vmovn_s64(hi2))); /* in [lo, hi]: exact */       \
+            }                                                                                                  \
+            sgd_row_##T(j, cols, wr, gr, orow, &dd, &de, e, lo, hi);                                           \
+        }                                                                                                      \
+    }
+#define LOADW32N(p) vld1q_s32(p)
+#define LOADW16N(p) vmovl_s16(vld1_s16(p))
+#define STOREW32N(p, v) vst1q_s32(p, v)
+#define STOREW16N(p, v) vst1_s16(p, vmovn_s32(v))
+SGD_NEON(int16_t, LOADW16N, STOREW16N)
+SGD_NEON(int32_t, LOADW32N, STOREW32N)
+#define SGD_FAST(T)                                                                                            \
+    if (chosen == 3) {                                                                                         \
+        sgd_neon_##T(rows, cols, w, g, ldg, out, d, dm, dl, e, em, el, lo, hi);                                \
+        return;                                                                                                \
+    }
 #else
 #define SGD_FAST(T)
 #endif
 
 /* The update's entry points (int16 and int32 W): AVX-512 where the CPU has F/BW/VL/DQ and a SIMD GEMM variant runs,
- * else portable C (intgemm.sgd uses these only on AVX-512: the NumPy routes are faster than scalar C). */
+ * NEON where the neon variant runs, else portable C (intgemm.sgd uses these only on a SIMD loop: on x86 the NumPy
+ * routes are faster than scalar C). */
 #define SGD_ENTRY(NAME, T)                                                                                     \
     void NAME SGD_ARGS(T)                                                                                      \
     {                                                                                                          \
@@ -652,12 +942,14 @@ SGD_AVX512(int32_t, LOADW32, STOREW32)
 SGD_ENTRY(igemm_sgd_s16, int16_t)
 SGD_ENTRY(igemm_sgd_s32, int32_t)
 
-/* 1 where igemm_sgd_* runs its AVX-512 loop (see above). */
+/* 1 where igemm_sgd_* runs its AVX-512 or NEON loop (see above). */
 int igemm_sgd_simd(void)
 {
     igemm_variant();
 #ifdef NITRO_X86
     return avx512_sgd && chosen >= 1;
+#elif defined(NITRO_NEON)
+    return chosen == 3;
 #else
     return 0;
 #endif
