@@ -87,16 +87,26 @@ def test_rv32_device_matches_python_bit_for_bit(bundled, target, preset_name, bi
     test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode)
 
 
-# Layers on each side of the RV32 assembly steps' limits (templates/kernels/rv32/dot.h.j2): conv0 n = 18 (steps
-# of four plus two entries in C), conv2 n = 162 (rows beyond the immediate offsets: the C loop), fc0 from 1152
-# inputs (rows more than 1020 entries apart: the C loop).
+# Layers on each side of the RV32 assembly steps' limits (templates/kernels/rv32/): RV32_EDGES's 3x3 convs take the
+# rows steps (conv0 n = 18, a 12-wide row: one step of eight positions and one of four; conv2 n = 162), fc0 from
+# 1152 inputs (rows more than 1020 entries apart: the C loop).  RV32_CONV_PATHS: 14- and 7-wide rows (steps of
+# eight + six, and of seven), an odd filter count (the one-filter step) before a fused 2x2 pool (inference: the
+# pooled 14 -> 7 and, 7 -> 3, the six pooled columns of a 7-wide map), and the im2col path of the other kernel
+# sizes: a 1x1 conv from 18 channels (dot8x2, n = 18: steps of four plus two entries in C) and a 5x5 one (n = 175,
+# rows beyond the immediate offsets: the C loop).
 RV32_EDGES = {"kind": "cnn", "input_shape": [2, 12, 12], "num_classes": 10,
               "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 3, 1, 1]], "fc_hidden": [6]}
+RV32_CONV_PATHS = {"kind": "cnn", "input_shape": [2, 14, 14], "num_classes": 10,
+                   "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 1, 1, 0], ["conv", 7, 3, 1, 1],
+                                ["maxpool", 2, 2], ["conv", 8, 5, 1, 2], ["conv", 6, 3, 1, 1], ["maxpool", 2, 2]],
+                   "fc_hidden": [6]}
 
 
-def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly():
-    model = Model(RV32_EDGES, "default", 16, seed=4)
-    rep = verify(model, Synthetic((2, 12, 12), n=64), "rv32imc", steps=4, batch=8, predictions=20,
+@pytest.mark.parametrize("spec,shape", [(RV32_EDGES, (2, 12, 12)), (RV32_CONV_PATHS, (2, 14, 14))],
+                         ids=["edges", "conv_paths"])
+def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly(spec, shape):
+    model = Model(spec, "default", 16, seed=4)
+    rep = verify(model, Synthetic(shape, n=64), "rv32imc", steps=4, batch=8, predictions=20,
                  lr_schedule={0: 16}, name="rvedges")
     assert rep.passed, rep.problem()
     assert rep.scores_equal and rep.correct_device == rep.correct_python
