@@ -24,8 +24,9 @@ int16 cases with a conv followed by a 2x2 pool (cnn_small_i16_train, mcu_cnn_i16
 mixed_all_i16_infer/_train): the acc32 conv kernel's pm path and the pooled wrappers (and, in the inference cases'
 .h/.c, the smaller arena: a fused conv's unused s_ buffer); int32 (acc64) cases and the streamed tail are unchanged.
 The faster RV32 kernels (issue 24 item 2: 3x3 convs in rows steps without im2col, the dot16x1/dot8x1 forward steps,
-the linear step's rows updated in pairs, the unrolled widening and transpose) changed only the rv32imc entries of the
-int16 cases: every addition is an RV32 part of an isa_select spot, which the other cores' preprocessors drop.
+the class rows of the linear step, the head update and the output step updated in pairs, the unrolled widening and
+transpose) changed only the rv32imc entries of the int16 cases: every addition is an RV32 part of an isa_select
+spot, which the other cores' preprocessors drop.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.
