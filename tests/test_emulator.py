@@ -87,16 +87,30 @@ def test_rv32_device_matches_python_bit_for_bit(bundled, target, preset_name, bi
     test_device_matches_python_bit_for_bit(bundled, target, preset_name, bits, mode)
 
 
-# Layers on each side of the RV32 assembly steps' limits (templates/kernels/rv32/dot.h.j2): conv0 n = 18 (steps
-# of four plus two entries in C), conv2 n = 162 (rows beyond the immediate offsets: the C loop), fc0 from 1152
-# inputs (rows more than 1020 entries apart: the C loop).
+# Layers on each side of the RV32 assembly steps' limits (templates/kernels/rv32/).  RV32_EDGES (batch 8): 3x3
+# convs in rows steps (conv0 n = 18, 12-wide rows: a step of eight positions and one of four; conv2 n = 162), fc0
+# from 1152 inputs (rows more than 1016 entries apart: the C loops of dot16x1), 17 rows (eight row pairs of the
+# fused update and one row alone).  RV32_CONV_PATHS (batch 5: the transposed batch's zero padding): 14- and
+# 7-wide rows (steps of eight + six, and of seven), odd filter counts (the one-filter step) before fused 2x2
+# pools (inference: 14 -> 7, and the six pooled columns of a 7-wide map), the im2col path of the other kernel
+# sizes (a 1x1 conv from 18 channels: dot8x2 with n = 18, steps of four plus two entries in C; a 5x5 one,
+# n = 175: rows beyond the immediate offsets, the C loop), fc0 from 45 inputs (a dot8x1 step of five passes plus
+# five entries in C; row pairs over an odd row length).  RV32_SMALL_BATCH (batch 3, NITRO_BP 4): row pairs with
+# four deltas, dot16x1 and dot8x1 in assembly.
 RV32_EDGES = {"kind": "cnn", "input_shape": [2, 12, 12], "num_classes": 10,
-              "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 3, 1, 1]], "fc_hidden": [6]}
+              "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 3, 1, 1]], "fc_hidden": [17]}
+RV32_CONV_PATHS = {"kind": "cnn", "input_shape": [2, 14, 14], "num_classes": 10,
+                   "features": [["conv", 8, 3, 1, 1], ["conv", 18, 3, 1, 1], ["conv", 8, 1, 1, 0], ["conv", 7, 3, 1, 1],
+                                ["maxpool", 2, 2], ["conv", 8, 5, 1, 2], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2]],
+                   "fc_hidden": [9]}
+RV32_SMALL_BATCH = {"kind": "mlp", "input_shape": [40], "num_classes": 10, "hidden": [25, 9]}
 
 
-def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly():
-    model = Model(RV32_EDGES, "default", 16, seed=4)
-    rep = verify(model, Synthetic((2, 12, 12), n=64), "rv32imc", steps=4, batch=8, predictions=20,
+@pytest.mark.parametrize("spec,shape,batch", [(RV32_EDGES, (2, 12, 12), 8), (RV32_CONV_PATHS, (2, 14, 14), 5),
+                                              (RV32_SMALL_BATCH, (40,), 3)], ids=["edges", "conv_paths", "small_batch"])
+def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly(spec, shape, batch):
+    model = Model(spec, "default", 16, seed=4)
+    rep = verify(model, Synthetic(shape, n=64), "rv32imc", steps=4, batch=batch, predictions=20,
                  lr_schedule={0: 16}, name="rvedges")
     assert rep.passed, rep.problem()
     assert rep.scores_equal and rep.correct_device == rep.correct_python

@@ -27,6 +27,10 @@ The M4 inference kernels (issue 24 item 3, executed MACs) changed only m4/m7/m33
 DSP two-column steps start with SMUAD and unroll their passes; their text is in every int16 kernels file), and the
 .h/.c of mcu_cnn_i16_infer/_train, mcu_cnn_ref_i16_train and mixed_all_i16_infer (a larger col: a fused conv's
 whole pool window, or a one-channel conv's window row pair); host, m0, m3 and rv32imc entries are unchanged.
+The faster RV32 kernels (issue 24 item 2: 3x3 convs in rows steps without im2col, the dot16x1/dot8x1 forward steps,
+the class rows of the linear step, the head update and the output step updated in pairs, the unrolled widening and
+transpose) changed only the rv32imc entries of the int16 cases: every addition is an RV32 part of an isa_select
+spot, which the other cores' preprocessors drop.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.
