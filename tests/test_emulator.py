@@ -104,10 +104,14 @@ RV32_CONV_PATHS = {"kind": "cnn", "input_shape": [2, 14, 14], "num_classes": 10,
                                 ["maxpool", 2, 2], ["conv", 8, 5, 1, 2], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2]],
                    "fc_hidden": [9]}
 RV32_SMALL_BATCH = {"kind": "mlp", "input_shape": [40], "num_classes": 10, "hidden": [25, 9]}
+# A padded map of 2 x 34 x 34 bytes, beyond an ADDI's immediate: the rows steps' channel step through a register.
+RV32_WIDE_MAP = {"kind": "cnn", "input_shape": [2, 32, 32], "num_classes": 10,
+                 "features": [["conv", 2, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
 
 
 @pytest.mark.parametrize("spec,shape,batch", [(RV32_EDGES, (2, 12, 12), 8), (RV32_CONV_PATHS, (2, 14, 14), 5),
-                                              (RV32_SMALL_BATCH, (40,), 3)], ids=["edges", "conv_paths", "small_batch"])
+                                              (RV32_SMALL_BATCH, (40,), 3), (RV32_WIDE_MAP, (2, 32, 32), 4)],
+                         ids=["edges", "conv_paths", "small_batch", "wide_map"])
 def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly(spec, shape, batch):
     model = Model(spec, "default", 16, seed=4)
     rep = verify(model, Synthetic(shape, n=64), "rv32imc", steps=4, batch=batch, predictions=20,
@@ -121,12 +125,15 @@ def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly(spec, shape,
 # The M4 inference paths of a conv whose 2x2 max-pool is fused (templates/kernels/dsp/conv.h.j2) on odd maps,
 # whose last row and column the pool drops: one input channel on an 11x11 map (the unaligned gather), an even
 # fan-in (36: whole windows, three then two filters a block) and an odd one (45: position pairs, padded rows).
+# On RV32 the pooled rows steps (templates/kernels/rv32/conv.h.j2): eight + two pooled columns, four, two, and
+# the one-filter step of an odd filter count.
 FUSED_ODD = {"kind": "cnn", "input_shape": [1, 11, 11], "num_classes": 10,
              "features": [["conv", 4, 3, 1, 1], ["maxpool", 2, 2], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2],
                           ["conv", 7, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
 
 
-def test_m4_fused_pool_on_odd_maps_predicts_bit_exactly():
+@pytest.mark.parametrize("target", ["m4", "rv32imc"])
+def test_fused_pool_on_odd_maps_predicts_bit_exactly(target):
     model = Model(FUSED_ODD, "default", 16, seed=6)
     rng = np.random.default_rng(1)  # weights far above the init's, so that the pooled maps and the scores vary
     for name in ("conv0.fwd", "conv1.fwd", "conv2.fwd", "output"):
@@ -134,7 +141,7 @@ def test_m4_fused_pool_on_odd_maps_predicts_bit_exactly():
         model.weights[name] = rng.integers(-b, b + 1, size=model.weights[name].shape).astype(np.int16)
     data = Synthetic((1, 11, 11), n=64)
     assert len({tuple(r) for r in model.predict_scores(data.x_test)}) == 100
-    rep = verify(model, data, "m4", steps=0, batch=8, predictions=100, name="fodd")
+    rep = verify(model, data, target, steps=0, batch=8, predictions=100, name="fodd")
     assert [op.fused for op in convert(model, batch=8, train=True).plan.ops if op.kind == "maxpool"] == [True] * 3
     assert rep.passed, rep.problem()
     assert rep.predictions == 100 and rep.scores_equal and rep.classes_equal

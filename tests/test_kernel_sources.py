@@ -31,6 +31,8 @@ The faster RV32 kernels (issue 24 item 2: 3x3 convs in rows steps without im2col
 the class rows of the linear step, the head update and the output step updated in pairs, the unrolled widening and
 transpose) changed only the rv32imc entries of the int16 cases: every addition is an RV32 part of an isa_select
 spot, which the other cores' preprocessors drop.
+The RV32 rows steps per executed MAC (issue 24 item 2: the first channel pass peeled, the fused pool and output
+stage in the assembly step, the unrolled padded map) changed only rv32imc entries of the int16 conv cases.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.
