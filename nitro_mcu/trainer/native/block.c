@@ -38,6 +38,27 @@ static int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
 #pragma GCC optimize("O3")
 #endif
 
+/* NB_HOT(ret, name, (params), (args), body): the function twice, for AVX-512 (F/BW/VL/DQ: int64 lanes) and for the
+ * base ISA, and name() calling the one this CPU runs (the loops are the same C: same integers). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+static int nb_v4 = -1;
+static int has_v4(void)
+{
+    if (nb_v4 < 0) {
+        __builtin_cpu_init();
+        nb_v4 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    return nb_v4;
+}
+#define NB_HOT(RET, NAME, PARAMS, ARGS, ...)                                                                   \
+    static RET NAME##_v0 PARAMS __VA_ARGS__                                                                    \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static RET NAME##_v4 PARAMS __VA_ARGS__      \
+    static RET NAME PARAMS { return has_v4() ? NAME##_v4 ARGS : NAME##_v0 ARGS; }
+#else
+#define NB_HOT(RET, NAME, PARAMS, ARGS, ...) static RET NAME PARAMS __VA_ARGS__
+#endif
+
 /* dst[i * drs + j * dcs] = (DT)x(i, j) for i < rows, j < cols: one loop per element type. */
 #define COPY_LOOP(ST, DT)                                                                                      \
     {                                                                                                          \
@@ -56,15 +77,15 @@ static int64_t pad16(int64_t n) { return (n + 15) / 16 * 16; }
         }                                                                                                      \
     }
 #define COPY_AS(DT, NAME)                                                                                      \
-    static void NAME(const struct mat *x, int64_t rows, int64_t cols, DT *dst, int64_t drs, int64_t dcs)       \
-    {                                                                                                          \
+    NB_HOT(void, NAME, (const struct mat *x, int64_t rows, int64_t cols, DT *dst, int64_t drs, int64_t dcs),   \
+           (x, rows, cols, dst, drs, dcs), {                                                                   \
         switch (x->t) {                                                                                        \
         case 1: COPY_LOOP(int8_t, DT) break;                                                                   \
         case 2: COPY_LOOP(int16_t, DT) break;                                                                  \
         case 4: COPY_LOOP(int32_t, DT) break;                                                                  \
         default: COPY_LOOP(int64_t, DT) break;                                                                 \
         }                                                                                                      \
-    }
+    })
 COPY_AS(int16_t, copy16) /* only where every value fits int16 (the plan keeps such operands whole) */
 COPY_AS(int64_t, copy64)
 
@@ -94,8 +115,7 @@ COPY_AS(int64_t, copy64)
 
 /* max |x| over rows x cols, at most INT64_MAX (which fails every product bound); an int8 operand is bounded by 128
  * without a pass, as layers.dtype_bound does. */
-static int64_t max_abs(const struct mat *x, int64_t rows, int64_t cols)
-{
+NB_HOT(int64_t, max_abs, (const struct mat *x, int64_t rows, int64_t cols), (x, rows, cols), {
     uint64_t m = 0;
     switch (x->t) {
     case 1: return 128;
@@ -104,7 +124,7 @@ static int64_t max_abs(const struct mat *x, int64_t rows, int64_t cols)
     default: MAX_LOOP(int64_t) break;
     }
     return m > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)m;
-}
+})
 
 /* a_max * b_max * k < 2**63 (matmul_exact's premise). */
 static int bound_ok(int64_t a_max, int64_t b_max, int64_t k)
@@ -161,6 +181,21 @@ struct limbs {
     int16_t *mem;
 };
 
+/* One limb: pl = rest mod 2**s in [-2**(s-1), 2**(s-1)), rest = (rest - pl) / 2**s exactly (rest - pl has rest's
+ * sign or is 0 and its magnitude fits uint64, so the quotient comes from an unsigned shift, the sign put back). */
+NB_HOT(void, limb_step, (int64_t *rest, int16_t *pl, int64_t size, int s), (rest, pl, size, s), {
+    uint64_t mask = ((uint64_t)1 << s) - 1, half = (uint64_t)1 << (s - 1);
+    for (int64_t i = 0; i < size; i++) {
+        int64_t v = rest[i];
+        uint64_t u = (uint64_t)v, low = u & mask;
+        int64_t limb = (int64_t)low - (low >= half ? (int64_t)mask + 1 : 0);
+        uint64_t t = v >= 0 ? u - (uint64_t)limb : (uint64_t)limb - u;
+        int64_t q = (int64_t)(t >> s);
+        pl[i] = (int16_t)limb;
+        rest[i] = v >= 0 ? q : -q;
+    }
+})
+
 /* Planes [rows][cols] row-major, or column-major where colmajor (B = W^T: pack_b reads its K-pairs as words). */
 static int split(const struct mat *x, int64_t rows, int64_t cols, int64_t x_max, int s, int colmajor,
                  struct limbs *out)
@@ -194,7 +229,6 @@ static int split(const struct mat *x, int64_t rows, int64_t cols, int64_t x_max,
         return 0;
     }
     copy64(x, rows, cols, rest, drs, dcs);
-    int64_t unit = (int64_t)1 << s;
     for (int l = 0; l < out->n; l++) {
         int16_t *pl = out->plane[l];
         if (l + 1 == out->n) {
@@ -202,16 +236,7 @@ static int split(const struct mat *x, int64_t rows, int64_t cols, int64_t x_max,
                 pl[i] = (int16_t)rest[i];
             break;
         }
-        for (int64_t i = 0; i < size; i++) {
-            /* limb = v mod 2**s in [-half, half), the rest (v - limb) / 2**s exactly: v - limb has v's sign (or is
-             * 0) and its magnitude fits uint64, so the quotient comes from an unsigned shift, the sign put back */
-            uint64_t u = (uint64_t)rest[i], low = u & (uint64_t)(unit - 1);
-            int64_t limb = low >= (uint64_t)half ? (int64_t)low - unit : (int64_t)low;
-            uint64_t t = rest[i] >= 0 ? u - (uint64_t)limb : (uint64_t)limb - u;
-            int64_t q = (int64_t)(t >> s);
-            pl[i] = (int16_t)limb;
-            rest[i] = rest[i] >= 0 ? q : -q;
-        }
+        limb_step(rest, pl, size, s);
     }
     free(rest);
     return 1;
@@ -427,16 +452,31 @@ int nb_head(int64_t b, int64_t d, int64_t nc, const void *x, int tx, const void 
     return ok;
 }
 
-/* NITRO-ReLU backward on delta [b][ldd] in place (layers.relu_backward) and its new max |delta| into dm. */
+/* NITRO-ReLU backward (layers.relu_backward) of delta [b][ldd] into dt [d_out][b] (transposed: the rows of the
+ * gradient's A); returns max |dt|. */
 #define RELU_BACK(DIV)                                                                                         \
     for (int64_t i = 0; i < b; i++)                                                                            \
         for (int64_t j = 0; j < d_out; j++) {                                                                  \
             int64_t sv = s[i * d_out + j], v = delta[i * ldd + j];                                             \
             v = (sv == 127 || (sv == -127 && !asym)) ? 0 : sv < 0 ? v / (DIV) : v;                             \
-            delta[i * ldd + j] = v;                                                                            \
+            dt[j * b + i] = v;                                                                                 \
             int64_t u = v < 0 ? -v : v;                                                                        \
             dm = u > dm ? u : dm;                                                                              \
         }
+NB_HOT(int64_t, relu_back, (int64_t b, int64_t d_out, const int8_t *s, const int64_t *delta, int64_t ldd, int asym,
+                            int64_t slope, int64_t *dt), (b, d_out, s, delta, ldd, asym, slope, dt), {
+    int64_t dm = 0;
+    switch (slope) { /* a constant divisor per common slope: the compiler divides by multiplying */
+    case 4: RELU_BACK(4) break;
+    case 8: RELU_BACK(8) break;
+    case 16: RELU_BACK(16) break;
+    case 3: RELU_BACK(3) break;
+    case 5: RELU_BACK(5) break;
+    case 10: RELU_BACK(10) break;
+    default: RELU_BACK(slope) break;
+    }
+    return dm;
+})
 
 /* LinearBlock.step: the head's step on h (its update into wh_out), then NITRO-ReLU backward on delta
  * (delta / slope below 0, zero at s = 127 and, unless asym, at s = -127; else delta), G = delta^T x and the forward
@@ -449,28 +489,22 @@ int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const voi
     struct mat ha = {h, 1, d_out, 1}, xa = {x, tx, d_in, 1};
     int64_t ldd = pad16(d_out), ldg = pad16(d_in), dm = 0;
     int64_t *delta = malloc((size_t)(b * ldd + 1) * sizeof(int64_t));
+    int64_t *dt = malloc((size_t)(b * d_out + 1) * sizeof(int64_t));
     int64_t *g = malloc((size_t)(d_out * ldg + 1) * sizeof(int64_t));
     int ok = 0;
-    if (!delta || !g)
+    if (!delta || !dt || !g)
         goto done;
     if (!head(b, d_out, nc, &ha, 128, wh, tw, sf_head, target, y_hat, 0, wrap, upd_head, wh_out, delta))
         goto done;
-    switch (slope) { /* a constant divisor per supported slope: the compiler divides by multiplying */
-    case 4: RELU_BACK(4) break;
-    case 8: RELU_BACK(8) break;
-    case 16: RELU_BACK(16) break;
-    case 3: RELU_BACK(3) break;
-    case 5: RELU_BACK(5) break;
-    case 10: RELU_BACK(10) break;
-    default: RELU_BACK(slope) break;
-    }
-    struct mat dt = {delta, 8, 1, ldd};
-    if (!xmm(d_out, d_in, b, &dt, dm, &xa, max_abs(&xa, b, d_in), g))
+    dm = relu_back(b, d_out, s, delta, ldd, asym, slope, dt);
+    struct mat da = {dt, 8, b, 1};
+    if (!xmm(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), g))
         goto done;
     sgd(tw, d_out, d_in, w, g, ldg, w_out, upd);
     ok = 1;
 done:
     free(delta);
+    free(dt);
     free(g);
     return ok;
 }
