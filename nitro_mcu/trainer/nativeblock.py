@@ -28,9 +28,17 @@ def _lib():
     so.nb_forward.argtypes = [i64, i64, i64, p, ci, p, ci, i64, i64, i64, p, p, p]
     so.nb_head.argtypes = [i64, i64, i64, p, ci, p, ci, i64, p, p, ci, ci, p, p, p]
     so.nb_linear_step.argtypes = [i64, i64, i64, i64, p, ci, p, p, p, p, ci, i64, p, ci, i64, ci, p, p, p, p, p]
-    for fn in (so.nb_forward, so.nb_head, so.nb_linear_step):
+    so.nb_force.argtypes = [ci]
+    for fn in (so.nb_forward, so.nb_head, so.nb_linear_step, so.nb_force):
         fn.restype = ci
     return so
+
+
+def force_avx512(on: bool | None) -> bool:
+    """Pin block.c's loops to their AVX-512 or base clone for tests (None: the best this CPU has); False if this CPU
+    cannot run the one asked for (or nothing is built)."""
+    so = _lib()
+    return so is not None and so.nb_force(-1 if on is None else int(on)) >= 0
 
 
 def _on(*pairs) -> bool:

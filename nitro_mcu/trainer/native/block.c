@@ -51,11 +51,23 @@ static int has_v4(void)
     }
     return nb_v4;
 }
+/* Pin the clones for the tests: 1 AVX-512, 0 base, -1 the best; returns the one in use, or -1 where this CPU lacks
+ * AVX-512 and 1 was asked for. */
+int nb_force(int v4)
+{
+    nb_v4 = -1;
+    int best = has_v4();
+    if (v4 > best)
+        return -1;
+    nb_v4 = v4 < 0 ? best : v4;
+    return nb_v4;
+}
 #define NB_HOT(RET, NAME, PARAMS, ARGS, ...)                                                                   \
     static RET NAME##_v0 PARAMS __VA_ARGS__                                                                    \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) static RET NAME##_v4 PARAMS __VA_ARGS__      \
     static RET NAME PARAMS { return has_v4() ? NAME##_v4 ARGS : NAME##_v0 ARGS; }
 #else
+int nb_force(int v4) { return v4 > 0 ? -1 : 0; }
 #define NB_HOT(RET, NAME, PARAMS, ARGS, ...) static RET NAME PARAMS __VA_ARGS__
 #endif
 
@@ -455,14 +467,15 @@ int nb_head(int64_t b, int64_t d, int64_t nc, const void *x, int tx, const void 
 /* NITRO-ReLU backward (layers.relu_backward) of delta [b][ldd] into dt [d_out][b] (transposed: the rows of the
  * gradient's A); returns max |dt|. */
 #define RELU_BACK(DIV)                                                                                         \
-    for (int64_t i = 0; i < b; i++)                                                                            \
-        for (int64_t j = 0; j < d_out; j++) {                                                                  \
-            int64_t sv = s[i * d_out + j], v = delta[i * ldd + j];                                             \
-            v = (sv == 127 || (sv == -127 && !asym)) ? 0 : sv < 0 ? v / (DIV) : v;                             \
-            dt[j * b + i] = v;                                                                                 \
-            int64_t u = v < 0 ? -v : v;                                                                        \
-            dm = u > dm ? u : dm;                                                                              \
-        }
+    for (int64_t i0 = 0; i0 < b; i0 += 8) /* 8 samples at a time: dt's writes come in runs of 8 */            \
+        for (int64_t j = 0; j < d_out; j++)                                                                    \
+            for (int64_t i = i0; i < i0 + 8 && i < b; i++) {                                                   \
+                int64_t sv = s[i * d_out + j], v = delta[i * ldd + j];                                         \
+                v = (sv == 127 || (sv == -127 && !asym)) ? 0 : sv < 0 ? v / (DIV) : v;                         \
+                dt[j * b + i] = v;                                                                             \
+                int64_t u = v < 0 ? -v : v;                                                                    \
+                dm = u > dm ? u : dm;                                                                          \
+            }
 NB_HOT(int64_t, relu_back, (int64_t b, int64_t d_out, const int8_t *s, const int64_t *delta, int64_t ldd, int asym,
                             int64_t slope, int64_t *dt), (b, d_out, s, delta, ldd, asym, slope, dt), {
     int64_t dm = 0;
