@@ -103,7 +103,9 @@ def test_every_mlp_preset_block_forward_and_step_equal_int64_on_random_operands(
         assert ran
         _assert_same(w_nat, w_ref)
     h = rng.integers(-128, 128, (batch, m.output.d_in)).astype(np.int8)
-    y_hat = m.output.forward(weights["output"], h)
+    y_hat, y_ref = _both(lambda: m.output.forward(weights["output"], h))
+    assert np.array_equal(y_hat, y_ref)
+    assert nativeblock.forward(h, weights["output"], m.output.sf, None)[1] is None
     (w_nat, nat), (w_ref, ref) = _both(lambda: _head_step(m.output, weights, h, target, m.hp, y_hat, False))
     assert nat[1] is None and ref[1] is None and np.array_equal(nat[0], ref[0])
     _assert_same(w_nat, w_ref)

@@ -75,7 +75,8 @@ class Head:
         self.sf = L.scale_factor(d_in)
 
     def forward(self, w: np.ndarray, x: np.ndarray, w_max: int | None = None) -> np.ndarray:
-        return L.linear_scaled(x, w, self.sf, w_max)
+        native = nativeblock.forward(x, w, self.sf, None)
+        return native[0] if native is not None else L.linear_scaled(x, w, self.sf, w_max)
 
     def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool, y_hat=None):
         """Local step on flattened input x -> (y_hat, delta_in or None, a bound on |delta_in|).

@@ -25,12 +25,13 @@ def _lib():
     if so is None:
         return None
     i64, p, ci = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    so.nb_forward.argtypes = [i64, i64, i64, p, ci, p, ci, i64, i64, i64, p, p, p]
+    so.nb_forward.argtypes = [i64, i64, i64, p, ci, p, ci, i64, i64, i64, p, p]
     so.nb_head.argtypes = [i64, i64, i64, p, ci, p, ci, i64, p, p, ci, ci, p, p, p]
-    so.nb_linear_step.argtypes = [i64, i64, i64, i64, p, ci, p, p, p, p, ci, i64, p, ci, i64, ci, p, p, p, p, p]
+    so.nb_linear_step.argtypes = [i64, i64, i64, i64, p, ci, p, p, p, p, ci, i64, p, ci, i64, ci, p, p, p, p]
     so.nb_force.argtypes = [ci]
-    for fn in (so.nb_forward, so.nb_head, so.nb_linear_step, so.nb_force):
+    for fn in (so.nb_head, so.nb_linear_step, so.nb_force):
         fn.restype = ci
+    so.nb_forward.restype = i64
     return so
 
 
@@ -41,9 +42,9 @@ def force_avx512(on: bool | None) -> bool:
     return so is not None and so.nb_force(-1 if on is None else int(on)) >= 0
 
 
-def _on(*pairs) -> bool:
-    """The native route applies: built, not FORCE_INT64, every (array, allowed dtypes) covered."""
-    return not gemm.FORCE_INT64 and all(a.dtype in ok for a, ok in pairs) and _lib() is not None
+def _on(x, w) -> bool:
+    """The native route applies: built, not FORCE_INT64, activations and weights of covered dtypes."""
+    return not gemm.FORCE_INT64 and x.dtype in _X and w.dtype in _W and _lib() is not None
 
 
 @cache
@@ -63,24 +64,23 @@ def _upd(w, lr_amp, decay_inv, weight_bits):
     return _update(lr_amp, decay_inv, weight_bits) if weight_bits <= 8 * w.itemsize else None
 
 
-def forward(x: np.ndarray, w: np.ndarray, sf: int, slope_inv: int):
-    """LinearBlock.forward's (s, h, max|W|) for flat x [B, d_in] and W [d_out, d_in], or None."""
-    if not _on((x, _X), (w, _W)):
+def forward(x: np.ndarray, w: np.ndarray, sf: int, slope_inv: int | None):
+    """LinearBlock.forward's (s, h, max|W|) for flat x [B, d_in] and W [d_out, d_in] (slope_inv None: Head.forward's,
+    no NITRO-ReLU, h None), or None."""
+    if not _on(x, w):
         return None
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     b, d_out = x.shape[0], w.shape[0]
     s = np.empty((b, d_out), dtype=np.int8)
-    h = np.empty((b, d_out), dtype=np.int8)
-    w_max = ctypes.c_int64()
-    if not _lib().nb_forward(b, w.shape[1], d_out, _addr(x), x.itemsize, _addr(w), w.itemsize, sf, slope_inv,
-                             RELU_MEAN[slope_inv], _addr(s), _addr(h), ctypes.addressof(w_max)):
-        return None
-    return s, h, w_max.value
+    h = None if slope_inv is None else np.empty((b, d_out), dtype=np.int8)
+    w_max = _lib().nb_forward(b, w.shape[1], d_out, _addr(x), x.itemsize, _addr(w), w.itemsize, sf, slope_inv or 0,
+                              RELU_MEAN[slope_inv] if slope_inv else 0, _addr(s), None if h is None else _addr(h))
+    return None if w_max < 0 else (s, h, w_max)
 
 
 def head_step(x, w, sf, target, y_hat, wrap, lr_inv, decay_inv, weight_bits, propagate):
     """Head.step's (y_hat, new W, delta or None) for flat x [B, d], W [classes, d], target [B, classes], or None."""
-    if not _on((x, _X), (w, _W), (target, (np.dtype(np.int64),))) or (y_hat is not None and y_hat.dtype != np.int8):
+    if not _on(x, w) or target.dtype != np.int64 or (y_hat is not None and y_hat.dtype != np.int8):
         return None
     upd = _upd(w, lr_inv, decay_inv, weight_bits)
     if upd is None:
@@ -103,21 +103,19 @@ def linear_step(block, weights, target, lr_inv, hp, quirks) -> bool:
     x, s, h, _ = block.cache
     name, head = block.name + ".fwd", block.head
     w, wh = weights[name], weights[head.name]
-    if not _on((x, _X), (w, _W)) or wh.dtype != w.dtype or target.dtype != np.int64 or s.dtype != np.int8 \
-            or h.dtype != np.int8:
+    if not _on(x, w) or wh.dtype != w.dtype or target.dtype != np.int64 or s.dtype != np.int8 or h.dtype != np.int8:
         return False
     upd_h = _upd(w, lr_inv, hp.head_decay_inv, hp.weight_bits)
     upd_w = _upd(w, lr_inv * hp.lr_amp_factor, hp.fwd_decay_inv, hp.weight_bits)
     if upd_h is None or upd_w is None:
         return False
-    x, s, h, w, wh, target = (np.ascontiguousarray(a) for a in (x, s, h, w, wh, target))
-    b, (d_out, d_in), nc = x.shape[0], w.shape, wh.shape[0]
+    c = np.ascontiguousarray
+    x, s, h, w, wh, target = c(x), c(s), c(h), c(w), c(wh), c(target)
+    (d_out, d_in), nc = w.shape, wh.shape[0]
     w_out, wh_out = np.empty_like(w), np.empty_like(wh)
-    y = np.empty((b, nc), dtype=np.int8)
-    if not _lib().nb_linear_step(b, d_in, d_out, nc, _addr(x), x.itemsize, _addr(s), _addr(h), _addr(w), _addr(wh),
-                                 w.itemsize, head.sf, _addr(target), int(quirks.error_wrap_int8), hp.slope_inv,
-                                 int(quirks.relu_grad_asymmetric_sat), upd_h[1], upd_w[1], _addr(wh_out),
-                                 _addr(w_out), _addr(y)):
+    if not _lib().nb_linear_step(len(x), d_in, d_out, nc, _addr(x), x.itemsize, _addr(s), _addr(h), _addr(w),
+                                 _addr(wh), w.itemsize, head.sf, _addr(target), quirks.error_wrap_int8, hp.slope_inv,
+                                 quirks.relu_grad_asymmetric_sat, upd_h[1], upd_w[1], _addr(wh_out), _addr(w_out)):
         return False
     weights[head.name], weights[name] = wh_out, w_out
     return True

@@ -390,15 +390,14 @@ static void sgd(int t, int64_t rows, int64_t cols, const void *w, const int64_t 
 
 /* LinearBlock.forward (slope > 0) or Head.forward (slope 0) on x [b][d_in] (tx bytes) and W [d_out][d_in] (tw):
  * s = NITRO-Scaling(x W^T, sf) int8 [b][d_out]; with slope > 0, h = NITRO-ReLU(s) = clip(s, 0, 127) +
- * clip(s, -127, 0) / slope - mu (layers.relu_forward's table); *w_max = max|W|. */
-int nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx, const void *w, int tw, int64_t sf,
-               int64_t slope, int64_t mu, int8_t *s, int8_t *h, int64_t *w_max)
+ * clip(s, -127, 0) / slope - mu (layers.relu_forward's table).  Returns max|W|, or -1 (declined). */
+int64_t nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx, const void *w, int tw, int64_t sf,
+                   int64_t slope, int64_t mu, int8_t *s, int8_t *h)
 {
     struct mat xa = {x, tx, d_in, 1}, wt = {w, tw, 1, d_in};
     int64_t wm = max_abs(&wt, d_in, d_out);
-    *w_max = wm;
     if (!scaled(b, d_out, d_in, &xa, max_abs(&xa, b, d_in), &wt, wm, sf, s))
-        return 0;
+        return -1;
     if (slope > 0) {
         int8_t lut[256];
         for (int64_t v = -128; v < 128; v++)
@@ -406,7 +405,7 @@ int nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx, co
         for (int64_t i = 0; i < b * d_out; i++)
             h[i] = lut[s[i] + 128];
     }
-    return 1;
+    return wm;
 }
 
 /* Head.step on x [b][d] (tx bytes), W [nc][d] (tw bytes), target [b][nc]: y_hat (given where have_y, else
@@ -497,15 +496,16 @@ NB_HOT(int64_t, relu_back, (int64_t b, int64_t d_out, const int8_t *s, const int
 int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const void *x, int tx, const int8_t *s,
                    const int8_t *h, const void *w, const void *wh, int tw, int64_t sf_head, const int64_t *target,
                    int wrap, int64_t slope, int asym, const int64_t *upd_head, const int64_t *upd, void *wh_out,
-                   void *w_out, int8_t *y_hat)
+                   void *w_out)
 {
     struct mat ha = {h, 1, d_out, 1}, xa = {x, tx, d_in, 1};
     int64_t ldd = pad16(d_out), ldg = pad16(d_in), dm = 0;
     int64_t *delta = malloc((size_t)(b * ldd + 1) * sizeof(int64_t));
     int64_t *dt = malloc((size_t)(b * d_out + 1) * sizeof(int64_t));
     int64_t *g = malloc((size_t)(d_out * ldg + 1) * sizeof(int64_t));
+    int8_t *y_hat = malloc((size_t)(b * nc + 1));
     int ok = 0;
-    if (!delta || !dt || !g)
+    if (!delta || !dt || !g || !y_hat)
         goto done;
     if (!head(b, d_out, nc, &ha, 128, wh, tw, sf_head, target, y_hat, 0, wrap, upd_head, wh_out, delta))
         goto done;
@@ -519,5 +519,6 @@ done:
     free(delta);
     free(dt);
     free(g);
+    free(y_hat);
     return ok;
 }
