@@ -388,6 +388,17 @@ static void sgd(int t, int64_t rows, int64_t cols, const void *w, const int64_t 
                       p[6], p[7]);
 }
 
+/* G [rows][pad16(cols)] = A X (k terms; A rows the errors, X the layer's input), then W [rows][cols]'s update by G
+ * into w_out. */
+static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *a, int64_t a_max, const struct mat *x,
+                       int64_t x_max, int64_t *g, int tw, const void *w, void *w_out, const int64_t *upd)
+{
+    if (!xmm(rows, cols, k, a, a_max, x, x_max, g))
+        return 0;
+    sgd(tw, rows, cols, w, g, pad16(cols), w_out, upd);
+    return 1;
+}
+
 /* LinearBlock.forward (slope > 0) or Head.forward (slope 0) on x [b][d_in] (tx bytes) and W [d_out][d_in] (tw):
  * s = NITRO-Scaling(x W^T, sf) int8 [b][d_out]; with slope > 0, h = NITRO-ReLU(s) = clip(s, 0, 127) +
  * clip(s, -127, 0) / slope - mu (layers.relu_forward's table).  Returns max|W|, or -1 (declined). */
@@ -435,10 +446,7 @@ static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t 
     struct mat ea = {e, 8, nc, 1}, et = {e, 8, 1, nc};
     if (delta && !xmm(b, d, nc, &ea, em, &wr, wm, delta))
         goto done;
-    if (!xmm(nc, d, b, &et, em, xa, x_max, g))
-        goto done;
-    sgd(tw, nc, d, w, g, ldg, w_out, upd);
-    ok = 1;
+    ok = grad_update(nc, d, b, &et, em, xa, x_max, g, tw, w, w_out, upd);
 done:
     free(e);
     free(g);
@@ -511,10 +519,7 @@ int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const voi
         goto done;
     dm = relu_back(b, d_out, s, delta, ldd, asym, slope, dt);
     struct mat da = {dt, 8, b, 1};
-    if (!xmm(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), g))
-        goto done;
-    sgd(tw, d_out, d_in, w, g, ldg, w_out, upd);
-    ok = 1;
+    ok = grad_update(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), g, tw, w, w_out, upd);
 done:
     free(delta);
     free(dt);
