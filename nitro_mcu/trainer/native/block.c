@@ -421,10 +421,11 @@ int64_t nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx
 
 /* Head.step on x [b][d] (tx bytes), W [nc][d] (tw bytes), target [b][nc]: y_hat (given where have_y, else
  * computed: Head.forward), e = y_hat - target (wrapped to int8 where wrap: ((e + 128) mod 256) - 128),
- * delta [b][ldd] = e W with the pre-update W (where delta != NULL), G = e^T x, W's update into w_out. */
+ * delta = e W with the pre-update W (where delta != NULL: [b][pad16(d)], or transposed [d][pad16(b)] where
+ * transposed), G = e^T x, W's update into w_out. */
 static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t x_max, const void *w, int tw,
                 int64_t sf, const int64_t *target, int8_t *y_hat, int have_y, int wrap, const int64_t *upd,
-                void *w_out, int64_t *delta)
+                void *w_out, int64_t *delta, int transposed)
 {
     struct mat wt = {w, tw, 1, d}, wr = {w, tw, d, 1};
     int64_t wm = max_abs(&wr, nc, d), ldg = pad16(d), em = 0;
@@ -444,7 +445,7 @@ static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t 
         em = u > em ? u : em;
     }
     struct mat ea = {e, 8, nc, 1}, et = {e, 8, 1, nc};
-    if (delta && !xmm(b, d, nc, &ea, em, &wr, wm, delta))
+    if (delta && !(transposed ? xmm(d, b, nc, &wt, wm, &et, em, delta) : xmm(b, d, nc, &ea, em, &wr, wm, delta)))
         goto done;
     ok = grad_update(nc, d, b, &et, em, xa, x_max, g, tw, w, w_out, upd);
 done:
@@ -463,7 +464,7 @@ int nb_head(int64_t b, int64_t d, int64_t nc, const void *x, int tx, const void 
     int64_t *dp = delta ? malloc((size_t)(b * ldd + 1) * sizeof(int64_t)) : NULL;
     if (delta && !dp)
         return 0;
-    int ok = head(b, d, nc, &xa, max_abs(&xa, b, d), w, tw, sf, target, y_hat, have_y, wrap, upd, w_out, dp);
+    int ok = head(b, d, nc, &xa, max_abs(&xa, b, d), w, tw, sf, target, y_hat, have_y, wrap, upd, w_out, dp, 0);
     if (ok && delta)
         for (int64_t i = 0; i < b; i++)
             memcpy(delta + i * d, dp + i * ldd, (size_t)d * sizeof(int64_t));
@@ -471,20 +472,19 @@ int nb_head(int64_t b, int64_t d, int64_t nc, const void *x, int tx, const void 
     return ok;
 }
 
-/* NITRO-ReLU backward (layers.relu_backward) of delta [b][ldd] into dt [d_out][b] (transposed: the rows of the
- * gradient's A); returns max |dt|. */
+/* NITRO-ReLU backward (layers.relu_backward) in place on dt [d_out][ldt] (delta transposed: the rows of the
+ * gradient's A) with st [d_out][b] (s transposed); returns max |dt|. */
 #define RELU_BACK(DIV)                                                                                         \
-    for (int64_t i0 = 0; i0 < b; i0 += 8) /* 8 samples at a time: dt's writes come in runs of 8 */            \
-        for (int64_t j = 0; j < d_out; j++)                                                                    \
-            for (int64_t i = i0; i < i0 + 8 && i < b; i++) {                                                   \
-                int64_t sv = s[i * d_out + j], v = delta[i * ldd + j];                                         \
-                v = (sv == 127 || (sv == -127 && !asym)) ? 0 : sv < 0 ? v / (DIV) : v;                         \
-                dt[j * b + i] = v;                                                                             \
-                int64_t u = v < 0 ? -v : v;                                                                    \
-                dm = u > dm ? u : dm;                                                                          \
-            }
-NB_HOT(int64_t, relu_back, (int64_t b, int64_t d_out, const int8_t *s, const int64_t *delta, int64_t ldd, int asym,
-                            int64_t slope, int64_t *dt), (b, d_out, s, delta, ldd, asym, slope, dt), {
+    for (int64_t j = 0; j < d_out; j++)                                                                        \
+        for (int64_t i = 0; i < b; i++) {                                                                      \
+            int64_t sv = st[j * b + i], v = dt[j * ldt + i];                                                   \
+            v = (sv == 127 || (sv == -127 && !asym)) ? 0 : sv < 0 ? v / (DIV) : v;                             \
+            dt[j * ldt + i] = v;                                                                               \
+            int64_t u = v < 0 ? -v : v;                                                                        \
+            dm = u > dm ? u : dm;                                                                              \
+        }
+NB_HOT(int64_t, relu_back, (int64_t b, int64_t d_out, const int8_t *st, int64_t *dt, int64_t ldt, int asym,
+                            int64_t slope), (b, d_out, st, dt, ldt, asym, slope), {
     int64_t dm = 0;
     switch (slope) { /* a constant divisor per common slope: the compiler divides by multiplying */
     case 4: RELU_BACK(4) break;
@@ -507,22 +507,25 @@ int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const voi
                    void *w_out)
 {
     struct mat ha = {h, 1, d_out, 1}, xa = {x, tx, d_in, 1};
-    int64_t ldd = pad16(d_out), ldg = pad16(d_in), dm = 0;
-    int64_t *delta = malloc((size_t)(b * ldd + 1) * sizeof(int64_t));
-    int64_t *dt = malloc((size_t)(b * d_out + 1) * sizeof(int64_t));
+    int64_t ldt = pad16(b), ldg = pad16(d_in), dm = 0;
+    int64_t *dt = malloc((size_t)(d_out * ldt + 1) * sizeof(int64_t));
+    int8_t *st = malloc((size_t)(d_out * b + 1));
     int64_t *g = malloc((size_t)(d_out * ldg + 1) * sizeof(int64_t));
     int8_t *y_hat = malloc((size_t)(b * nc + 1));
     int ok = 0;
-    if (!delta || !dt || !g || !y_hat)
+    if (!dt || !st || !g || !y_hat)
         goto done;
-    if (!head(b, d_out, nc, &ha, 128, wh, tw, sf_head, target, y_hat, 0, wrap, upd_head, wh_out, delta))
+    if (!head(b, d_out, nc, &ha, 128, wh, tw, sf_head, target, y_hat, 0, wrap, upd_head, wh_out, dt, 1))
         goto done;
-    dm = relu_back(b, d_out, s, delta, ldd, asym, slope, dt);
-    struct mat da = {dt, 8, b, 1};
+    for (int64_t i = 0; i < b; i++)
+        for (int64_t j = 0; j < d_out; j++)
+            st[j * b + i] = s[i * d_out + j];
+    dm = relu_back(b, d_out, st, dt, ldt, asym, slope);
+    struct mat da = {dt, 8, ldt, 1};
     ok = grad_update(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), g, tw, w, w_out, upd);
 done:
-    free(delta);
     free(dt);
+    free(st);
     free(g);
     free(y_hat);
     return ok;
