@@ -138,6 +138,31 @@ NB_HOT(int64_t, max_abs, (const struct mat *x, int64_t rows, int64_t cols), (x, 
     return m > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)m;
 })
 
+/* dst[i] = p[i] clamped to int16 for n contiguous values of t bytes (2 or 4), in one pass with their max |p[i]|:
+ * the whole-operand int16 plane of a weight tensor where that max shows it fits (else the plane is not used). */
+#define NARROW_LOOP(ST, CLAMP)                                                                                 \
+    {                                                                                                          \
+        const ST *src = (const ST *)p;                                                                         \
+        ST lo = 0, hi = 0;                                                                                     \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            ST v = src[i];                                                                                     \
+            hi = v > hi ? v : hi;                                                                              \
+            lo = v < lo ? v : lo;                                                                              \
+            dst[i] = (int16_t)CLAMP(v);                                                                        \
+        }                                                                                                      \
+        m = 0u - (uint64_t)(int64_t)lo;                                                                        \
+        m = (uint64_t)(int64_t)hi > m ? (uint64_t)(int64_t)hi : m;                                             \
+    }
+#define CLAMP16(v) ((v) > 32767 ? 32767 : (v) < -32768 ? -32768 : (v))
+NB_HOT(int64_t, narrow16, (const void *p, int t, int64_t n, int16_t *dst), (p, t, n, dst), {
+    uint64_t m = 0;
+    if (t == 2)
+        NARROW_LOOP(int16_t, )
+    else
+        NARROW_LOOP(int32_t, CLAMP16)
+    return (int64_t)m;
+})
+
 /* a_max * b_max * k < 2**63 (matmul_exact's premise). */
 static int bound_ok(int64_t a_max, int64_t b_max, int64_t k)
 {
@@ -329,9 +354,10 @@ done:
 }
 
 /* out [m][n] = NITRO-Scaling(A B, sf) = clip(A B / sf, -127, 127) (layers.matmul_scaled): fused into the kernel where
- * both operands stay whole and one int32 chunk covers K (intgemm.py matmul_scaled), else from the exact product. */
+ * both operands stay whole and one int32 chunk covers K (intgemm.py matmul_scaled), else from the exact product.
+ * bplane (or NULL): B as split would lay out its whole int16 plane, made by the caller. */
 static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, const struct mat *b,
-                  int64_t b_max, int64_t sf, int8_t *out)
+                  int64_t b_max, int64_t sf, int8_t *out, const int16_t *bplane)
 {
     int64_t ldc = pad16(n);
     int sa, sb;
@@ -341,7 +367,9 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         int bcol = b->rs == 1 && b->cs != 1, done = 0;
         if (!split(a, m, k, a_max, 0, 0, &la))
             return 0;
-        if (!split(b, k, n, b_max, 0, bcol, &lb)) {
+        lb.mem = NULL;
+        lb.plane[0] = (int16_t *)(uintptr_t)bplane; /* read only: igemm_run packs it */
+        if (!bplane && !split(b, k, n, b_max, 0, bcol, &lb)) {
             free(la.mem);
             return 0;
         }
@@ -405,9 +433,14 @@ static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *
 int64_t nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx, const void *w, int tw, int64_t sf,
                    int64_t slope, int64_t mu, int8_t *s, int8_t *h)
 {
-    struct mat xa = {x, tx, d_in, 1}, wt = {w, tw, 1, d_in};
-    int64_t wm = max_abs(&wt, d_in, d_out);
-    if (!scaled(b, d_out, d_in, &xa, max_abs(&xa, b, d_in), &wt, wm, sf, s))
+    struct mat xa = {x, tx, d_in, 1}, wt = {w, tw, 1, d_in}; /* W^T: W's memory order, as split lays it out */
+    int16_t *wp = malloc((size_t)(d_in * d_out + 1) * sizeof(int16_t));
+    if (!wp)
+        return -1;
+    int64_t wm = narrow16(w, tw, d_in * d_out, wp);
+    int ok = scaled(b, d_out, d_in, &xa, max_abs(&xa, b, d_in), &wt, wm, sf, s, wm < 32768 ? wp : NULL);
+    free(wp);
+    if (!ok)
         return -1;
     if (slope > 0) {
         int8_t lut[256];
@@ -429,7 +462,7 @@ static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t 
 {
     struct mat wt = {w, tw, 1, d}, wr = {w, tw, d, 1};
     int64_t wm = max_abs(&wr, nc, d), ldg = pad16(d), em = 0;
-    if (!have_y && !scaled(b, nc, d, xa, x_max, &wt, wm, sf, y_hat))
+    if (!have_y && !scaled(b, nc, d, xa, x_max, &wt, wm, sf, y_hat, NULL))
         return 0;
     int64_t *e = malloc((size_t)(b * nc + 1) * sizeof(int64_t));
     int64_t *g = malloc((size_t)(nc * ldg + 1) * sizeof(int64_t));
