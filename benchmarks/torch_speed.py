@@ -15,11 +15,11 @@ best time of each side is reported, so a load change on the machine hits both al
 side replays ``--int64-steps`` batches with ``gemm.FORCE_INT64`` and must end with identical weights.
 Heavy presets get fewer timed steps: each side is capped at ``--budget`` seconds per repeat.
 
-"products" is the integer side's time inside its exact integer products alone (one more replay with every call
-timed): the native kernels of nitro_mcu/trainer/intgemm.py with their operand preparation (limbs, packing), or
-``numpy.matmul`` where they are not built.  "ceiling" is
-PyTorch's whole step over that time: the ratio the integer trainer could reach if everything but its matrix
-products took no time.  Below 1.0x, no bookkeeping change can meet the target on that preset.
+"products" is the integer side's time inside native code (one more replay with every call timed): the native
+kernels of nitro_mcu/trainer/intgemm.py with their operand preparation (limbs, packing), the whole block steps of
+nitro_mcu/trainer/nativeblock.py (their products with the NITRO-ReLU, error and update around them), or
+``numpy.matmul`` where they are not built.  "ceiling" is PyTorch's whole step over that time: the ratio the integer
+trainer could reach if the Python around those calls took no time.
 """
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                    int_chunk=a.batch / run.chunk_best,
                    torch_chunk=a.batch / tr.chunk_best if tr is not None else float("nan"),
                    int64_sps=sps64, same=same, wmax=run.max_fwd_weight(), products_ms=products * 1e3,
-                   ceiling=t_torch / steps / products if tr is not None else float("nan"))
+                   ceiling=t_torch / steps / products if tr is not None and products > 0 else float("nan"))
         rows.append(row)
         print(f"  {name}: integer {row['int_sps']:,.0f} samples/s, torch {row['torch_sps']:,.0f}, "
               f"ratio {row['int_sps'] / row['torch_sps']:.2f}x (best 10-step pieces: {row['int_chunk']:,.0f} / "
@@ -183,13 +183,14 @@ def main(argv=None) -> int:
 
 @contextlib.contextmanager
 def _timed_products(total: list):
-    """Every exact product of the trainer (the native kernels' entry points, and ``numpy.matmul`` for the NumPy
+    """Every call into native code (the kernels' entry points, the whole block steps) and ``numpy.matmul`` (the NumPy
     path) adds its seconds to total[0]."""
     import numpy as np
 
-    from nitro_mcu.trainer import intgemm
+    from nitro_mcu.trainer import intgemm, nativeblock
 
-    targets = [(np, "matmul"), (intgemm, "matmul"), (intgemm, "gather_rows")]
+    targets = [(np, "matmul"), (intgemm, "matmul"), (intgemm, "gather_rows"), (nativeblock, "forward"),
+               (nativeblock, "head_step"), (nativeblock, "linear_step")]
     inner = [getattr(mod, name) for mod, name in targets]
 
     def timed(fn):
@@ -201,7 +202,7 @@ def _timed_products(total: list):
                 total[0] += time.perf_counter() - t
         return call
 
-    nested = [0]  # intgemm.matmul may call numpy.matmul: count the outermost call only
+    nested = [0]  # a timed call may call another (intgemm.matmul numpy.matmul): count the outermost call only
 
     def outer(fn):
         def call(*args, **kw):
@@ -268,7 +269,7 @@ def table(rows, threads: int = 1) -> str:
                      f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
     where = "one core" if threads == 1 else f"{threads} threads each side"
     return "\n".join(lines) + (f"\n(samples/s, batch 64, {where}; best10: the best 10-step piece of any repeat;\n"
-                               " products: ms per integer step in its exact products; ceiling: PyTorch's step / products)")
+                               " products: ms per integer step in native code; ceiling: PyTorch's step / products)")
 
 
 if __name__ == "__main__":

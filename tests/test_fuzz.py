@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fuzz_cases as F
 from nitro_mcu.device.verify import verify
-from nitro_mcu.trainer import arith, intgemm
+from nitro_mcu.trainer import arith, intgemm, nativeblock
 
 FUZZ_EXAMPLES = 30  # about 40 s on the loaded 2-core machine (one xdist worker)
 CI = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
@@ -44,17 +44,26 @@ def _case(**kw) -> F.Case:
 
 
 def test_fuzz_comparison_sees_a_fast_path_that_is_off_by_one(monkeypatch):
-    """The harness can fail: a native-kernel product one too large at one entry shows up as fast != int64."""
+    """The harness can fail: a native product one too large at one entry, or a native block step (the MLP blocks'
+    route, nitro_mcu/trainer/nativeblock.py) one off at one weight, shows up as fast != int64."""
     if intgemm.lib() is None:
         pytest.skip("the native integer kernels are not built here (no C compiler): there is no fast path to break")
-    real = intgemm.matmul
+    real, real_step = intgemm.matmul, nativeblock.linear_step
 
     def wrong(*args):
         r = real(*args).copy()
         r.reshape(-1)[0] += 1
         return r
 
+    def wrong_step(block, weights, *args):
+        ran = real_step(block, weights, *args)
+        if ran:
+            w = weights[block.name + ".fwd"]
+            w.reshape(-1)[0] += 1
+        return ran
+
     monkeypatch.setattr(intgemm, "matmul", wrong)
+    monkeypatch.setattr(nativeblock, "linear_step", wrong_step)
     problems = F.run_case(_case(), name="fzbad")
     assert any("fast != int64" in p for p in problems), problems
 

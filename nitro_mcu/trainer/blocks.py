@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import gemm
+from . import gemm, nativeblock
 from . import layers as L
 from .arith import max_abs, wrap_int8
 from .convgrad import pooled_grad
@@ -75,7 +75,8 @@ class Head:
         self.sf = L.scale_factor(d_in)
 
     def forward(self, w: np.ndarray, x: np.ndarray, w_max: int | None = None) -> np.ndarray:
-        return L.linear_scaled(x, w, self.sf, w_max)
+        native = nativeblock.forward(x, w, self.sf, None)
+        return native[0] if native is not None else L.linear_scaled(x, w, self.sf, w_max)
 
     def step(self, weights, x, target, lr_inv, decay_inv, hp: Hyper, wrap: bool, propagate: bool, y_hat=None):
         """Local step on flattened input x -> (y_hat, delta_in or None, a bound on |delta_in|).
@@ -83,6 +84,10 @@ class Head:
         ``y_hat`` may be passed when the forward pass already computed it with these weights.
         """
         w = weights[self.name]
+        native = nativeblock.head_step(x, w, self.sf, target, y_hat, wrap, lr_inv, decay_inv, hp.weight_bits, propagate)
+        if native is not None:
+            weights[self.name] = native[1]
+            return native[0], native[2], 0 if native[2] is None else max_abs(native[2])
         w_max = max_abs(w)
         if y_hat is None:
             y_hat = self.forward(w, x, w_max)
@@ -113,9 +118,13 @@ class LinearBlock:
     def forward(self, weights, x, hp: Hyper, train: bool):
         x = x.reshape(x.shape[0], -1)
         w = weights[self.name + ".fwd"]
-        w_max = max_abs(w)
-        s = L.linear_scaled(x, w, self.sf, w_max)
-        h = L.relu_forward(s, hp.slope_inv)
+        native = nativeblock.forward(x, w, self.sf, hp.slope_inv)
+        if native is not None:
+            s, h, w_max = native
+        else:
+            w_max = max_abs(w)
+            s = L.linear_scaled(x, w, self.sf, w_max)
+            h = L.relu_forward(s, hp.slope_inv)
         if train:
             self.cache = (x, s, h, w_max)
         return h
@@ -124,6 +133,8 @@ class LinearBlock:
         return h
 
     def step(self, weights, target, lr_inv, hp: Hyper, quirks):
+        if nativeblock.linear_step(self, weights, target, lr_inv, hp, quirks):
+            return
         x, s, h, w_max = self.cache
         _, delta, d_max = self.head.step(weights, h, target, lr_inv, hp.head_decay_inv, hp, quirks.error_wrap_int8,
                                          True)

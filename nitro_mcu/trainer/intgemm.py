@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).resolve().parent / "native" / "intgemm.c"
+# one library: block.c (nativeblock.py's whole block steps) calls intgemm.c's kernels, so both build as one unit
+SOURCES = (SOURCE, SOURCE.parent / "block.c")
+UNITY = "trainer_native.c"
 INT32_MAX = 2**31 - 1
 LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every int32 chunk then spans >= 31 K-pairs
 WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
@@ -83,14 +86,24 @@ def set_threads(n: int) -> int:
 
 
 def _build() -> Path:
-    """Compile native/intgemm.c into the build cache (keyed by source, compiler, flags and compiler version)."""
+    """Compile native/intgemm.c and native/block.c into the build cache (keyed by sources, compiler, flags and
+    compiler version)."""
     from ..device.cache import cached_shared_library  # the device wing's build cache and flag table: one source
     from ..device.flags import HOST_KERNEL_CFLAGS
     from ..device.toolchain import compiler_version, find_host_cc
 
     cc = find_host_cc(os.environ.get("CC") or None)
-    got = cached_shared_library("intgemm", cc, HOST_KERNEL_CFLAGS, {SOURCE.name: SOURCE.read_text()},
-                                compiler_version(cc), lambda d: SOURCE)
+    files = {p.name: p.read_text() for p in SOURCES}
+    # block.c's malloc comes first: intgemm.c poisons float and double, which stdlib.h declares (on x86 its
+    # intrinsics header has pulled stdlib.h in already; elsewhere nothing has)
+    files[UNITY] = "#include <stdlib.h>\n" + "".join(f'#include "{p.name}"\n' for p in SOURCES)
+
+    def write(folder: Path) -> Path:
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        return folder / UNITY
+
+    got = cached_shared_library("intgemm", cc, HOST_KERNEL_CFLAGS, files, compiler_version(cc), write)
     if isinstance(got, Path):
         return got
     raise RuntimeError(f"{cc} failed: {got.stderr.strip()}")
@@ -251,8 +264,7 @@ def gather_rows(d: np.ndarray, row: np.ndarray, x: np.ndarray, d_max: int) -> np
         x = np.ascontiguousarray(x)
     g = np.empty((c, x.shape[1]), dtype=np.int64)
     fn = lib().igemm_gather_s8 if x.dtype == np.int8 else lib().igemm_gather_s16
-    fn(c, n, x.shape[1], d.ctypes.data, row.ctypes.data, x.ctypes.data, x.strides[0] // x.itemsize, g.ctypes.data,
-       int(d_max < 2**31))
+    fn(c, n, x.shape[1], _addr(d), _addr(row), _addr(x), x.strides[0] // x.itemsize, _addr(g), int(d_max < 2**31))
     return g
 
 
