@@ -18,8 +18,7 @@ def sgd_update(w: np.ndarray, grad: np.ndarray, lr_inv: int, amp: int, decay_inv
     On AVX-512 or NEON the native kernels' one-pass update runs (:func:`~nitro_mcu.trainer.intgemm.sgd`,
     docs/arithmetic.md §4); else ``w_max`` (max |W|) and ``g_bound`` (a bound on |G|) let it take the two-pass
     route; a gradient below 2**53 takes the float64 one; the int64 code below is the rest, the definition, and all
-    of it under
-    ``gemm.FORCE_INT64`` (the reference the fast routes are checked against).
+    of it under ``gemm.FORCE_INT64`` (the reference the fast routes are checked against).
     """
     grad = np.asarray(grad)
     if not gemm.FORCE_INT64:
