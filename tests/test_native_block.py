@@ -145,6 +145,27 @@ def _hyper(bits, **kw):
 def test_block_step_equals_int64_at_the_bounds(setting, case, wrap, asym):
     """Extreme weights (both signs at the bound and random), every int8 pre-activation s in the cache (NITRO-ReLU's
     zero and saturated edges: 127, -127, -128), the error wrap and the asymmetric ReLU saturation switched."""
+    _bound_case(case, wrap, asym)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7])
+def test_block_step_equals_int64_with_the_gradient_cut_into_panels(rows):
+    """block.c makes and applies the weight gradient a few rows at a time (mlp4's 3000 x 3072 layers in 43-row
+    panels): forced to 1, 3 and 7 rows of the 19 (a short last panel), every bound case (limbs of both operands,
+    so the packed input changes between panels) still equals the int64 reference."""
+    ldg = (D_IN + 15) // 16 * 16
+    threads = intgemm.set_threads(0)
+    intgemm.set_threads(1)  # more threads make panels big enough to share (all 19 rows here)
+    assert nativeblock.grad_panel_bytes(rows * ldg * 8) == rows * ldg * 8
+    try:
+        for case in CASES:
+            _bound_case(case, True, True)
+    finally:
+        nativeblock.grad_panel_bytes(None)
+        intgemm.set_threads(threads)
+
+
+def _bound_case(case, wrap, asym):
     bits, w_max, wh_max, (xdt, x_max), hot, lr_inv, hyper = CASES[case]
     hp = _hyper(bits, **hyper)
     rng = np.random.default_rng(11)

@@ -29,6 +29,8 @@ def _lib():
     so.nb_head.argtypes = [i64, i64, i64, p, ci, p, ci, i64, p, p, ci, ci, p, p, p]
     so.nb_linear_step.argtypes = [i64, i64, i64, i64, p, ci, p, p, p, p, ci, i64, p, ci, i64, ci, p, p, p, p]
     so.nb_force.argtypes = [ci]
+    so.nb_grad_panel.argtypes = [i64]
+    so.nb_grad_panel.restype = i64
     for fn in (so.nb_head, so.nb_linear_step, so.nb_force):
         fn.restype = ci
     so.nb_forward.restype = i64
@@ -45,6 +47,13 @@ def force_avx512(on: bool | None) -> bool:
 def _on(x, w) -> bool:
     """The native route applies: built, not FORCE_INT64, activations and weights of covered dtypes."""
     return not gemm.FORCE_INT64 and x.dtype in _X and w.dtype in _W and _lib() is not None
+
+
+def grad_panel_bytes(n: int | None) -> int:
+    """Set the bytes of int64 gradient rows that block.c makes and consumes per panel and thread, for tests (None:
+    the default); returns the size in force (0 where nothing is built)."""
+    so = _lib()
+    return 0 if so is None else so.nb_grad_panel(n or 0)
 
 
 @cache
