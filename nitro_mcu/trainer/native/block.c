@@ -405,6 +405,23 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         int bcol = b->rs == 1 && b->cs != 1, done = 0;
         if (!split(a, m, k, a_max, 0, 0, &la))
             return 0;
+        if (bplane && bcol) { /* B = W^T with W's int16 rows given: C^T = W A^T reads them in place, packs only A */
+            int64_t ldm = pad16(m);
+            int16_t *scratch = malloc((size_t)((k + 1) / 2 * ldm * 2) * sizeof(int16_t));
+            int8_t *o = malloc((size_t)(n * ldm));
+            if (scratch && o && igemm_run(n, m, k, bplane, k, la.plane[0], 1, k, scratch, NULL, o, 0, 0, 0, sf)) {
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t i = 0; i < m; i++)
+                        out[i * n + j] = o[j * ldm + i];
+                done = 1;
+            }
+            free(scratch);
+            free(o);
+            free(la.mem);
+            if (done)
+                return 1;
+            goto exact;
+        }
         lb.mem = NULL;
         lb.plane[0] = (int16_t *)(uintptr_t)bplane; /* read only: igemm_run packs it */
         if (!bplane && !split(b, k, n, b_max, 0, bcol, &lb)) {
@@ -427,6 +444,7 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         if (done)
             return 1;
     }
+exact:;
     int64_t *c = malloc((size_t)(m * ldc + 1) * sizeof(int64_t));
     if (!c)
         return 0;
