@@ -220,6 +220,43 @@ def test_head_step_equals_int64_with_and_without_y_hat_and_delta(setting, propag
     assert nativeblock.head_step(x, weights["h"], head.sf, target, y_hat, True, 64, 7500, 32, propagate) is not None
 
 
+def test_a_replaced_weight_tensor_is_reused_only_once_nothing_else_holds_it(monkeypatch):
+    """The native step writes new weights into a retired tensor (nativeblock._out_like), never into one the caller
+    still holds: with every step's inputs kept, none changes; once they are dropped, the next step writes into them.
+    Every step equals the int64 reference."""
+    monkeypatch.setattr(nativeblock, "_SPARE_MIN", 0)  # this small layer's tensors take the mlp4-sized route
+    monkeypatch.setattr(nativeblock, "_spares", {})
+    rng = np.random.default_rng(3)
+    block, hp = LinearBlock("blk", D_IN, D_OUT, NC), _hyper(32)
+    x = rng.integers(-128, 128, (B, D_IN)).astype(np.int8)
+    target = np.zeros((B, NC), np.int64)
+    target[np.arange(B), rng.integers(0, NC, B)] = 32
+    w0 = {"blk.fwd": rng.integers(-5000, 5000, (D_OUT, D_IN)).astype(np.int32),
+          "blk.head": rng.integers(-5000, 5000, (NC, D_OUT)).astype(np.int32)}
+
+    def step(w):
+        s = L.linear_scaled(x, w["blk.fwd"], block.sf)
+        block.cache = (x, s, L.relu_forward(s, hp.slope_inv), 0)
+        block.step(w, target, 64, hp, _quirks())
+
+    def run():
+        w, kept, seen = {k: v.copy() for k, v in w0.items()}, [], []
+        for _ in range(3):
+            kept += [(v, v.copy()) for v in w.values()]  # the caller holds every step's inputs
+            step(w)
+            seen.append({k: v.copy() for k, v in w.items()})
+            assert all(np.array_equal(v, c) for v, c in kept)
+        return seen, w
+
+    (got, w), (want, _) = _both(run)
+    for g, r in zip(got, want):
+        _assert_same(g, r)
+    spares = {id(a) for v in nativeblock._spares.values() for a in v}
+    assert len(spares) == 6  # the three steps' inputs, released by run()
+    step(w)
+    assert {id(v) for v in w.values()} <= spares
+
+
 def test_native_step_declines_past_int64_and_changes_nothing():
     """Errors so wide that |e| * |W| * classes reaches 2**63: the native step declines (weights untouched) and the
     NumPy route raises, as it always has."""
