@@ -283,12 +283,24 @@ static int split(const struct mat *x, int64_t rows, int64_t cols, int64_t x_max,
     return 1;
 }
 
+/* B's limb planes (plan's sb-bit limbs of b [k][n], column-major where b is a transposed view) and the scratch that
+ * igemm_run packs them into, holding plane `packed` (-1: none yet): made once for any number of xmm_b calls on row
+ * ranges of A. */
+struct bside {
+    struct limbs l;
+    int bcol, packed;
+    int16_t *scratch;
+};
+
 /* C [m][pad16(n)] = A [m][k] B [k][n], exact (intgemm.py matmul: A's upper limbs run only on their nonzero rows when
- * those are at most half), A split into sa-bit limbs (plan's), B given as its limb planes lb (column-major where
- * bcol).  scratch holds B's plane *packed packed for igemm_run (-1: none yet); this call may change it.  0: no memory. */
-static int xmm_b(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, int sa, const struct limbs *lb,
-                 int bcol, int16_t *scratch, int *packed, int64_t *c)
+ * those are at most half), A split into sa-bit limbs (plan's), B from bs (its packed plane may change).  0: no
+ * memory. */
+static int xmm_b(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, int sa, struct bside *bs,
+                 int64_t *c)
 {
+    const struct limbs *lb = &bs->l;
+    int bcol = bs->bcol, *packed = &bs->packed;
+    int16_t *scratch = bs->scratch;
     int64_t ldc = pad16(n);
     struct limbs la;
     if (!split(a, m, k, a_max, sa, 0, &la))
@@ -343,14 +355,6 @@ done:
     return ok;
 }
 
-/* B's limb planes (plan's sb-bit limbs of b [k][n], column-major where b is a transposed view) and the scratch that
- * igemm_run packs them into: made once for any number of xmm_b calls on row ranges of A. */
-struct bside {
-    struct limbs l;
-    int bcol, packed;
-    int16_t *scratch;
-};
-
 static int bside_make(int64_t n, int64_t k, const struct mat *b, int64_t b_max, int sb, struct bside *out)
 {
     out->bcol = b->rs == 1 && b->cs != 1;
@@ -386,7 +390,7 @@ static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_m
     plan(a_max, b_max, &sa, &sb);
     if (!bside_make(n, k, b, b_max, sb, &bs))
         return 0;
-    int ok = xmm_b(m, n, k, a, a_max, sa, &bs.l, bs.bcol, bs.scratch, &bs.packed, c);
+    int ok = xmm_b(m, n, k, a, a_max, sa, &bs, c);
     bside_free(&bs);
     return ok;
 }
@@ -511,7 +515,7 @@ static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *
         struct mat ap = *a;
         ap.p = (const char *)a->p + r0 * a->rs * a->t;
         if (k)
-            ok = xmm_b(m, cols, k, &ap, a_max, sa, &bs.l, bs.bcol, bs.scratch, &bs.packed, g);
+            ok = xmm_b(m, cols, k, &ap, a_max, sa, &bs, g);
         else
             memset(g, 0, (size_t)(m * ldg) * sizeof *g);
         if (ok)
