@@ -145,6 +145,27 @@ def _hyper(bits, **kw):
 def test_block_step_equals_int64_at_the_bounds(setting, case, wrap, asym):
     """Extreme weights (both signs at the bound and random), every int8 pre-activation s in the cache (NITRO-ReLU's
     zero and saturated edges: 127, -127, -128), the error wrap and the asymmetric ReLU saturation switched."""
+    _bound_case(case, wrap, asym)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7])
+def test_block_step_equals_int64_with_the_gradient_cut_into_panels(rows):
+    """block.c makes and applies the weight gradient a few rows at a time (mlp4's 3000 x 3072 layers in 43-row
+    panels): forced to 1, 3 and 7 rows of the 19 (a short last panel), every bound case (limbs of both operands,
+    so the packed input changes between panels) still equals the int64 reference."""
+    ldg = (D_IN + 15) // 16 * 16
+    threads = intgemm.set_threads(0)
+    intgemm.set_threads(1)  # more threads make panels big enough to share (all 19 rows here)
+    assert nativeblock.grad_panel_bytes(rows * ldg * 8) == rows * ldg * 8
+    try:
+        for case in CASES:
+            _bound_case(case, True, True)
+    finally:
+        nativeblock.grad_panel_bytes(None)
+        intgemm.set_threads(threads)
+
+
+def _bound_case(case, wrap, asym):
     bits, w_max, wh_max, (xdt, x_max), hot, lr_inv, hyper = CASES[case]
     hp = _hyper(bits, **hyper)
     rng = np.random.default_rng(11)
@@ -197,6 +218,43 @@ def test_head_step_equals_int64_with_and_without_y_hat_and_delta(setting, propag
     if propagate:
         assert np.array_equal(nat[1], ref[1]) and nat[2] <= ref[2]  # the native bound is |delta|'s own maximum
     assert nativeblock.head_step(x, weights["h"], head.sf, target, y_hat, True, 64, 7500, 32, propagate) is not None
+
+
+def test_a_replaced_weight_tensor_is_reused_only_once_nothing_else_holds_it(monkeypatch):
+    """The native step writes new weights into a retired tensor (nativeblock._out_like), never into one the caller
+    still holds: with every step's inputs kept, none changes; once they are dropped, the next step writes into them.
+    Every step equals the int64 reference."""
+    monkeypatch.setattr(nativeblock, "_SPARE_MIN", 0)  # this small layer's tensors take the mlp4-sized route
+    monkeypatch.setattr(nativeblock, "_spares", {})
+    rng = np.random.default_rng(3)
+    block, hp = LinearBlock("blk", D_IN, D_OUT, NC), _hyper(32)
+    x = rng.integers(-128, 128, (B, D_IN)).astype(np.int8)
+    target = np.zeros((B, NC), np.int64)
+    target[np.arange(B), rng.integers(0, NC, B)] = 32
+    w0 = {"blk.fwd": rng.integers(-5000, 5000, (D_OUT, D_IN)).astype(np.int32),
+          "blk.head": rng.integers(-5000, 5000, (NC, D_OUT)).astype(np.int32)}
+
+    def step(w):
+        s = L.linear_scaled(x, w["blk.fwd"], block.sf)
+        block.cache = (x, s, L.relu_forward(s, hp.slope_inv), 0)
+        block.step(w, target, 64, hp, _quirks())
+
+    def run():
+        w, kept, seen = {k: v.copy() for k, v in w0.items()}, [], []
+        for _ in range(3):
+            kept += [(v, v.copy()) for v in w.values()]  # the caller holds every step's inputs
+            step(w)
+            seen.append({k: v.copy() for k, v in w.items()})
+            assert all(np.array_equal(v, c) for v, c in kept)
+        return seen, w
+
+    (got, w), (want, _) = _both(run)
+    for g, r in zip(got, want):
+        _assert_same(g, r)
+    spares = {id(a) for v in nativeblock._spares.values() for a in v}
+    assert len(spares) == 6  # the three steps' inputs, released by run()
+    step(w)
+    assert {id(v) for v in w.values()} <= spares
 
 
 def test_native_step_declines_past_int64_and_changes_nothing():

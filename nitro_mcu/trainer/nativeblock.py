@@ -7,12 +7,14 @@ declines (a product bound at or past 2**63), and the caller then runs its NumPy 
 from __future__ import annotations
 
 import ctypes
+import sys
 from functools import cache
 
 import numpy as np
 
 from . import gemm, intgemm
 from .layers import RELU_MEAN
+from .malloc import MMAP_THRESHOLD
 
 _X = (np.dtype(np.int8), np.dtype(np.int16))  # activations: the input, NITRO-ReLU's int8, Dropout's int16
 _W = (np.dtype(np.int16), np.dtype(np.int32))  # weights (weight_bits 16 or 32)
@@ -29,6 +31,8 @@ def _lib():
     so.nb_head.argtypes = [i64, i64, i64, p, ci, p, ci, i64, p, p, ci, ci, p, p, p]
     so.nb_linear_step.argtypes = [i64, i64, i64, i64, p, ci, p, p, p, p, ci, i64, p, ci, i64, ci, p, p, p, p]
     so.nb_force.argtypes = [ci]
+    so.nb_grad_panel.argtypes = [i64]
+    so.nb_grad_panel.restype = i64
     for fn in (so.nb_head, so.nb_linear_step, so.nb_force):
         fn.restype = ci
     so.nb_forward.restype = i64
@@ -45,6 +49,13 @@ def force_avx512(on: bool | None) -> bool:
 def _on(x, w) -> bool:
     """The native route applies: built, not FORCE_INT64, activations and weights of covered dtypes."""
     return not gemm.FORCE_INT64 and x.dtype in _X and w.dtype in _W and _lib() is not None
+
+
+def grad_panel_bytes(n: int | None) -> int:
+    """Set the bytes of int64 gradient rows that block.c makes and consumes per panel and thread, for tests (None:
+    the default); returns the size in force (0 where nothing is built)."""
+    so = _lib()
+    return 0 if so is None else so.nb_grad_panel(n or 0)
 
 
 @cache
@@ -97,6 +108,40 @@ def head_step(x, w, sf, target, y_hat, wrap, lr_inv, decay_inv, weight_bits, pro
     return y, out, delta
 
 
+# Retired weight tensors at or past glibc's largest mmap threshold (below it, malloc reuses freed memory itself): a
+# new tensor that size is a fresh mapping, zero-filled page by page as the update writes it (writing 36 MB took 5 ms
+# into a fresh array, 2.6 ms into a reused one here), so the update writes into one of these once nothing else holds
+# it: the caller's old weights are never overwritten while anyone can still see them.
+_SPARE_MIN, _SPARES_PER_SHAPE = MMAP_THRESHOLD, 4
+_spares: dict = {}
+
+
+def _held_once() -> int:
+    """sys.getrefcount of a list's item that nothing else holds (the list and the call's argument)."""
+    free = [np.empty(1)]
+    return sys.getrefcount(free[0])
+
+
+_HELD_ONCE = _held_once()
+
+
+def _out_like(w: np.ndarray) -> np.ndarray:
+    """An uninitialised array like w: a retired tensor nothing outside _spares holds, else a new one."""
+    spares = _spares.get((w.shape, w.dtype.str), [])
+    for i in range(len(spares)):
+        if sys.getrefcount(spares[i]) == _HELD_ONCE:
+            return spares.pop(i)
+    return np.empty_like(w)
+
+
+def _retire(w: np.ndarray) -> None:
+    """Keep a replaced weight tensor as a future _out_like (used only once nothing else holds it)."""
+    if w.nbytes >= _SPARE_MIN and w.flags.owndata and w.flags.c_contiguous and w.flags.writeable:
+        spares = _spares.setdefault((w.shape, w.dtype.str), [])
+        spares.append(w)
+        del spares[:-_SPARES_PER_SHAPE]
+
+
 def linear_step(block, weights, target, lr_inv, hp, quirks) -> bool:
     """LinearBlock.step in one call: both new weights stored in ``weights``; False (nothing changed) where the
     native route does not apply."""
@@ -112,10 +157,12 @@ def linear_step(block, weights, target, lr_inv, hp, quirks) -> bool:
     c = np.ascontiguousarray
     x, s, h, w, wh, target = c(x), c(s), c(h), c(w), c(wh), c(target)
     (d_out, d_in), nc = w.shape, wh.shape[0]
-    w_out, wh_out = np.empty_like(w), np.empty_like(wh)
+    w_out, wh_out = _out_like(w), _out_like(wh)
     if not _lib().nb_linear_step(len(x), d_in, d_out, nc, _addr(x), x.itemsize, _addr(s), _addr(h), _addr(w),
                                  _addr(wh), w.itemsize, head.sf, _addr(target), quirks.error_wrap_int8, hp.slope_inv,
                                  quirks.relu_grad_asymmetric_sat, upd_h[1], upd_w[1], _addr(wh_out), _addr(w_out)):
         return False
     weights[head.name], weights[name] = wh_out, w_out
+    _retire(w)
+    _retire(wh)
     return True

@@ -21,6 +21,10 @@ void igemm_sgd_s32(int64_t rows, int64_t cols, const int32_t *w, const int64_t *
 #define NB_LIMB_PRODUCT_MAX ((int64_t)1 << 25) /* intgemm.py LIMB_PRODUCT_MAX */
 #define NB_WHOLE_MAX ((int64_t)1 << 12)        /* intgemm.py WHOLE_MAX */
 #define NB_MAX_LIMBS 8
+#define NB_THREAD_MACS ((int64_t)1 << 24)      /* intgemm.c THREAD_MACS */
+#define NB_GRAD_PANEL_BYTES ((int64_t)1 << 20) /* G rows per panel of grad_update, per thread: within L2 */
+
+int igemm_threads(int threads);
 
 /* An operand: element (i, j) at p[i * rs + j * cs], t bytes each (1, 2, 4, 8: int8 to int64). */
 struct mat {
@@ -279,44 +283,42 @@ static int split(const struct mat *x, int64_t rows, int64_t cols, int64_t x_max,
     return 1;
 }
 
+/* B's limb planes (plan's sb-bit limbs of b [k][n], column-major where b is a transposed view) and the scratch that
+ * igemm_run packs them into, holding plane `packed` (-1: none yet): made once for any number of xmm_b calls on row
+ * ranges of A. */
+struct bside {
+    struct limbs l;
+    int bcol, packed;
+    int16_t *scratch;
+};
+
 /* C [m][pad16(n)] = A [m][k] B [k][n], exact (intgemm.py matmul: A's upper limbs run only on their nonzero rows when
- * those are at most half); |A| <= a_max, |B| <= b_max.  0: the bound fails or no memory. */
-static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, const struct mat *b,
-               int64_t b_max, int64_t *c)
+ * those are at most half), A split into sa-bit limbs (plan's), B from bs (its packed plane may change).  0: no
+ * memory. */
+static int xmm_b(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, int sa, struct bside *bs,
+                 int64_t *c)
 {
+    const struct limbs *lb = &bs->l;
+    int bcol = bs->bcol, *packed = &bs->packed;
+    int16_t *scratch = bs->scratch;
     int64_t ldc = pad16(n);
-    if (!bound_ok(a_max, b_max, k))
-        return 0;
-    if (m == 0 || n == 0)
-        return 1;
-    if (k == 0) {
-        memset(c, 0, (size_t)(m * ldc) * sizeof *c);
-        return 1;
-    }
-    int sa, sb, ok = 0;
-    plan(a_max, b_max, &sa, &sb);
-    struct limbs la, lb;
+    struct limbs la;
     if (!split(a, m, k, a_max, sa, 0, &la))
         return 0;
-    int bcol = b->rs == 1 && b->cs != 1;
-    if (!split(b, k, n, b_max, sb, bcol, &lb)) {
-        free(la.mem);
-        return 0;
-    }
-    int16_t *scratch = malloc((size_t)((k + 1) / 2 * ldc * 2) * sizeof(int16_t));
     int16_t *rows_a = la.n > 1 ? malloc((size_t)(m * k) * sizeof(int16_t)) : NULL;
     int64_t *part = la.n > 1 ? malloc((size_t)(m * ldc) * sizeof(int64_t)) : NULL;
     int64_t *idx = la.n > 1 ? malloc((size_t)m * sizeof(int64_t)) : NULL;
-    if (!scratch || (la.n > 1 && (!rows_a || !part || !idx)))
+    int ok = 0;
+    if (la.n > 1 && (!rows_a || !part || !idx))
         goto done;
     int first = 1;
-    for (int ib = 0; ib < lb.n; ib++) {
-        const int16_t *bp = lb.plane[ib];
+    for (int ib = 0; ib < lb->n; ib++) {
+        const int16_t *bp = *packed == ib ? NULL : lb->plane[ib];
         int64_t brs = bcol ? 1 : n, bcs = bcol ? k : 1;
         for (int ia = 0; ia < la.n; ia++) {
             const int16_t *ap = la.plane[ia];
-            int64_t kcp = chunk_pairs(la.bound[ia], lb.bound[ib]);
-            int shift = la.exp[ia] + lb.exp[ib];
+            int64_t kcp = chunk_pairs(la.bound[ia], lb->bound[ib]);
+            int shift = la.exp[ia] + lb->exp[ib];
             if (ia) {
                 int64_t cnt = 0;
                 for (int64_t i = 0; i < m; i++) {
@@ -330,7 +332,8 @@ static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_m
                     if (cnt) {
                         for (int64_t r = 0; r < cnt; r++)
                             memcpy(rows_a + r * k, ap + idx[r] * k, (size_t)k * sizeof(int16_t));
-                        igemm_run(cnt, n, k, rows_a, k, NULL, 0, 0, scratch, part, NULL, kcp, shift, 0, 0);
+                        igemm_run(cnt, n, k, rows_a, k, bp, brs, bcs, scratch, part, NULL, kcp, shift, 0, 0);
+                        bp = NULL, *packed = ib;
                         for (int64_t r = 0; r < cnt; r++)
                             for (int64_t j = 0; j < ldc; j++)
                                 c[idx[r] * ldc + j] += part[r * ldc + j];
@@ -338,18 +341,57 @@ static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_m
                     continue;
                 }
             }
-            igemm_run(m, n, k, ap, k, ia ? NULL : bp, brs, bcs, scratch, c, NULL, kcp, shift, !first, 0);
+            igemm_run(m, n, k, ap, k, bp, brs, bcs, scratch, c, NULL, kcp, shift, !first, 0);
+            bp = NULL, *packed = ib;
             first = 0;
         }
     }
     ok = 1;
 done:
-    free(scratch);
     free(rows_a);
     free(part);
     free(idx);
     free(la.mem);
-    free(lb.mem);
+    return ok;
+}
+
+static int bside_make(int64_t n, int64_t k, const struct mat *b, int64_t b_max, int sb, struct bside *out)
+{
+    out->bcol = b->rs == 1 && b->cs != 1;
+    out->packed = -1;
+    if (!split(b, k, n, b_max, sb, out->bcol, &out->l))
+        return 0;
+    out->scratch = malloc((size_t)((k + 1) / 2 * pad16(n) * 2) * sizeof(int16_t));
+    if (!out->scratch)
+        free(out->l.mem);
+    return out->scratch != NULL;
+}
+
+static void bside_free(struct bside *x)
+{
+    free(x->scratch);
+    free(x->l.mem);
+}
+
+/* C [m][pad16(n)] = A [m][k] B [k][n], exact; |A| <= a_max, |B| <= b_max.  0: the bound fails or no memory. */
+static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, const struct mat *b,
+               int64_t b_max, int64_t *c)
+{
+    if (!bound_ok(a_max, b_max, k))
+        return 0;
+    if (m == 0 || n == 0)
+        return 1;
+    if (k == 0) {
+        memset(c, 0, (size_t)(m * pad16(n)) * sizeof *c);
+        return 1;
+    }
+    int sa, sb;
+    struct bside bs;
+    plan(a_max, b_max, &sa, &sb);
+    if (!bside_make(n, k, b, b_max, sb, &bs))
+        return 0;
+    int ok = xmm_b(m, n, k, a, a_max, sa, &bs, c);
+    bside_free(&bs);
     return ok;
 }
 
@@ -367,6 +409,23 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         int bcol = b->rs == 1 && b->cs != 1, done = 0;
         if (!split(a, m, k, a_max, 0, 0, &la))
             return 0;
+        if (bplane && bcol) { /* B = W^T with W's int16 rows given: C^T = W A^T reads them in place, packs only A */
+            int64_t ldm = pad16(m);
+            int16_t *scratch = malloc((size_t)((k + 1) / 2 * ldm * 2) * sizeof(int16_t));
+            int8_t *o = malloc((size_t)(n * ldm));
+            if (scratch && o && igemm_run(n, m, k, bplane, k, la.plane[0], 1, k, scratch, NULL, o, 0, 0, 0, sf)) {
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t i = 0; i < m; i++)
+                        out[i * n + j] = o[j * ldm + i];
+                done = 1;
+            }
+            free(scratch);
+            free(o);
+            free(la.mem);
+            if (done)
+                return 1;
+            goto exact;
+        }
         lb.mem = NULL;
         lb.plane[0] = (int16_t *)(uintptr_t)bplane; /* read only: igemm_run packs it */
         if (!bplane && !split(b, k, n, b_max, 0, bcol, &lb)) {
@@ -389,6 +448,7 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         if (done)
             return 1;
     }
+exact:;
     int64_t *c = malloc((size_t)(m * ldc + 1) * sizeof(int64_t));
     if (!c)
         return 0;
@@ -416,15 +476,55 @@ static void sgd(int t, int64_t rows, int64_t cols, const void *w, const int64_t 
                       p[6], p[7]);
 }
 
-/* G [rows][pad16(cols)] = A X (k terms; A rows the errors, X the layer's input), then W [rows][cols]'s update by G
- * into w_out. */
-static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *a, int64_t a_max, const struct mat *x,
-                       int64_t x_max, int64_t *g, int tw, const void *w, void *w_out, const int64_t *upd)
+static int64_t grad_panel = NB_GRAD_PANEL_BYTES;
+
+/* Set grad_update's panel bytes per thread for the tests (0: the default, below 0: leave it); returns the one in
+ * force.  Any panel gives the same integers: each row of G is the same exact product. */
+int64_t nb_grad_panel(int64_t bytes)
 {
-    if (!xmm(rows, cols, k, a, a_max, x, x_max, g))
+    if (bytes >= 0)
+        grad_panel = bytes ? bytes : NB_GRAD_PANEL_BYTES;
+    return grad_panel;
+}
+
+/* W [rows][cols]'s update into w_out by G = A X (k terms; A rows the errors, X the layer's input), G made and
+ * consumed panel by panel: a panel of rows of G stays in cache between its product and its update, and no whole int64
+ * G (74 MB for a 3000 x 3072 layer, a fresh mmap and page faults every step) exists.  X is split and packed once. */
+static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *a, int64_t a_max, const struct mat *x,
+                       int64_t x_max, int tw, const void *w, void *w_out, const int64_t *upd)
+{
+    if (!bound_ok(a_max, x_max, k))
         return 0;
-    sgd(tw, rows, cols, w, g, pad16(cols), w_out, upd);
-    return 1;
+    if (rows == 0 || cols == 0)
+        return 1;
+    int64_t ldg = pad16(cols), macs = ldg * (k > 1 ? k : 1), threads = igemm_threads(0);
+    int64_t pr = grad_panel * threads / (ldg * (int64_t)sizeof(int64_t));
+    if (threads > 1 && pr * macs < NB_THREAD_MACS) /* a panel big enough for igemm_run to use the threads */
+        pr = (NB_THREAD_MACS + macs - 1) / macs;
+    pr = pr < 1 ? 1 : pr > rows ? rows : pr;
+    int sa, sb, ok = 1;
+    plan(a_max, x_max, &sa, &sb);
+    struct bside bs;
+    int64_t *g = malloc((size_t)(pr * ldg) * sizeof(int64_t));
+    if (!g || (k && !bside_make(cols, k, x, x_max, sb, &bs))) {
+        free(g);
+        return 0;
+    }
+    for (int64_t r0 = 0; ok && r0 < rows; r0 += pr) {
+        int64_t m = rows - r0 < pr ? rows - r0 : pr, off = r0 * cols * tw;
+        struct mat ap = *a;
+        ap.p = (const char *)a->p + r0 * a->rs * a->t;
+        if (k)
+            ok = xmm_b(m, cols, k, &ap, a_max, sa, &bs, g);
+        else
+            memset(g, 0, (size_t)(m * ldg) * sizeof *g);
+        if (ok)
+            sgd(tw, m, cols, (const char *)w + off, g, ldg, (char *)w_out + off, upd);
+    }
+    if (k)
+        bside_free(&bs);
+    free(g);
+    return ok;
 }
 
 /* LinearBlock.forward (slope > 0) or Head.forward (slope 0) on x [b][d_in] (tx bytes) and W [d_out][d_in] (tw):
@@ -461,13 +561,12 @@ static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t 
                 void *w_out, int64_t *delta, int transposed)
 {
     struct mat wt = {w, tw, 1, d}, wr = {w, tw, d, 1};
-    int64_t wm = max_abs(&wr, nc, d), ldg = pad16(d), em = 0;
+    int64_t wm = max_abs(&wr, nc, d), em = 0;
     if (!have_y && !scaled(b, nc, d, xa, x_max, &wt, wm, sf, y_hat, NULL))
         return 0;
     int64_t *e = malloc((size_t)(b * nc + 1) * sizeof(int64_t));
-    int64_t *g = malloc((size_t)(nc * ldg + 1) * sizeof(int64_t));
     int ok = 0;
-    if (!e || !g)
+    if (!e)
         goto done;
     for (int64_t i = 0; i < b * nc; i++) {
         int64_t v = (int64_t)y_hat[i] - target[i];
@@ -480,10 +579,9 @@ static int head(int64_t b, int64_t d, int64_t nc, const struct mat *xa, int64_t 
     struct mat ea = {e, 8, nc, 1}, et = {e, 8, 1, nc};
     if (delta && !(transposed ? xmm(d, b, nc, &wt, wm, &et, em, delta) : xmm(b, d, nc, &ea, em, &wr, wm, delta)))
         goto done;
-    ok = grad_update(nc, d, b, &et, em, xa, x_max, g, tw, w, w_out, upd);
+    ok = grad_update(nc, d, b, &et, em, xa, x_max, tw, w, w_out, upd);
 done:
     free(e);
-    free(g);
     return ok;
 }
 
@@ -540,13 +638,12 @@ int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const voi
                    void *w_out)
 {
     struct mat ha = {h, 1, d_out, 1}, xa = {x, tx, d_in, 1};
-    int64_t ldt = pad16(b), ldg = pad16(d_in), dm = 0;
+    int64_t ldt = pad16(b), dm = 0;
     int64_t *dt = malloc((size_t)(d_out * ldt + 1) * sizeof(int64_t));
     int8_t *st = malloc((size_t)(d_out * b + 1));
-    int64_t *g = malloc((size_t)(d_out * ldg + 1) * sizeof(int64_t));
     int8_t *y_hat = malloc((size_t)(b * nc + 1));
     int ok = 0;
-    if (!dt || !st || !g || !y_hat)
+    if (!dt || !st || !y_hat)
         goto done;
     if (!head(b, d_out, nc, &ha, 128, wh, tw, sf_head, target, y_hat, 0, wrap, upd_head, wh_out, dt, 1))
         goto done;
@@ -555,11 +652,10 @@ int nb_linear_step(int64_t b, int64_t d_in, int64_t d_out, int64_t nc, const voi
             st[j * b + i] = s[i * d_out + j];
     dm = relu_back(b, d_out, st, dt, ldt, asym, slope);
     struct mat da = {dt, 8, ldt, 1};
-    ok = grad_update(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), g, tw, w, w_out, upd);
+    ok = grad_update(d_out, d_in, b, &da, dm, &xa, max_abs(&xa, b, d_in), tw, w, w_out, upd);
 done:
     free(dt);
     free(st);
-    free(g);
     free(y_hat);
     return ok;
 }
