@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from functools import cache
 
 import numpy as np
@@ -114,6 +115,7 @@ def head_step(x, w, sf, target, y_hat, wrap, lr_inv, decay_inv, weight_bits, pro
 # it: the caller's old weights are never overwritten while anyone can still see them.
 _SPARE_MIN, _SPARES_PER_SHAPE = MMAP_THRESHOLD, 4
 _spares: dict = {}
+_spares_lock = threading.Lock()  # models trained in parallel threads share _spares: check and take as one step
 
 
 def _held_once() -> int:
@@ -127,19 +129,21 @@ _HELD_ONCE = _held_once()
 
 def _out_like(w: np.ndarray) -> np.ndarray:
     """An uninitialised array like w: a retired tensor nothing outside _spares holds, else a new one."""
-    spares = _spares.get((w.shape, w.dtype.str), [])
-    for i in range(len(spares)):
-        if sys.getrefcount(spares[i]) == _HELD_ONCE:
-            return spares.pop(i)
+    with _spares_lock:
+        spares = _spares.get((w.shape, w.dtype.str), [])
+        for i in range(len(spares)):
+            if sys.getrefcount(spares[i]) == _HELD_ONCE:
+                return spares.pop(i)
     return np.empty_like(w)
 
 
 def _retire(w: np.ndarray) -> None:
     """Keep a replaced weight tensor as a future _out_like (used only once nothing else holds it)."""
     if w.nbytes >= _SPARE_MIN and w.flags.owndata and w.flags.c_contiguous and w.flags.writeable:
-        spares = _spares.setdefault((w.shape, w.dtype.str), [])
-        spares.append(w)
-        del spares[:-_SPARES_PER_SHAPE]
+        with _spares_lock:
+            spares = _spares.setdefault((w.shape, w.dtype.str), [])
+            spares.append(w)
+            del spares[:-_SPARES_PER_SHAPE]
 
 
 def linear_step(block, weights, target, lr_inv, hp, quirks) -> bool:
