@@ -279,6 +279,17 @@ def magic(d: int) -> tuple[int, int]:
 _SGD = {np.dtype(np.int16): "igemm_sgd_s16", np.dtype(np.int32): "igemm_sgd_s32"}
 
 
+@cache
+def sgd_params(d: int, e: int, bits: int) -> tuple[int, ...] | None:
+    """The native update's parameters after w, g and out: (d, its magic m and l, e, its m and l, the int``bits``
+    bounds), as igemm_sgd_s16/s32 and block.c read them; None unless 0 < d < 2**63 and 0 <= e < 2**63."""
+    if not (0 < d < 2**63 and 0 <= e < 2**63):
+        return None
+    dm, dl = magic(d)
+    em, el = magic(e) if e > 0 else (0, 0)
+    return d, dm, dl, e, em, el, -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
 def sgd(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
     """IntegerSGD in one AVX-512 or NEON pass: saturate(w - (tdiv(g, d) + tdiv(w, e)), bits) in w's dtype (e = 0: no
     decay); None where neither runs (scalar C is slower than optim's NumPy routes on x86) or :func:`sgd_c` refuses."""
@@ -288,9 +299,9 @@ def sgd(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray |
 def sgd_c(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray | None:
     """:func:`sgd` on whatever loop the C side runs (portable C under ``force_variant('portable')``); None unless
     w is int16/int32 with an int64 g of its shape, 0 < d < 2**63, 0 <= e < 2**63 and bits fits w's dtype."""
-    name = _SGD.get(w.dtype)
-    if (name is None or g.dtype != np.int64 or g.shape != w.shape or w.ndim == 0 or not 0 < d < 2**63
-            or not 0 <= e < 2**63 or bits > 8 * w.itemsize):
+    name, params = _SGD.get(w.dtype), sgd_params(d, e, bits)
+    if name is None or params is None or g.dtype != np.int64 or g.shape != w.shape or w.ndim == 0 or \
+            bits > 8 * w.itemsize:
         return None
     shape = w.shape
     if w.ndim != 2:  # conv weights [F, C, k, k]: rows of C * k * k
@@ -299,9 +310,5 @@ def sgd_c(w: np.ndarray, g: np.ndarray, d: int, e: int, bits: int) -> np.ndarray
     if g.strides[1] != 8 or g.strides[0] % 8 or g.strides[0] < 0:
         g = np.ascontiguousarray(g)
     out = np.empty(w.shape, dtype=w.dtype)
-    dm, dl = magic(d)
-    em, el = magic(e) if e > 0 else (0, 0)
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    getattr(lib(), name)(w.shape[0], w.shape[1], _addr(w), _addr(g), g.strides[0] // 8, _addr(out),
-                         d, dm, dl, e, em, el, lo, hi)
+    getattr(lib(), name)(w.shape[0], w.shape[1], _addr(w), _addr(g), g.strides[0] // 8, _addr(out), *params)
     return out.reshape(shape)

@@ -63,11 +63,9 @@ def grad_panel_bytes(n: int | None) -> int:
 def _update(lr_amp: int, decay_inv: int, weight_bits: int):
     """IntegerSGD's parameters as block.c's sgd reads them (intgemm.sgd_c's) -> (array, address), or None outside
     what the native update covers."""
-    if not (0 < lr_amp < 2**63 and 0 <= decay_inv < 2**63):
+    vals = intgemm.sgd_params(lr_amp, decay_inv, weight_bits)
+    if vals is None:
         return None
-    dm, dl = intgemm.magic(lr_amp)
-    em, el = intgemm.magic(decay_inv) if decay_inv > 0 else (0, 0)
-    vals = [lr_amp, dm, dl, decay_inv, em, el, -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1]
     arr = np.array([v - (1 << 64) if v >= 2**63 else v for v in vals], dtype=np.int64)  # the bits of a uint64 magic
     return arr, _addr(arr)
 

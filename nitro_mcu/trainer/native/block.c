@@ -21,7 +21,6 @@ void igemm_sgd_s32(int64_t rows, int64_t cols, const int32_t *w, const int64_t *
 #define NB_LIMB_PRODUCT_MAX ((int64_t)1 << 25) /* intgemm.py LIMB_PRODUCT_MAX */
 #define NB_WHOLE_MAX ((int64_t)1 << 12)        /* intgemm.py WHOLE_MAX */
 #define NB_MAX_LIMBS 8
-#define NB_THREAD_MACS ((int64_t)1 << 24)      /* intgemm.c THREAD_MACS */
 #define NB_GRAD_PANEL_BYTES ((int64_t)1 << 20) /* G rows per panel of grad_update, per thread: within L2 */
 
 int igemm_threads(int threads);
@@ -499,8 +498,9 @@ static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *
         return 1;
     int64_t ldg = pad16(cols), macs = ldg * (k > 1 ? k : 1), threads = igemm_threads(0);
     int64_t pr = grad_panel * threads / (ldg * (int64_t)sizeof(int64_t));
-    if (threads > 1 && pr * macs < NB_THREAD_MACS) /* a panel big enough for igemm_run to use the threads */
-        pr = (NB_THREAD_MACS + macs - 1) / macs;
+    if (threads > 1 && pr * macs < THREAD_MACS) /* a panel big enough for igemm_run to use the threads (intgemm.c's
+                                                    threshold: one unit with block.c) */
+        pr = (THREAD_MACS + macs - 1) / macs;
     pr = pr < 1 ? 1 : pr > rows ? rows : pr;
     int sa, sb, ok = 1;
     plan(a_max, x_max, &sa, &sb);
