@@ -131,6 +131,54 @@ def test_int32_chunk_is_exact_at_its_limit_and_wraps_one_pair_past_it(simd):
     assert not (c[:, :17].astype(object) == want).all()
 
 
+@pytest.fixture
+def amx():
+    if "amx" not in VARIANTS:
+        pytest.skip("this CPU or kernel does not run AMX-INT8 (CPUID or Linux's arch_prctl permission)")
+    assert intgemm.force_variant("amx")
+    yield
+    intgemm.force_variant(None)
+
+
+def test_amx_byte_planes_stay_exact_past_one_int32_tile_chunk(amx):
+    """AMX cuts int16 into a signed high and an unsigned low byte; low-byte products reach 255 * 255, so an int32
+    tile sums at most 2**14 K values at a time.  K = 3 * 2**14 of 255 * 255 is 3.2e9 in one tile: past int32 unless
+    the kernel chunks K (a chunk of 2**15 still holds: 2.13e9).  The caller's chunk (1 pair) does not matter."""
+    k = 3 * 2**14
+    for av, bv in [(255, 255), (-32768, -32768), (-1, 255), (127, -128)]:
+        a = np.full((19, k), av, dtype=np.int16)  # 19 rows: AMX (16 or more), a partial second row block
+        a[1, ::7] = -1
+        b = np.full((k, 17), bv, dtype=np.int16)
+        b[::5, 3] = 0
+        want = _exact(a, b)
+        c = np.empty((19, 32), dtype=np.int64)
+        intgemm._run(a, b, 17, c, None, 1, 0, 0, 0)
+        assert (c[:, :17].astype(object) == want).all(), (av, bv)
+
+
+@pytest.mark.parametrize("m, k, n", [(700, 3000, 20), (50, 1152, 600), (37, 130, 33)])
+def test_amx_equals_int64_with_a_packed_whole_or_by_rows_mixed_int8_groups_and_b_panels(amx, m, k, n):
+    """700 x 3 000 is over the 4 MiB of byte planes packed whole (32 rows at a time against all of B), 1 152 x 600
+    spans three B panels, 37 x 130 x 33 has partial blocks everywhere; row groups alternate between int8 (one
+    plane) and int16 (two planes), and B is int8 in one run and int16 in the other; int64 products as reference
+    (|sum| < 2**47), with the shifted and added int64 output and the fused scaling checked too."""
+    rng = np.random.default_rng(m)
+    a = rng.integers(-32768, 32768, (m, k))
+    a[(np.arange(m) // 32) % 2 == 1] //= 256  # odd row groups of 32 in int8
+    for b_max in (127, 32767):
+        b = rng.integers(-b_max - 1, b_max + 1, (k, n))
+        want = a @ b
+        c = np.empty((m, -(-n // 16) * 16), dtype=np.int64)
+        intgemm._run(a.astype(np.int16), b.astype(np.int16), n, c, None, 1, 3, 0, 0)
+        assert np.array_equal(c[:, :n], want * 8)
+        intgemm._run(a.astype(np.int16), b.astype(np.int16), n, c, None, 1, 0, 1, 0)
+        assert np.array_equal(c[:, :n], want * 9)
+    a8, b8 = a.clip(-127, 127), rng.integers(-127, 128, (k, n))
+    sf = 2**8 * k
+    got = intgemm.matmul_scaled(a8.astype(np.int16), b8.astype(np.int16), 127, 127, sf)
+    assert got is not None and np.array_equal(got, np.clip(arith.tdiv(a8 @ b8, sf), -127, 127))
+
+
 SCALES = [1, 2, 3, 255, 256, 2304, 7919, 200704, 786432, 2**24]
 
 

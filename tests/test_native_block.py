@@ -111,6 +111,29 @@ def test_every_mlp_preset_block_forward_and_step_equal_int64_on_random_operands(
     _assert_same(w_nat, w_ref)
 
 
+@pytest.mark.parametrize("w_max", [20000, 32767])
+def test_forward_past_one_int32_chunk_reads_w_rows_in_place_and_equals_int64(setting, w_max):
+    """|x| <= 128, |W| up to 2**15 - 1 over d_in = 1 000: no limbs, but one int32 chunk (419 K-pairs at 20 000, 256
+    at 32 767) does not cover K, so the forward multiplies W's int16 rows in place into int64 sums and scales those
+    (mlp4's layers after their warm-up); the fused int8 route cannot serve it."""
+    rng = np.random.default_rng(w_max)
+    d_in, d_out, b = 1000, 45, 9
+    w = rng.integers(-w_max, w_max + 1, (d_out, d_in)).astype(np.int32)
+    w[0, :] = w_max  # one row of sums far past int32's chunk, saturating
+    x = rng.integers(-128, 128, (b, d_in)).astype(np.int8)
+    x[0, :] = 127
+    sf = 2**10 * d_in
+    got = nativeblock.forward(x, w, sf, 4)
+    old, gemm.FORCE_INT64 = gemm.FORCE_INT64, True
+    try:
+        want = L.linear_scaled(x, w, sf)
+    finally:
+        gemm.FORCE_INT64 = old
+    assert intgemm.chunk_pairs(128, w_max) < d_in // 2 and got is not None
+    assert np.array_equal(got[0], want) and len(np.unique(want)) > 100
+    assert np.array_equal(got[1], L.relu_forward(want, 4)) and got[2] == w_max
+
+
 def _head_step(head, weights, x, target, hp, y_hat, propagate, wrap=False, lr_inv=64):
     w = {head.name: weights[head.name].copy()}
     return w, head.step(w, x, target, lr_inv, hp.head_decay_inv, hp, wrap, propagate, y_hat=y_hat)

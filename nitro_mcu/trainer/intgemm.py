@@ -29,7 +29,7 @@ UNITY = "trainer_native.c"
 INT32_MAX = 2**31 - 1
 LIMB_PRODUCT_MAX = 2**25  # |limb_a| * |limb_b| at most this: every int32 chunk then spans >= 31 K-pairs
 WHOLE_MAX = 2**12  # an operand up to this stays whole (int8 activations, Dropout's 2 560) and the other is cut
-VARIANTS = ("portable", "avx2", "avx512vnni", "neon")
+VARIANTS = ("portable", "avx2", "avx512vnni", "neon", "amx")
 _I16P = ctypes.POINTER(ctypes.c_int16)
 _I64P = ctypes.POINTER(ctypes.c_int64)
 

@@ -403,28 +403,39 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
     int64_t ldc = pad16(n);
     int sa, sb;
     plan(a_max, b_max, &sa, &sb);
-    if (sa == 0 && sb == 0 && m && k && chunk_pairs(a_max, b_max) >= (k + 1) / 2) {
-        struct limbs la, lb;
-        int bcol = b->rs == 1 && b->cs != 1, done = 0;
+    int bcol = b->rs == 1 && b->cs != 1, fused = chunk_pairs(a_max, b_max) >= (k + 1) / 2;
+    if (sa == 0 && sb == 0 && m && k && bplane && bcol) {
+        /* B = W^T with W's int16 rows given: C^T = W A^T reads them in place and packs only A, into int8 sums where
+         * one chunk covers K, else into int64 sums scaled here */
+        struct limbs la;
         if (!split(a, m, k, a_max, 0, 0, &la))
             return 0;
-        if (bplane && bcol) { /* B = W^T with W's int16 rows given: C^T = W A^T reads them in place, packs only A */
-            int64_t ldm = pad16(m);
-            int16_t *scratch = malloc((size_t)((k + 1) / 2 * ldm * 2) * sizeof(int16_t));
-            int8_t *o = malloc((size_t)(n * ldm));
-            if (scratch && o && igemm_run(n, m, k, bplane, k, la.plane[0], 1, k, scratch, NULL, o, 0, 0, 0, sf)) {
-                for (int64_t j = 0; j < n; j++)
-                    for (int64_t i = 0; i < m; i++)
-                        out[i * n + j] = o[j * ldm + i];
-                done = 1;
-            }
-            free(scratch);
-            free(o);
-            free(la.mem);
-            if (done)
-                return 1;
-            goto exact;
-        }
+        int64_t ldm = pad16(m);
+        int16_t *scratch = malloc((size_t)((k + 1) / 2 * ldm * 2) * sizeof(int16_t));
+        int8_t *o = fused ? malloc((size_t)(n * ldm)) : NULL;
+        int64_t *c = fused ? NULL : malloc((size_t)(n * ldm) * sizeof(int64_t));
+        int done = scratch && (o || c) &&
+                   igemm_run(n, m, k, bplane, k, la.plane[0], 1, k, scratch, c, o, chunk_pairs(a_max, b_max), 0, 0,
+                             fused ? sf : 0);
+        if (done)
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t i = 0; i < m; i++) {
+                    int64_t q = o ? 0 : c[j * ldm + i] / sf;
+                    out[i * n + j] = o ? o[j * ldm + i] : (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+                }
+        free(scratch);
+        free(o);
+        free(c);
+        free(la.mem);
+        if (done)
+            return 1;
+        goto exact;
+    }
+    if (sa == 0 && sb == 0 && m && k && fused) {
+        struct limbs la, lb;
+        int done = 0;
+        if (!split(a, m, k, a_max, 0, 0, &la))
+            return 0;
         lb.mem = NULL;
         lb.plane[0] = (int16_t *)(uintptr_t)bplane; /* read only: igemm_run packs it */
         if (!bplane && !split(b, k, n, b_max, 0, bcol, &lb)) {

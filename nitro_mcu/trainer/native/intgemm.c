@@ -15,6 +15,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -24,6 +25,12 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define NITRO_X86 1
+/* AMX needs Linux's permission (arch_prctl) and a compiler that knows the tile instructions */
+#if defined(__linux__) && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#include <cpuid.h>
+#define NITRO_AMX 1
+long syscall(long number, ...); /* <unistd.h> hides it under -std=c11 */
+#endif
 #endif
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #include <arm_neon.h> /* NEON is part of every AArch64 core: no run-time check */
@@ -287,6 +294,221 @@ __attribute__((target("avx2"))) DRIVER(igemm_avx2, tile256, 4, 8)
 #undef CASES
 #endif
 
+#ifdef NITRO_AMX
+/* ---- AMX-INT8: 16 x 16 int32 tiles, tdpb{s,u}{s,u}d over K-quads of bytes ---------------------------------------
+ * Each int16 operand is cut into two exact byte planes, v = 256 h + l with l = v & 255 (unsigned) and h = (v - l) /
+ * 256 in [-128, 127] (signed); where every value of a block lies in int8, l read as signed is v itself and one plane
+ * does.  Each plane product runs on the tdpb variant of its two signs, and they are put together in int64:
+ * 65536 hh + 256 (hl + lh) + ll.  A plane product is below 2**16 in magnitude (255 * 255), so an int32 tile sum over
+ * at most AMX_KCHUNK = 2**14 K values cannot overflow, whatever kcp says; chunks add in int64.  Tiles 0-3
+ * accumulate, 4-5 hold A (two row blocks of one plane, or one block's two planes), 6-7 B (likewise for columns): two
+ * tiles of A against two of B, four products per K-block of 64. */
+#define AMX_KCHUNK 16384
+#define TAMX __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8")))
+
+struct amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* Tile (plane, block, kblock) of a packed operand: 16 rows of 64 bytes, 1 KiB, the kblocks of a block contiguous. */
+#define AMX_TILE(base, blocks, nkb, pl, blk, kb) ((base) + ((((pl) * (blocks) + (blk)) * (nkb) + (kb)) << 10))
+
+/* The high (plane 0: floor(v / 256), vpsraw) and low (plane 1) bytes of 32 int16. */
+TAMX static inline __m256i amx_plane(__m512i v, int plane)
+{
+    return _mm512_cvtepi16_epi8(plane == 0 ? _mm512_srai_epi16(v, 8) : v);
+}
+
+/* Rows [r0, r0 + 32) of A [m][lda] into both planes of two row blocks (zero past m and k); returns whether all of
+ * them lie in int8. */
+TAMX static int amx_pack_a(int64_t m, int64_t k, const int16_t *a, int64_t lda, int64_t r0, int64_t nkb,
+                           uint8_t *out)
+{
+    __m512i mn = _mm512_setzero_si512(), mx = mn;
+    for (int64_t r = 0; r < 32; r++)
+        for (int64_t kb = 0; kb < nkb; kb++)
+            for (int h = 0; h < 2; h++) { /* K values kb*64 + 32h .. + 31 */
+                int64_t at = kb * 64 + 32 * h, len = r0 + r >= m || k <= at ? 0 : k - at < 32 ? k - at : 32;
+                __mmask32 mk = (__mmask32)(len == 32 ? ~0u : (1u << len) - 1u);
+                __m512i v = _mm512_maskz_loadu_epi16(mk, a + (len ? (r0 + r) * lda + at : 0));
+                mn = _mm512_min_epi16(mn, v);
+                mx = _mm512_max_epi16(mx, v);
+                for (int pl = 0; pl < 2; pl++)
+                    _mm256_storeu_si256((__m256i *)(AMX_TILE(out, 2, nkb, pl, r / 16, kb) + (r % 16) * 64 + 32 * h),
+                                        amx_plane(v, pl));
+            }
+    return !_mm512_cmplt_epi16_mask(mn, _mm512_set1_epi16(-128)) &&
+           !_mm512_cmpgt_epi16_mask(mx, _mm512_set1_epi16(127));
+}
+
+/* B from its K-pairs (Bp[p][j][t] = B[2p+t][j], ldb) into both planes of `blocks` column blocks (zero past n and
+ * k): row q of a tile, bytes 4 jj .. 4 jj + 3 = B[kb*64 + 4q .. + 3][block*16 + jj] (the K-quad tdpb*d multiplies
+ * with A's row): pairs 2q and 2q+1 of 16 columns, their 16-bit units interleaved.  Returns whether B lies in int8. */
+TAMX static int amx_pack_b(int64_t n, int64_t k, const int16_t *bp, int64_t ldb, int64_t blocks, int64_t nkb,
+                           uint8_t *out)
+{
+    int64_t pairs = (k + 1) / 2;
+    const __m512i zip = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512i mn = _mm512_setzero_si512(), mx = mn;
+    for (int64_t p = 0; p < nkb * 32; p += 2)
+        for (int64_t j = 0; j < blocks * 16; j += 16) {
+            int64_t cols = n - j < 0 ? 0 : n - j < 16 ? n - j : 16;
+            __mmask32 mk = (__mmask32)(cols == 16 ? ~0u : (1u << (2 * cols)) - 1u);
+            __m512i p0 = _mm512_maskz_loadu_epi16(p < pairs ? mk : 0, bp + (p < pairs && cols ? (p * ldb + j) * 2 : 0));
+            __m512i p1 = _mm512_maskz_loadu_epi16(p + 1 < pairs ? mk : 0,
+                                                  bp + (p + 1 < pairs && cols ? ((p + 1) * ldb + j) * 2 : 0));
+            mn = _mm512_min_epi16(mn, _mm512_min_epi16(p0, p1));
+            mx = _mm512_max_epi16(mx, _mm512_max_epi16(p0, p1));
+            for (int pl = 0; pl < 2; pl++) {
+                __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(amx_plane(p0, pl)), amx_plane(p1, pl), 1);
+                _mm512_storeu_si512(AMX_TILE(out, blocks, nkb, pl, j / 16, p / 32) + (p % 32) / 2 * 64,
+                                    _mm512_permutexvar_epi16(zip, both));
+            }
+        }
+    return !_mm512_cmplt_epi16_mask(mn, _mm512_set1_epi16(-128)) &&
+           !_mm512_cmpgt_epi16_mask(mx, _mm512_set1_epi16(127));
+}
+
+/* K-blocks [kb0, kb1) of the four products: tile 2i+j += A tile i . B tile j, OPij the signs' tdpb*d. */
+#define AMX_STEPS(O00, O01, O10, O11)                                                                            \
+    for (int64_t kb = kb0; kb < kb1; kb++) {                                                                     \
+        _tile_loadd(4, a0 + (kb << 10), 64);                                                                     \
+        _tile_loadd(5, a1 + (kb << 10), 64);                                                                     \
+        _tile_loadd(6, b0 + (kb << 10), 64);                                                                     \
+        _tile_loadd(7, b1 + (kb << 10), 64);                                                                     \
+        O00(0, 4, 6);                                                                                            \
+        O01(1, 4, 7);                                                                                            \
+        O10(2, 5, 6);                                                                                            \
+        O11(3, 5, 7);                                                                                            \
+    }
+
+/* One operand's side of a group: tiles 0 and 1 (kblock 0; the rest follow), and whether tile 1 is tile 0's low plane
+ * (split) rather than the next block's. */
+struct amx_side {
+    const uint8_t *t0, *t1;
+    int split;
+};
+
+/* The four products of a group over all of K into sums[4][256] (int64, per output block 2i+j: i the row block if
+ * A's tiles are two blocks, j likewise), each plane product weighted 256 per high plane in it. */
+TAMX static void amx_group(const struct amx_side *as, const struct amx_side *bs, int64_t nkb, int64_t sum[4][256])
+{
+    const uint8_t *a0 = as->t0, *a1 = as->t1, *b0 = bs->t0, *b1 = bs->t1;
+    int32_t tile[4][256];
+    for (int64_t kb0 = 0; kb0 < nkb; kb0 += AMX_KCHUNK / 64) {
+        int64_t kb1 = kb0 + AMX_KCHUNK / 64 < nkb ? kb0 + AMX_KCHUNK / 64 : nkb;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        if (!as->split && !bs->split)
+            AMX_STEPS(_tile_dpbssd, _tile_dpbssd, _tile_dpbssd, _tile_dpbssd)
+        else if (!bs->split) /* A's high plane (signed) in tile 4, its low plane (unsigned) in 5 */
+            AMX_STEPS(_tile_dpbssd, _tile_dpbssd, _tile_dpbusd, _tile_dpbusd)
+        else if (!as->split)
+            AMX_STEPS(_tile_dpbssd, _tile_dpbsud, _tile_dpbssd, _tile_dpbsud)
+        else
+            AMX_STEPS(_tile_dpbssd, _tile_dpbsud, _tile_dpbusd, _tile_dpbuud)
+        _tile_stored(0, tile[0], 64);
+        _tile_stored(1, tile[1], 64);
+        _tile_stored(2, tile[2], 64);
+        _tile_stored(3, tile[3], 64);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                int out = (as->split ? 0 : 2 * i) + (bs->split ? 0 : j);
+                int64_t w = (int64_t)1 << (8 * ((as->split && i == 0) + (bs->split && j == 0)));
+                int first = kb0 == 0 && (as->split ? i == 0 : 1) && (bs->split ? j == 0 : 1);
+                if (first)
+                    for (int e = 0; e < 256; e++)
+                        sum[out][e] = tile[2 * i + j][e] * w;
+                else
+                    for (int e = 0; e < 256; e++)
+                        sum[out][e] += tile[2 * i + j][e] * w;
+            }
+    }
+}
+
+/* Below these the tile set-up and the int64 sums cost more than VNNI's products: AVX-512 VNNI runs them. */
+#define AMX_MIN_K 128
+#define AMX_MIN_M 16
+/* A packed whole (all row groups, then B in panels of AMX_PANEL bytes) where that takes at most AMX_WHOLE_A bytes,
+ * else 32 rows at a time against all of B (mlp4's 3 000 x 3 072 weights by a 64-column batch). */
+#define AMX_WHOLE_A ((int64_t)4 << 20)
+#define AMX_PANEL ((int64_t)512 << 10)
+
+TAMX static void igemm_amx(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, const int16_t *bp,
+                           int64_t ldb, int64_t *c, int64_t ldc, int64_t kcp, int shift, int add, int8_t *o,
+                           const struct scaling *sc)
+{
+    int64_t nkb = (k + 63) / 64, cblocks = (n + 31) / 32 * 2; /* even: a group's second block exists, zero */
+    int64_t groups = (m + 31) / 32, group_bytes = (4 * nkb) << 10;
+    int whole = groups * group_bytes <= AMX_WHOLE_A;
+    uint8_t *pa = k < AMX_MIN_K || m < AMX_MIN_M ? NULL : malloc((size_t)(whole ? groups * group_bytes : group_bytes));
+    uint8_t *pb = pa ? malloc((size_t)(2 * cblocks * nkb) << 10) : NULL;
+    int8_t *fits = pa ? malloc((size_t)groups) : NULL;
+    if (!pa || !pb || !fits) { /* small, or no memory for the byte planes: the same sums on AVX-512 VNNI */
+        free(pa);
+        free(pb);
+        free(fits);
+        igemm_avx512vnni(m, n, k, a, lda, bp, ldb, c, ldc, kcp, shift, add, o, sc);
+        return;
+    }
+    int b_s8 = amx_pack_b(n, k, bp, ldb, cblocks, nkb, pb);
+    if (whole)
+        for (int64_t g = 0; g < groups; g++)
+            fits[g] = (int8_t)amx_pack_a(m, k, a, lda, 32 * g, nkb, pa + g * group_bytes);
+    struct amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++)
+        cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+    int64_t scale = (int64_t)1 << shift, cstep = b_s8 ? 2 : 1;
+    int64_t panel = whole ? AMX_PANEL / ((2 * nkb) << 10) / 2 * 2 : cblocks;
+    panel = panel > 2 ? panel : 2;
+    int64_t sum[4][256];
+    for (int64_t c0 = 0; c0 < cblocks && 16 * c0 < n; c0 += panel)
+        for (int64_t g = 0; g < groups; g++) {
+            const uint8_t *ga = whole ? pa + g * group_bytes : pa;
+            int a_s8 = whole ? fits[g] : amx_pack_a(m, k, a, lda, 32 * g, nkb, pa);
+            for (int64_t rb = 0; rb < 2 && 32 * g + 16 * rb < m; rb += a_s8 ? 2 : 1) {
+                struct amx_side as = {AMX_TILE(ga, 2, nkb, a_s8, rb, 0), AMX_TILE(ga, 2, nkb, 1, rb + a_s8, 0),
+                                      !a_s8};
+                for (int64_t cb = c0; cb < c0 + panel && cb < cblocks && 16 * cb < n; cb += cstep) {
+                    struct amx_side bs = {AMX_TILE(pb, cblocks, nkb, b_s8, cb, 0),
+                                          AMX_TILE(pb, cblocks, nkb, 1, cb + b_s8, 0), !b_s8};
+                    amx_group(&as, &bs, nkb, sum);
+                    for (int ob = 0; ob < 4; ob++) {
+                        if ((ob / 2 && as.split) || (ob % 2 && bs.split))
+                            continue; /* a split operand's group fills block 0 of its side alone */
+                        int64_t i0 = 32 * g + 16 * (rb + ob / 2), j0 = 16 * (cb + ob % 2);
+                        int64_t rows = m - i0 < 16 ? m - i0 : 16, cols = n - j0 < 16 ? n - j0 : 16;
+                        for (int64_t r = 0; r < rows; r++) {
+                            const int64_t *s = sum[ob] + 16 * r;
+                            if (o)
+                                for (int64_t jj = 0; jj < cols; jj++)
+                                    o[(i0 + r) * ldc + j0 + jj] = scale1((int32_t)s[jj], sc);
+                            else if (add)
+                                for (int64_t jj = 0; jj < cols; jj++)
+                                    c[(i0 + r) * ldc + j0 + jj] += s[jj] * scale;
+                            else
+                                for (int64_t jj = 0; jj < cols; jj++)
+                                    c[(i0 + r) * ldc + j0 + jj] = s[jj] * scale;
+                        }
+                    }
+                }
+            }
+        }
+    _tile_release();
+    free(pa);
+    free(pb);
+    free(fits);
+}
+#endif
+
 #ifdef NITRO_NEON
 /* ---- NEON (AArch64): MR rows x NV vectors of 4 int32 columns, vmlal_s16 / vmlal_high_s16 ---------------------
  * NEON has no pairwise 16-bit multiply-add, so a vector keeps the pair's two halves apart: lanes (column, t) of
@@ -507,20 +729,36 @@ GATHER_NEON(gather_s8_neon, int8_t, WIDEN_S8)
 GATHER_NEON(gather_s16_neon, int16_t, WIDEN_S16)
 #endif
 
-static const char *const names[] = {"portable", "avx2", "avx512vnni", "neon"};
+static const char *const names[] = {"portable", "avx2", "avx512vnni", "neon", "amx"};
 #ifdef NITRO_X86
-static const kernel_fn kernels[] = {igemm_portable, igemm_avx2, igemm_avx512vnni, NULL};
-#elif defined(NITRO_NEON)
-static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, igemm_neon};
+#ifdef NITRO_AMX
+static const kernel_fn kernels[] = {igemm_portable, igemm_avx2, igemm_avx512vnni, NULL, igemm_amx};
 #else
-static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, NULL};
+static const kernel_fn kernels[] = {igemm_portable, igemm_avx2, igemm_avx512vnni, NULL, NULL};
+#endif
+#elif defined(NITRO_NEON)
+static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, igemm_neon, NULL};
+#else
+static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, NULL, NULL};
 #endif
 static int chosen = -1;
 #ifdef NITRO_X86
 static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
 #endif
 
-/* The best variant this CPU runs: 3 neon (every AArch64 core), 2 avx512vnni, 1 avx2, 0 portable. */
+#ifdef NITRO_AMX
+/* AMX-TILE and AMX-INT8 in CPUID leaf 7 (EDX bits 24, 25), and Linux's leave to use the tile data (asked once per
+ * process: ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; kernels before 5.16 refuse it). */
+static int amx_usable(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) || !(edx & (1u << 25)))
+        return 0;
+    return syscall(158 /* SYS_arch_prctl */, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+}
+#endif
+
+/* The best variant this CPU runs: 4 amx, 3 neon (every AArch64 core), 2 avx512vnni, 1 avx2, 0 portable. */
 static int best_variant(void)
 {
 #ifdef NITRO_X86
@@ -528,8 +766,16 @@ static int best_variant(void)
     avx512_sgd = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vnni"))
+        __builtin_cpu_supports("avx512vnni")) {
+#ifdef NITRO_AMX
+        static int amx = -1; /* the permission is asked once */
+        if (amx < 0)
+            amx = amx_usable();
+        if (amx)
+            return 4;
+#endif
         return 2;
+    }
     if (__builtin_cpu_supports("avx2"))
         return 1;
 #elif defined(NITRO_NEON)
@@ -538,12 +784,13 @@ static int best_variant(void)
     return 0;
 }
 
-/* Pin a variant (0 portable, 1 avx2, 2 avx512vnni, 3 neon; -1: the best this CPU has); returns the one in use, or
- * -1 if this build or CPU cannot run the one asked for (x86: the variants up to the best, which imply the lower). */
+/* Pin a variant (0 portable, 1 avx2, 2 avx512vnni, 3 neon, 4 amx; -1: the best this CPU has); returns the one in
+ * use, or -1 if this build or CPU cannot run the one asked for (x86: the variants up to the best, which imply the
+ * lower). */
 int igemm_force(int variant)
 {
     int best = best_variant();
-    if (variant > 3 || (variant > 0 && (kernels[variant] == NULL || variant > best)))
+    if (variant > 4 || (variant > 0 && (kernels[variant] == NULL || variant > best)))
         return -1;
     chosen = variant < 0 ? best : variant;
     return chosen;
@@ -674,7 +921,7 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
 /* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 or NEON where
  * the kernels run on it and |d| < 2**31 (narrow), else portable C. */
 #ifdef NITRO_X86
-#define GATHER_FAST(T) if (narrow && chosen == 2) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
+#define GATHER_FAST(T) if (narrow && (chosen == 2 || chosen == 4)) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
 #elif defined(NITRO_NEON)
 #define GATHER_FAST(T) if (narrow && chosen == 3) { gather_##T##_neon(c, n, k, d, row, x, ldx, g); return; }
 #else
