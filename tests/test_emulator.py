@@ -107,11 +107,17 @@ RV32_SMALL_BATCH = {"kind": "mlp", "input_shape": [40], "num_classes": 10, "hidd
 # A padded map of 2 x 34 x 34 bytes, beyond an ADDI's immediate: the rows steps' channel step through a register.
 RV32_WIDE_MAP = {"kind": "cnn", "input_shape": [2, 32, 32], "num_classes": 10,
                  "features": [["conv", 2, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
+# Four channels of 22 x 22 padded cells (968 B a map): groups of two channels, not four (the fourth channel's
+# offset, 2,904 B, is beyond the immediate); then a one-channel conv with five filters under a fused pool of a
+# 20-wide map (inference: two-filter window steps and the one-filter step, five steps along each pooled row).
+RV32_GROUPS = {"kind": "cnn", "input_shape": [4, 20, 20], "num_classes": 10,
+               "features": [["conv", 1, 3, 1, 1], ["conv", 5, 3, 1, 1], ["maxpool", 2, 2]], "fc_hidden": []}
 
 
 @pytest.mark.parametrize("spec,shape,batch", [(RV32_EDGES, (2, 12, 12), 8), (RV32_CONV_PATHS, (2, 14, 14), 5),
-                                              (RV32_SMALL_BATCH, (40,), 3), (RV32_WIDE_MAP, (2, 32, 32), 4)],
-                         ids=["edges", "conv_paths", "small_batch", "wide_map"])
+                                              (RV32_SMALL_BATCH, (40,), 3), (RV32_WIDE_MAP, (2, 32, 32), 4),
+                                              (RV32_GROUPS, (4, 20, 20), 4)],
+                         ids=["edges", "conv_paths", "small_batch", "wide_map", "groups"])
 def test_rv32_assembly_remainders_and_c_fallbacks_train_bit_exactly(spec, shape, batch):
     model = Model(spec, "default", 16, seed=4)
     rep = verify(model, Synthetic(shape, n=64), "rv32imc", steps=4, batch=batch, predictions=20,

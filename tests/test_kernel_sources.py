@@ -33,6 +33,9 @@ transpose) changed only the rv32imc entries of the int16 cases: every addition i
 spot, which the other cores' preprocessors drop.
 The RV32 rows steps per executed MAC (issue 24 item 2: the first channel pass peeled, the fused pool and output
 stage in the assembly step, the unrolled padded map) changed only rv32imc entries of the int16 conv cases.
+The RV32 inference to 2.5 per executed MAC (issue 24 item 2: the padded map's rows copied fully unrolled, input
+channels in groups of four or two at immediate offsets, a one-channel conv under a fused pool in whole windows)
+changed only the rv32imc entries of the int16 conv cases.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.
