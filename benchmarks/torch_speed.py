@@ -157,9 +157,10 @@ def main(argv=None) -> int:
             if tr is not None:
                 t_torch = min(t_torch, tr.run(steps))
             t_int = min(t_int, run.run(steps)[0])
-        same, sps64 = run.same_as_int64(min(a.int64_steps, steps))
+        # --int64-steps 0: no comparison, and the row says so (never "identical" over no steps)
+        same, sps64 = run.same_as_int64(min(a.int64_steps, steps)) if a.int64_steps > 0 else (None, float("nan"))
         products = products_time(run, steps) / steps
-        ok &= same
+        ok &= same is not False
         row = dict(model=name, data=source, warm=warm, steps=steps, int_sps=steps * a.batch / t_int,
                    torch_sps=steps * a.batch / t_torch if tr is not None else float("nan"),
                    int_chunk=a.batch / run.chunk_best,
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
         print(f"  {name}: integer {row['int_sps']:,.0f} samples/s, torch {row['torch_sps']:,.0f}, "
               f"ratio {row['int_sps'] / row['torch_sps']:.2f}x (best 10-step pieces: {row['int_chunk']:,.0f} / "
               f"{row['torch_chunk']:,.0f} = {row['int_chunk'] / row['torch_chunk']:.2f}x; {steps} steps after {warm} "
-              f"warm-up steps; int64 check {'identical' if same else 'DIFFERENT'}; products {row['products_ms']:.3f} ms of "
+              f"warm-up steps; int64 check {_same(same)}; products {row['products_ms']:.3f} ms of "
               f"{t_int / steps * 1e3:.3f} ms per step, ceiling {row['ceiling']:.2f}x)", flush=True)
     print()
     print(table(rows, a.threads))
@@ -250,9 +251,13 @@ def _steps(run, a) -> int:
     return max(3, min(a.steps, int(a.budget / per_step)))
 
 
+def _same(same, yes="identical", no="DIFFERENT", none="not run (--int64-steps 0)") -> str:
+    return none if same is None else yes if same else no
+
+
 def _rate(sps: float) -> str:
     """Samples/s as a whole number, with two decimals below 10 (vgg8b's pure-int64 path)."""
-    return f"{sps:,.0f}" if sps >= 10 else f"{sps:.2f}"
+    return "-" if sps != sps else f"{sps:,.0f}" if sps >= 10 else f"{sps:.2f}"
 
 
 def table(rows, threads: int = 1) -> str:
@@ -265,7 +270,7 @@ def table(rows, threads: int = 1) -> str:
         lines.append(f"{r['model']:<10} {r['torch_sps']:>13,.0f} {r['int_sps']:>10,.0f} "
                      f"{r['int_sps'] / r['torch_sps']:>6.2f}x {r['torch_chunk']:>13,.0f} {r['int_chunk']:>11,.0f} "
                      f"{r['int_chunk'] / r['torch_chunk']:>6.2f}x {_rate(r['int64_sps']):>8} "
-                     f"{'yes' if r['same'] else 'NO':>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
+                     f"{_same(r['same'], 'yes', 'NO', 'not run'):>9} {r['steps']:>6} {r['warm']:>8} {r['wmax']:>10,d} "
                      f"{r['products_ms']:>11.3f} {r['ceiling']:>7.2f}x {f'{off:,}' if off else '-':>26}")
     where = "one core" if threads == 1 else f"{threads} threads each side"
     return "\n".join(lines) + (f"\n(samples/s, batch 64, {where}; best10: the best 10-step piece of any repeat;\n"

@@ -141,29 +141,18 @@ NB_HOT(int64_t, max_abs, (const struct mat *x, int64_t rows, int64_t cols), (x, 
     return m > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)m;
 })
 
-/* dst[i] = p[i] clamped to int16 for n contiguous values of t bytes (2 or 4), in one pass with their max |p[i]|:
- * the whole-operand int16 plane of a weight tensor where that max shows it fits (else the plane is not used). */
-#define NARROW_LOOP(ST, CLAMP)                                                                                 \
-    {                                                                                                          \
-        const ST *src = (const ST *)p;                                                                         \
-        ST lo = 0, hi = 0;                                                                                     \
-        for (int64_t i = 0; i < n; i++) {                                                                      \
-            ST v = src[i];                                                                                     \
-            hi = v > hi ? v : hi;                                                                              \
-            lo = v < lo ? v : lo;                                                                              \
-            dst[i] = (int16_t)CLAMP(v);                                                                        \
-        }                                                                                                      \
-        m = 0u - (uint64_t)(int64_t)lo;                                                                        \
-        m = (uint64_t)(int64_t)hi > m ? (uint64_t)(int64_t)hi : m;                                             \
+/* dst[i] = p[i] clamped to int16 for n contiguous int32, in one pass with their max |p[i]|: the whole-operand int16
+ * plane of an int32 weight tensor where that max shows it fits (else the plane is not used). */
+NB_HOT(int64_t, narrow16, (const int32_t *src, int64_t n, int16_t *dst), (src, n, dst), {
+    int32_t lo = 0, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t v = src[i];
+        hi = v > hi ? v : hi;
+        lo = v < lo ? v : lo;
+        dst[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
     }
-#define CLAMP16(v) ((v) > 32767 ? 32767 : (v) < -32768 ? -32768 : (v))
-NB_HOT(int64_t, narrow16, (const void *p, int t, int64_t n, int16_t *dst), (p, t, n, dst), {
-    uint64_t m = 0;
-    if (t == 2)
-        NARROW_LOOP(int16_t, )
-    else
-        NARROW_LOOP(int32_t, CLAMP16)
-    return (int64_t)m;
+    uint64_t m = 0u - (uint64_t)(int64_t)lo;
+    return (int64_t)((uint64_t)(int64_t)hi > m ? (uint64_t)(int64_t)hi : m);
 })
 
 /* a_max * b_max * k < 2**63 (matmul_exact's premise). */
@@ -545,11 +534,14 @@ int64_t nb_forward(int64_t b, int64_t d_in, int64_t d_out, const void *x, int tx
                    int64_t slope, int64_t mu, int8_t *s, int8_t *h)
 {
     struct mat xa = {x, tx, d_in, 1}, wt = {w, tw, 1, d_in}; /* W^T: W's memory order, as split lays it out */
-    int16_t *wp = malloc((size_t)(d_in * d_out + 1) * sizeof(int16_t));
-    if (!wp)
+    struct mat wr = {w, tw, d_in, 1};
+    /* int16 weights are their own int16 plane; int32 ones are narrowed into a copy (used where they fit) */
+    int16_t *wp = tw == 2 ? NULL : malloc((size_t)(d_in * d_out + 1) * sizeof(int16_t));
+    if (tw != 2 && !wp)
         return -1;
-    int64_t wm = narrow16(w, tw, d_in * d_out, wp);
-    int ok = scaled(b, d_out, d_in, &xa, max_abs(&xa, b, d_in), &wt, wm, sf, s, wm < 32768 ? wp : NULL);
+    int64_t wm = tw == 2 ? max_abs(&wr, d_out, d_in) : narrow16(w, d_in * d_out, wp);
+    const int16_t *plane = tw == 2 ? w : wp;
+    int ok = scaled(b, d_out, d_in, &xa, max_abs(&xa, b, d_in), &wt, wm, sf, s, wm < 32768 ? plane : NULL);
     free(wp);
     if (!ok)
         return -1;

@@ -9,9 +9,10 @@
  * that the final int64 sums stay below 2**63.  Each chunk is then added to the int64 C.  The result does not
  * depend on the variant: integer sums are exact in any order.
  *
- * Variants: AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), NEON on AArch64 (vmlal_s16 + vpaddq_s32), portable
- * C; igemm_variant() tells which one igemm() runs on this CPU (chosen once, at run time), igemm_force() pins one for
- * the tests.  Large products can run on several threads (igemm_threads, by igemm_run).
+ * Variants: AMX-INT8 (tdpb*d on byte planes, below), AVX-512 VNNI (vpdpwssd), AVX2 (vpmaddwd + vpaddd), NEON on
+ * AArch64 (vmlal_s16 + vpaddq_s32), portable C; igemm_variant() tells which one igemm() runs on this CPU (chosen
+ * once, at run time), igemm_force() pins one for the tests.  Large products can run on several threads
+ * (igemm_threads, by igemm_run).
  */
 #define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
@@ -921,7 +922,11 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
 /* The gradient of a conv block behind its head pool (see GATHER_PORTABLE) for int8 or int16 X: AVX-512 or NEON where
  * the kernels run on it and |d| < 2**31 (narrow), else portable C. */
 #ifdef NITRO_X86
-#define GATHER_FAST(T) if (narrow && (chosen == 2 || chosen == 4)) { gather_##T##_avx512(c, n, k, d, row, x, ldx, g); return; }
+#define GATHER_FAST(T)                                                                                           \
+    if (narrow && (chosen == 2 || chosen == 4)) { /* AMX cores have AVX-512 */                                   \
+        gather_##T##_avx512(c, n, k, d, row, x, ldx, g);                                                         \
+        return;                                                                                                  \
+    }
 #elif defined(NITRO_NEON)
 #define GATHER_FAST(T) if (narrow && chosen == 3) { gather_##T##_neon(c, n, k, d, row, x, ldx, g); return; }
 #else
