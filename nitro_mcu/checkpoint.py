@@ -134,6 +134,13 @@ def version_error(ver: int) -> CheckpointError:
                                       "docs/checkpoint.md: moving a checkpoint across versions)")
 
 
+def version_of(blob: bytes) -> int | None:
+    """The format version of checkpoint bytes; None when they do not begin with a checkpoint's magic."""
+    if blob[:4] != MAGIC or len(blob) < OFFSETS["header_bytes"]:
+        return None
+    return struct.unpack_from("<H", blob, OFFSETS["version"])[0]
+
+
 def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Checkpoint:
     """Parse and check checkpoint bytes (against ``model`` when given); CheckpointError names the defect.
 
@@ -304,10 +311,8 @@ def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoi
         return decode(blob, model)
     sizes = [sector] if sector else [p for p in SECTOR_CANDIDATES if region_bytes(model, p) == len(blob)]
     if not sizes:
-        if blob[:4] == MAGIC and len(blob) >= OFFSETS["header_bytes"]:   # another version's checkpoint: say so
-            ver = struct.unpack_from("<H", blob, OFFSETS["version"])[0]
-            if ver != VERSION:
-                raise version_error(ver)
+        if version_of(blob) not in (None, VERSION):   # another version's checkpoint: say so
+            raise version_error(version_of(blob))
         raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
                                         f"of one (got {len(blob)} bytes)")
     used = [p for p in sizes if blob[slot_bytes(model, p):][:4] == MAGIC] or sizes[:1]

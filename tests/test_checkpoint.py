@@ -421,3 +421,20 @@ def test_cli_import_checkpoint_keeps_a_class_added_on_the_device_and_refuses_bad
     for k, want in (("bad", "holds 13 active classes, not 10..12"), ("old", "format version 1 is not supported")):
         r = run_proc("import-checkpoint", str(tmp_path / f"{k}.ckpt"), *args)
         assert r.returncode == 2 and want in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_export_checkpoint_writes_version_2_for_a_model_file_that_holds_an_imported_version_1_checkpoint(tmp_path):
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+    from nitro_mcu.resume import MEMBER
+
+    model = spare_model()
+    add_class(model)                             # the file's state: 11 of 12 classes active
+    modelfile.save(model, tmp_path / "old.nitro", training={"imported_checkpoint": "dev.ckpt", "step": 3,
+                                                            "final_lr_inv": 512},
+                   files={MEMBER: v1_blob(model, 3, 512)})   # as an older import-checkpoint left it
+    r = run_proc("export-checkpoint", str(tmp_path / "old.nitro"), "--out", str(tmp_path / "new.ckpt"))
+    assert r.returncode == 0, r.stderr
+    new = (tmp_path / "new.ckpt").read_bytes()
+    assert new == ck.encode(model, 3, 512) and ck.decode(new, spare_model()).active_classes == 11
