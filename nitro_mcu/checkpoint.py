@@ -141,6 +141,14 @@ def version_of(blob: bytes) -> int | None:
     return struct.unpack_from("<H", blob, OFFSETS["version"])[0]
 
 
+def check_version(blob: bytes) -> None:
+    """The VERSION error for bytes that begin with another version's checkpoint, whatever their length (decode,
+    in the C's order, first calls a blob shorter than this version's checkpoint too short: ARG)."""
+    ver = version_of(blob)
+    if ver not in (None, VERSION):
+        raise version_error(ver)
+
+
 def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Checkpoint:
     """Parse and check checkpoint bytes (against ``model`` when given); CheckpointError names the defect.
 
@@ -311,8 +319,7 @@ def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoi
         return decode(blob, model)
     sizes = [sector] if sector else [p for p in SECTOR_CANDIDATES if region_bytes(model, p) == len(blob)]
     if not sizes:
-        if version_of(blob) not in (None, VERSION):   # another version's checkpoint: say so
-            raise version_error(version_of(blob))
+        check_version(blob)                             # another version's checkpoint: say so
         raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
                                         f"of one (got {len(blob)} bytes)")
     used = [p for p in sizes if blob[slot_bytes(model, p):][:4] == MAGIC] or sizes[:1]
