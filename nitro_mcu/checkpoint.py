@@ -1,7 +1,8 @@
 """The checkpoint format shared by Python and the generated C (docs/checkpoint.md), and its two-slot flash layout.
 
-A checkpoint is the whole training state of one model: a 48-byte header (magic, version, model fingerprint,
-size, commit sequence number, training step, lr_inv, dropout PRNG state, weight width and count), the weights in
+A checkpoint is the whole training state of one model: a 52-byte header (magic, version, model fingerprint,
+size, commit sequence number, training step, lr_inv, dropout PRNG state, weight width and count, active classes
+(:data:`FIELDS`)), the weights in
 tensor order at their native width, zero padding to a multiple of 4 and a CRC-32 (zlib's) over all that.
 A model with frozen blocks (docs/adaptation.md) carries only its trainable tensors: the frozen ones are constants
 in the C's flash, and the fingerprint covers the trainable set and the frozen values, so a tail checkpoint fits
@@ -22,14 +23,18 @@ from .trainer.network import Model
 from .trainer.rng import Rng
 
 MAGIC = b"NCKP"
-VERSION = 1
-# magic version header_bytes fingerprint size seq step lr rng bits n: every byte a field, none implicit ("<": no
-# alignment padding), so Python and the C read the same words (docs/checkpoint.md lists each byte)
-HEADER = struct.Struct("<4sHHQIIIiQII")
-HEADER_BYTES = HEADER.size                    # 48
+VERSION = 2   # 2: the active-class count (a class added on the device survives a reset); 1 is refused (VERSION)
+# The header, one field after the other: every byte a field, none implicit ("<": no alignment padding), so Python
+# and the C (which takes the offsets from layout()) read the same words; docs/checkpoint.md lists each byte.
+FIELDS = (("magic", "4s"), ("version", "H"), ("header_bytes", "H"), ("fingerprint", "Q"), ("size", "I"),
+          ("seq", "I"), ("step", "I"), ("lr_inv", "i"), ("rng", "Q"), ("weight_bits", "I"), ("count", "I"),
+          ("active_classes", "I"))
+HEADER = struct.Struct("<" + "".join(f for _, f in FIELDS))
+HEADER_BYTES = HEADER.size                    # 52
+OFFSETS = {name: struct.calcsize("<" + "".join(f for _, f in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)}
 COMMIT = 0x54494D43                           # b"CMIT" little-endian: written after a slot's checkpoint, last
 SLOTS = 2
-MIN_PAGE = 64                                 # a page (program unit, the C's one buffer) holds the 48-byte header
+MIN_PAGE = 64                                 # a page (program unit, the C's one buffer) holds the 52-byte header
 
 # error codes, the same values as the C constants <NAME>_CKPT_ERR_* (docs/checkpoint.md)
 ERRORS = {"arg": -101, "io": -102, "empty": -103, "magic": -104, "version": -105, "model": -106, "format": -107,
@@ -91,6 +96,7 @@ class Checkpoint:
     rng_state: int
     weight_bits: int
     weights: np.ndarray   # the carried weights (:func:`carried`), tensor order, int16 or int32
+    active_classes: int   # output slots in use: more than the model's own after classes added on the device
 
     def tensors(self, model: Model) -> dict:
         """Every tensor of ``model`` by name, in its shape: the carried ones from the checkpoint, frozen ones
@@ -115,10 +121,32 @@ def encode(model: Model, step: int = 0, lr_inv: int | None = None, seq: int = 0)
     dt = "<i2" if model.weight_bits == 16 else "<i4"
     flat = np.concatenate([np.asarray(model.weights[n]).reshape(-1) for n in carried(model)]).astype(dt)
     head = HEADER.pack(MAGIC, VERSION, HEADER_BYTES, fingerprint(model), size(model), seq & 0xFFFFFFFF,
-                       int(step) & 0xFFFFFFFF, lr, int(model.dropout_rng.state), model.weight_bits, flat.size)
+                       int(step) & 0xFFFFFFFF, lr, int(model.dropout_rng.state), model.weight_bits, flat.size,
+                       model.active_classes)
     body = head + flat.tobytes()
     body += bytes((-len(body)) % 4)
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def version_error(ver: int) -> CheckpointError:
+    """Another format version: refused, as every reader refuses one (version 1 lacks the active-class count)."""
+    return CheckpointError("version", f"checkpoint format version {ver} is not supported (this reads {VERSION}; "
+                                      "docs/checkpoint.md: moving a checkpoint across versions)")
+
+
+def version_of(blob: bytes) -> int | None:
+    """The format version of checkpoint bytes; None when they do not begin with a checkpoint's magic."""
+    if blob[:4] != MAGIC or len(blob) < OFFSETS["header_bytes"]:
+        return None
+    return struct.unpack_from("<H", blob, OFFSETS["version"])[0]
+
+
+def check_version(blob: bytes) -> None:
+    """The VERSION error for bytes that begin with another version's checkpoint, whatever their length (decode,
+    in the C's order, first calls a blob shorter than this version's checkpoint too short: ARG)."""
+    ver = version_of(blob)
+    if ver not in (None, VERSION):
+        raise version_error(ver)
 
 
 def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Checkpoint:
@@ -133,11 +161,11 @@ def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Check
                                      + (f" of this model ({need} bytes)" if model is not None else ""))
     if blob[:4] == b"\xff\xff\xff\xff":
         raise CheckpointError("empty", "erased flash, no checkpoint")
-    magic, ver, hbytes, fp, total, seq, step, lr, rng, bits, n = HEADER.unpack_from(blob)
+    magic, ver, hbytes, fp, total, seq, step, lr, rng, bits, n, active = HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise CheckpointError("magic", f"not a nitro-mcu checkpoint (magic {magic!r})")
     if ver != VERSION:
-        raise CheckpointError("version", f"checkpoint format version {ver} is not supported (this reads {VERSION})")
+        raise version_error(ver)
     if model is not None and fp != fingerprint(model):
         raise CheckpointError("model", f"the checkpoint belongs to another model (fingerprint {fp:016x}, "
                                        f"this model {fingerprint(model):016x})")
@@ -153,18 +181,30 @@ def decode(blob: bytes, model: Model | None = None, slot: bool = False) -> Check
         raise CheckpointError("crc", "checkpoint CRC mismatch: torn or corrupted")
     if lr <= 0:
         raise CheckpointError("format", f"checkpoint holds lr_inv {lr}, not a positive value")
+    check_active(active, model)
     if any(blob[raw:total - 4]):
         raise CheckpointError("format", "the padding after the weights is not zero")
     w = np.frombuffer(blob, "<i2" if bits == 16 else "<i4", n, HEADER_BYTES)
-    return Checkpoint(fp, seq, step, lr, rng, bits, w.astype(np.int16 if bits == 16 else np.int32))
+    return Checkpoint(fp, seq, step, lr, rng, bits, w.astype(np.int16 if bits == 16 else np.int32), active)
+
+
+def check_active(active: int, model: Model | None) -> None:
+    """The active-class count a reader takes: from the model's own classes (the C's ACTIVE_CLASSES_INIT; fewer
+    would drop a class it was generated with) to its output slots; without a model, 1..256 (uint8 labels)."""
+    lo, hi = (model.active_classes, model.num_classes) if model is not None else (1, 256)
+    if not lo <= active <= hi:
+        raise CheckpointError("format", f"checkpoint holds {active} active classes, not {lo}..{hi}"
+                                        + (" (the model's classes .. its output slots)" if model is not None else ""))
 
 
 def apply(model: Model, ckpt: Checkpoint) -> None:
-    """Load a decoded checkpoint into ``model`` (weights and dropout PRNG)."""
+    """Load a decoded checkpoint into ``model`` (weights, dropout PRNG and active classes)."""
     if ckpt.fingerprint != fingerprint(model):
         raise CheckpointError("model", "the checkpoint belongs to another model")
+    check_active(ckpt.active_classes, model)
     model.load_weights(ckpt.tensors(model))
     model.dropout_rng = Rng(0, state=ckpt.rng_state)
+    model.active_classes = ckpt.active_classes
 
 
 # ---- the two-slot flash layout -------------------------------------------------------------------------------
@@ -261,7 +301,7 @@ def crc_nibble_table() -> list[int]:
 
 def layout(model: Model) -> dict:
     """What the C templates need to write and read this model's checkpoints (one source for both sides)."""
-    return dict(magic=MAGIC.decode(), version=VERSION, header=HEADER_BYTES, fingerprint=fingerprint(model),
+    return dict(magic=MAGIC.decode(), version=VERSION, header=HEADER_BYTES, off=OFFSETS, fingerprint=fingerprint(model),
                 weight_end=HEADER_BYTES + num_weights(model) * model.weight_bits // 8,
                 body=body_bytes(model), bytes=size(model), commit=COMMIT, min_page=MIN_PAGE, errors=ERRORS,
                 crc_table=crc_nibble_table())
@@ -279,6 +319,7 @@ def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoi
         return decode(blob, model)
     sizes = [sector] if sector else [p for p in SECTOR_CANDIDATES if region_bytes(model, p) == len(blob)]
     if not sizes:
+        check_version(blob)                             # another version's checkpoint: say so
         raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
                                         f"of one (got {len(blob)} bytes)")
     used = [p for p in sizes if blob[slot_bytes(model, p):][:4] == MAGIC] or sizes[:1]
@@ -291,5 +332,5 @@ def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoi
 def with_seq(blob: bytes, seq: int) -> bytes:
     """The same checkpoint with another sequence number (and its CRC updated)."""
     body = bytearray(blob[:-4])
-    struct.pack_into("<I", body, 20, seq & 0xFFFFFFFF)
+    struct.pack_into("<I", body, OFFSETS["seq"], seq & 0xFFFFFFFF)
     return bytes(body) + struct.pack("<I", zlib.crc32(body))

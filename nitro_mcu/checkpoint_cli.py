@@ -74,10 +74,14 @@ def cmd_export(a) -> int:
     sector = ck.check_geometry(a.page_size, a.sector_size) if a.flash_image else None
     model, meta = _base(a)
     files = modelfile.load_files(a.model)[2] if meta else {}
-    if MEMBER in files and not (meta.get("training") or {}).get("resume"):
+    training = meta.get("training") or {}
+    if MEMBER in files and not training.get("resume"):
         blob = files[MEMBER]             # an imported device checkpoint: step and lr_inv as they were
+        if ck.version_of(blob) != ck.VERSION:
+            # imported by an older nitro-mcu: the same state (the file's weights, PRNG, classes) in this version
+            blob = ck.encode(model, training.get("step", 0), training.get("final_lr_inv") or model.spec["lr_inv"])
     else:
-        lr = (meta.get("training") or {}).get("final_lr_inv") or model.spec["lr_inv"]
+        lr = training.get("final_lr_inv") or model.spec["lr_inv"]
         blob = ck.encode(model, 0, lr)
     if a.flash_image:
         blob = ck.flash_image(model, sector, [ck.with_seq(blob, 1)])

@@ -172,6 +172,7 @@ class Keeper:
             if res["options"].get(k) != v:
                 raise ResumeError(f"{where}: the run used {k} {res['options'].get(k)!r}, not {v!r}")
         try:
+            ck.check_version(files[MEMBER])
             c = ck.decode(files[MEMBER], self.model)
         except ck.CheckpointError as e:
             raise ResumeError(f"{where}: {e}") from None

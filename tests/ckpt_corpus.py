@@ -20,10 +20,6 @@ SPEC = dict(kind="mlp", input_shape=[63], num_classes=10, hidden=[9], fwd_decay_
             dropout=0.1)
 PAGE, SECTOR = 64, 256          # region cases: 64-byte program pages, 256-byte sectors
 
-# header fields: name -> (offset, struct format); docs/checkpoint.md lists the same
-FIELDS = {"magic": (0, "4s"), "version": (4, "H"), "header_bytes": (6, "H"), "fingerprint": (8, "Q"),
-          "size": (16, "I"), "seq": (20, "I"), "step": (24, "I"), "lr_inv": (28, "i"), "rng": (32, "Q"),
-          "weight_bits": (40, "I"), "count": (44, "I")}
 
 
 def model() -> Model:
@@ -62,17 +58,22 @@ def singles(m: Model) -> dict:
     raw = ck.HEADER_BYTES + 2 * ck.num_weights(m)          # first padding byte
     out = {"valid": good, "valid, trailing bytes": good + b"\x00" * 8, "erased": b"\xff" * n,
            "erased magic only": b"\xff" * 4 + good[4:]}
-    bad = {"magic": b"NCKQ", "version": struct.pack("<H", 2), "header_bytes": struct.pack("<H", 52),
+    bad = {"magic": b"NCKQ", "version": struct.pack("<H", 1), "header_bytes": struct.pack("<H", 48),
            "fingerprint": struct.pack("<Q", ck.fingerprint(m) ^ 1), "size": struct.pack("<I", n + 4),
            "seq": struct.pack("<I", 0xFFFFFFFF), "step": struct.pack("<I", 123), "lr_inv": struct.pack("<i", 0),
-           "rng": struct.pack("<Q", 42), "weight_bits": struct.pack("<I", 32), "count": struct.pack("<I", 748)}
+           "rng": struct.pack("<Q", 42), "weight_bits": struct.pack("<I", 32), "count": struct.pack("<I", 748),
+           "active_classes": struct.pack("<I", m.num_classes + 1)}
+    assert set(bad) == set(ck.OFFSETS), "a case for every header field (checkpoint.FIELDS)"
     for field, value in bad.items():
-        at = FIELDS[field][0]
+        at = ck.OFFSETS[field]
         for crc in (True, False):
             out[f"{field} changed, CRC {'fixed' if crc else 'stale'}"] = put(good, at, value, crc)
-    out["lr_inv negative, CRC fixed"] = put(good, 28, struct.pack("<i", -5), True)
-    out["count one less, CRC fixed"] = put(good, 44, struct.pack("<I", 746), True)
-    out["weight_bits 8, CRC fixed"] = put(good, 40, struct.pack("<I", 8), True)
+    out["lr_inv negative, CRC fixed"] = put(good, ck.OFFSETS["lr_inv"], struct.pack("<i", -5), True)
+    out["count one less, CRC fixed"] = put(good, ck.OFFSETS["count"], struct.pack("<I", 746), True)
+    out["weight_bits 8, CRC fixed"] = put(good, ck.OFFSETS["weight_bits"], struct.pack("<I", 8), True)
+    for active in (0, m.num_classes - 1):                   # below the model's classes (it has no spare slots)
+        out[f"active_classes {active}, CRC fixed"] = put(good, ck.OFFSETS["active_classes"], struct.pack("<I", active),
+                                                         True)
     for byte in (41, 42, 43):                              # the high bytes of the weight-width word
         out[f"byte {byte} = 7, CRC fixed"] = put(good, byte, b"\x07", True)
     for at in (raw, raw + 1):                              # padding after the weights
@@ -126,7 +127,8 @@ def regions(m: Model) -> dict:
             out[f"slot 0 {name}, slot 1 erased"] = region(m, [commit_word(blob[:n]), None])
     out["slot 0 bad CRC, slot 1 bad magic"] = region(m, [commit_word(put(c(a, 3)[:n], n - 4, b"\x00", False)),
                                                          commit_word(b"XCKP" + b[4:])])
-    out["slot 0 erased, slot 1 bad version"] = region(m, [None, commit_word(put(b, 4, b"\x02", True))])
+    out["slot 0 erased, slot 1 bad version"] = region(m, [None, commit_word(put(b, ck.OFFSETS["version"], b"\x01",
+                                                                                 True))])
     full = region(m, [c(a, 1), c(b, 2)])
     out["region one page short"] = full[:-PAGE]
     out["region half"] = full[:len(full) // 2]

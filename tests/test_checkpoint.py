@@ -13,6 +13,7 @@ from nitro_mcu.codegen import convert
 from nitro_mcu.device.compiled import CompiledModel
 from nitro_mcu.device.flashsim import CkptLib, NorFlash, Storage
 from nitro_mcu.spec import preset
+from nitro_mcu.trainer.classes import add_class, with_spare_classes
 from nitro_mcu.trainer.network import Model
 from nitro_mcu.trainer.rng import Rng
 
@@ -102,7 +103,7 @@ def test_bad_checkpoints_are_refused_with_distinct_codes_and_change_nothing(tiny
     cases = {
         "empty": [None, None],
         "magic": [b"XCKP" + good[4:], None],
-        "version": [_recrc(good, 4, struct.pack("<H", 2)), None],
+        "version": [_recrc(good, ck.OFFSETS["version"], struct.pack("<H", ck.VERSION + 1)), None],
         "model": [foreign, None],
         "format": [_recrc(good, 28, struct.pack("<i", 0)), None],    # lr_inv 0
         "crc": [bytes(flipped), None],
@@ -329,3 +330,111 @@ def test_cli_moves_checkpoints_through_128k_sector_flash_images_and_refuses_nonz
     assert r.returncode == 2 and "inconsistent checkpoint header" in r.stderr and "Traceback" not in r.stderr
     r = run_proc("export-checkpoint", str(spec), "--out", str(img), "--flash-image", "--sector-size", "1000")
     assert r.returncode == 2 and "sector size must be a multiple of the page size (256)" in r.stderr
+
+
+# ---- format version 2: the active-class count (docs/checkpoint.md, docs/new_classes.md) -----------------------
+V1 = struct.Struct("<4sHHQIIIiQII")   # version 1's 48-byte header, as docs/checkpoint.md's version-1 note lists it
+
+
+def v1_blob(model, step=3, lr_inv=512) -> bytes:
+    """A checkpoint as format version 1 wrote it: no active-class count, the weights from byte 48."""
+    dt = "<i2" if model.weight_bits == 16 else "<i4"
+    flat = np.concatenate([np.asarray(model.weights[n]).reshape(-1) for n in ck.carried(model)]).astype(dt)
+    raw = V1.size + flat.nbytes
+    head = V1.pack(b"NCKP", 1, V1.size, ck.fingerprint(model), raw + (-raw) % 4 + 4, 0, step, lr_inv,
+                   model.dropout_rng.state, model.weight_bits, flat.size)
+    body = head + flat.tobytes() + bytes((-raw) % 4)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def spare_model(spare=2):
+    return with_spare_classes(Model(TINY, "default", 16, seed=3), spare)
+
+
+def test_version_2_round_trip_carries_the_active_class_count():
+    dev = spare_model()
+    add_class(dev)
+    blob = ck.encode(dev, step=4, lr_inv=300)
+    assert struct.unpack_from("<HH", blob, 4) == (2, 52) and len(blob) == ck.size(dev)
+    assert struct.unpack_from("<I", blob, 48)[0] == 11           # bytes 48-51: 10 classes + the one added
+    first = np.asarray(dev.weights[next(iter(ck.carried(dev)))]).reshape(-1)[:3]
+    np.testing.assert_array_equal(np.frombuffer(blob, "<i2", 3, 52), first)   # the weights follow from byte 52
+    fresh = spare_model()                                          # as generated: 10 of 12 slots active
+    c = ck.decode(blob, fresh)
+    assert c.active_classes == 11 and fresh.active_classes == 10
+    ck.apply(fresh, c)
+    assert fresh.active_classes == 11 and ck.encode(fresh, 4, 300) == blob
+    plain = Model(TINY, "default", 16, seed=3)                     # no spare slots: the count is the classes
+    assert struct.unpack_from("<I", ck.encode(plain), 48)[0] == 10 == ck.decode(ck.encode(plain), plain).active_classes
+
+
+def test_a_count_below_the_models_classes_or_over_its_slots_is_refused_with_a_one_line_format_error():
+    dev = spare_model()
+    blob = ck.encode(dev, step=4, lr_inv=300)
+    for count in (0, 9, 13):                                       # the model: 10 classes, 12 output slots
+        bad = _recrc(blob, ck.OFFSETS["active_classes"], struct.pack("<I", count))
+        with pytest.raises(ck.CheckpointError, match=f"holds {count} active classes, not 10..12") as e:
+            ck.decode(bad, dev)
+        assert e.value.code == "format" and "\n" not in str(e.value)
+    assert ck.decode(_recrc(blob, ck.OFFSETS["active_classes"], struct.pack("<I", 12)), dev).active_classes == 12
+
+
+def test_a_version_1_checkpoint_is_refused_as_another_version_by_python_and_the_c(tiny):
+    model, cm, lib = tiny
+    old = v1_blob(model)
+    assert len(old) == ck.size(model) - 4                          # the 4 bytes of the count
+    with pytest.raises(ck.CheckpointError, match="format version 1 is not supported") as e:
+        ck.decode(old)
+    assert e.value.code == "version"
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.from_bytes(old, model)                                  # a file: named by its version, not its length
+    assert e.value.code == "version"
+    img = bytearray(b"\xff" * ck.region_bytes(model, PAGE))       # the flash an older firmware left: slot 0
+    img[:len(old) + 4] = old + struct.pack("<I", ck.COMMIT)
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.scan(bytes(img), model, PAGE)
+    assert e.value.code == "version"
+    cm.reset()
+    before = lib.export(ck.size(model))
+    assert lib.load(Storage(NorFlash(PAGE, len(img) // PAGE, bytes(img)))) == ck.ERRORS["version"]
+    assert lib.export(ck.size(model)) == before                    # refused, nothing applied
+
+
+def test_cli_import_checkpoint_keeps_a_class_added_on_the_device_and_refuses_bad_counts_and_version_1(tmp_path):
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+
+    base = spare_model()
+    modelfile.save(base, tmp_path / "base.nitro")
+    dev = copy.deepcopy(base)
+    add_class(dev)
+    good = ck.encode(dev, 7, 300)
+    files = {"dev": good, "bad": _recrc(good, ck.OFFSETS["active_classes"], struct.pack("<I", 13)),
+             "old": v1_blob(base)}
+    for k, blob in files.items():
+        (tmp_path / f"{k}.ckpt").write_bytes(blob)
+    args = ["--model", str(tmp_path / "base.nitro"), "--out", str(tmp_path / "out.nitro")]
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args)
+    assert r.returncode == 0, r.stderr
+    assert modelfile.load(tmp_path / "out.nitro")[0].active_classes == 11
+    for k, want in (("bad", "holds 13 active classes, not 10..12"), ("old", "format version 1 is not supported")):
+        r = run_proc("import-checkpoint", str(tmp_path / f"{k}.ckpt"), *args)
+        assert r.returncode == 2 and want in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_export_checkpoint_writes_version_2_for_a_model_file_that_holds_an_imported_version_1_checkpoint(tmp_path):
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+    from nitro_mcu.resume import MEMBER
+
+    model = spare_model()
+    add_class(model)                             # the file's state: 11 of 12 classes active
+    modelfile.save(model, tmp_path / "old.nitro", training={"imported_checkpoint": "dev.ckpt", "step": 3,
+                                                            "final_lr_inv": 512},
+                   files={MEMBER: v1_blob(model, 3, 512)})   # as an older import-checkpoint left it
+    r = run_proc("export-checkpoint", str(tmp_path / "old.nitro"), "--out", str(tmp_path / "new.ckpt"))
+    assert r.returncode == 0, r.stderr
+    new = (tmp_path / "new.ckpt").read_bytes()
+    assert new == ck.encode(model, 3, 512) and ck.decode(new, spare_model()).active_classes == 11

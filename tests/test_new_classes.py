@@ -8,13 +8,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
+from nitro_mcu import checkpoint as ck
 from nitro_mcu.codegen import CodegenError, convert
+from nitro_mcu.codegen.status import ERRORS as STATUS
+from nitro_mcu.device import flashfw
 from nitro_mcu.device.compiled import CompiledModel
 from nitro_mcu.device.flags import STRICT_CFLAGS
-from nitro_mcu.device.flashsim import NorFlash, Storage
+from nitro_mcu.device.flashsim import CkptLib, NorFlash, Storage
 from nitro_mcu.device.harness import run_host_harness, run_mcu
 from nitro_mcu.device.protocol import Session
 from nitro_mcu.spec import SpecError
@@ -180,6 +186,63 @@ def test_rehearsal_buffer_survives_a_reset_and_a_cut_record():
     other = CompiledModel(convert(Model(dict(MLP, hidden=[17]), "default", 16, seed=5), batch=8, train=True,
                                   name="nother", spare_classes=2, rehearsal=2))
     assert other.rehearsal_open(st) < 0 and other.rehearsal_count() == 0
+
+
+# ---- a class added on the device survives a reset through the checkpoint (format version 2) ----------------
+def test_a_class_added_and_trained_stays_active_after_a_reset_and_a_checkpoint_load_without_a_rehearsal_re_add():
+    m = pretrained(MLP)
+    cm = CompiledModel(convert(m, batch=8, train=True, name="nkeep", spare_classes=2, rehearsal=2))
+    lib = CkptLib(cm)
+    py = with_spare_classes(m, 2)
+    x, y = task(m.input_shape, seed=12)
+    new = np.flatnonzero(y == 3)[:8]
+    cm.set_lr_inv(LR)
+    assert cm.add_class() == add_class(py) == 3
+    assert cm.train_batch(x[new], y[new]) == py.train_step(x[new], y[new], LR).correct
+    st = Storage(NorFlash(64, ck.region_bytes(py, 64) // 64))
+    assert lib.save(st) == 0
+    cm.reset()                                   # a reset: init returns to ACTIVE_CLASSES_INIT (3) ...
+    assert cm.active_classes == 3
+    assert lib.load(st) == 0                     # ... and the checkpoint brings the added class back, no rehearsal
+    assert cm.active_classes == 4 and lib.export(ck.size(py)) == ck.encode(py, 1, LR)
+    assert cm.train_batch(x[new], y[new]) == py.train_step(x[new], y[new], LR).correct   # label 3 accepted
+    assert_same(cm, py)
+    np.testing.assert_array_equal(cm.predict(x[:16]), py.predict(x[:16]))
+    # a count below the generated classes or over the slots is refused (FORMAT) and changes nothing
+    blob, at = lib.export(ck.size(py)), ck.OFFSETS["active_classes"]
+    for count in (2, 6):
+        body = bytearray(blob[:-4])
+        body[at:at + 4] = struct.pack("<I", count)
+        assert lib.import_(Storage(bytes(body) + struct.pack("<I", zlib.crc32(body)), 64)) == ck.ERRORS["format"]
+        assert lib.export(ck.size(py)) == blob and cm.active_classes == 4
+
+
+def test_a_class_added_on_the_emulated_m4_is_still_active_in_a_fresh_run_that_loads_the_checkpoint():
+    m = pretrained(MLP)
+    conv = convert(m, batch=8, train=True, name="nkeep4", spare_classes=1, rehearsal=2)
+    py = with_spare_classes(m, 1)
+    x, y = task(m.input_shape, seed=12)
+    new = np.flatnonzero(y == 3)
+    fw = flashfw.build_flash_mcu(conv, "m4", 256)
+    first = flashfw.FlashSession(int(np.prod(m.input_shape)))
+    first.lr(LR)
+    first.add_class()
+    first.train(x[new[:8]], y[new[:8]])
+    first.save()
+    run = flashfw.run_flash_mcu(fw, first, b"\xff" * ck.region_bytes(py, 256))
+    want = [add_class(py), py.train_step(x[new[:8]], y[new[:8]], LR).correct]
+    assert run.results[:2] == want and run.results[2]["rc"] == 0
+    # a fresh run (a reset: RAM as at power-on, the rehearsal region empty) on the flash the first one left
+    second = flashfw.FlashSession(first.input_size)
+    second.load()
+    second.train(x[new[8:16]], y[new[8:16]])   # the new class's label: accepted only if the class is active
+    second.export()
+    second.add_class()                         # the one spare slot is taken: nothing left to add
+    res = flashfw.run_flash_mcu(fw, second, run.flash).results
+    assert (res[0]["rc"], res[0]["seq"], res[0]["steps"]) == (0, 1, 1)
+    assert res[1] == py.train_step(x[new[8:16]], y[new[8:16]], LR).correct
+    assert res[2] == ck.encode(py, 2, LR)      # the state, count included (4), equals Python's after both steps
+    assert res[3] == dict((s, v) for s, v, _ in STATUS)["RANGE"]
 
 
 def cm_ckpt_empty(cm) -> int:

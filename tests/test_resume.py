@@ -74,6 +74,15 @@ def test_one_epoch_then_resume_one_equals_two_straight(tmp_path, straight):
     assert len(bad.stderr.strip().splitlines()) == 1
     none = run_proc("train", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "empty"), "--resume", *ARGS)
     assert none.returncode == 2 and "nothing to resume" in none.stderr
+    # a run saved by a version-1 nitro-mcu (no active-class count) is refused by its version, in one line
+    from test_checkpoint import v1_blob
+    model, meta, files, _ = outputs(tmp_path / "out")
+    step = ck.decode(files[MEMBER]).step
+    modelfile.save(model, tmp_path / "out" / "tiny.nitro", norm=meta.get("norm"), training=meta["training"],
+                   files={**files, MEMBER: v1_blob(model, step, meta["training"]["final_lr_inv"])})
+    old = train(tmp_path, "--epochs", "3", "--resume")
+    assert old.returncode == 2 and "format version 1 is not supported" in old.stderr, old.stderr
+    assert len(old.stderr.strip().splitlines()) == 1
 
 
 def test_ctrl_c_keeps_the_last_finished_epoch_and_resume_completes_the_run(tmp_path, straight):

@@ -21,7 +21,7 @@ from .capacity import check_fits
 from .flags import HOST_HARNESS_CFLAGS
 from .harness import model_defines
 from .host import build_host, run_host
-from .protocol import HarnessError, Session, check_sentinel, stack_high_water
+from .protocol import INT_ANSWERS, HarnessError, Session, check_sentinel, stack_high_water
 from .qemu import build_insn_plugin, qemu_command
 from .targets import FIRMWARE_DIR, TARGETS, get_target
 
@@ -101,7 +101,7 @@ class FlashSession(Session):
 
 
 def parse(blob: bytes, expect: list) -> list:
-    """TRAN -> correct count; FLOD/FSAV -> dict; CKPT -> the checkpoint bytes."""
+    """TRAN and the other one-int answers (ADDC, ...) -> int; FLOD/FSAV -> dict; CKPT -> the checkpoint bytes."""
     out, pos = [], 0
     fields = {"FLOD": ("rc", "seq", "steps", "reads", "programs", "erases"),
               "FSAV": ("rc", "seq", "reads", "programs", "erases", "stages")}
@@ -110,7 +110,7 @@ def parse(blob: bytes, expect: list) -> list:
         if tag != kind:
             raise HarnessError(f"garbled harness output: expected {kind}, got {tag!r} at byte {pos}")
         pos += 4
-        if kind == "TRAN":
+        if kind in INT_ANSWERS:
             out.append(struct.unpack_from("<i", blob, pos)[0])
             pos += 4
         elif kind == "CKPT":
