@@ -396,11 +396,12 @@ def test_products_in_concurrent_threads_equal_the_same_products_alone():
     assert len(wrong) == 30 * len(jobs) and not any(wrong)
 
 
-@pytest.mark.parametrize("m, k, n", [(64, 1030, 270), (3000, 301, 20), (40, 2049, 33)])
+@pytest.mark.parametrize("m, k, n", [(64, 1030, 270), (3000, 301, 20), (40, 2049, 33), (600, 1030, 70)])
 def test_products_split_over_threads_equal_the_single_thread_products(variant, m, k, n):
     """Products past the threading threshold (2**24 multiply-adds), cut by columns (wide N, each thread packing its
-    own columns of B) or by rows (N of 32 or 48 columns, B packed first), with limbs of A (later limbs reuse the
-    packed B) and fused scaling: the same integers on 1, 2 and 3 threads, equal to NumPy int64."""
+    own columns of B) or by rows (N of 32 or 48 columns, B packed first; on AMX also 600 rows by 70 columns), with
+    limbs of A (later limbs reuse the packed B) and fused scaling: the same integers on 1, 2 and 3 threads, equal to
+    NumPy int64."""
     rng = np.random.default_rng(m)
     a = rng.integers(-2**20, 2**20 + 1, (m, k))
     b = rng.integers(-127, 128, (n, k)).T

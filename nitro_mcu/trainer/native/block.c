@@ -141,7 +141,7 @@ NB_HOT(int64_t, max_abs, (const struct mat *x, int64_t rows, int64_t cols), (x, 
     return m > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)m;
 })
 
-/* dst[i] = p[i] clamped to int16 for n contiguous int32, in one pass with their max |p[i]|: the whole-operand int16
+/* dst[i] = src[i] clamped to int16 for n contiguous int32, in one pass with their max |p[i]|: the whole-operand int16
  * plane of an int32 weight tensor where that max shows it fits (else the plane is not used). */
 NB_HOT(int64_t, narrow16, (const int32_t *src, int64_t n, int16_t *dst), (src, n, dst), {
     int32_t lo = 0, hi = 0;

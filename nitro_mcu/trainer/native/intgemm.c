@@ -834,8 +834,9 @@ static void run_part(const struct part *w)
 
 /* Threads for one product (igemm_threads; 1 by default): a product of at least THREAD_MACS multiply-adds is cut into
  * that many parts, by columns where each part gets 32 or more (B's panels apart, each thread packs its own), else
- * by rows (B packed first).  The parts write disjoint outputs from the same integer sums, so the result is the same
- * for any thread count. */
+ * by rows (B packed first); on AMX by rows where A has more rows than B columns (each part packs the other operand's
+ * byte planes whole: the smaller one then).  The parts write disjoint outputs from the same integer sums, so the
+ * result is the same for any thread count. */
 #define MAX_THREADS 8
 #define THREAD_MACS ((int64_t)1 << 24)
 static int n_threads = 1;
@@ -896,7 +897,7 @@ int igemm_run(int64_t m, int64_t n, int64_t k, const int16_t *a, int64_t lda, co
                        .i0 = 0, .i1 = m, .j0 = 0, .j1 = ldb, .a = a, .b = b, .scratch = scratch, .c = c, .o = o,
                        .shift = shift, .add = add, .sc = &sc};
     int parts = m * ldb * k < THREAD_MACS ? 1 : n_threads;
-    int by_cols = ldb / 32 >= parts;
+    int by_cols = ldb / 32 >= parts && !(chosen == 4 && m > ldb); /* AMX: each part packs all of the other side */
     int64_t groups = by_cols ? ldb / 16 : m;
     parts = parts < groups ? parts : (int)groups;
     if (parts <= 1) {
