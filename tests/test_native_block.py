@@ -177,15 +177,12 @@ def test_block_step_equals_int64_with_the_gradient_cut_into_panels(rows):
     panels): forced to 1, 3 and 7 rows of the 19 (a short last panel), every bound case (limbs of both operands,
     so the packed input changes between panels) still equals the int64 reference."""
     ldg = (D_IN + 15) // 16 * 16
-    threads = intgemm.set_threads(0)
-    intgemm.set_threads(1)  # more threads make panels big enough to share (all 19 rows here)
     assert nativeblock.grad_panel_bytes(rows * ldg * 8) == rows * ldg * 8
     try:
         for case in CASES:
             _bound_case(case, True, True)
     finally:
         nativeblock.grad_panel_bytes(None)
-        intgemm.set_threads(threads)
 
 
 def _bound_case(case, wrap, asym):

@@ -53,7 +53,7 @@ def _on(x, w) -> bool:
 
 
 def grad_panel_bytes(n: int | None) -> int:
-    """Set the bytes of int64 gradient rows that block.c makes and consumes per panel and thread, for tests (None:
+    """Set the bytes of int64 gradient rows that block.c makes and consumes per panel, for tests (None:
     the default); returns the size in force (0 where nothing is built)."""
     so = _lib()
     return 0 if so is None else so.nb_grad_panel(n or 0)

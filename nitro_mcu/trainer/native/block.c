@@ -21,9 +21,8 @@ void igemm_sgd_s32(int64_t rows, int64_t cols, const int32_t *w, const int64_t *
 #define NB_LIMB_PRODUCT_MAX ((int64_t)1 << 25) /* intgemm.py LIMB_PRODUCT_MAX */
 #define NB_WHOLE_MAX ((int64_t)1 << 12)        /* intgemm.py WHOLE_MAX */
 #define NB_MAX_LIMBS 8
-#define NB_GRAD_PANEL_BYTES ((int64_t)1 << 20) /* G rows per panel of grad_update, per thread: within L2 */
+#define NB_GRAD_PANEL_BYTES ((int64_t)1 << 20) /* G rows per panel of grad_update: within L2 */
 
-int igemm_threads(int threads);
 
 /* An operand: element (i, j) at p[i * rs + j * cs], t bytes each (1, 2, 4, 8: int8 to int64). */
 struct mat {
@@ -383,6 +382,13 @@ static int xmm(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_m
     return ok;
 }
 
+/* NITRO-Scaling of one exact sum: clip(tdiv(z, sf), -127, 127) (C's `/` truncates). */
+static int8_t scale64(int64_t z, int64_t sf)
+{
+    int64_t q = z / sf;
+    return (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+}
+
 /* out [m][n] = NITRO-Scaling(A B, sf) = clip(A B / sf, -127, 127) (layers.matmul_scaled): fused into the kernel where
  * both operands stay whole and one int32 chunk covers K (intgemm.py matmul_scaled), else from the exact product.
  * bplane (or NULL): B as split would lay out its whole int16 plane, made by the caller. */
@@ -408,10 +414,8 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
                              fused ? sf : 0);
         if (done)
             for (int64_t j = 0; j < n; j++)
-                for (int64_t i = 0; i < m; i++) {
-                    int64_t q = o ? 0 : c[j * ldm + i] / sf;
-                    out[i * n + j] = o ? o[j * ldm + i] : (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
-                }
+                for (int64_t i = 0; i < m; i++)
+                    out[i * n + j] = o ? o[j * ldm + i] : scale64(c[j * ldm + i], sf);
         free(scratch);
         free(o);
         free(c);
@@ -454,10 +458,8 @@ exact:;
     int ok = xmm(m, n, k, a, a_max, b, b_max, c);
     if (ok)
         for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                int64_t q = c[i * ldc + j] / sf;
-                out[i * n + j] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
-            }
+            for (int64_t j = 0; j < n; j++)
+                out[i * n + j] = scale64(c[i * ldc + j], sf);
     free(c);
     return ok;
 }
@@ -477,7 +479,7 @@ static void sgd(int t, int64_t rows, int64_t cols, const void *w, const int64_t 
 
 static int64_t grad_panel = NB_GRAD_PANEL_BYTES;
 
-/* Set grad_update's panel bytes per thread for the tests (0: the default, below 0: leave it); returns the one in
+/* Set grad_update's panel bytes for the tests (0: the default, below 0: leave it); returns the one in
  * force.  Any panel gives the same integers: each row of G is the same exact product. */
 int64_t nb_grad_panel(int64_t bytes)
 {
@@ -496,11 +498,10 @@ static int grad_update(int64_t rows, int64_t cols, int64_t k, const struct mat *
         return 0;
     if (rows == 0 || cols == 0)
         return 1;
-    int64_t ldg = pad16(cols), macs = ldg * (k > 1 ? k : 1), threads = igemm_threads(0);
-    int64_t pr = grad_panel * threads / (ldg * (int64_t)sizeof(int64_t));
-    if (threads > 1 && pr * macs < THREAD_MACS) /* a panel big enough for igemm_run to use the threads (intgemm.c's
-                                                    threshold: one unit with block.c) */
-        pr = (THREAD_MACS + macs - 1) / macs;
+    /* one thread per panel: a panel's product is below igemm_run's threading threshold at every preset's shapes, and
+     * panels enlarged to reach it made mlp3/mlp4 slower on two threads than on one (a new thread per product, the
+     * update on one thread, panels past L2) */
+    int64_t ldg = pad16(cols), pr = grad_panel / (ldg * (int64_t)sizeof(int64_t));
     pr = pr < 1 ? 1 : pr > rows ? rows : pr;
     int sa, sb, ok = 1;
     plan(a_max, x_max, &sa, &sb);
