@@ -94,9 +94,7 @@ def _build() -> Path:
 
     cc = find_host_cc(os.environ.get("CC") or None)
     files = {p.name: p.read_text() for p in SOURCES}
-    # block.c's malloc comes first: intgemm.c poisons float and double, which stdlib.h declares (on x86 its
-    # intrinsics header has pulled stdlib.h in already; elsewhere nothing has)
-    files[UNITY] = "#include <stdlib.h>\n" + "".join(f'#include "{p.name}"\n' for p in SOURCES)
+    files[UNITY] = "".join(f'#include "{p.name}"\n' for p in SOURCES)  # intgemm.c includes stdlib.h before its poison
 
     def write(folder: Path) -> Path:
         for name, text in files.items():

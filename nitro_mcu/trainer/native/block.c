@@ -391,7 +391,8 @@ static int8_t scale64(int64_t z, int64_t sf)
 
 /* out [m][n] = NITRO-Scaling(A B, sf) = clip(A B / sf, -127, 127) (layers.matmul_scaled): fused into the kernel where
  * both operands stay whole and one int32 chunk covers K (intgemm.py matmul_scaled), else from the exact product.
- * bplane (or NULL): B as split would lay out its whole int16 plane, made by the caller. */
+ * bplane (or NULL): B as split would lay out its whole int16 plane, made by the caller; with B = W^T both routes
+ * run on W's rows in place. */
 static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t a_max, const struct mat *b,
                   int64_t b_max, int64_t sf, int8_t *out, const int16_t *bplane)
 {
@@ -429,9 +430,7 @@ static int scaled(int64_t m, int64_t n, int64_t k, const struct mat *a, int64_t 
         int done = 0;
         if (!split(a, m, k, a_max, 0, 0, &la))
             return 0;
-        lb.mem = NULL;
-        lb.plane[0] = (int16_t *)(uintptr_t)bplane; /* read only: igemm_run packs it */
-        if (!bplane && !split(b, k, n, b_max, 0, bcol, &lb)) {
+        if (!split(b, k, n, b_max, 0, bcol, &lb)) { /* a given bplane is W^T's: the route above took it */
             free(la.mem);
             return 0;
         }

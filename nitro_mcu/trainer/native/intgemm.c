@@ -322,6 +322,13 @@ TAMX static inline __m256i amx_plane(__m512i v, int plane)
     return _mm512_cvtepi16_epi8(plane == 0 ? _mm512_srai_epi16(v, 8) : v);
 }
 
+/* Whether running minima and maxima of int16 lanes lie in int8 (one byte plane then holds the values). */
+TAMX static inline int amx_in_s8(__m512i mn, __m512i mx)
+{
+    return !_mm512_cmplt_epi16_mask(mn, _mm512_set1_epi16(-128)) &&
+           !_mm512_cmpgt_epi16_mask(mx, _mm512_set1_epi16(127));
+}
+
 /* Rows [r0, r0 + 32) of A [m][lda] into both planes of two row blocks (zero past m and k); returns whether all of
  * them lie in int8. */
 TAMX static int amx_pack_a(int64_t m, int64_t k, const int16_t *a, int64_t lda, int64_t r0, int64_t nkb,
@@ -340,8 +347,7 @@ TAMX static int amx_pack_a(int64_t m, int64_t k, const int16_t *a, int64_t lda, 
                     _mm256_storeu_si256((__m256i *)(AMX_TILE(out, 2, nkb, pl, r / 16, kb) + (r % 16) * 64 + 32 * h),
                                         amx_plane(v, pl));
             }
-    return !_mm512_cmplt_epi16_mask(mn, _mm512_set1_epi16(-128)) &&
-           !_mm512_cmpgt_epi16_mask(mx, _mm512_set1_epi16(127));
+    return amx_in_s8(mn, mx);
 }
 
 /* B from its K-pairs (Bp[p][j][t] = B[2p+t][j], ldb) into both planes of `blocks` column blocks (zero past n and
@@ -369,8 +375,7 @@ TAMX static int amx_pack_b(int64_t n, int64_t k, const int16_t *bp, int64_t ldb,
                                     _mm512_permutexvar_epi16(zip, both));
             }
         }
-    return !_mm512_cmplt_epi16_mask(mn, _mm512_set1_epi16(-128)) &&
-           !_mm512_cmpgt_epi16_mask(mx, _mm512_set1_epi16(127));
+    return amx_in_s8(mn, mx);
 }
 
 /* K-blocks [kb0, kb1) of the four products: tile 2i+j += A tile i . B tile j, OPij the signs' tdpb*d. */
