@@ -426,3 +426,25 @@ def test_thread_count_comes_from_nitro_mcu_threads(value, threads, note):
     got = _fresh_python({intgemm.THREADS_ENV: value}, THREADS_OF_ENV)
     assert got.returncode == 0 and int(got.stdout) == threads
     assert (intgemm.THREADS_ENV in got.stderr) == note, got.stderr
+
+
+def test_first_calls_from_several_threads_at_once_are_race_free(tmp_path):
+    """The variant is probed once whichever thread calls first (ThreadSanitizer, which reported a race on the
+    chosen variant and the AMX permission flag before they were made once-only and atomic)."""
+    from pathlib import Path
+    from nitro_mcu.device.flags import HOST_KERNEL_CFLAGS
+
+    flags = [f for f in HOST_KERNEL_CFLAGS if f not in ("-shared", "-fPIC")]
+    probe = tmp_path / "probe.c"
+    probe.write_text("int main(void) { return 0; }\n")
+    ok = subprocess.run(["gcc", "-fsanitize=thread", str(probe), "-o", str(tmp_path / "probe")], capture_output=True)
+    if ok.returncode or subprocess.run([str(tmp_path / "probe")], capture_output=True).returncode:
+        pytest.skip("gcc's ThreadSanitizer does not build or run here: the first-call race is not checked")
+    exe = tmp_path / "first_call"
+    driver = Path(__file__).resolve().parent / "intgemm_first_call.c"
+    subprocess.run(["gcc", *flags, "-g", "-fsanitize=thread", str(intgemm.SOURCE), str(driver), "-o", str(exe),
+                    "-lpthread"], check=True)
+    for _ in range(3):
+        r = subprocess.run([str(exe)], capture_output=True, text=True, env=dict(os.environ, TSAN_OPTIONS="exitcode=66"))
+        assert r.returncode == 0 and "ThreadSanitizer" not in r.stderr, r.stderr[-2000:]
+        assert r.stdout.strip() == intgemm.lib().igemm_variant().decode()

@@ -17,6 +17,7 @@
 #define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -747,9 +748,10 @@ static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, igemm_neon, NULL
 #else
 static const kernel_fn kernels[] = {igemm_portable, NULL, NULL, NULL, NULL};
 #endif
-static int chosen = -1;
+/* Atomic: Python threads (ctypes drops the GIL) may make the first call at once. */
+static _Atomic int chosen = -1;
 #ifdef NITRO_X86
-static int avx512_sgd = 0; /* set by best_variant: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
+static int avx512_sgd = 0; /* set by find_best: AVX-512 F/BW/VL/DQ for the update, while a SIMD variant runs */
 #endif
 
 #ifdef NITRO_AMX
@@ -765,7 +767,7 @@ static int amx_usable(void)
 #endif
 
 /* The best variant this CPU runs: 4 amx, 3 neon (every AArch64 core), 2 avx512vnni, 1 avx2, 0 portable. */
-static int best_variant(void)
+static int best_variant_probe(void)
 {
 #ifdef NITRO_X86
     __builtin_cpu_init();
@@ -774,10 +776,7 @@ static int best_variant(void)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vnni")) {
 #ifdef NITRO_AMX
-        static int amx = -1; /* the permission is asked once */
-        if (amx < 0)
-            amx = amx_usable();
-        if (amx)
+        if (amx_usable())
             return 4;
 #endif
         return 2;
@@ -790,23 +789,51 @@ static int best_variant(void)
     return 0;
 }
 
+static int best = 0;
+
+static void find_best(void)
+{
+    best = best_variant_probe();
+}
+
+/* best_variant_probe once per process (the AMX permission is asked once), whichever thread calls first. */
+static int best_variant(void)
+{
+#ifdef NITRO_THREADS
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, find_best);
+#else
+    static int probed = 0;
+    if (!probed) {
+        find_best();
+        probed = 1;
+    }
+#endif
+    return best;
+}
+
 /* Pin a variant (0 portable, 1 avx2, 2 avx512vnni, 3 neon, 4 amx; -1: the best this CPU has); returns the one in
  * use, or -1 if this build or CPU cannot run the one asked for (x86: the variants up to the best, which imply the
  * lower). */
 int igemm_force(int variant)
 {
-    int best = best_variant();
-    if (variant > 4 || (variant > 0 && (kernels[variant] == NULL || variant > best)))
+    const int top = best_variant();
+    if (variant > 4 || (variant > 0 && (kernels[variant] == NULL || variant > top)))
         return -1;
-    chosen = variant < 0 ? best : variant;
-    return chosen;
+    chosen = variant < 0 ? top : variant;
+    return variant < 0 ? top : variant;
 }
 
 const char *igemm_variant(void)
 {
-    if (chosen < 0)
-        chosen = best_variant();
-    return names[chosen];
+    int c = chosen;
+    if (c < 0) {
+        int unset = -1;
+        c = best_variant();
+        if (!atomic_compare_exchange_strong(&chosen, &unset, c))
+            c = unset; /* another thread chose first, or igemm_force pinned one */
+    }
+    return names[c];
 }
 
 /* One product's share of the work: columns [j0, j1) of the output (packing those columns of B first, b != NULL) and
