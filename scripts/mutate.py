@@ -83,7 +83,8 @@ OPERATORS = [
 ]
 
 # The mutations issue 22 named (each survived the suite before it; its two float-carrier ones went with the
-# carriers, issue 25) and the two bounds of the native kernels' limbs and int32 chunks, pinned by their exact text.
+# carriers, issue 25), the two bounds of the native kernels' limbs and int32 chunks, and three breaks of the conv
+# entries' packing and unpack, pinned by their exact text.
 NAMED = {
     "chunk_pairs_x2": ("nitro_mcu/trainer/intgemm.py", "INT32_MAX // (2 * max(1, la) * max(1, lb))",
                        "INT32_MAX // (max(1, la) * max(1, lb))"),
@@ -91,6 +92,11 @@ NAMED = {
     "int16_sgd_clip_16": ("templates/**/*.j2", "(int32_t)g / (int32_t)div, 18)", "(int32_t)g / (int32_t)div, 16)"),
     "dropout_rescale_bound": ("nitro_mcu/codegen/walk.py", "(x.bound * rescale) // 1000", "x.bound"),
     "fast_update_2_32": ("nitro_mcu/codegen/walk.py", "* x_bound <= 2**30", "* x_bound <= 2**32"),
+    # nitro_conv_entries' unpack at the first delta past 2^15 (tests/test_bounds.py reaches it on purpose)
+    "entries_unpack_unsigned": ("templates/**/*.j2", "(nitro_delta_t)(lo >= 32768 ? lo - 65536 : lo)",
+                                "(nitro_delta_t)lo"),
+    "entries_unpack_offset_plus1": ("templates/**/*.j2", "(nitro_delta_t)(pk >> 16);", "(nitro_delta_t)(pk >> 16) + 1;"),
+    "entries_pack_offset_plus1": ("templates/**/*.j2", "(nitro_delta_t)(off * 65536 +", "(nitro_delta_t)((off + 1) * 65536 +"),
 }
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from nitro_mcu import compile_model
 from nitro_mcu.codegen import plan
+from nitro_mcu.codegen.ops import ConvOp
 from nitro_mcu.trainer import arith, gemm, optim
 from nitro_mcu.trainer import layers as L
-from nitro_mcu.trainer.blocks import output_error
+from nitro_mcu.trainer.blocks import ConvBlock, output_error
 from nitro_mcu.trainer.network import Model
 
 
@@ -184,6 +185,53 @@ def test_c_fused_update_fast_path_limit_at_batch_256(batch):
     x[:, 1] = 127
     y = np.zeros(batch, dtype=np.int64)
     _c_vs_python(m, [x, x], [y, y], [1, 1], f"fu{batch}")
+
+
+def _conv0_entries(monkeypatch) -> list:
+    """Record, in the Python steps that follow, the non-zero deltas of conv0 (no head pool) per output channel in
+    the order nitro_conv_entries lists them (cell by cell, each over the batch), after relu'."""
+    runs = []
+    dense_grad = ConvBlock._dense_grad
+
+    def record(self, delta, idx, s, cols, x_max, hp, quirks, w_shape):
+        if self.name == "conv0":
+            b, h, w, c = s.shape
+            d = np.ascontiguousarray(np.asarray(delta).reshape(b, c, h, w).transpose(0, 2, 3, 1))
+            dv = L.relu_backward(d, s, hp.slope_inv, quirks.relu_grad_asymmetric_sat)
+            runs.append([(col := dv[..., f].reshape(b, h * w).T.reshape(-1))[col != 0] for f in range(c)])
+        return dense_grad(self, delta, idx, s, cols, x_max, hp, quirks, w_shape)
+
+    monkeypatch.setattr(ConvBlock, "_dense_grad", record)
+    return runs
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_c_conv_entries_unpack_to_pairs_at_the_first_delta_past_2_15(bits, monkeypatch):
+    """A fast conv plan packs each entry as offset * 2**16 + (delta & 0xFFFF) while every |delta| < 2**15; nothing
+    bounds the head error's back-propagation below 2**15 (|e| <= 159 times 10 head weights up to 2**15 - 1 or
+    2**31 - 1), so the first larger delta unpacks the entries made so far into (delta, offset) pairs.  Head
+    columns of at most 3 keep a channel's deltas within 10 * 159 * 3 < 2**15, columns up to 30 000 push them past
+    it: channel 0 lists 144 packed entries, negative ones among them (the unpack's sign extension), then large
+    ones; channel 1 stays packed (the gradient's int32 route); channel 2 is large from its first entry (nothing to
+    unpack).  One step, C against Python."""
+    spec = dict(kind="cnn", input_shape=[1, 6, 6], num_classes=10, features=[["conv", 3, 3, 1, 1]], fc_hidden=[])
+    m = Model(spec, "default", bits, seed=1)
+    r = np.random.default_rng(7)
+    cells, b = 36, 8
+    wh = m.weights["conv0.head"].copy()
+    small, large = (lambda n: r.integers(-3, 4, (10, n))), (lambda n: r.integers(-30000, 30001, (10, n)))
+    wh[:, :cells // 2], wh[:, cells // 2:cells] = small(cells // 2), large(cells - cells // 2)
+    wh[:, cells:2 * cells], wh[:, 2 * cells:] = small(cells), large(cells)
+    m.load_weights({**m.weights, "conv0.head": wh})
+    assert [o.fast for o in plan(m, b, True, "e").ops if isinstance(o, ConvOp)] == [True]
+    runs = _conv0_entries(monkeypatch)
+    x = r.integers(-128, 128, (b, 1, 6, 6)).astype(np.int8)
+    _c_vs_python(m, [x], [np.arange(b) % 10], [64], f"ent{bits}")
+    (ch0, ch1, ch2), = runs
+    first = [int(np.argmax(np.abs(c) > 32767)) if (np.abs(c) > 32767).any() else None for c in (ch0, ch1, ch2)]
+    packed = b * (cells // 2)  # the small half of channel 0's cells, every sample's delta non-zero
+    assert first == [packed, None, 0], first
+    assert (ch0[:packed] < 0).any() and (ch0[:packed] > 0).any() and len(ch1) > 0
 
 
 def test_generator_fast_update_limit_is_batch_256_for_int8_inputs():
