@@ -83,6 +83,23 @@ def test_export_in_any_chunks_and_any_order_gives_the_same_bytes(tiny):
     assert f(len(blob) - 2, chunk, 4) == ck.ERRORS["arg"] and f(0, None, 4) == ck.ERRORS["arg"]
 
 
+
+def test_the_crc_chunk_exported_alone_after_a_state_change_is_the_new_states(tiny):
+    """A whole export, then a step, then only the CRC word: it must be the CRC of the state now, not the one the
+    earlier export cached (any chunk of the live checkpoint, docs/checkpoint.md)."""
+    import ctypes
+    model, cm, lib = tiny
+    py = trained(model, cm, 1)
+    size = ck.size(model)
+    assert lib.export(size, size) == ck.encode(py, 1)          # one pass, the CRC included
+    x, y = batches()[1]
+    cm.train_batch(x, y)
+    py.train_step(x, y, 512)
+    crc = ctypes.create_string_buffer(4)
+    assert lib.f["ckpt_export"](size - 4, crc, 4) == 4
+    assert crc.raw == ck.encode(py, 2)[-4:]
+
+
 def _flash(model, slots):
     return NorFlash(PAGE, ck.region_bytes(model, PAGE) // PAGE, ck.flash_image(model, PAGE, slots))
 
