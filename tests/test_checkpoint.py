@@ -100,6 +100,19 @@ def test_the_crc_chunk_exported_alone_after_a_state_change_is_the_new_states(tin
     assert crc.raw == ck.encode(py, 2)[-4:]
 
 
+
+def test_import_refuses_a_storage_shorter_than_a_checkpoint_and_its_header_says_num_pages_is_read(tiny):
+    model, cm, lib = tiny
+    py = trained(model, cm, 1)
+    blob = ck.encode(py, 1)
+    st = Storage(blob, PAGE)
+    st.struct.num_pages = len(blob) // PAGE - 1        # the blob is all there, the description says less
+    cm.reset()
+    assert lib.import_(st) == ck.ERRORS["arg"] and cm.rng_state == model.dropout_rng.state
+    doc = re.search(r"import reads one checkpoint.*?\*/", cm.conv.sources[f"{cm.name}.h"], re.S).group(0)
+    assert "num_pages" in doc and "only read, page_buf and page_size" not in doc
+
+
 def _flash(model, slots):
     return NorFlash(PAGE, ck.region_bytes(model, PAGE) // PAGE, ck.flash_image(model, PAGE, slots))
 
