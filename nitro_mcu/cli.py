@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Interrupted, Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
+from .cliargs import (TRAINABLE_HELP, Interrupted, Parser, c_name, int_in, is_model_file, load_or_build,
+                      non_negative, positive, weights_bits)
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -372,8 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the training images (default: as the recipe)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
     t.add_argument("--no-schedule", action="store_true", help="constant lr_inv: no plateau, step or early stop")
-    trainable_help = ("comma-separated blocks that train (e.g. fc0,output; see summary); the others stay frozen "
-                      "(default: all, or the model file's set)")
+    trainable_help = TRAINABLE_HELP
     t.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
     t.add_argument("--refit", dest="refit", action="store_true", default=None,
                    help="then retrain on training + validation images for the best epoch count and save that "

@@ -468,3 +468,41 @@ def test_cli_export_checkpoint_writes_version_2_for_a_model_file_that_holds_an_i
     assert r.returncode == 0, r.stderr
     new = (tmp_path / "new.ckpt").read_bytes()
     assert new == ck.encode(model, 3, 512) and ck.decode(new, spare_model()).active_classes == 11
+
+
+def test_cli_moves_a_tail_only_builds_checkpoint_when_given_the_builds_trainable_set(tmp_path):
+    """generate MODEL --train --trainable output builds C whose checkpoint carries the output layer only
+    (docs/adaptation.md): import-checkpoint and export-checkpoint take the same --trainable, and without it the
+    refusal says so in one line."""
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+
+    base = Model(TINY, "default", 16, seed=4)
+    modelfile.save(base, tmp_path / "base.nitro")
+    cm = CompiledModel(convert(copy.deepcopy(base), batch=4, train=True, name="cktail", trainable=["output"]))
+    lib = CkptLib(cm)
+    tail = copy.deepcopy(base).set_trainable(["output"])
+    for x, y in batches()[:2]:
+        cm.train_batch(x, y)
+        tail.train_step(x, y, 512)
+    dev = lib.export(ck.size(tail))
+    (tmp_path / "dev.ckpt").write_bytes(dev)
+    args = ["--model", str(tmp_path / "base.nitro"), "--out", str(tmp_path / "dev.nitro")]
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args)
+    assert r.returncode == 2 and "--trainable" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "dev.nitro").exists()
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args, "--trainable", "output")
+    assert r.returncode == 0 and "step 2" in r.stdout, r.stderr
+    got = modelfile.load(tmp_path / "dev.nitro")[0]
+    assert got.trainable == frozenset(["output"])
+    for k, w in tail.weights.items():
+        np.testing.assert_array_equal(got.weights[k], w, err_msg=k)
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--out", str(tmp_path / "back.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "back.ckpt").read_bytes() == dev, r.stderr
+    # the same state for a full-training build: re-encoded for it, not the tail's bytes
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--trainable", "block0,output",
+                 "--out", str(tmp_path / "full.ckpt"))
+    assert r.returncode == 0, r.stderr
+    full = copy.deepcopy(tail).set_trainable(None)
+    assert (tmp_path / "full.ckpt").read_bytes() == ck.encode(full, 2, 512)
