@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import (TRAINABLE_HELP, Interrupted, Parser, c_name, int_in, is_model_file, load_or_build,
-                      non_negative, positive, weights_bits)
+from .cliargs import (SPARE_HELP, TRAINABLE_HELP, Interrupted, Parser, c_name, int_in, is_model_file,
+                      load_or_build, non_negative, positive, spare_classes, weights_bits)
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -427,8 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail if weights in RAM + arena exceed this")
     g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
     # ---- new classes on the device (docs/new_classes.md) ----
-    g.add_argument("--spare-classes", type=int_in(0, 255), default=0, metavar="N",
-                   help="output slots for classes added on the device (<name>_add_class); needs --train")
+    g.add_argument("--spare-classes", type=spare_classes, default=0, metavar="N", help=SPARE_HELP + "; needs --train")
     g.add_argument("--rehearsal", type=int_in(0, 255), default=None, metavar="R",
                    help="exemplars per class kept in flash for rehearsal (default: 4 with --spare-classes, else 0)")
     g.set_defaults(func=cmd_generate)

@@ -506,3 +506,31 @@ def test_cli_moves_a_tail_only_builds_checkpoint_when_given_the_builds_trainable
     assert r.returncode == 0, r.stderr
     full = copy.deepcopy(tail).set_trainable(None)
     assert (tmp_path / "full.ckpt").read_bytes() == ck.encode(full, 2, 512)
+
+
+def test_cli_moves_a_spare_class_builds_checkpoint_from_a_model_file_without_spare_slots(tmp_path):
+    """docs/new_classes.md's command line: generate FILE --train --spare-classes 2 from a file of K classes; the
+    device adds a class and saves.  import-checkpoint FILE --spare-classes 2 brings that state back (the class
+    kept), export-checkpoint writes it again; without the option the refusal names it."""
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+
+    base = Model(TINY, "default", 16, seed=6)
+    modelfile.save(base, tmp_path / "base.nitro")
+    dev = with_spare_classes(base, 2)
+    add_class(dev)
+    blob = ck.encode(dev, 7, 300)
+    (tmp_path / "dev.ckpt").write_bytes(blob)
+    args = ["--model", str(tmp_path / "base.nitro"), "--out", str(tmp_path / "dev.nitro")]
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args)
+    assert r.returncode == 2 and "--spare-classes" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args, "--spare-classes", "2")
+    assert r.returncode == 0, r.stderr
+    got = modelfile.load(tmp_path / "dev.nitro")[0]
+    assert (got.num_classes, got.active_classes) == (12, 11)
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--out", str(tmp_path / "back.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "back.ckpt").read_bytes() == blob, r.stderr
+    r = run_proc("export-checkpoint", str(tmp_path / "base.nitro"), "--spare-classes", "2", "--out",
+                 str(tmp_path / "fresh.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "fresh.ckpt").read_bytes() == ck.encode(with_spare_classes(base, 2), 0)
