@@ -320,8 +320,10 @@ def from_bytes(blob: bytes, model: Model, sector: int | None = None) -> Checkpoi
     sizes = [sector] if sector else [p for p in SECTOR_CANDIDATES if region_bytes(model, p) == len(blob)]
     if not sizes:
         check_version(blob)                             # another version's checkpoint: say so
+        hint = "" if blob[:4] != MAGIC else ("; it begins with a checkpoint of another build: give generate's "
+                                             "--trainable and --spare-classes")
         raise CheckpointError("format", f"neither a checkpoint of this model ({size(model)} bytes) nor a flash region "
-                                        f"of one (got {len(blob)} bytes)")
+                                        f"of one (got {len(blob)} bytes){hint}")
     used = [p for p in sizes if blob[slot_bytes(model, p):][:4] == MAGIC] or sizes[:1]
     if len({slot_bytes(model, p) for p in used}) > 1:     # sector sizes with the same slot size are the same
         raise CheckpointError("arg", f"a flash region of {len(blob)} bytes fits sector sizes {used}: give the "

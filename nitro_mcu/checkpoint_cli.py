@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 from . import checkpoint as ck, modelfile
-from .cliargs import int_in, load_or_build, weights_bits
+from .cliargs import SPARE_HELP, TRAINABLE_HELP, int_in, load_or_build, spare_classes, weights_bits
 from .fileio import atomic_write, check_output_file
 from .resume import MEMBER
 from .trainer.profiles import PROFILES
@@ -41,7 +41,11 @@ def cmd_powerloss(a) -> int:
 
 def _base(a):
     """The model a checkpoint belongs to, and its model-file metadata (empty for a preset or JSON)."""
-    model, _ = load_or_build(a.model, a.profile, a.weights)
+    model, _ = load_or_build(a.model, a.profile, a.weights, trainable=a.trainable)
+    if a.spare_classes:
+        from .trainer.classes import with_spare_classes
+
+        model = with_spare_classes(model, a.spare_classes)
     meta = modelfile.load(a.model)[1] if Path(a.model).suffix == ".nitro" else {}
     return model, meta
 
@@ -77,8 +81,10 @@ def cmd_export(a) -> int:
     training = meta.get("training") or {}
     if MEMBER in files and not training.get("resume"):
         blob = files[MEMBER]             # an imported device checkpoint: step and lr_inv as they were
-        if ck.version_of(blob) != ck.VERSION:
-            # imported by an older nitro-mcu: the same state (the file's weights, PRNG, classes) in this version
+        if ck.version_of(blob) != ck.VERSION or \
+                blob[ck.OFFSETS["fingerprint"]:][:8] != ck.fingerprint(model).to_bytes(8, "little"):
+            # imported by an older nitro-mcu, or for another build (--trainable, --spare-classes): the same state
+            # (the file's weights, PRNG, classes) in this version, for this build
             blob = ck.encode(model, training.get("step", 0), training.get("final_lr_inv") or model.spec["lr_inv"])
     else:
         lr = training.get("final_lr_inv") or model.spec["lr_inv"]
@@ -120,4 +126,8 @@ def register(sub, device_args, model_and_data) -> None:
         q.add_argument("--out", required=True, help="file to write")
         q.add_argument("--weights", type=weights_bits, default=None, metavar="int16|int32", help="weight width (default: the model file's)")
         q.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
+        q.add_argument("--trainable", metavar="BLOCKS", help=TRAINABLE_HELP + "; as the device build was generated "
+                       "(its checkpoint carries the trainable blocks only)")
+        q.add_argument("--spare-classes", type=spare_classes, default=0, metavar="N",
+                       help=SPARE_HELP + "; as the device build was generated (default: 0)")
         q.set_defaults(func=fn)

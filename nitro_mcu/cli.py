@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Interrupted, Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
+from .cliargs import (SPARE_HELP, TRAINABLE_HELP, Interrupted, Parser, c_name, int_in, is_model_file,
+                      load_or_build, non_negative, positive, spare_classes, weights_bits)
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -372,9 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment the training images (default: as the recipe)")
     t.add_argument("--no-augment", dest="augment", action="store_false", help="do not augment")
     t.add_argument("--no-schedule", action="store_true", help="constant lr_inv: no plateau, step or early stop")
-    trainable_help = ("comma-separated blocks that train (e.g. fc0,output; see summary); the others stay frozen "
-                      "(default: all, or the model file's set)")
-    t.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
+    t.add_argument("--trainable", metavar="BLOCKS", help=TRAINABLE_HELP)
     t.add_argument("--refit", dest="refit", action="store_true", default=None,
                    help="then retrain on training + validation images for the best epoch count and save that "
                         "(default: as the recipe, where there is a validation split; not for a model file)")
@@ -425,10 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models")
     g.add_argument("--ram-limit", type=positive, default=None, metavar="BYTES",
                    help="fail if weights in RAM + arena exceed this")
-    g.add_argument("--trainable", metavar="BLOCKS", help=trainable_help + "; frozen weights are constants in flash")
+    g.add_argument("--trainable", metavar="BLOCKS", help=TRAINABLE_HELP + "; frozen weights are constants in flash")
     # ---- new classes on the device (docs/new_classes.md) ----
-    g.add_argument("--spare-classes", type=int_in(0, 255), default=0, metavar="N",
-                   help="output slots for classes added on the device (<name>_add_class); needs --train")
+    g.add_argument("--spare-classes", type=spare_classes, default=0, metavar="N", help=SPARE_HELP + "; needs --train")
     g.add_argument("--rehearsal", type=int_in(0, 255), default=None, metavar="R",
                    help="exemplars per class kept in flash for rehearsal (default: 4 with --spare-classes, else 0)")
     g.set_defaults(func=cmd_generate)
@@ -444,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", help="folder with the standard IDX / CIFAR-10 files")
         sp.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="seed of the data order")
         sp.add_argument("--name", type=c_name, help="C identifier prefix (default: the model's name as a C identifier)")
-        sp.add_argument("--trainable", metavar="BLOCKS", help=trainable_help)
+        sp.add_argument("--trainable", metavar="BLOCKS", help=TRAINABLE_HELP)
         if verify_cmd:
             sp.add_argument("--steps", type=int_in(0, MAX_STEPS), default=20, help="training steps on the device")
             sp.add_argument("--predictions", type=non_negative, default=100, help="predictions on the device")

@@ -90,6 +90,12 @@ def load_or_build(model: str, profile: str, weights: int | None, seed: int = 0, 
     return (m, meta) if with_meta else (m, norm)
 
 
+TRAINABLE_HELP = ("comma-separated blocks that train (e.g. fc0,output; see summary); the others stay frozen "
+                  "(default: all, or the model file's set)")
+SPARE_HELP = "output slots for classes added on the device (<name>_add_class)"
+spare_classes = int_in(0, 255)   # labels are uint8
+
+
 MAX_C_NAME = 63  # C11 guarantees 63 significant characters of an internal identifier
 
 

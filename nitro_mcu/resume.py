@@ -170,7 +170,8 @@ class Keeper:
         check_record(res, where)
         for k, v in self.options.items():
             if res["options"].get(k) != v:
-                raise ResumeError(f"{where}: the run used {k} {res['options'].get(k)!r}, not {v!r}")
+                was, now = ("unset (the default)" if o is None else repr(o) for o in (res["options"].get(k), v))
+                raise ResumeError(f"{where}: the run used {k} {was}, not {now}")
         try:
             ck.check_version(files[MEMBER])
             c = ck.decode(files[MEMBER], self.model)

@@ -83,6 +83,36 @@ def test_export_in_any_chunks_and_any_order_gives_the_same_bytes(tiny):
     assert f(len(blob) - 2, chunk, 4) == ck.ERRORS["arg"] and f(0, None, 4) == ck.ERRORS["arg"]
 
 
+
+def test_the_crc_chunk_exported_alone_after_a_state_change_is_the_new_states(tiny):
+    """A whole export, then a step, then only the CRC word: it must be the CRC of the state now, not the one the
+    earlier export cached (any chunk of the live checkpoint, docs/checkpoint.md)."""
+    import ctypes
+    model, cm, lib = tiny
+    py = trained(model, cm, 1)
+    size = ck.size(model)
+    assert lib.export(size, size) == ck.encode(py, 1)          # one pass, the CRC included
+    x, y = batches()[1]
+    cm.train_batch(x, y)
+    py.train_step(x, y, 512)
+    crc = ctypes.create_string_buffer(4)
+    assert lib.f["ckpt_export"](size - 4, crc, 4) == 4
+    assert crc.raw == ck.encode(py, 2)[-4:]
+
+
+
+def test_import_refuses_a_storage_shorter_than_a_checkpoint_and_its_header_says_num_pages_is_read(tiny):
+    model, cm, lib = tiny
+    py = trained(model, cm, 1)
+    blob = ck.encode(py, 1)
+    st = Storage(blob, PAGE)
+    st.struct.num_pages = len(blob) // PAGE - 1        # the blob is all there, the description says less
+    cm.reset()
+    assert lib.import_(st) == ck.ERRORS["arg"] and cm.rng_state == model.dropout_rng.state
+    doc = re.search(r"import reads one checkpoint.*?\*/", cm.conv.sources[f"{cm.name}.h"], re.S).group(0)
+    assert "num_pages" in doc and "only read, page_buf and page_size" not in doc
+
+
 def _flash(model, slots):
     return NorFlash(PAGE, ck.region_bytes(model, PAGE) // PAGE, ck.flash_image(model, PAGE, slots))
 
@@ -438,3 +468,69 @@ def test_cli_export_checkpoint_writes_version_2_for_a_model_file_that_holds_an_i
     assert r.returncode == 0, r.stderr
     new = (tmp_path / "new.ckpt").read_bytes()
     assert new == ck.encode(model, 3, 512) and ck.decode(new, spare_model()).active_classes == 11
+
+
+def test_cli_moves_a_tail_only_builds_checkpoint_when_given_the_builds_trainable_set(tmp_path):
+    """generate MODEL --train --trainable output builds C whose checkpoint carries the output layer only
+    (docs/adaptation.md): import-checkpoint and export-checkpoint take the same --trainable, and without it the
+    refusal says so in one line."""
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+
+    base = Model(TINY, "default", 16, seed=4)
+    modelfile.save(base, tmp_path / "base.nitro")
+    cm = CompiledModel(convert(copy.deepcopy(base), batch=4, train=True, name="cktail", trainable=["output"]))
+    lib = CkptLib(cm)
+    tail = copy.deepcopy(base).set_trainable(["output"])
+    for x, y in batches()[:2]:
+        cm.train_batch(x, y)
+        tail.train_step(x, y, 512)
+    dev = lib.export(ck.size(tail))
+    (tmp_path / "dev.ckpt").write_bytes(dev)
+    args = ["--model", str(tmp_path / "base.nitro"), "--out", str(tmp_path / "dev.nitro")]
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args)
+    assert r.returncode == 2 and "--trainable" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "dev.nitro").exists()
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args, "--trainable", "output")
+    assert r.returncode == 0 and "step 2" in r.stdout, r.stderr
+    got = modelfile.load(tmp_path / "dev.nitro")[0]
+    assert got.trainable == frozenset(["output"])
+    for k, w in tail.weights.items():
+        np.testing.assert_array_equal(got.weights[k], w, err_msg=k)
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--out", str(tmp_path / "back.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "back.ckpt").read_bytes() == dev, r.stderr
+    # the same state for a full-training build: re-encoded for it, not the tail's bytes
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--trainable", "block0,output",
+                 "--out", str(tmp_path / "full.ckpt"))
+    assert r.returncode == 0, r.stderr
+    full = copy.deepcopy(tail).set_trainable(None)
+    assert (tmp_path / "full.ckpt").read_bytes() == ck.encode(full, 2, 512)
+
+
+def test_cli_moves_a_spare_class_builds_checkpoint_from_a_model_file_without_spare_slots(tmp_path):
+    """docs/new_classes.md's command line: generate FILE --train --spare-classes 2 from a file of K classes; the
+    device adds a class and saves.  import-checkpoint FILE --spare-classes 2 brings that state back (the class
+    kept), export-checkpoint writes it again; without the option the refusal names it."""
+    from test_cli import run_proc
+
+    from nitro_mcu import modelfile
+
+    base = Model(TINY, "default", 16, seed=6)
+    modelfile.save(base, tmp_path / "base.nitro")
+    dev = with_spare_classes(base, 2)
+    add_class(dev)
+    blob = ck.encode(dev, 7, 300)
+    (tmp_path / "dev.ckpt").write_bytes(blob)
+    args = ["--model", str(tmp_path / "base.nitro"), "--out", str(tmp_path / "dev.nitro")]
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args)
+    assert r.returncode == 2 and "--spare-classes" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_proc("import-checkpoint", str(tmp_path / "dev.ckpt"), *args, "--spare-classes", "2")
+    assert r.returncode == 0, r.stderr
+    got = modelfile.load(tmp_path / "dev.nitro")[0]
+    assert (got.num_classes, got.active_classes) == (12, 11)
+    r = run_proc("export-checkpoint", str(tmp_path / "dev.nitro"), "--out", str(tmp_path / "back.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "back.ckpt").read_bytes() == blob, r.stderr
+    r = run_proc("export-checkpoint", str(tmp_path / "base.nitro"), "--spare-classes", "2", "--out",
+                 str(tmp_path / "fresh.ckpt"))
+    assert r.returncode == 0 and (tmp_path / "fresh.ckpt").read_bytes() == ck.encode(with_spare_classes(base, 2), 0)

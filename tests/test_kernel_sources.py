@@ -38,6 +38,10 @@ channels in groups of four or two at immediate offsets, a one-channel conv under
 changed only the rv32imc entries of the int16 conv cases.
 Checkpoint format version 2 (the active-class count in a 52-byte header) changed only the pin.h/pin.c entries of
 the training and tail cases (CKPT_VERSION, CKPT_BYTES and the checkpoint code); every kernels entry is unchanged.
+The export's cached CRC dropped once delivered (a CRC chunk exported alone after a state change was the old
+state's) changed only the pin.c entries of the training and tail cases; every kernels entry is unchanged.
+The header comment of ckpt_import naming num_pages (it is read: a region shorter than a checkpoint is refused)
+changed only the pin.h entries of the training and tail cases.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

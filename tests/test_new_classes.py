@@ -217,6 +217,32 @@ def test_a_class_added_and_trained_stays_active_after_a_reset_and_a_checkpoint_l
         assert lib.export(ck.size(py)) == blob and cm.active_classes == 4
 
 
+
+def test_a_class_with_an_exemplar_stays_active_when_the_checkpoint_is_loaded_after_rehearsal_open():
+    """Boot order open, then load, with a checkpoint older than the class (power lost after its exemplar was
+    kept, before the next save): the load must not drop the class, or every draw of its exemplar is refused."""
+    m = pretrained(MLP)
+    cm = CompiledModel(convert(m, batch=8, train=True, name="norder", spare_classes=2, rehearsal=2))
+    lib = CkptLib(cm)
+    x, y = task(m.input_shape, seed=13)
+    py = with_spare_classes(m, 2)
+    cm.set_lr_inv(LR)
+    ckpt, reh = Storage(NorFlash(64, ck.region_bytes(py, 64) // 64)), Storage(NorFlash(64, 24))
+    assert lib.save(ckpt) == 0                   # 3 classes
+    assert cm.rehearsal_clear(reh) == 0 and cm.add_class() == 3
+    assert cm.rehearsal_add(reh, x[np.flatnonzero(y == 3)[0]], 3) == 0
+    cm.reset()
+    cm.set_lr_inv(LR)
+    assert cm.rehearsal_open(reh) == 1 and cm.active_classes == 4
+    assert lib.load(ckpt) == 0
+    assert cm.active_classes == 4                # the exemplar's class is still a class
+    add_class(py)
+    buf = Rehearsal(py, 2)
+    buf.add(x[np.flatnonzero(y == 3)[0]], 3)
+    assert cm.train_rehearsal(reh, x[:4], y[:4], 4) == train_step_rehearsal(py, buf, x[:4], y[:4], 4, LR).correct
+    assert_same(cm, py)
+
+
 def test_a_class_added_on_the_emulated_m4_is_still_active_in_a_fresh_run_that_loads_the_checkpoint():
     m = pretrained(MLP)
     conv = convert(m, batch=8, train=True, name="nkeep4", spare_classes=1, rehearsal=2)

@@ -72,6 +72,8 @@ def test_one_epoch_then_resume_one_equals_two_straight(tmp_path, straight):
     bad = train(tmp_path, "--epochs", "2", "--resume", "--batch", "32")
     assert bad.returncode == 2 and "the run used batch 64, not 32" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+    unset = train(tmp_path, "--epochs", "2", "--resume", "--lr-inv", "64")   # an option the run left to its default
+    assert unset.returncode == 2 and "the run used lr_inv unset (the default), not 64" in unset.stderr, unset.stderr
     none = run_proc("train", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "empty"), "--resume", *ARGS)
     assert none.returncode == 2 and "nothing to resume" in none.stderr
     # a run saved by a version-1 nitro-mcu (no active-class count) is refused by its version, in one line
