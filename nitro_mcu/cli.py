@@ -237,12 +237,13 @@ def cmd_generate(a) -> int:
 
 def _model_and_data(a):
     from .device.capacity import check_fits
-    from .device.targets import TARGETS
+    from .device.targets import EXTRA_BOARDS, TARGETS
 
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     a.name = a.name or c_prefix(a.model)
-    if a.target in TARGETS:   # before any data is read or anything built (not --target host)
-        check_fits(model, a.target, a.batch)
+    board = TARGETS.get(a.target) or EXTRA_BOARDS.get(a.target)
+    if board is not None:   # before any data is read or anything built (not --target host)
+        check_fits(model, board, a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
@@ -252,10 +253,11 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .device.verify import check_bounds, choose_lr_inv, verify
+    from .device.verify import check_bounds, check_emulator, choose_lr_inv, verify
 
     if a.json:
         fileio.check_output_file(a.json, "--json")
+    check_emulator(a.target, a.emulator)   # before the data, the fit and choose_lr_inv's Python simulation
     model, data = _model_and_data(a)
     check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "

@@ -467,3 +467,44 @@ def test_the_limits_are_documented():
     docs = readme + "".join((REPO / "docs" / f).read_text() for f in ("checkpoint.md", "own_data.md"))
     for fact in (str(MAX_STEPS), str(MAX_BATCH), "65536", "--force", ".nitro-mcu.lock", "NAME_MAX"):
         assert fact in docs, fact
+
+
+# ------------------------------------------------------------------------------------------------ device runs
+@pytest.fixture
+def no_work(monkeypatch):
+    """verify/run may not read data or simulate the proof run's lr_inv before their cheap checks pass."""
+    def work(*a, **k):
+        raise AssertionError("work started before the refusal")
+    monkeypatch.setattr(nm.api, "load_data", work)
+    monkeypatch.setattr("nitro_mcu.device.verify.choose_lr_inv", work)
+
+
+def _hide(monkeypatch, prefix: str) -> None:
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name.startswith(prefix) else which(name, *a, **k))
+
+
+@pytest.mark.parametrize("verb", ["verify", "run"])
+@pytest.mark.parametrize("case", ["board_on_qemu", "no_riscv_gcc", "no_renode"])
+def test_an_unrunnable_target_or_emulator_is_refused_before_data_or_simulation(verb, case, no_work, capsys,
+                                                                                 monkeypatch):
+    argv, needles = {
+        "board_on_qemu": (["--target", "stm32f4-discovery"], ["stm32f4-discovery has no QEMU machine",
+                                                              "--emulator renode"]),
+        "no_riscv_gcc": (["--target", "rv32imc"], ["riscv64-unknown-elf-gcc not found", "gcc-riscv64-unknown-elf"]),
+        "no_renode": (["--target", "m4", "--emulator", "renode"], ["Renode is not installed", "--emulator qemu"]),
+    }[case]
+    _hide(monkeypatch, {"no_riscv_gcc": "riscv64-unknown-elf-", "no_renode": "renode"}.get(case, "\0"))
+    rc, out, err = run_main(capsys, verb, "mlp1", *argv)
+    assert_one_line_error(rc, err, *needles)
+    assert out == ""
+
+
+def test_a_model_too_big_for_the_renode_board_is_refused_before_data_or_simulation(no_work, capsys, monkeypatch):
+    """stm32f4-discovery (not a QEMU target) gets the same capacity check as the QEMU targets."""
+    monkeypatch.setattr("nitro_mcu.device.verify.find_renode_test", lambda: "renode-test", raising=False)
+    rc, out, err = run_main(capsys, "verify", "mcu_cnn", "--target", "stm32f4-discovery", "--emulator", "renode")
+    assert_one_line_error(rc, err, "stm32f4-discovery", "the target has 131072", "--trainable conv2,fc0,output")
+    assert out == ""
