@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
-from .cliargs import Interrupted, Parser, c_name, int_in, is_model_file, load_or_build, non_negative, positive, weights_bits
+from .cliargs import (Interrupted, Parser, c_name, int_in, is_model_file, load_or_build, non_negative, out_file,
+                      positive, weights_bits)
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -461,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="lr_inv of the proof run: auto keeps the model's when a Python simulation of the "
                                  "same steps moves every trainable tensor, else takes the largest of lr_inv/2, "
                                  "lr_inv/4, ... that does, and prints its choice")
-            sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
+            sp.add_argument("--json", metavar="FILE", type=out_file, help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
     v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
@@ -472,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     device_args(rp, verify_cmd=False)
     rp.add_argument("--steps", type=int_in(1, MAX_STEPS), default=2, help="training steps measured")
     rp.add_argument("--predictions", type=positive, default=5, help="inferences measured")
-    rp.add_argument("--json", help="also write the report as JSON")
-    rp.add_argument("--png", help="also write a per-layer bar chart")
+    rp.add_argument("--json", type=out_file, help="also write the report as JSON")
+    rp.add_argument("--png", type=out_file, help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
     rp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
                     help="renode: also run the training steps on Renode and compare its instruction counter "
@@ -491,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
     f.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models and the inputs")
     f.add_argument("--no-count", action="store_true", help="memory only: no build, no emulator (fast)")
-    f.add_argument("--json", metavar="FILE", help="also write the whole fit as JSON")
+    f.add_argument("--json", metavar="FILE", type=out_file, help="also write the whole fit as JSON")
     f.set_defaults(func=cmd_fit)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")

@@ -94,6 +94,15 @@ def test_output_files_are_checked_before_work(tmp_path, capsys):
     assert listing(tmp_path) == {"adir", "afile"}
 
 
+@pytest.mark.parametrize("argv", [["verify", "mlp1", "--json"], ["run", "mlp1", "--json"], ["report", "mlp1", "--json"],
+                                  ["report", "mlp1", "--png"], ["fit", "mlp1", "--no-count", "--json"]])
+def test_an_empty_output_file_name_is_refused_not_ignored(argv, capsys):
+    """CI's ``--json "$RESULT"`` with the variable unset: exit 2, not a pass that wrote no verdict."""
+    rc, out, err = run_main(capsys, *argv, "")
+    assert_one_line_error(rc, err, argv[-1], "an empty file name")
+    assert out == ""
+
+
 # ------------------------------------------------------------------------------------------------ data files
 def npy_bytes(a: np.ndarray) -> bytes:
     b = io.BytesIO()
