@@ -280,10 +280,13 @@ def cmd_verify(a) -> int:
 def cmd_report(a) -> int:
     from .fileio import atomic_write
     from .device.report import plot_report, report, report_json, report_text
+    from .device.verify import check_emulator
 
     for opt, path in (("--json", a.json), ("--png", a.png)):
         if path:
             fileio.check_output_file(path, opt)
+    for emulator in dict.fromkeys(["qemu", a.emulator]):   # QEMU counts; Renode, if asked, cross-checks
+        check_emulator(a.target, emulator)
     model, data = _model_and_data(a)
     from .device.verify import check_bounds
 
@@ -297,7 +300,7 @@ def cmd_report(a) -> int:
     if a.png:
         png = plot_report(r, Path(a.png))
         print(f"wrote {png}" if png else "no PNG (per-layer counts off, or matplotlib missing)")
-    return 0
+    return 1 if r.get("renode") and not r["renode"]["results_equal"] else 0   # CI: Renode must agree with QEMU
 
 
 def cmd_fit(a) -> int:

@@ -496,7 +496,7 @@ def _hide(monkeypatch, prefix: str) -> None:
 
 
 @pytest.mark.parametrize("verb", ["verify", "run"])
-@pytest.mark.parametrize("case", ["board_on_qemu", "no_riscv_gcc", "no_renode"])
+@pytest.mark.parametrize("case", ["board_on_qemu", "no_riscv_gcc", "no_renode", "rv32_on_renode"])
 def test_an_unrunnable_target_or_emulator_is_refused_before_data_or_simulation(verb, case, no_work, capsys,
                                                                                  monkeypatch):
     argv, needles = {
@@ -504,11 +504,31 @@ def test_an_unrunnable_target_or_emulator_is_refused_before_data_or_simulation(v
                                                               "--emulator renode"]),
         "no_riscv_gcc": (["--target", "rv32imc"], ["riscv64-unknown-elf-gcc not found", "gcc-riscv64-unknown-elf"]),
         "no_renode": (["--target", "m4", "--emulator", "renode"], ["Renode is not installed", "--emulator qemu"]),
+        "rv32_on_renode": (["--target", "rv32imc", "--emulator", "renode"], ["no Renode platform for target "
+                                                                             "'rv32imc'"]),
     }[case]
     _hide(monkeypatch, {"no_riscv_gcc": "riscv64-unknown-elf-", "no_renode": "renode"}.get(case, "\0"))
     rc, out, err = run_main(capsys, verb, "mlp1", *argv)
     assert_one_line_error(rc, err, *needles)
     assert out == ""
+
+
+def test_a_report_renode_cannot_run_is_refused_before_the_qemu_counts(no_work, capsys, monkeypatch):
+    """report --emulator renode counts on QEMU first: a target without a Renode platform is refused before."""
+    monkeypatch.setattr("nitro_mcu.device.report.report", lambda *a, **k: pytest.fail("the QEMU report started"))
+    rc, out, err = run_main(capsys, "report", "mlp1", "--target", "rv32imc", "--emulator", "renode")
+    assert_one_line_error(rc, err, "no Renode platform for target 'rv32imc'")
+    assert out == ""
+
+
+def test_report_exits_1_when_renodes_results_differ_from_qemus(capsys, monkeypatch):
+    """A CI job running report --emulator renode must see a disagreement in the exit status, not only in the text."""
+    monkeypatch.setattr("nitro_mcu.device.verify.find_renode_test", lambda: "renode-test")
+    for equal, status in ((True, 0), (False, 1)):
+        monkeypatch.setattr("nitro_mcu.device.report.report", lambda *a, **k: dict(renode=dict(results_equal=equal)))
+        monkeypatch.setattr("nitro_mcu.device.report.report_text", lambda r: f"results equal: {equal}")
+        rc, out, err = run_main(capsys, "report", "mlp1", "--target", "m4", "--emulator", "renode")
+        assert (rc, out, err) == (status, f"results equal: {equal}\n", "")
 
 
 def test_a_model_too_big_for_the_renode_board_is_refused_before_data_or_simulation(no_work, capsys, monkeypatch):

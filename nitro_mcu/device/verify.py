@@ -32,7 +32,7 @@ from ..fileio import atomic_write
 from ..trainer.network import Model
 from .harness import McuRun, run_mcu
 from .protocol import Session, WeightDump
-from .renode import find_renode_test, run_renode
+from .renode import find_renode_test, renode_target, run_renode
 from .targets import EXTRA_BOARDS, get_target
 from .toolchain import check_toolchain
 
@@ -483,6 +483,7 @@ def check_emulator(target, emulator: str) -> None:
     if emulator == "qemu" and t.name in EXTRA_BOARDS:
         raise ValueError(f"{t.name} has no QEMU machine; use --emulator renode")
     if emulator == "renode":
+        renode_target(target)
         find_renode_test()
     check_toolchain(qemu=emulator == "qemu", isa=t.isa)
 
