@@ -924,3 +924,12 @@ def test_ssub8_sel_lane_maximum_follows_the_arm_arm_on_renode(tmp_path):
 
     r = run_renode_elf(_ssub8_firmware(tmp_path).elf, "m4", timeout=120)
     assert _sel_lines(r.stdout) == [_ssub8_sel(a, b) for a, b in SSUB8_CASES]
+
+
+def test_the_apt_packages_of_the_toolchain_doc_are_those_setup_installs():
+    """docs/toolchain.md §1 is what a user installs by hand: missing cmake or g++ there, the CMake examples fail."""
+    setup = (REPO / "scripts" / "setup.sh").read_text().replace("\\\n", " ")
+    installs = set(re.search(r'^APT_PKGS="([^"]+)"', setup, re.M).group(1).split())
+    doc = (REPO / "docs" / "toolchain.md").read_text().replace("\\\n", " ")
+    cmd = re.search(r"^apt-get install -y --no-install-recommends (.+)$", doc, re.M).group(1).split()
+    assert set(cmd) == installs and len(cmd) == len(installs)
