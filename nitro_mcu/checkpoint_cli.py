@@ -21,12 +21,14 @@ sector_size = int_in(1, MAX_SECTOR)
 
 def cmd_powerloss(a) -> int:
     from .device.powerloss import sweep_host, sweep_mcu, training_batches
-    from .device.flashfw import check_flash_target
+    from .device.flashfw import check_flash_fits, check_flash_target
 
     sector = ck.check_geometry(a.page_size, a.sector_size)
     if a.target != "host":
         check_flash_target(a.target)
     model, data = a.model_and_data(a)
+    if a.target != "host":
+        check_flash_fits(model, a.target, a.batch, sector)
     batches = training_batches(data, a.batch)
     where = "the host (simulated NOR flash, every operation, every tear)" if a.target == "host" else \
         f"the emulated {a.target} (flash in a host file, {a.cuts} instruction counts)"

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import api, checkpoint_cli, fileio, resume, sweep_cli
 from ._version import __version__
 from .cliargs import (SPARE_HELP, TRAINABLE_HELP, Interrupted, Parser, c_name, int_in, is_model_file,
-                      load_or_build, non_negative, positive, spare_classes, weights_bits)
+                      load_or_build, non_negative, out_file, positive, spare_classes, weights_bits)
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
@@ -238,12 +238,13 @@ def cmd_generate(a) -> int:
 
 def _model_and_data(a):
     from .device.capacity import check_fits
-    from .device.targets import TARGETS
+    from .device.targets import EXTRA_BOARDS, TARGETS
 
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     a.name = a.name or c_prefix(a.model)
-    if a.target in TARGETS:   # before any data is read or anything built (not --target host)
-        check_fits(model, a.target, a.batch)
+    board = TARGETS.get(a.target) or EXTRA_BOARDS.get(a.target)
+    if board is not None:   # before any data is read or anything built (not --target host)
+        check_fits(model, board, a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)
@@ -253,10 +254,11 @@ def _model_and_data(a):
 
 
 def cmd_verify(a) -> int:
-    from .device.verify import check_bounds, choose_lr_inv, verify
+    from .device.verify import check_bounds, check_emulator, choose_lr_inv, verify
 
     if a.json:
         fileio.check_output_file(a.json, "--json")
+    check_emulator(a.target, a.emulator)   # before the data, the fit and choose_lr_inv's Python simulation
     model, data = _model_and_data(a)
     check_bounds(model, a.steps, a.batch, min(a.predictions, len(data.x_test)))
     print(f"{'running' if a.cmd == 'run' else 'verifying'} {a.model} on {a.target} ({a.emulator}): {a.steps} training "
@@ -278,10 +280,13 @@ def cmd_verify(a) -> int:
 def cmd_report(a) -> int:
     from .fileio import atomic_write
     from .device.report import plot_report, report, report_json, report_text
+    from .device.verify import check_emulator
 
     for opt, path in (("--json", a.json), ("--png", a.png)):
         if path:
             fileio.check_output_file(path, opt)
+    for emulator in dict.fromkeys(["qemu", a.emulator]):   # QEMU counts; Renode, if asked, cross-checks
+        check_emulator(a.target, emulator)
     model, data = _model_and_data(a)
     from .device.verify import check_bounds
 
@@ -295,7 +300,7 @@ def cmd_report(a) -> int:
     if a.png:
         png = plot_report(r, Path(a.png))
         print(f"wrote {png}" if png else "no PNG (per-layer counts off, or matplotlib missing)")
-    return 0
+    return 1 if r.get("renode") and not r["renode"]["results_equal"] else 0   # CI: Renode must agree with QEMU
 
 
 def cmd_fit(a) -> int:
@@ -457,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="lr_inv of the proof run: auto keeps the model's when a Python simulation of the "
                                  "same steps moves every trainable tensor, else takes the largest of lr_inv/2, "
                                  "lr_inv/4, ... that does, and prints its choice")
-            sp.add_argument("--json", metavar="FILE", help="also write the whole verdict as JSON")
+            sp.add_argument("--json", metavar="FILE", type=out_file, help="also write the whole verdict as JSON")
             sp.set_defaults(func=cmd_verify)
 
     v = sub.add_parser("verify", help="train K steps on the emulated MCU and compare every weight with Python")
@@ -468,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     device_args(rp, verify_cmd=False)
     rp.add_argument("--steps", type=int_in(1, MAX_STEPS), default=2, help="training steps measured")
     rp.add_argument("--predictions", type=positive, default=5, help="inferences measured")
-    rp.add_argument("--json", help="also write the report as JSON")
-    rp.add_argument("--png", help="also write a per-layer bar chart")
+    rp.add_argument("--json", type=out_file, help="also write the report as JSON")
+    rp.add_argument("--png", type=out_file, help="also write a per-layer bar chart")
     rp.add_argument("--no-per-layer", action="store_true", help="skip the per-layer counts (faster)")
     rp.add_argument("--emulator", choices=["qemu", "renode"], default="qemu",
                     help="renode: also run the training steps on Renode and compare its instruction counter "
@@ -487,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--profile", choices=list(PROFILES), default="default", help="for presets / JSON models")
     f.add_argument("--seed", type=int_in(0, 2**64 - 1), default=0, help="for presets / JSON models and the inputs")
     f.add_argument("--no-count", action="store_true", help="memory only: no build, no emulator (fast)")
-    f.add_argument("--json", metavar="FILE", help="also write the whole fit as JSON")
+    f.add_argument("--json", metavar="FILE", type=out_file, help="also write the whole fit as JSON")
     f.set_defaults(func=cmd_fit)
 
     d = sub.add_parser("demo", help="the main job: train, generate C, train on the emulated MCU, verify, report")

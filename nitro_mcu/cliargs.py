@@ -105,3 +105,10 @@ def c_name(s: str) -> str:
         raise argparse.ArgumentTypeError(f"--name must be a C identifier of 1..{MAX_C_NAME} characters that does "
                                          f"not begin with '_', got {s[:80]!r}")
     return s
+
+
+def out_file(s: str) -> str:
+    """An argparse type: an output file name that is not empty (``--json "$UNSET"`` would write nothing)."""
+    if not s.strip():
+        raise argparse.ArgumentTypeError("an empty file name")
+    return s

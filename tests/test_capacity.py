@@ -72,3 +72,25 @@ def test_the_figures_are_lower_bounds_of_the_linked_firmware(case):
     b = build_mcu(conv, target)
     assert n["ram"] <= b.static_ram_bytes + b.stack_bytes <= TARGETS[target].ram_size
     assert n["stack"] == b.stack_bytes and n["flash"] <= b.flash_bytes
+
+
+def test_a_power_loss_sweep_counts_its_emulated_flash_in_ram_and_the_tail_it_names_links(capsys, monkeypatch):
+    """firmware/flash_file.c keeps the flash region in a RAM array: mlp1 (int32) trains in rv32imc's 400 KiB, but
+    not beside two checkpoint slots of its weights.  One line before any build, not a linker error; the tail
+    it names links, with the figures a lower bound of what the linker placed."""
+    from nitro_mcu import checkpoint as ck
+    from nitro_mcu.device import flashfw
+
+    build = flashfw.build_cached
+    monkeypatch.setattr(flashfw, "build_cached", lambda *a, **k: pytest.fail("a firmware build started"))
+    rc, out, err = _cli(capsys, "powerloss", "mlp1", "--target", "rv32imc", "--cuts", "2")
+    model = api.build("mlp1")
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"emulated flash {ck.region_bytes(model, 256)})" in err and "the target has 409600" in err
+    assert err.rstrip().endswith("use --trainable block1,output"), err
+    monkeypatch.setattr(flashfw, "build_cached", build)
+    tail = model.set_trainable(["block1", "output"])
+    conv = convert(tail, batch=8, train=True, name="pltail")
+    b = flashfw.build_flash_mcu(conv, "rv32imc", 256)
+    n = needs(tail, 8, "rv32imc", conv.plan.ram_bytes, conv.plan.weight_bytes, flash_in_ram=ck.region_bytes(tail, 256))
+    assert n["ram"] <= b.static_ram_bytes + b.stack_bytes <= TARGETS["rv32imc"].ram_size

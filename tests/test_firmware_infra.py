@@ -433,7 +433,8 @@ MONITOR_COMMANDS = [
      "renode-infrastructure src/Emulator/Cores/Arm-M/CortexM.cs (property VectorTableOffset)"),
     (r"sysbus\.cpu ExecutedInstructions",
      "renode-infrastructure src/Emulator/Peripherals/Peripherals/CPU/TranslationCPU.cs (property)"),
-    (r"\$\w+\?=@\S+", "renode-docs source/basic/monitor-syntax.md, Monitor variable types"),
+    (r"\$\w+\?=(@\S+|\$ORIGIN/\S+)",
+     "renode-docs source/basic/monitor-syntax.md, Monitor variable types; $ORIGIN as in LoadPlatformDescription"),
     # the results' read-out: the monitor's Python (self/monitor: the Monitor), IMachine.SystemBus,
     # SystemBus.ReadDoubleWord(ulong) and ReadBytes(ulong, int); .NET's File.WriteAllBytes
     (r'python "import System; bus = monitor\.Machine\.SystemBus; n = int\(bus\.ReadDoubleWord\(System\.UInt64\(x\)\)\) '
@@ -546,6 +547,32 @@ def test_real_renode_smoke(tmp_path):
     proc = subprocess.run(["renode-test", str(RENODE / "smoke.robot"), "-r", str(tmp_path / "results"),
                            "--variable", f"ELF:{b.elf}"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("renode") is None, reason="renode is not on PATH (Renode not installed: see "
+                                                             "renode/README.md)")
+def test_run_resc_with_its_defaults_writes_the_uart_log_of_the_readme_build(tmp_path):
+    """renode/README.md's build lands in build/renode/; run.resc's default ELF and log are there, whatever
+    folder Renode starts in (a relative default was looked up in Renode's own folder: the log failed)."""
+    out = REPO / "build" / "renode"
+    T.build_firmware([SELFTEST], "m4", out, io="uart", defines=["SELFTEST_NO_FILE"])
+    log = out / "uart0.log"
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen(["renode", "--console", "--disable-gui", "-e", f"include @{RENODE / 'run.resc'}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path)
+    try:
+        for _ in range(1200):   # up to 120 s for Renode's start on a loaded machine
+            if log.is_file() and "NITRO-DONE 0" in log.read_text():
+                break
+            if proc.poll() is not None:
+                break
+            __import__("time").sleep(0.1)
+        stdout = proc.communicate("quit\n", timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert log.is_file() and log.read_text().splitlines()[-1] == "NITRO-DONE 0", stdout[-3000:]
 
 
 # --------------------------------------------------------------------------- RV32 and the STM32F405 part
@@ -897,3 +924,12 @@ def test_ssub8_sel_lane_maximum_follows_the_arm_arm_on_renode(tmp_path):
 
     r = run_renode_elf(_ssub8_firmware(tmp_path).elf, "m4", timeout=120)
     assert _sel_lines(r.stdout) == [_ssub8_sel(a, b) for a, b in SSUB8_CASES]
+
+
+def test_the_apt_packages_of_the_toolchain_doc_are_those_setup_installs():
+    """docs/toolchain.md §1 is what a user installs by hand: missing cmake or g++ there, the CMake examples fail."""
+    setup = (REPO / "scripts" / "setup.sh").read_text().replace("\\\n", " ")
+    installs = set(re.search(r'^APT_PKGS="([^"]+)"', setup, re.M).group(1).split())
+    doc = (REPO / "docs" / "toolchain.md").read_text().replace("\\\n", " ")
+    cmd = re.search(r"^apt-get install -y --no-install-recommends (.+)$", doc, re.M).group(1).split()
+    assert set(cmd) == installs and len(cmd) == len(installs)

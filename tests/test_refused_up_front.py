@@ -94,6 +94,15 @@ def test_output_files_are_checked_before_work(tmp_path, capsys):
     assert listing(tmp_path) == {"adir", "afile"}
 
 
+@pytest.mark.parametrize("argv", [["verify", "mlp1", "--json"], ["run", "mlp1", "--json"], ["report", "mlp1", "--json"],
+                                  ["report", "mlp1", "--png"], ["fit", "mlp1", "--no-count", "--json"]])
+def test_an_empty_output_file_name_is_refused_not_ignored(argv, capsys):
+    """CI's ``--json "$RESULT"`` with the variable unset: exit 2, not a pass that wrote no verdict."""
+    rc, out, err = run_main(capsys, *argv, "")
+    assert_one_line_error(rc, err, argv[-1], "an empty file name")
+    assert out == ""
+
+
 # ------------------------------------------------------------------------------------------------ data files
 def npy_bytes(a: np.ndarray) -> bytes:
     b = io.BytesIO()
@@ -467,3 +476,64 @@ def test_the_limits_are_documented():
     docs = readme + "".join((REPO / "docs" / f).read_text() for f in ("checkpoint.md", "own_data.md"))
     for fact in (str(MAX_STEPS), str(MAX_BATCH), "65536", "--force", ".nitro-mcu.lock", "NAME_MAX"):
         assert fact in docs, fact
+
+
+# ------------------------------------------------------------------------------------------------ device runs
+@pytest.fixture
+def no_work(monkeypatch):
+    """verify/run may not read data or simulate the proof run's lr_inv before their cheap checks pass."""
+    def work(*a, **k):
+        raise AssertionError("work started before the refusal")
+    monkeypatch.setattr(nm.api, "load_data", work)
+    monkeypatch.setattr("nitro_mcu.device.verify.choose_lr_inv", work)
+
+
+def _hide(monkeypatch, prefix: str) -> None:
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name.startswith(prefix) else which(name, *a, **k))
+
+
+@pytest.mark.parametrize("verb", ["verify", "run"])
+@pytest.mark.parametrize("case", ["board_on_qemu", "no_riscv_gcc", "no_renode", "rv32_on_renode"])
+def test_an_unrunnable_target_or_emulator_is_refused_before_data_or_simulation(verb, case, no_work, capsys,
+                                                                                 monkeypatch):
+    argv, needles = {
+        "board_on_qemu": (["--target", "stm32f4-discovery"], ["stm32f4-discovery has no QEMU machine",
+                                                              "--emulator renode"]),
+        "no_riscv_gcc": (["--target", "rv32imc"], ["riscv64-unknown-elf-gcc not found", "gcc-riscv64-unknown-elf"]),
+        "no_renode": (["--target", "m4", "--emulator", "renode"], ["Renode is not installed", "--emulator qemu"]),
+        "rv32_on_renode": (["--target", "rv32imc", "--emulator", "renode"], ["no Renode platform for target "
+                                                                             "'rv32imc'"]),
+    }[case]
+    _hide(monkeypatch, {"no_riscv_gcc": "riscv64-unknown-elf-", "no_renode": "renode"}.get(case, "\0"))
+    rc, out, err = run_main(capsys, verb, "mlp1", *argv)
+    assert_one_line_error(rc, err, *needles)
+    assert out == ""
+
+
+def test_a_report_renode_cannot_run_is_refused_before_the_qemu_counts(no_work, capsys, monkeypatch):
+    """report --emulator renode counts on QEMU first: a target without a Renode platform is refused before."""
+    monkeypatch.setattr("nitro_mcu.device.report.report", lambda *a, **k: pytest.fail("the QEMU report started"))
+    rc, out, err = run_main(capsys, "report", "mlp1", "--target", "rv32imc", "--emulator", "renode")
+    assert_one_line_error(rc, err, "no Renode platform for target 'rv32imc'")
+    assert out == ""
+
+
+def test_report_exits_1_when_renodes_results_differ_from_qemus(capsys, monkeypatch):
+    """A CI job running report --emulator renode must see a disagreement in the exit status, not only in the text."""
+    monkeypatch.setattr("nitro_mcu.device.verify.find_renode_test", lambda: "renode-test")
+    for equal, status in ((True, 0), (False, 1)):
+        monkeypatch.setattr("nitro_mcu.device.report.report", lambda *a, **k: dict(renode=dict(results_equal=equal)))
+        monkeypatch.setattr("nitro_mcu.device.report.report_text", lambda r: f"results equal: {equal}")
+        rc, out, err = run_main(capsys, "report", "mlp1", "--target", "m4", "--emulator", "renode")
+        assert (rc, out, err) == (status, f"results equal: {equal}\n", "")
+
+
+def test_a_model_too_big_for_the_renode_board_is_refused_before_data_or_simulation(no_work, capsys, monkeypatch):
+    """stm32f4-discovery (not a QEMU target) gets the same capacity check as the QEMU targets."""
+    monkeypatch.setattr("nitro_mcu.device.verify.find_renode_test", lambda: "renode-test", raising=False)
+    rc, out, err = run_main(capsys, "verify", "mcu_cnn", "--target", "stm32f4-discovery", "--emulator", "renode")
+    assert_one_line_error(rc, err, "stm32f4-discovery", "the target has 131072", "--trainable conv2,fc0,output")
+    assert out == ""

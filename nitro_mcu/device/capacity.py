@@ -9,6 +9,7 @@ a model refused here can never link.  The refusal names the largest trainable ta
 """
 from __future__ import annotations
 
+import copy
 import re
 from functools import cache
 
@@ -43,23 +44,27 @@ def harness_ram(model: Model, batch: int, train: bool = True) -> int:
 
 
 def needs(model: Model, batch: int, target: "str | Target", ram_bytes: int, weight_bytes: int,
-          train: bool = True) -> dict:
+          train: bool = True, flash_in_ram: int = 0) -> dict:
     """Lower bounds of the firmware's RAM and flash on ``target``, from the plan's RAM (trainable weights +
-    arena) and the weight bytes the C holds."""
+    arena) and the weight bytes the C holds; ``flash_in_ram``: the emulated board flash's RAM array
+    (firmware/flash_file.c), for the checkpoint and power-loss builds."""
     t = get_target(target)
     stack = stack_bytes(t.ld_path)
     harness = harness_ram(model, batch, train)
-    return dict(plan=ram_bytes, harness=harness, stack=stack, ram=ram_bytes + harness + stack, flash=weight_bytes,
-                ram_size=t.ram_size, flash_size=t.code_size)
+    return dict(plan=ram_bytes, harness=harness, stack=stack, flash_in_ram=flash_in_ram,
+                ram=ram_bytes + harness + stack + flash_in_ram, flash=weight_bytes, ram_size=t.ram_size,
+                flash_size=t.code_size)
 
 
-def check_fits(model: Model, target: "str | Target", batch: int, plan=None) -> None:
+def check_fits(model: Model, target: "str | Target", batch: int, plan=None, flash_in_ram=None) -> None:
     """Raise :class:`FitError` when the training firmware of ``model`` (its trainable set, ``batch``; or the
     harness firmware of ``plan``, a generator plan) cannot fit ``target``'s RAM or flash; the message gives
-    both figures and the largest trainable tail that fits."""
+    both figures and the largest trainable tail that fits.  ``flash_in_ram``: model -> the bytes of its
+    emulated board flash in RAM (a build with firmware/flash_file.c), or None."""
     t = get_target(target)
     p = plan if plan is not None else build(model, batch, True)
-    n = needs(model, batch, t, p.ram_bytes, p.weight_bytes, p.train)
+    emulated = flash_in_ram or (lambda m: 0)
+    n = needs(model, batch, t, p.ram_bytes, p.weight_bytes, p.train, emulated(model))
     if n["ram"] <= n["ram_size"] and n["flash"] <= n["flash_size"]:
         return
     if n["flash"] > n["flash_size"]:
@@ -71,11 +76,13 @@ def check_fits(model: Model, target: "str | Target", batch: int, plan=None) -> N
     tails = [r for r in tail_ram(model, batch) if r["trainable"] == names[len(names) - len(r["trainable"]):]]
 
     def need(r):
-        return needs(model, batch, t, r["ram_bytes"], r["weight_ram_bytes"] + r["weight_flash_bytes"])
+        return needs(model, batch, t, r["ram_bytes"], r["weight_ram_bytes"] + r["weight_flash_bytes"],
+                     flash_in_ram=emulated(copy.copy(model).set_trainable(r["trainable"])))
 
     fits = [r for r in tails if need(r)["ram"] <= n["ram_size"] and need(r)["flash"] <= n["flash_size"]]
+    flash = f" + emulated flash {n['flash_in_ram']}" if n["flash_in_ram"] else ""
     what = (f"the model's training firmware needs at least {n['ram']} bytes of RAM on {t.name} (plan {n['plan']} "
-            f"+ harness {n['harness']} + stack {n['stack']}), the target has {n['ram_size']}")
+            f"+ harness {n['harness']} + stack {n['stack']}{flash}), the target has {n['ram_size']}")
     if fits:
         best = max(fits, key=lambda r: len(r["trainable"]))
         hint = (f"the largest trainable tail that fits is {best['label']} ({need(best)['ram']} bytes): use "

@@ -60,6 +60,12 @@ def check_flash_target(target: str) -> None:
                          f"the checkpoint and power-loss runs take one of {with_files}")
 
 
+def check_flash_fits(model, target: str, batch: int, sector: int, plan=None) -> None:
+    """capacity.FitError when the harness with the board flash cannot fit ``target``: flash_file.c holds the
+    flash region (two checkpoint slots) in a RAM array beside the model."""
+    check_fits(model, target, batch, plan, flash_in_ram=lambda m: ck.region_bytes(m, sector))
+
+
 def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool = False,
                     sector: int | None = None, defines=()) -> BuildResult:
     """The harness firmware with the file-backed flash, cross-compiled (and cached) for ``target``.
@@ -67,7 +73,7 @@ def build_flash_mcu(conv: Converted, target: str, page_size: int, ram_only: bool
     ``ram_only``: the flash changes stay in RAM (for counting the checkpoint code's own instructions);
     ``defines``: more (test) switches, e.g. an ablation (powerloss.ablate_defines)."""
     check_flash_target(target)
-    check_fits(conv.plan.model, target, conv.plan.batch, conv.plan)
+    check_flash_fits(conv.plan.model, target, conv.plan.batch, sector or page_size, conv.plan)
     defines = flash_defines(conv, page_size, sector) + (["NITRO_FLASH_RAM_ONLY"] if ram_only else []) + list(defines)
     return build_cached(sources(conv), target, dict(conv.sources), name=f"{conv.plan.name}_{target}_flash",
                         defines=defines, io="semihost")

@@ -32,8 +32,9 @@ from ..fileio import atomic_write
 from ..trainer.network import Model
 from .harness import McuRun, run_mcu
 from .protocol import Session, WeightDump
-from .renode import run_renode
-from .targets import EXTRA_BOARDS
+from .renode import find_renode_test, renode_target, run_renode
+from .targets import EXTRA_BOARDS, get_target
+from .toolchain import check_toolchain
 
 
 @dataclass
@@ -472,15 +473,27 @@ def compare(step: int, weights: dict, rng: int, lr: int, start: dict, moved: dic
     return Checkpoint(step, checks, dump.count, n_weights, moved_tensors, dump.lr_inv, lr, dump.rng, rng)
 
 
+def check_emulator(target, emulator: str) -> None:
+    """One-line errors before any work: a board target has no QEMU machine, and the emulator and the target's
+    cross toolchain must be installed (Renode first: its message names the --emulator qemu way out)."""
+    if emulator not in ("qemu", "renode"):
+        raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
+    t = EXTRA_BOARDS.get(target) if isinstance(target, str) else target
+    t = t or get_target(target)
+    if emulator == "qemu" and t.name in EXTRA_BOARDS:
+        raise ValueError(f"{t.name} has no QEMU machine; use --emulator renode")
+    if emulator == "renode":
+        renode_target(target)
+        find_renode_test()
+    check_toolchain(qemu=emulator == "qemu", isa=t.isa)
+
+
 def run_session(conv: Converted, session: Session, target: str, emulator: str, timeout: float | None = None,
                 count_insns=False, profile_ops=False, opt: str = "-O2") -> McuRun:
     """Run ``session`` on the harness firmware in ``emulator`` (qemu or renode).  ``timeout`` None: 600 s on
     QEMU, scaled with the work on Renode (renode.renode_timeout)."""
-    if emulator == "qemu":
-        if isinstance(target, str) and target in EXTRA_BOARDS:
-            raise ValueError(f"{target} has no QEMU machine; use --emulator renode")
-        return run_mcu(conv, session, target, count_insns=count_insns, timeout=600 if timeout is None else timeout,
-                       profile_ops=profile_ops, opt=opt)
+    check_emulator(target, emulator)
     if emulator == "renode":
         return run_renode(conv, session, target, timeout, opt=opt)
-    raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
+    return run_mcu(conv, session, target, count_insns=count_insns, timeout=600 if timeout is None else timeout,
+                   profile_ops=profile_ops, opt=opt)
