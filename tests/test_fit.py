@@ -75,3 +75,13 @@ def test_unknown_part_is_one_line_error_and_help_lists_the_parts(capsys):
         main(["fit", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
     assert all(name in out for name in DATASHEETS)
+
+
+def test_fit_of_a_model_beyond_the_emulated_board_prints_the_table_and_why_it_was_not_counted(capsys, tmp_path):
+    big = tmp_path / "big.json"  # int32 weights: 4.6 MB, beyond the 4 MiB flash of the emulated m4 board
+    big.write_text(json.dumps({"kind": "mlp", "input_shape": [96], "num_classes": 4, "hidden": [1024, 1024]}))
+    assert main(["fit", str(big), "--part", "STM32F405"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"all \(full training\)\s+\d+\s+\d+\s+NO\s+-\s+-", out)
+    assert "not counted on the emulated m4" in out and "bytes of flash" in out
+    assert "--target" not in out  # an option of verify/run, not of fit
