@@ -85,3 +85,4 @@ def test_fit_of_a_model_beyond_the_emulated_board_prints_the_table_and_why_it_wa
     assert re.search(r"all \(full training\)\s+\d+\s+\d+\s+NO\s+-\s+-", out)
     assert "not counted on the emulated m4" in out and "bytes of flash" in out
     assert "--target" not in out  # an option of verify/run, not of fit
+    assert "nothing fits the STM32F405: int16 weights (--weights int16), a smaller --batch" in out

@@ -87,6 +87,7 @@ def fit_text(res: dict) -> str:
         lines += ["", f"{p.name}: {p.core} at {p.clock_mhz} MHz, {p.ram_bytes // 1024} KiB RAM, "
                       f"{p.flash_bytes // 1024} KiB flash ({p.datasheet}); counted on the emulated {p.target}"]
         lines.append(f"  {'trains':<26} {'RAM B':>9} {'flash B':>9} {'fits':>5} {'insns/step':>12} {'ms/step (est.)':>16}")
+        any_fits = False
         for t in res["tails"]:
             label = t["label"]
             counted = c is not None and label in c["step"]
@@ -96,6 +97,11 @@ def fit_text(res: dict) -> str:
             insns = c["step"][label] if counted else None
             lines.append(f"  {label:<26} {ram:>9} {flash:>9} {'yes' if ok else 'NO':>5} {insns or '-':>12} "
                          f"{_ms(insns, p):>16}")
+            any_fits = any_fits or ok
+        if not any_fits:  # say what to change, not only NO
+            lines.append(f"  (nothing fits the {p.name}: "
+                         + ("int16 weights (--weights int16), " if res["weight_bits"] == 32 else "")
+                         + "a smaller --batch or a smaller model)")
         if c is None:
             lines.append("  (instructions not counted: --no-count; RAM is the plan's without stack, flash the "
                          "weights without code)")
