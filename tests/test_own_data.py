@@ -104,6 +104,17 @@ def test_csv_round_trip_through_the_model_file(tmp_path):
     assert p.classes is None and p.num_classes == 2 and p.x_train.shape[1:] == (2, 1, 1)
 
 
+def test_csv_without_a_header_keeps_its_first_row_when_the_labels_are_names(tmp_path):
+    rows = "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(12))
+    (tmp_path / "named.csv").write_text(rows)
+    p = nm.load_data(str(tmp_path / "named.csv"), val_size=0, test_size=2)
+    assert len(p.x_train) + len(p.x_test) == 12 and p.classes == ("a", "b")
+    assert p.load_info["label_column"] == 2  # by position: there is no header to name it
+    (tmp_path / "pandas.csv").write_text("0,1,label\n" + rows)  # DataFrame.to_csv: numbered feature columns
+    p = nm.load_data(str(tmp_path / "pandas.csv"), val_size=0, test_size=2)
+    assert len(p.x_train) + len(p.x_test) == 12 and p.load_info["label_column"] == "label"
+
+
 @pytest.mark.parametrize("text, needle", [
     ("a,b,label\n1,2,0\n1,x,1\n", "row 3, b: 'x' is not a number"),
     ("a,b,label\n1,2,0\n1,2\n", "row 3 has 2 columns"),

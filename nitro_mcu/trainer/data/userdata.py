@@ -258,7 +258,7 @@ def _read_csv(p: Path, info: dict) -> _Part:
     if not rows:
         raise DataError(f"{p}: the CSV is empty")
     header = None
-    if any(_number(c) is None for c in rows[0]):
+    if any(_number(c) is None for c in rows[0]) and not _first_row_is_a_sample(rows):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
     width = len(rows[0]) if rows else len(header)
     if width < 2 or not rows:
@@ -302,6 +302,13 @@ def _read_csv(p: Path, info: dict) -> _Part:
     return _Part(p.stem, {"x_train": x.reshape(*x.shape, 1, 1), "y_train": y},
                  {"kind": "features", "decimals": decimals, "label_column": header[lab] if header else lab,
                   "dtype": dtype_of_range(int(x.min()), int(x.max()))})  # fixed point: value * 10**decimals
+
+
+def _first_row_is_a_sample(rows: list) -> bool:
+    """Numbers, then a label that recurs in the last column below: a sample with a class name, not a header."""
+    first = rows[0]
+    return (all(_number(c) is not None for c in first[:-1])
+            and any(r[-1].strip() == first[-1].strip() for r in rows[1:] if r))
 
 
 def _number(cell: str):
