@@ -122,6 +122,8 @@ def test_csv_without_a_header_keeps_its_first_row_when_the_labels_are_names(tmp_
     ("a,label\n5e12,0\n1,1\n", "beyond 2**31"),
     ("a,label\n1,0\n2,2\n3,0\n", "class 1 has no sample"),
     ("", "the CSV is empty"),
+    ("a;b;label\n1;2;0\n3;4;1\n", "cells separated by ';': separate the values with commas"),
+    ("1\t2\t0\n3\t4\t1\n", "cells separated by tabs: separate the values with commas"),
 ])
 def test_csv_errors(tmp_path, text, needle):
     p = tmp_path / "bad.csv"

@@ -34,6 +34,7 @@ from .normalization import FEATURE_LIMIT, dtype_of_range, wider_dtype
 
 MAX_DECIMALS = 6
 LABEL_NAMES = ("label", "class", "target", "y")
+SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}  # other programs' CSV separators, named in the refusal
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
@@ -261,6 +262,9 @@ def _read_csv(p: Path, info: dict) -> _Part:
     if any(_number(c) is None for c in rows[0]) and not _first_row_is_a_sample(rows):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
     width = len(rows[0]) if rows else len(header)
+    sep = next((name for c, name in SEPARATORS.items() if width == 1 and c in (rows or [header])[0][0]), None)
+    if sep:  # csv reads commas only: a whole row in one cell
+        raise DataError(f"{p}: one column per row, its cells separated by {sep}: separate the values with commas")
     if width < 2 or not rows:
         raise DataError(f"{p}: need at least one row of features and a label")
     for i, r in enumerate(rows):
