@@ -231,3 +231,15 @@ def test_cli_trains_and_evaluates_a_csv(tmp_path):
 def test_standard_names_refuse_test_size():
     with pytest.raises(ValueError, match="test_size applies to your own data"):
         api.load_data("bundled", test_size=10)
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("windows.npy", "windows.npy: no such file or folder"),
+    ("logs/", "logs/: no such file or folder"),
+    ("windows.txt", "windows.txt: your own data is an .npz \\(np.savez\\(file, x=x, y=y\\)\\), a .csv or a folder"),
+])
+def test_a_file_of_another_kind_is_refused_naming_the_formats_of_own_data(tmp_path, monkeypatch, name, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "windows.txt").write_text("1,2,0\n")
+    with pytest.raises(D.DataError, match=needle):
+        nm.load_data(name)
