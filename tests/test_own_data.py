@@ -147,6 +147,7 @@ def test_csv_more_decimals_than_the_model_read_is_refused(tmp_path):
     ((np.zeros((20, 4), int), np.zeros(19, int)), "19 labels for 20 samples"),
     ((np.zeros((20, 4), int), -np.ones(20, int)), "label -1 is negative"),
     ((np.full((20, 8, 8), 300), np.arange(20) % 2), r"pixels must lie in \[0, 255\], found 300"),
+    ((np.full((20, 16, 3), -300, np.int16), np.arange(20) % 2), r"windows of readings are features: x.reshape\(len\(x\), -1\)"),
     ((np.zeros(20, int), np.zeros(20, int)), "must be \\[N, F\\] features"),
     ((np.zeros((20, 4), int), np.zeros((20, 2), int)), "must be 1-D"),
     ((np.zeros((20, 4), int),), "a pair \\(x, y\\)"),

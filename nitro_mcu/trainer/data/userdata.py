@@ -183,7 +183,8 @@ def _samples(x, what: str) -> tuple[np.ndarray, str]:
             raise DataError(f"{what}: features must lie in (-2**31, 2**31), found {lo if -lo > hi else hi}")
         return x.astype(np.int64).reshape(*x.shape, 1, 1), "features"
     if lo < 0 or hi > 255:
-        raise DataError(f"{what}: pixels must lie in [0, 255], found {lo if lo < 0 else hi}")
+        raise DataError(f"{what}: pixels must lie in [0, 255], found {lo if lo < 0 else hi} (windows of readings are "
+                        "features: x.reshape(len(x), -1) makes them [N, F])")
     if x.ndim == 3:
         x = x[:, None]
     elif x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
