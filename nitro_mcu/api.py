@@ -174,8 +174,9 @@ def check_compatible(model: Model, data: D.Prepared) -> None:
     hint = ("; describe a model for it in a JSON file (\"input_shape\", \"num_classes\"; docs/own_data.md)"
             if data.load_info else "")
     if shape != need and not flat_ok:
-        what = "features" if data.load_info.get("kind") == "features" else "(channels, height, width)"
-        raise SpecError(f"the data has samples of shape {shape} {what}, the model expects {need}{hint}")
+        got = (f"{int(np.prod(shape))} features per sample" if data.load_info.get("kind") == "features"
+               else f"samples of shape {shape} (channels, height, width)")  # features are [F, 1, 1] inside
+        raise SpecError(f"the data has {got}, the model expects {need}{hint}")
     if data.num_classes != model.num_classes:
         raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}{hint}")
 

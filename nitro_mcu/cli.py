@@ -73,6 +73,7 @@ def _train(a, held) -> int:
     resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
                          test=a.test_data, test_size=a.test_size, norm=norm)
+    api.check_compatible(model, data)  # before the lock, the run's lines and the lr_inv search
     # a model file fine-tunes with the paper's recipe (its own description carries none): no augmentation
     rec = recipe_for(defaults, model.quirks, a.recipe, data.name)
     if a.refit is None:  # the recipe's choice, where there is a validation split

@@ -244,3 +244,13 @@ def test_a_file_of_another_kind_is_refused_naming_the_formats_of_own_data(tmp_pa
     (tmp_path / "windows.txt").write_text("1,2,0\n")
     with pytest.raises(D.DataError, match=needle):
         nm.load_data(name)
+
+
+def test_cli_refuses_data_of_another_shape_before_it_prints_or_trains(tmp_path):
+    csv_path = write_csv(tmp_path / "flowers.csv", n=60)
+    (tmp_path / "wide.json").write_text(json.dumps({**TAB, "input_shape": [7]}))
+    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "train", str(tmp_path / "wide.json"), "--data",
+                        str(csv_path), "--out", str(tmp_path / "o"), "--quiet"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stdout  # no "training ..." or "lr_inv search" line first
+    assert r.stderr.count("\n") == 1 and "the data has 3 features per sample, the model expects (7,)" in r.stderr
