@@ -69,3 +69,18 @@ def test_executed_inference_macs_are_the_conv_positions_its_fused_pool_reads(nam
         assert r["infer_macs_executed"] == st.fan_in * st.c_out * read <= r["infer_macs"]
     executed = sum(r["infer_macs_executed"] for r in rows.values())
     assert executed == (467_200 if name == "mcu_cnn" else sum(r["infer_macs"] for r in rows.values()))
+
+
+def test_codegen_md_quotes_the_tail_ram_generate_prints():
+    """docs/codegen.md's mcu_cnn figures (int16, batch 8) are the rows `generate --train` prints (tail_ram)."""
+    import re
+    from pathlib import Path
+
+    from nitro_mcu.codegen.cost import tail_ram
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "codegen.md").read_text().split())
+    quoted = re.search(r"`mcu_cnn`, int16, batch 8: output only ([\d,]+) B, fc0..output ([\d,]+) B, "
+                       r"full training ([\d,]+) B", text).groups()
+    rows = {r["label"]: r["ram_bytes"] for r in tail_ram(Model(preset("mcu_cnn"), weight_bits=16), 8)}
+    assert [int(q.replace(",", "")) for q in quoted] == [rows["output"], rows["fc0..output"],
+                                                         rows["all (full training)"]]
