@@ -140,6 +140,11 @@ def data_origin(data: D.Prepared) -> str:
     return f"{data.name} (files in {folder})"
 
 
+def sample_noun(data: D.Prepared) -> str:
+    """What one sample of ``data`` is called in the command line's lines: feature rows are not images."""
+    return "samples" if (data.load_info or {}).get("kind") == "features" else "images"
+
+
 # A model's training images and these test images differ by more than this in pixel mean or mean deviation
 # (pixel - 128 units): another dataset.  MNIST and its bundled subset differ by 2, MNIST and FashionMNIST by 40.
 PIXEL_STATS_TOLERANCE = 16

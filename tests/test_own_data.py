@@ -217,13 +217,16 @@ def test_cli_trains_and_evaluates_a_csv(tmp_path):
                                   "--test-size", "60", "--out", str(tmp_path / "o"), "--quiet"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "60 test images" in r.stdout
+    assert "/ 60 test samples" in r.stdout and "(60 samples)" in r.stdout  # features, not images
     png = tmp_path / "o" / "tab_curves.png"
     assert png.is_file() or "no PNG" in r.stdout
     e = subprocess.run(env_cmd + ["eval", str(tmp_path / "o" / "tab.nitro"), "--json"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert e.returncode == 0, e.stderr
     assert json.loads(e.stdout)["test_images"] == 60
+    e = subprocess.run(env_cmd + ["eval", str(tmp_path / "o" / "tab.nitro")], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert "on 60 test samples of flowers" in e.stdout, e.stdout
     bad = subprocess.run(env_cmd + ["train", "mlp1", "--data", str(csv_path), "--epochs", "1", "--out",
                                     str(tmp_path / "o2")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "describe a model" in bad.stderr
