@@ -14,7 +14,7 @@ from .cliargs import Interrupted, Parser, c_name, int_in, is_model_file, load_or
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
-from .trainer.loop import format_pct
+from .trainer.loop import check_batch, format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
 from .trainer.lrsearch import AUTO_EPOCHS, CANDIDATES, SEARCH_EPOCHS
@@ -74,6 +74,7 @@ def _train(a, held) -> int:
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
                          test=a.test_data, test_size=a.test_size, norm=norm)
     api.check_compatible(model, data)  # before the lock, the run's lines and the lr_inv search
+    check_batch(len(data.x_train), a.batch)
     # a model file fine-tunes with the paper's recipe (its own description carries none): no augmentation
     rec = recipe_for(defaults, model.quirks, a.recipe, data.name)
     if a.refit is None:  # the recipe's choice, where there is a validation split

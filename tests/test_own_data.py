@@ -249,11 +249,16 @@ def test_a_file_of_another_kind_is_refused_naming_the_formats_of_own_data(tmp_pa
         nm.load_data(name)
 
 
-def test_cli_refuses_data_of_another_shape_before_it_prints_or_trains(tmp_path):
+@pytest.mark.parametrize("shape, args, needle", [
+    ([7], [], "the data has 3 features per sample, the model expects (7,)"),
+    ([3], ["--batch", "64"], "the training part holds 45 samples, fewer than one batch (64): choose a batch of at "
+                             "most 45 (--batch, batch_size=)"),  # 60 rows: 10 held out for testing, 5 for validation
+])
+def test_cli_refuses_data_that_cannot_train_before_it_prints_or_trains(tmp_path, shape, args, needle):
     csv_path = write_csv(tmp_path / "flowers.csv", n=60)
-    (tmp_path / "wide.json").write_text(json.dumps({**TAB, "input_shape": [7]}))
-    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "train", str(tmp_path / "wide.json"), "--data",
-                        str(csv_path), "--out", str(tmp_path / "o"), "--quiet"],
+    (tmp_path / "m.json").write_text(json.dumps({**TAB, "input_shape": shape}))
+    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "train", str(tmp_path / "m.json"), "--data",
+                        str(csv_path), "--out", str(tmp_path / "o"), "--quiet", *args],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and r.stdout == "", r.stdout  # no "training ..." or "lr_inv search" line first
-    assert r.stderr.count("\n") == 1 and "the data has 3 features per sample, the model expects (7,)" in r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
