@@ -262,3 +262,11 @@ def test_cli_refuses_data_that_cannot_train_before_it_prints_or_trains(tmp_path,
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and r.stdout == "", r.stdout  # no "training ..." or "lr_inv search" line first
     assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_a_test_source_with_labels_of_another_kind_names_the_label_not_a_class_count(tmp_path):
+    named = write_csv(tmp_path / "named.csv", n=60)  # class names setosa, versicolor, virginica
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("length,width,petal,species\n" + "".join(f"{i % 5},{i % 7},{i % 3},{i % 3}\n" for i in range(30)))
+    with pytest.raises(D.DataError, match="label '0' is not one of the classes setosa, versicolor, virginica"):
+        nm.load_data(str(named), test=str(numbered))

@@ -215,7 +215,8 @@ def _labels(ys: list, classes: Optional[Sequence[str]], name: str) -> tuple[list
                 raise DataError(f"{name}: label {int(y.min())} is negative: labels are 0..K-1 or class names")
         return [y.astype(np.int64) for y in ys], None
     strs = [np.array([str(v) for v in y.tolist()]) for y in ys]
-    names = tuple(classes) if classes is not None else tuple(sorted(set().union(*(set(s.tolist()) for s in strs))))
+    # the training part names the classes: a test part's other labels are refused below, not made new classes
+    names = tuple(classes) if classes is not None else tuple(sorted(set(strs[0].tolist())))
     index = {c: i for i, c in enumerate(names)}
     out = []
     for s in strs:
