@@ -337,7 +337,8 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                         monitor=history.monitor,
                         best_monitor_bp=None if history.monitor == "none" else history.best_monitor_bp,
                         test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
-                        final_lr_inv=history.records[-1].lr_inv if history.records else None)
+                        final_lr_inv=history.records[-1].lr_inv if history.records else None,
+                        initial_lr_inv=history.records[0].lr_inv if history.records else None)
     return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 

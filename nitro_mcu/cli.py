@@ -180,8 +180,9 @@ def cmd_spec(a) -> int:
     from .spec import description_json, full_description
 
     if is_model_file(a.model):
-        model, _ = api.load(a.model)
-        desc = full_description(model.spec)
+        model, meta = api.load(a.model)
+        start = (meta.get("training") or {}).get("initial_lr_inv")  # searched or --lr-inv: not the spec's default
+        desc = full_description({**model.spec, **({"lr_inv": start} if start else {})})
     else:
         spec, _ = api.resolve_spec(a.model)
         desc = full_description(spec)
