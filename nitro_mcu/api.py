@@ -140,6 +140,11 @@ def data_origin(data: D.Prepared) -> str:
     return f"{data.name} (files in {folder})"
 
 
+def sample_noun(data: D.Prepared) -> str:
+    """What one sample of ``data`` is called in the command line's lines: feature rows are not images."""
+    return "samples" if (data.load_info or {}).get("kind") == "features" else "images"
+
+
 # A model's training images and these test images differ by more than this in pixel mean or mean deviation
 # (pixel - 128 units): another dataset.  MNIST and its bundled subset differ by 2, MNIST and FashionMNIST by 40.
 PIXEL_STATS_TOLERANCE = 16
@@ -174,8 +179,9 @@ def check_compatible(model: Model, data: D.Prepared) -> None:
     hint = ("; describe a model for it in a JSON file (\"input_shape\", \"num_classes\"; docs/own_data.md)"
             if data.load_info else "")
     if shape != need and not flat_ok:
-        what = "features" if data.load_info.get("kind") == "features" else "(channels, height, width)"
-        raise SpecError(f"the data has samples of shape {shape} {what}, the model expects {need}{hint}")
+        got = (f"{int(np.prod(shape))} features per sample" if data.load_info.get("kind") == "features"
+               else f"samples of shape {shape} (channels, height, width)")  # features are [F, 1, 1] inside
+        raise SpecError(f"the data has {got}, the model expects {need}{hint}")
     if data.num_classes != model.num_classes:
         raise SpecError(f"the data has {data.num_classes} classes, the model {model.num_classes}{hint}")
 
@@ -331,7 +337,8 @@ def save(model: Model, path, data: D.Prepared | None = None, history: History | 
                         monitor=history.monitor,
                         best_monitor_bp=None if history.monitor == "none" else history.best_monitor_bp,
                         test_at_best_bp=history.test_at_best_bp, stopped_early=history.stopped_early,
-                        final_lr_inv=history.records[-1].lr_inv if history.records else None)
+                        final_lr_inv=history.records[-1].lr_inv if history.records else None,
+                        initial_lr_inv=history.records[0].lr_inv if history.records else None)
     return modelfile.save(model, path, norm=norm, training=training, files=files)
 
 

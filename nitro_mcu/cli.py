@@ -15,7 +15,7 @@ from .cliargs import (SPARE_HELP, TRAINABLE_HELP, Interrupted, Parser, c_name, i
 from .spec import DEFAULT_BATCH, DEFAULT_EPOCHS, PRESETS
 from .trainer import data as D
 from .trainer.curves import plot_curves
-from .trainer.loop import format_pct
+from .trainer.loop import check_batch, format_pct
 from .trainer.malloc import tune_malloc
 from .trainer.profiles import PROFILES
 from .trainer.lrsearch import AUTO_EPOCHS, CANDIDATES, SEARCH_EPOCHS
@@ -74,6 +74,8 @@ def _train(a, held) -> int:
     resume.check_out(out, resume.output_bytes(model))
     data = api.load_data(dataset, a.seed, a.data_dir, a.val_size if monitor == "val" else 0, monitor,
                          test=a.test_data, test_size=a.test_size, norm=norm)
+    api.check_compatible(model, data)  # before the lock, the run's lines and the lr_inv search
+    check_batch(len(data.x_train), a.batch)
     # a model file fine-tunes with the paper's recipe (its own description carries none): no augmentation
     rec = recipe_for(defaults, model.quirks, a.recipe, data.name)
     if a.refit is None:  # the recipe's choice, where there is a validation split
@@ -92,7 +94,7 @@ def _train(a, held) -> int:
     frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
-          f"{len(data.x_test)} test images, batch {a.batch}, seed {a.seed}", flush=True)
+          f"{len(data.x_test)} test {api.sample_noun(data)}, batch {a.batch}, seed {a.seed}", flush=True)
     print(f"recipe ({a.recipe}): {rec.describe()}; this run: {a.epochs} epoch(s)"
           f"{'' if a.lr_inv is None else f', lr_inv {a.lr_inv}'}{', lr_inv searched on validation' if auto else ''}{', no schedule' if a.no_schedule else ''}, "
           f"augment {augment or 'none'}, refit {'yes' if a.refit else 'no'}", flush=True)
@@ -122,10 +124,11 @@ def _train(a, held) -> int:
               if hist.stopped_early else f"epochs: all {len(hist.records)} run (no early stop)", flush=True)
     print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
           f"test {format_pct(ev['test_acc_bp'])} "
-          f"({ev['test_images']} images); {len(hist.records)} epochs in {dt:.1f} s")
+          f"({ev['test_images']} {api.sample_noun(data)}); {len(hist.records)} epochs in {dt:.1f} s")
     written = [out / f"{name}_metrics.csv"]
     if a.refit:
-        print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training images for "
+        print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training "
+              f"{api.sample_noun(data)} for "
               f"{hist.best_epoch} epoch(s) with the same lr_inv per epoch; final weights kept", flush=True)
         t1 = time.perf_counter()
         model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=False if a.quiet else None)
@@ -156,7 +159,8 @@ def cmd_eval(a) -> int:
     if a.json:
         print(json.dumps(api.as_fractions(ev)))
     else:
-        print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} test images of "
+        print(f"{a.model}: test accuracy {format_pct(ev['test_acc_bp'])} on {ev['test_images']} test "
+              f"{api.sample_noun(data)} of "
               f"{api.data_origin(data)}")
     return 0
 
@@ -177,8 +181,9 @@ def cmd_spec(a) -> int:
     from .spec import description_json, full_description
 
     if is_model_file(a.model):
-        model, _ = api.load(a.model)
-        desc = full_description(model.spec)
+        model, meta = api.load(a.model)
+        start = (meta.get("training") or {}).get("initial_lr_inv")  # searched or --lr-inv: not the spec's default
+        desc = full_description({**model.spec, **({"lr_inv": start} if start else {})})
     else:
         spec, _ = api.resolve_spec(a.model)
         desc = full_description(spec)

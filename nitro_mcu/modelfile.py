@@ -112,6 +112,7 @@ NORM_FIELDS = {  # the input statistics a model was trained with (api.save); all
 }
 TRAINING_FIELDS = {  # read back by the CLI (the rest is a record for people); resume: nitro_mcu/resume.py
     "final_lr_inv": Field("int_or_none", False, in_range(1, INT32_MAX)),
+    "initial_lr_inv": Field("int_or_none", False, in_range(1, INT32_MAX)),  # spec MODEL.nitro writes it
     "step": Field("int", False, in_range(0, 2**32 - 1)),
     "resume": Field("dict", False),
 }

@@ -212,7 +212,7 @@ def error_cases(tmp_path: Path):
         "no command": ([], ["required"]),
         "unknown option": (["train", "mlp1", "--frobnicate"], ["--frobnicate"]),
         "batch larger than data": (["train", "mlp1", "--batch", "5000", "--epochs", "1", "--quiet", "--out", out],
-                                   ["smaller than one batch"]),
+                                   ["fewer than one batch", "--batch"]),
         "val size too big": (["train", "mlp1", "--val-size", "5000", "--out", out], ["val_size"]),
         "shape mismatch": (["train", str(tmp_path / "shape.json"), "--epochs", "1", "--quiet", "--out", out],
                            ["(100,)", "(1, 28, 28)"]),

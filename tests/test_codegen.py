@@ -14,7 +14,7 @@ from nitro_mcu.trainer import data as D
 from nitro_mcu.trainer import layers as L
 from nitro_mcu.codegen import ops
 from nitro_mcu.device.compiled import compile_model
-from nitro_mcu.codegen.cost import fp32_backprop_bytes
+from nitro_mcu.codegen.cost import fp32_backprop_bytes, tail_ram
 from nitro_mcu.codegen.memory import Buffer
 from nitro_mcu.codegen.plan import CodegenError, plan
 from nitro_mcu.codegen.render import convert
@@ -291,6 +291,18 @@ def test_generator_refuses_what_it_cannot_prove_or_emit():
         plan(Model(dict(kind="mlp", input_shape=[4], num_classes=300, hidden=[3])), 1, False, "m")
     with pytest.raises(CodegenError, match="over the limit"):
         convert(Model(preset("mcu_cnn")), batch=8, train=True, ram_limit=100_000)
+
+
+def test_a_ram_limit_refusal_names_the_largest_trainable_tail_within_it():
+    model = Model(preset("mcu_cnn"))
+    rows = {r["label"]: r for r in tail_ram(model, 8)}
+    limit = rows["fc0..output"]["ram_bytes"] + 1  # fc0..output fits, conv2..output does not
+    with pytest.raises(CodegenError, match=rf"over the limit of {limit}; the largest trainable tail within it is "
+                                           rf"fc0..output \({rows['fc0..output']['ram_bytes']} bytes\): "
+                                           "--trainable fc0,output"):
+        convert(model, batch=8, train=True, ram_limit=limit)
+    with pytest.raises(CodegenError, match="not even the output layer alone fits"):
+        convert(model, batch=8, train=True, ram_limit=rows["output"]["ram_bytes"] - 1)
 
 
 def _cli(args, cwd=None):

@@ -1,10 +1,14 @@
 """One answer for MACs and memory: summary and the cost report read the same plan (nitro_mcu.codegen.cost)."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nitro_mcu import api
-from nitro_mcu.codegen.cost import fp32_backprop_bytes, op_macs, tensor_macs
+from nitro_mcu.codegen.cost import fp32_backprop_bytes, op_macs, tail_ram, tensor_macs
 from nitro_mcu.codegen.plan import plan
+from nitro_mcu.codegen.render import convert
 from nitro_mcu.spec import PRESETS, preset
 from nitro_mcu.trainer.network import Model
 
@@ -69,3 +73,25 @@ def test_executed_inference_macs_are_the_conv_positions_its_fused_pool_reads(nam
         assert r["infer_macs_executed"] == st.fan_in * st.c_out * read <= r["infer_macs"]
     executed = sum(r["infer_macs_executed"] for r in rows.values())
     assert executed == (467_200 if name == "mcu_cnn" else sum(r["infer_macs"] for r in rows.values()))
+
+
+def codegen_md() -> str:
+    """docs/codegen.md with its line breaks as spaces (a figure may wrap)."""
+    return " ".join((Path(__file__).resolve().parents[1] / "docs" / "codegen.md").read_text().split())
+
+
+def test_codegen_md_quotes_the_tail_ram_generate_prints():
+    """docs/codegen.md's mcu_cnn figures (int16, batch 8) are the rows `generate --train` prints (tail_ram)."""
+    text = codegen_md()
+    quoted = re.search(r"`mcu_cnn`, int16, batch 8: output only ([\d,]+) B, fc0..output ([\d,]+) B, "
+                       r"full training ([\d,]+) B", text).groups()
+    rows = {r["label"]: r["ram_bytes"] for r in tail_ram(Model(preset("mcu_cnn"), weight_bits=16), 8)}
+    assert [int(q.replace(",", "")) for q in quoted] == [rows["output"], rows["fc0..output"],
+                                                         rows["all (full training)"]]
+
+
+def test_codegen_md_quotes_the_inference_arena_generate_prints():
+    text = codegen_md()
+    quoted = re.search(r"`generate mcu_cnn` prints an inference arena of ([\d,]+) B", text).group(1)
+    arena = convert(Model(preset("mcu_cnn"), weight_bits=16), batch=1, train=False).plan.arena_bytes
+    assert int(quoted.replace(",", "")) == arena

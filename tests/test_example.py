@@ -122,3 +122,14 @@ def test_configure_generates_the_model_itself(tmp_path):
     bad = subprocess.run(["cmake", "-S", EXAMPLE, "-B", tmp_path / "bad", "-DNITRO_MCU=false"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "nitro-mcu generate failed" in bad.stderr
+
+
+def test_the_example_links_a_users_own_model_and_prints_its_weight_width(tmp_path):
+    """Step 1 with another description (int32 weights, 48 inputs): the program reports that model, not sensor.json's."""
+    (tmp_path / "own.json").write_text('{"kind": "mlp", "input_shape": [48], "num_classes": 4, "hidden": [16]}')
+    sh([sys.executable, "-m", "nitro_mcu.cli", "generate", tmp_path / "own.json", "--train", "--weights", "int32",
+        "--name", "sensor", "--out", tmp_path / "sensor"], cwd=REPO)
+    configure_and_build(EXAMPLE, tmp_path / "host", f"-DNITRO_MODEL_DIR={tmp_path / 'sensor'}")
+    out = sh([tmp_path / "host" / "stream_classifier"]).stdout
+    weights = 48 * 16 + 16 * 4 + 16 * 4  # block0, its head, the output layer
+    assert out.startswith(f"stream_classifier: {weights} int32 weights") and out.rstrip().endswith("done"), out

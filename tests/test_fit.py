@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from device_cases import TINY
@@ -14,6 +15,7 @@ from nitro_mcu.codegen.cost import tail_ram
 from nitro_mcu.device.parts import CPI_TENTHS, PARTS
 from nitro_mcu.device.targets import TARGETS
 
+REPO = Path(__file__).resolve().parents[1]
 # the datasheets' figures (device/parts.py cites them): name -> (core target, MHz, RAM KiB, flash KiB)
 DATASHEETS = {"STM32F405": ("m4", 168, 192, 1024), "STM32F746": ("m7", 216, 320, 1024),
               "STM32L4R5": ("m4", 120, 640, 2048), "nRF52840": ("m4", 64, 256, 1024),
@@ -75,3 +77,24 @@ def test_unknown_part_is_one_line_error_and_help_lists_the_parts(capsys):
         main(["fit", "--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
     assert all(name in out for name in DATASHEETS)
+
+
+def test_fit_of_a_model_beyond_the_emulated_board_prints_the_table_and_why_it_was_not_counted(capsys, tmp_path):
+    big = tmp_path / "big.json"  # int32 weights: 4.6 MB, beyond the 4 MiB flash of the emulated m4 board
+    big.write_text(json.dumps({"kind": "mlp", "input_shape": [96], "num_classes": 4, "hidden": [1024, 1024]}))
+    assert main(["fit", str(big), "--part", "STM32F405"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"all \(full training\)\s+\d+\s+\d+\s+NO\s+-\s+-", out)
+    assert "not counted on the emulated m4" in out and "bytes of flash" in out
+    assert "--target" not in out  # an option of verify/run, not of fit
+    assert "nothing fits the STM32F405: int16 weights (--weights int16), a smaller --batch" in out
+
+
+def test_fit_of_mcu_cnn_on_the_rp2040_gives_the_plan_where_the_emulated_m0_cannot_count(capsys):
+    """docs/fit.md's example: the RP2040 rows are the plan's, with why the 16 KiB board counted none."""
+    assert main(["fit", "mcu_cnn", "--part", "RP2040"]) == 0
+    out = capsys.readouterr().out
+    full = next(t for t in tail_ram(nm.build("mcu_cnn"), 8) if t["label"] == "all (full training)")
+    assert re.search(rf"all \(full training\)\s+{full['ram_bytes']}\s+\d+\s+yes\s+-\s+-", out)
+    assert "not counted on the emulated m0 where '-'" in out and "the target has 16384" in out
+    assert f"{full['ram_bytes']} B RAM, fits" in " ".join((REPO / "docs" / "fit.md").read_text().split())

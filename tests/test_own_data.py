@@ -104,6 +104,17 @@ def test_csv_round_trip_through_the_model_file(tmp_path):
     assert p.classes is None and p.num_classes == 2 and p.x_train.shape[1:] == (2, 1, 1)
 
 
+def test_csv_without_a_header_keeps_its_first_row_when_the_labels_are_names(tmp_path):
+    rows = "".join(f"{i},{i % 3},{'ab'[i % 2]}\n" for i in range(12))
+    (tmp_path / "named.csv").write_text(rows)
+    p = nm.load_data(str(tmp_path / "named.csv"), val_size=0, test_size=2)
+    assert len(p.x_train) + len(p.x_test) == 12 and p.classes == ("a", "b")
+    assert p.load_info["label_column"] == 2  # by position: there is no header to name it
+    (tmp_path / "pandas.csv").write_text("0,1,label\n" + rows)  # DataFrame.to_csv: numbered feature columns
+    p = nm.load_data(str(tmp_path / "pandas.csv"), val_size=0, test_size=2)
+    assert len(p.x_train) + len(p.x_test) == 12 and p.load_info["label_column"] == "label"
+
+
 @pytest.mark.parametrize("text, needle", [
     ("a,b,label\n1,2,0\n1,x,1\n", "row 3, b: 'x' is not a number"),
     ("a,b,label\n1,2,0\n1,2\n", "row 3 has 2 columns"),
@@ -111,6 +122,8 @@ def test_csv_round_trip_through_the_model_file(tmp_path):
     ("a,label\n5e12,0\n1,1\n", "beyond 2**31"),
     ("a,label\n1,0\n2,2\n3,0\n", "class 1 has no sample"),
     ("", "the CSV is empty"),
+    ("a;b;label\n1;2;0\n3;4;1\n", "cells separated by ';': separate the values with commas"),
+    ("1\t2\t0\n3\t4\t1\n", "cells separated by tabs: separate the values with commas"),
 ])
 def test_csv_errors(tmp_path, text, needle):
     p = tmp_path / "bad.csv"
@@ -134,6 +147,7 @@ def test_csv_more_decimals_than_the_model_read_is_refused(tmp_path):
     ((np.zeros((20, 4), int), np.zeros(19, int)), "19 labels for 20 samples"),
     ((np.zeros((20, 4), int), -np.ones(20, int)), "label -1 is negative"),
     ((np.full((20, 8, 8), 300), np.arange(20) % 2), r"pixels must lie in \[0, 255\], found 300"),
+    ((np.full((20, 16, 3), -300, np.int16), np.arange(20) % 2), r"windows of readings are features: x.reshape\(len\(x\), -1\)"),
     ((np.zeros(20, int), np.zeros(20, int)), "must be \\[N, F\\] features"),
     ((np.zeros((20, 4), int), np.zeros((20, 2), int)), "must be 1-D"),
     ((np.zeros((20, 4), int),), "a pair \\(x, y\\)"),
@@ -203,13 +217,16 @@ def test_cli_trains_and_evaluates_a_csv(tmp_path):
                                   "--test-size", "60", "--out", str(tmp_path / "o"), "--quiet"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "60 test images" in r.stdout
+    assert "/ 60 test samples" in r.stdout and "(60 samples)" in r.stdout  # features, not images
     png = tmp_path / "o" / "tab_curves.png"
     assert png.is_file() or "no PNG" in r.stdout
     e = subprocess.run(env_cmd + ["eval", str(tmp_path / "o" / "tab.nitro"), "--json"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert e.returncode == 0, e.stderr
     assert json.loads(e.stdout)["test_images"] == 60
+    e = subprocess.run(env_cmd + ["eval", str(tmp_path / "o" / "tab.nitro")], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert "on 60 test samples of flowers" in e.stdout, e.stdout
     bad = subprocess.run(env_cmd + ["train", "mlp1", "--data", str(csv_path), "--epochs", "1", "--out",
                                     str(tmp_path / "o2")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "describe a model" in bad.stderr
@@ -218,3 +235,38 @@ def test_cli_trains_and_evaluates_a_csv(tmp_path):
 def test_standard_names_refuse_test_size():
     with pytest.raises(ValueError, match="test_size applies to your own data"):
         api.load_data("bundled", test_size=10)
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("windows.npy", "windows.npy: no such file or folder"),
+    ("logs/", "logs/: no such file or folder"),
+    ("windows.txt", "windows.txt: your own data is an .npz \\(np.savez\\(file, x=x, y=y\\)\\), a .csv or a folder"),
+])
+def test_a_file_of_another_kind_is_refused_naming_the_formats_of_own_data(tmp_path, monkeypatch, name, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "windows.txt").write_text("1,2,0\n")
+    with pytest.raises(D.DataError, match=needle):
+        nm.load_data(name)
+
+
+@pytest.mark.parametrize("shape, args, needle", [
+    ([7], [], "the data has 3 features per sample, the model expects (7,)"),
+    ([3], ["--batch", "64"], "the training part holds 45 samples, fewer than one batch (64): choose a batch of at "
+                             "most 45 (--batch, batch_size=)"),  # 60 rows: 10 held out for testing, 5 for validation
+])
+def test_cli_refuses_data_that_cannot_train_before_it_prints_or_trains(tmp_path, shape, args, needle):
+    csv_path = write_csv(tmp_path / "flowers.csv", n=60)
+    (tmp_path / "m.json").write_text(json.dumps({**TAB, "input_shape": shape}))
+    r = subprocess.run([sys.executable, "-m", "nitro_mcu.cli", "train", str(tmp_path / "m.json"), "--data",
+                        str(csv_path), "--out", str(tmp_path / "o"), "--quiet", *args],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", r.stdout  # no "training ..." or "lr_inv search" line first
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_a_test_source_with_labels_of_another_kind_names_the_label_not_a_class_count(tmp_path):
+    named = write_csv(tmp_path / "named.csv", n=60)  # class names setosa, versicolor, virginica
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("length,width,petal,species\n" + "".join(f"{i % 5},{i % 7},{i % 3},{i % 3}\n" for i in range(30)))
+    with pytest.raises(D.DataError, match="label '0' is not one of the classes setosa, versicolor, virginica"):
+        nm.load_data(str(named), test=str(numbered))

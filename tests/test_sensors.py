@@ -79,4 +79,4 @@ def test_cli_trains_and_evaluates_the_preset_on_its_dataset_without_data_dir(tmp
     assert t.returncode == 0, t.stderr
     assert "bundled" not in t.stdout and "basicmotions" in t.stdout
     e = run("eval", str(tmp_path / "motion_mlp.nitro"))
-    assert e.returncode == 0 and "200 test images of basicmotions" in e.stdout, e.stderr
+    assert e.returncode == 0 and "200 test samples of basicmotions" in e.stdout, e.stderr

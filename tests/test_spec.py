@@ -133,6 +133,21 @@ def test_spec_reads_a_model_file_and_writes_atomically(tmp_path, capsys):
     assert main(["summary", str(out)]) == 0
 
 
+def test_spec_of_a_trained_model_file_gives_the_lr_inv_its_training_started_with(tmp_path, capsys):
+    """A searched (or --lr-inv) lr_inv, not the description's default 512: training the written description
+    again starts where the model's own training did."""
+    from nitro_mcu import api
+    from nitro_mcu.cli import main
+
+    m = api.build({"kind": "mlp", "input_shape": [4], "num_classes": 2, "hidden": [8]})
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(-50, 50, (120, 4)), np.arange(120) % 2
+    hist = api.train(m, (x, y), epochs=2, lr_inv=96, progress=False)
+    api.save(m, tmp_path / "m.nitro", data=hist.data, history=hist)
+    assert main(["spec", str(tmp_path / "m.nitro"), "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["lr_inv"] == 96 != m.spec["lr_inv"]
+
+
 def test_natural_guesses_are_refused_with_the_entry_forms(tmp_path, capsys):
     from nitro_mcu.cli import main
 

@@ -92,7 +92,7 @@ def test_argument_checks():
         nm.train(m, data, epochs=0)
     with pytest.raises(ValueError, match="batch"):
         nm.train(m, data, epochs=1, batch_size=0)
-    with pytest.raises(ValueError, match="smaller than one batch"):
+    with pytest.raises(ValueError, match="fewer than one batch"):
         nm.train(m, data, epochs=1, batch_size=256)
     with pytest.raises(ValueError, match="shape"):
         nm.train(Model(dict(kind="mlp", input_shape=[100], num_classes=10, hidden=[8])), data, epochs=1)

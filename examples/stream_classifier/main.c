@@ -83,7 +83,9 @@ int main(void)
     sensor_init();
     board_puts("stream_classifier: ");
     board_put_i32(SENSOR_NUM_WEIGHTS);
-    board_puts(" int16 weights, ");
+    board_puts(" int");
+    board_put_i32(SENSOR_WEIGHT_BITS);
+    board_puts(" weights, ");
     board_put_i32(SENSOR_RAM_BYTES);
     board_puts(" bytes of RAM, learning on the device\n");
 

@@ -134,6 +134,15 @@ def tail_ram(model: Model, batch: int) -> list[dict]:
     return rows
 
 
+def largest_tail(model: Model, batch: int, fits) -> tuple[dict | None, list[dict]]:
+    """The :func:`tail_ram` row of the most blocks, ending at the output, for which ``fits(row)`` holds (None if
+    no tail fits), and those tails (output alone first)."""
+    names = model.block_names
+    tails = [r for r in tail_ram(model, batch) if r["trainable"] == names[len(names) - len(r["trainable"]):]]
+    ok = [r for r in tails if fits(r)]
+    return (max(ok, key=lambda r: len(r["trainable"])) if ok else None), tails
+
+
 def tail_label(trainable: list[str], names: list[str]) -> str:
     """``fc0..output`` for a run of consecutive blocks, ``all`` for every block, else the names."""
     if trainable == names:

@@ -276,8 +276,20 @@ def convert(model: Model, batch: int = 1, train: bool = False, name: str = DEFAU
         p.lr_inv_init, p.lr_inv_init_origin = int(lr_inv), "where host training ended (set it before training)"
     if ram_limit is not None and p.ram_bytes > ram_limit:
         raise CodegenError(f"the memory plan needs {p.ram_bytes} bytes of RAM (weights {p.train_weight_bytes}"
-                           f" + arena {p.arena_bytes}), over the limit of {ram_limit}")
+                           f" + arena {p.arena_bytes}), over the limit of {ram_limit}"
+                           + (_tail_within(model, batch, ram_limit) if train else ""))
     return Converted(p)
+
+
+def _tail_within(model: Model, batch: int, ram_limit: int) -> str:
+    """What would fit ``ram_limit``: the largest trainable tail, as the refusal's hint."""
+    from .cost import largest_tail  # every tail's plan: built only for this refusal
+
+    best, tails = largest_tail(model, batch, lambda r: r["ram_bytes"] <= ram_limit)
+    if best is None:
+        return f"; not even the output layer alone fits ({tails[0]['ram_bytes']} bytes): a smaller batch or model"
+    return (f"; the largest trainable tail within it is {best['label']} ({best['ram_bytes']} bytes): "
+            f"--trainable {','.join(best['trainable'])}")
 
 
 def check_spare(spare, train: bool) -> int:

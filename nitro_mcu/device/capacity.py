@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from ..codegen.cost import tail_ram
+from ..codegen.cost import largest_tail
 from ..codegen.plan import build
 from ..trainer.network import Model
 from .targets import Target, get_target
@@ -72,19 +72,16 @@ def check_fits(model: Model, target: "str | Target", batch: int, plan=None, flas
                        f"target has {n['flash_size']}; a smaller model"
                        + (", int16 weights (--weights int16)" if model.weight_bits == 32 else "")
                        + " or another --target")
-    names = model.block_names
-    tails = [r for r in tail_ram(model, batch) if r["trainable"] == names[len(names) - len(r["trainable"]):]]
-
     def need(r):
         return needs(model, batch, t, r["ram_bytes"], r["weight_ram_bytes"] + r["weight_flash_bytes"],
                      flash_in_ram=emulated(copy.copy(model).set_trainable(r["trainable"])))
 
-    fits = [r for r in tails if need(r)["ram"] <= n["ram_size"] and need(r)["flash"] <= n["flash_size"]]
+    best, tails = largest_tail(model, batch, lambda r: need(r)["ram"] <= n["ram_size"] and
+                               need(r)["flash"] <= n["flash_size"])
     flash = f" + emulated flash {n['flash_in_ram']}" if n["flash_in_ram"] else ""
     what = (f"the model's training firmware needs at least {n['ram']} bytes of RAM on {t.name} (plan {n['plan']} "
             f"+ harness {n['harness']} + stack {n['stack']}{flash}), the target has {n['ram_size']}")
-    if fits:
-        best = max(fits, key=lambda r: len(r["trainable"]))
+    if best:
         hint = (f"the largest trainable tail that fits is {best['label']} ({need(best)['ram']} bytes): use "
                 f"--trainable {','.join(best['trainable'])}")
     else:

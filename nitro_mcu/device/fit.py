@@ -14,6 +14,7 @@ from ..codegen import convert
 from ..codegen.cost import tail_ram
 from ..trainer.network import Model
 from ..trainer.rng import STREAM_DATA, Rng
+from .capacity import FitError
 from .parts import PARTS, Part, ms_range
 from .protocol import EmulatorError, HarnessError
 from .report import count_insns
@@ -49,6 +50,9 @@ def _count(model: Model, tails: list, target: str, batch: int, x, y, timeout: fl
         conv = convert(model, batch=batch, train=True, name="fit", trainable=t["trainable"])
         try:
             step, run = count_insns(conv, target, [(x, y)], x[:1], "train", timeout)
+        except FitError as e:  # refused before the build; its hint names options of verify/run, not of fit
+            out["error"] = out["error"] or f"not counted on the emulated {target} where '-': {str(e).split(';')[0]}"
+            continue
         except (BuildError, HarnessError, EmulatorError) as e:
             if "overflow" in str(e) or t["ram_bytes"] >= board.ram_size:  # the board, not the part, is too small
                 why = (f"the emulated {target} board ({board.qemu_machine}) has {board.ram_size // 1024} KiB RAM, "
@@ -83,6 +87,7 @@ def fit_text(res: dict) -> str:
         lines += ["", f"{p.name}: {p.core} at {p.clock_mhz} MHz, {p.ram_bytes // 1024} KiB RAM, "
                       f"{p.flash_bytes // 1024} KiB flash ({p.datasheet}); counted on the emulated {p.target}"]
         lines.append(f"  {'trains':<26} {'RAM B':>9} {'flash B':>9} {'fits':>5} {'insns/step':>12} {'ms/step (est.)':>16}")
+        any_fits = False
         for t in res["tails"]:
             label = t["label"]
             counted = c is not None and label in c["step"]
@@ -92,6 +97,11 @@ def fit_text(res: dict) -> str:
             insns = c["step"][label] if counted else None
             lines.append(f"  {label:<26} {ram:>9} {flash:>9} {'yes' if ok else 'NO':>5} {insns or '-':>12} "
                          f"{_ms(insns, p):>16}")
+            any_fits = any_fits or ok
+        if not any_fits:  # say what to change, not only NO
+            lines.append(f"  (nothing fits the {p.name}: "
+                         + ("int16 weights (--weights int16), " if res["weight_bits"] == 32 else "")
+                         + "a smaller --batch or a smaller model)")
         if c is None:
             lines.append("  (instructions not counted: --no-count; RAM is the plan's without stack, flash the "
                          "weights without code)")

@@ -58,6 +58,13 @@ class History:
         return "\n".join(lines) + "\n"
 
 
+def check_batch(n: int, batch_size: int) -> None:
+    """Training drops a last partial batch, so a training part smaller than one batch would never train."""
+    if n < batch_size:
+        raise ValueError(f"the training part holds {n} samples, fewer than one batch ({batch_size}): choose a batch "
+                         f"of at most {n} (--batch, batch_size=)")
+
+
 def format_bp(bp: int) -> str:
     """Basis points as a percentage with two decimals, from integers only: 9708 -> '97.08'."""
     return f"{bp // 100}.{bp % 100:02d}"
@@ -147,8 +154,7 @@ def train(model: Model, data, epochs: int, batch_size: int = 64, lr_inv: int | N
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     n = len(data.x_train)
-    if n < batch_size:
-        raise ValueError(f"the training set ({n} images) is smaller than one batch ({batch_size})")
+    check_batch(n, batch_size)
     sched = Schedule(lr_inv if lr_inv is not None else model.spec["lr_inv"], factor=factor,
                      milestones=tuple(milestones))
     q = model.quirks

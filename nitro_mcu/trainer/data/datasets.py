@@ -145,6 +145,11 @@ def load_dataset(name: str, data_dir: Optional[PathLike] = None) -> Dataset:
         raise DataError(f"{d}: directory holds neither the IDX files ({IDX_FILES['x_train']}[.gz], ...) "
                         f"nor CIFAR-10 batches ({CIFAR_TRAIN[0]}, ...)")
     canon = canonical_name(name)
+    if canon is None and (Path(name).suffix or "/" in name or os.sep in name):  # a path, not a dataset's name
+        if not Path(name).exists():
+            raise DataError(f"{name}: no such file or folder")
+        raise DataError(f"{name}: your own data is an .npz (np.savez(file, x=x, y=y)), a .csv or a folder of class "
+                        "folders (docs/own_data.md)")
     if canon is None:
         raise DataError(f"unknown dataset '{name}'; valid names: {', '.join(DATASET_NAMES)} "
                         f"(aliases: fmnist, cifar-10), or a directory holding IDX or CIFAR-10 files")

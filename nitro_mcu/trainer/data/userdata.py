@@ -34,6 +34,7 @@ from .normalization import FEATURE_LIMIT, dtype_of_range, wider_dtype
 
 MAX_DECIMALS = 6
 LABEL_NAMES = ("label", "class", "target", "y")
+SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}  # other programs' CSV separators, named in the refusal
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
@@ -182,7 +183,8 @@ def _samples(x, what: str) -> tuple[np.ndarray, str]:
             raise DataError(f"{what}: features must lie in (-2**31, 2**31), found {lo if -lo > hi else hi}")
         return x.astype(np.int64).reshape(*x.shape, 1, 1), "features"
     if lo < 0 or hi > 255:
-        raise DataError(f"{what}: pixels must lie in [0, 255], found {lo if lo < 0 else hi}")
+        raise DataError(f"{what}: pixels must lie in [0, 255], found {lo if lo < 0 else hi} (windows of readings are "
+                        "features: x.reshape(len(x), -1) makes them [N, F])")
     if x.ndim == 3:
         x = x[:, None]
     elif x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
@@ -213,7 +215,8 @@ def _labels(ys: list, classes: Optional[Sequence[str]], name: str) -> tuple[list
                 raise DataError(f"{name}: label {int(y.min())} is negative: labels are 0..K-1 or class names")
         return [y.astype(np.int64) for y in ys], None
     strs = [np.array([str(v) for v in y.tolist()]) for y in ys]
-    names = tuple(classes) if classes is not None else tuple(sorted(set().union(*(set(s.tolist()) for s in strs))))
+    # the training part names the classes: a test part's other labels are refused below, not made new classes
+    names = tuple(classes) if classes is not None else tuple(sorted(set(strs[0].tolist())))
     index = {c: i for i, c in enumerate(names)}
     out = []
     for s in strs:
@@ -258,9 +261,12 @@ def _read_csv(p: Path, info: dict) -> _Part:
     if not rows:
         raise DataError(f"{p}: the CSV is empty")
     header = None
-    if any(_number(c) is None for c in rows[0]):
+    if any(_number(c) is None for c in rows[0]) and not _first_row_is_a_sample(rows):
         header, rows = [c.strip() for c in rows[0]], rows[1:]
     width = len(rows[0]) if rows else len(header)
+    sep = next((name for c, name in SEPARATORS.items() if width == 1 and c in (rows or [header])[0][0]), None)
+    if sep:  # csv reads commas only: a whole row in one cell
+        raise DataError(f"{p}: one column per row, its cells separated by {sep}: separate the values with commas")
     if width < 2 or not rows:
         raise DataError(f"{p}: need at least one row of features and a label")
     for i, r in enumerate(rows):
@@ -302,6 +308,13 @@ def _read_csv(p: Path, info: dict) -> _Part:
     return _Part(p.stem, {"x_train": x.reshape(*x.shape, 1, 1), "y_train": y},
                  {"kind": "features", "decimals": decimals, "label_column": header[lab] if header else lab,
                   "dtype": dtype_of_range(int(x.min()), int(x.max()))})  # fixed point: value * 10**decimals
+
+
+def _first_row_is_a_sample(rows: list) -> bool:
+    """Numbers, then a label that recurs in the last column below: a sample with a class name, not a header."""
+    first = rows[0]
+    return (all(_number(c) is not None for c in first[:-1])
+            and any(r[-1].strip() == first[-1].strip() for r in rows[1:] if r))
 
 
 def _number(cell: str):
