@@ -42,6 +42,8 @@ The export's cached CRC dropped once delivered (a CRC chunk exported alone after
 state's) changed only the pin.c entries of the training and tail cases; every kernels entry is unchanged.
 The header comment of ckpt_import naming num_pages (it is read: a region shorter than a checkpoint is refused)
 changed only the pin.h entries of the training and tail cases.
+Names that shadowed an outer local under -Wshadow (the DSP 2x2 max-pool's words, the RV32 fused conv's output-stage
+copies; the firmware builds now warn on shadowing) changed only the m4/m7/m33 and rv32imc kernels entries.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

@@ -17,14 +17,14 @@ WARNINGS = ("-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion")
 FIRMWARE_CFLAGS = (
     "-mthumb", "-g", "-std=c11", "-ffreestanding", "-fno-common", "-ffunction-sections",
     "-fdata-sections", *WARNINGS,
-    "-Wdouble-promotion", "-Wfloat-conversion", "-Werror", "-mfloat-abi=soft",
+    "-Wshadow", "-Wdouble-promotion", "-Wfloat-conversion", "-Werror", "-mfloat-abi=soft",
 )
 FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 FIRMWARE_LIBS = ("-lgcc",)
 # riscv64-unknown-elf-gcc with picolibc: the same C flags less the ARM ones; no F/D in -march, ilp32
 RV32_FIRMWARE_CFLAGS = (
     "-g", "-std=c11", "-ffreestanding", "-fno-common", "-ffunction-sections", "-fdata-sections", *WARNINGS,
-    "-Wdouble-promotion", "-Wfloat-conversion", "-Werror",
+    "-Wshadow", "-Wdouble-promotion", "-Wfloat-conversion", "-Werror",
 )
 RV32_FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=picolibc.specs", "-Wl,--gc-sections")
 
