@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 # the datasheets' figures (device/parts.py cites them): name -> (core target, MHz, RAM KiB, flash KiB)
 DATASHEETS = {"STM32F405": ("m4", 168, 192, 1024), "STM32F746": ("m7", 216, 320, 1024),
               "STM32L4R5": ("m4", 120, 640, 2048), "nRF52840": ("m4", 64, 256, 1024),
-              "RP2040": ("m0", 133, 264, 2048), "RP2350": ("m33", 150, 520, 4096)}
+              "RP2040": ("m0", 133, 264, 2048), "RP2350": ("m33", 150, 520, 4096),
+              "ESP32-C3": ("rv32imc", 160, 384, 4096)}
 
 
 def test_the_parts_table_holds_the_datasheet_figures_and_a_core_that_is_emulated():

@@ -14,9 +14,12 @@ reference board's QSPI flash for parts without any):
   (external QSPI; the Raspberry Pi Pico carries 2 MB).
 - RP2350: Raspberry Pi "RP2350 Datasheet": dual Cortex-M33 at 150 MHz, 520 KB SRAM, no on-chip flash in the
   RP2350A/B (external QSPI; the Raspberry Pi Pico 2 carries 4 MB).
+- ESP32-C3: Espressif "ESP32-C3 Series Datasheet": single-core 32-bit RISC-V (RV32IMC) up to 160 MHz, 400 KB
+  SRAM of which 16 KB is the flash cache (384 KB counted), 4 MB flash in the ESP32-C3FH4's package (others:
+  external SPI flash).
 
-The CPI ranges are estimates (docs/fit.md gives their source, the cores' instruction timings in Arm's
-Technical Reference Manuals): instructions counted on the emulated core times the range, over the clock,
+The CPI ranges are estimates (docs/fit.md gives their source: the cores' instruction timings in Arm's
+Technical Reference Manuals; Espressif publishes none for the ESP32-C3, whose range is the widest): instructions counted on the emulated core times the range, over the clock,
 bound the time of a step on the part, running from zero-wait-state memory or a warm cache.
 """
 from __future__ import annotations
@@ -45,6 +48,8 @@ PARTS: dict[str, Part] = {p.name.lower(): p for p in (
     Part("nRF52840", "Cortex-M4F", "m4", 64, 256 * KiB, 1 * MiB, "Nordic nRF52840 PS v1.7"),
     Part("RP2040", "Cortex-M0+", "m0", 133, 264 * KiB, 2 * MiB, "RP2040 Datasheet (Pico: 2 MB QSPI)"),
     Part("RP2350", "Cortex-M33", "m33", 150, 520 * KiB, 4 * MiB, "RP2350 Datasheet (Pico 2: 4 MB QSPI)"),
+    Part("ESP32-C3", "RISC-V RV32IMC", "rv32imc", 160, 384 * KiB, 4 * MiB,
+         "ESP32-C3 Series Datasheet (C3FH4: 4 MB in package)"),
 )}
 
 # cycles per instruction (low, high) of integer code like the generated kernels, per emulated core; tenths
@@ -53,6 +58,7 @@ CPI_TENTHS: dict[str, tuple[int, int]] = {
     "m4": (12, 18),   # Cortex-M4: loads 2 (pipelined 1), taken branches 2-4, MAC 1
     "m7": (7, 14),    # Cortex-M7: dual issue, caches / TCM; branch misses and cache misses the upper end
     "m33": (11, 17),  # Cortex-M33: as the M4, with a shorter pipeline (taken branches 2)
+    "rv32imc": (12, 22),  # ESP32-C3: in-order, no published timings; load-use stalls, taken branches, flash cache
 }
 
 
