@@ -86,11 +86,14 @@ def _train(a, held) -> int:
         resume.check_not_replacing(out / f"{name}.nitro")
     keeper = resume.Keeper(out, name, model, data, resume.run_options(a, dataset, monitor, augment, rec), a.resume)
     if keeper.state is not None:
-        if keeper.state.epoch >= a.epochs or keeper.state.history.stopped_early:
+        done = keeper.state.epoch >= a.epochs or keeper.state.history.stopped_early
+        if done and keeper.finished:
             raise UsageError(f"--resume: {keeper.path} already holds {keeper.state.epoch} epoch(s)"
                              f"{' and stopped early' if keeper.state.history.stopped_early else ''}: with --epochs "
                              f"{a.epochs} there is nothing left to train")
-        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}", flush=True)
+        # done but not finished: interrupted after its last epoch (in the refit or before the final files)
+        print(f"resuming {keeper.path} after epoch {keeper.state.epoch}"
+              + (": its epochs are done; finishing the run" if done else ""), flush=True)
     frozen = "" if model.all_trainable else f", training {','.join(n for n in model.block_names if model.trains(n))}"
     print(f"training {a.model} ({model.spec['kind']}, profile {api.profile_name(model)}, int{model.weight_bits} "
           f"weights{frozen}) on {api.data_origin(data)}: {len(data.x_train)} train / {len(data.x_val)} val / "
@@ -109,8 +112,17 @@ def _train(a, held) -> int:
                          recipe=rec)
         if hist.lr_search is not None:
             print(f"chose {hist.lr_search.describe()}", flush=True)
-    except KeyboardInterrupt:
+        model, data, hist, extra, written = _finish_run(a, model, data, hist, out, name, augment, rec, auto, t0)
+    except KeyboardInterrupt:   # the last finished epoch's checkpoint is kept: --resume continues or finishes
         raise Interrupted(keeper.interrupted()) from None
+    model_path = keeper.write(model, data, hist, extra)
+    print(f"wrote {model_path}, {written}")
+    return 0
+
+
+def _finish_run(a, model, data, hist, out, name, augment, rec, auto, t0):
+    """After the epochs: metrics, curves, the test read, the refit; (model, data, history, extra) for the final
+    file, and the other files written, as a line."""
     dt = time.perf_counter() - t0
     extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
              "recipe": rec.to_dict()}
@@ -140,10 +152,8 @@ def _train(a, held) -> int:
         print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
               f"in {time.perf_counter() - t1:.1f} s")
         hist = rhist
-    model_path = keeper.write(model, data, hist, extra)
-    print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
-                                                                   " (no PNG: pip install matplotlib)"))
-    return 0
+    return model, data, hist, extra, ", ".join(map(str, written)) + (f", {png}" if png else
+                                                                     " (no PNG: pip install matplotlib)")
 
 
 def cmd_eval(a) -> int:
@@ -274,7 +284,8 @@ def cmd_verify(a) -> int:
     rep = verify(model, data, a.target, a.steps, a.batch, a.predictions, emulator=a.emulator, name=a.name,
                  allow_still=a.allow_still, lr_inv=choice)
     print(rep.table())
-    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} images after "
+    print(f"device: held-out accuracy {format_pct(rep.device_accuracy_bp)} on {rep.predictions} "
+          f"{api.sample_noun(data)} after "
           f"{rep.steps} training steps on the device; stack {rep.stack_bytes} B; {rep.seconds:.1f} s")
     if a.json:
         print(f"wrote {rep.write_json(a.json)}")

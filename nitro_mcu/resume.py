@@ -71,6 +71,7 @@ RESUME_FIELDS = {  # training.resume of a run's .nitro (Keeper._files writes it)
     "data_rng": modelfile.Field("str", check=modelfile.decimal_u64),
     "options": modelfile.Field("dict"),
     "history": modelfile.Field("dict", fields=HISTORY_FIELDS),
+    "finished": modelfile.Field("bool", False),  # the run's final file (absent: an epoch checkpoint)
 }
 
 
@@ -115,6 +116,7 @@ class Keeper:
         self.path = Path(out) / f"{name}.nitro"
         self.metrics = Path(out) / f"{name}_metrics.csv"
         self.model, self.data, self.options = model, data, options
+        self.finished = False   # the file read for --resume is a finished run's, not an epoch checkpoint
         self.state: TrainState | None = self._read() if resume else None
         self.last = self.state
 
@@ -150,7 +152,7 @@ class Keeper:
         files = None
         if self.last is not None:
             _, meta, files = self._files(self.last)
-            extra = dict(extra, resume=meta)
+            extra = dict(extra, resume=dict(meta, finished=True))
         return api.save(model, self.path, data=data, history=hist, extra=extra, files=files)
 
     def interrupted(self) -> str:
@@ -168,6 +170,8 @@ class Keeper:
         if not isinstance(res, dict) or MEMBER not in files:
             raise ResumeError(f"{where}: the file holds no resumable run")
         check_record(res, where)
+        # files written before the flag existed: only the final write records the run's seconds
+        self.finished = bool(res.get("finished", "seconds" in meta["training"]))
         for k, v in self.options.items():
             if res["options"].get(k) != v:
                 was, now = ("unset (the default)" if o is None else repr(o) for o in (res["options"].get(k), v))

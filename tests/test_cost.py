@@ -95,3 +95,18 @@ def test_codegen_md_quotes_the_inference_arena_generate_prints():
     quoted = re.search(r"`generate mcu_cnn` prints an inference arena of ([\d,]+) B", text).group(1)
     arena = convert(Model(preset("mcu_cnn"), weight_bits=16), batch=1, train=False).plan.arena_bytes
     assert int(quoted.replace(",", "")) == arena
+
+
+def test_adaptation_md_table_is_the_tail_ram_generate_prints():
+    """docs/adaptation.md's table of what trains (mcu_cnn, int16, batch 8) holds tail_ram's rows, in order."""
+    import re
+    from pathlib import Path
+
+    from nitro_mcu.codegen.cost import tail_ram
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "adaptation.md").read_text()
+    quoted = [[int(v.replace(",", "")) for v in m] for m in
+              re.findall(r"^\| [^|]+ \| \**([\d,]+) B\** \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$", text, re.M)]
+    rows = tail_ram(Model(preset("mcu_cnn"), weight_bits=16), 8)
+    assert quoted == [[r["ram_bytes"], r["weight_ram_bytes"], r["arena_bytes"], r["weight_flash_bytes"]]
+                      for r in rows]

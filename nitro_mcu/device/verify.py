@@ -329,7 +329,7 @@ def batches(data, steps: int, batch: int):
     """The ``steps`` training batches that the device and Python both see."""
     n = len(data.x_train)
     if n < batch:
-        raise ValueError(f"the training data ({n} images) is smaller than one batch ({batch})")
+        raise ValueError(f"the training data ({n} samples) is smaller than one batch ({batch})")
     for s in range(steps):
         i = (s * batch) % (n - batch + 1)
         yield data.x_train[i:i + batch], data.y_train[i:i + batch]

@@ -79,7 +79,7 @@ def prepare(dataset: Dataset, seed: int, val_size: Optional[int] = None, monitor
         val_size = n // 10
     val_size = int(val_size)
     if val_size < 0 or val_size >= n:
-        raise DataError(f"val_size must be in [0, {n}) for {n} training images, got {val_size}")
+        raise DataError(f"val_size must be in [0, {n}) for {n} training samples, got {val_size}")
     if int(stats_images) < 1:
         raise DataError(f"stats_images must be >= 1, got {stats_images}")
     rng = Rng(seed, STREAM_DATA)
