@@ -933,3 +933,6 @@ def test_the_apt_packages_of_the_toolchain_doc_are_those_setup_installs():
     doc = (REPO / "docs" / "toolchain.md").read_text().replace("\\\n", " ")
     cmd = re.search(r"^apt-get install -y --no-install-recommends (.+)$", doc, re.M).group(1).split()
     assert set(cmd) == installs and len(cmd) == len(installs)
+    readme = " ".join((REPO / "README.md").read_text().split())      # README's set-up paragraph names them too
+    listed = re.search(r"which is idempotent: apt `([^`]+)`", readme).group(1).split()
+    assert set(listed) == installs and len(listed) == len(installs)
