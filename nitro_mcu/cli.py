@@ -247,6 +247,10 @@ def cmd_generate(a) -> int:
               f"(nitro uses {100 * conv.plan.ram_bytes // fp['total']} % of it)")
         print()
         print(tail_ram_text(tail_ram(model, a.batch)))
+    if model.weight_bits == 32:  # descriptions and presets default to int32: say what int16 buys
+        print("note: int32 weights run the portable C kernels on every core; the Cortex-M4/M7/M33 DSP and the RV32 "
+              "kernels take int16 weights, which also halve the weight memory (--weights int16 when training and "
+              "generating; check the accuracy it trains to)")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

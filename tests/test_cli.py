@@ -286,3 +286,11 @@ def test_demo_leaves_the_progress_bar_to_the_terminal_check(quiet, capsys, monke
     monkeypatch.setattr(cli.api, "train", record)
     rc, _, _ = run_main(capsys, "demo", "--out", str(tmp_path), *(["--quiet"] if quiet else []))
     assert rc == 130 and seen == {"progress": False if quiet else None}
+
+
+def test_generate_of_int32_weights_says_the_fast_kernels_take_int16(capsys, tmp_path):
+    """A description defaults to int32 weights, which no DSP/RV32 kernel takes: generate says so, and only then."""
+    rc, out, _ = run_main(capsys, "generate", "mlp1", "--out", str(tmp_path / "a"))
+    assert rc == 0 and "int32 weights run the portable C kernels" in out and "--weights int16" in out
+    rc, out, _ = run_main(capsys, "generate", "mlp1", "--weights", "int16", "--out", str(tmp_path / "b"))
+    assert rc == 0 and "portable C kernels" not in out
