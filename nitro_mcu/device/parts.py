@@ -19,8 +19,9 @@ reference board's QSPI flash for parts without any):
   external SPI flash).
 
 The CPI ranges are estimates (docs/fit.md gives their source: the cores' instruction timings in Arm's
-Technical Reference Manuals; Espressif publishes none for the ESP32-C3, whose range is the widest): instructions counted on the emulated core times the range, over the clock,
-bound the time of a step on the part, running from zero-wait-state memory or a warm cache.
+Technical Reference Manuals; Espressif publishes none for the ESP32-C3, whose range is the widest): instructions
+counted on the emulated core times the range, over the clock, bound the time of a step on the part, running from
+zero-wait-state memory or a warm cache.
 """
 from __future__ import annotations
 
