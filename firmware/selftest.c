@@ -6,11 +6,13 @@
 
 #pragma GCC poison float double
 
+#if !defined(SELFTEST_NO_FILE) && !defined(BOARD_NO_SEMIHOST)   /* the file names of the file I/O below */
 #ifndef SELFTEST_INPUT
 #define SELFTEST_INPUT "selftest_input.bin"
 #endif
 #ifndef SELFTEST_OUTPUT
 #define SELFTEST_OUTPUT "selftest_output.txt"
+#endif
 #endif
 
 static volatile int32_t v_a = -7, v_b = 2, v_c = 70000, v_d = -123456789, v_e = 1000;

@@ -44,6 +44,9 @@ The header comment of ckpt_import naming num_pages (it is read: a region shorter
 changed only the pin.h entries of the training and tail cases.
 Names that shadowed an outer local under -Wshadow (the DSP 2x2 max-pool's words, the RV32 fused conv's output-stage
 copies; the firmware builds now warn on shadowing) changed only the m4/m7/m33 and rv32imc kernels entries.
+The unused ONE_HOT macro removed from the model's .c (-Wunused-macros) and the profiling prototypes declared once,
+in the kernels header (-Wredundant-decls; both now in every firmware build's flags), changed only pin.c entries;
+the kernels entries are preprocessed without warning flags (they select nothing) and are unchanged.
 Regenerate ONLY when a kernel deliberately changes for a core (a faster kernel, a fix), and say in the commit
 which cores' entries changed; a layout change, or a backend added for another core, must leave every other
 core's digest as it is.

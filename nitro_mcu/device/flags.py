@@ -12,19 +12,23 @@ from __future__ import annotations
 from .targets import Target, get_target
 
 WARNINGS = ("-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion")
+# what firmware projects often add on top (the generated C is dropped into them): checked on every build
+PROJECT_WARNINGS = ("-Wshadow", "-Wpedantic", "-Wundef", "-Wcast-align", "-Wcast-qual", "-Wmissing-prototypes",
+                    "-Wstrict-prototypes", "-Wmissing-declarations", "-Wredundant-decls", "-Wwrite-strings", "-Wvla",
+                    "-Wpointer-arith")
 
 # arm-none-eabi-gcc; the optimisation level goes after "-mthumb" (see firmware_cflags)
 FIRMWARE_CFLAGS = (
     "-mthumb", "-g", "-std=c11", "-ffreestanding", "-fno-common", "-ffunction-sections",
     "-fdata-sections", *WARNINGS,
-    "-Wshadow", "-Wdouble-promotion", "-Wfloat-conversion", "-Werror", "-mfloat-abi=soft",
+    *PROJECT_WARNINGS, "-Wdouble-promotion", "-Wfloat-conversion", "-Werror", "-mfloat-abi=soft",
 )
 FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 FIRMWARE_LIBS = ("-lgcc",)
 # riscv64-unknown-elf-gcc with picolibc: the same C flags less the ARM ones; no F/D in -march, ilp32
 RV32_FIRMWARE_CFLAGS = (
     "-g", "-std=c11", "-ffreestanding", "-fno-common", "-ffunction-sections", "-fdata-sections", *WARNINGS,
-    "-Wshadow", "-Wdouble-promotion", "-Wfloat-conversion", "-Werror",
+    *PROJECT_WARNINGS, "-Wdouble-promotion", "-Wfloat-conversion", "-Werror",
 )
 RV32_FIRMWARE_LDFLAGS = ("-nostartfiles", "--specs=picolibc.specs", "-Wl,--gc-sections")
 
@@ -40,7 +44,7 @@ HOST_SHARED_CFLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", *WARNINGS, "-Werror
 # the SIMD variants carry their own target attributes, so the library runs on any x86-64 and picks at run time
 HOST_KERNEL_CFLAGS = ("-std=c11", "-O2", "-fPIC", "-shared", *WARNINGS, "-Werror")
 # the generated C must compile warning-free under these with gcc and clang (tests/test_codegen.py)
-STRICT_CFLAGS = ("-std=c11", "-O2", *WARNINGS, "-Wshadow", "-Werror")
+STRICT_CFLAGS = ("-std=c11", "-O2", *WARNINGS, *PROJECT_WARNINGS, "-Wunused-macros", "-Werror")
 # the QEMU instruction-count plugin (firmware/qemu_plugin/insncount.c), a host shared library
 PLUGIN_CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra")
 
