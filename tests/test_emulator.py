@@ -1,14 +1,14 @@
 """Emulator regression: the generated C trains and predicts on emulated Cortex-M and RV32 cores bit-exactly like
 Python.
 
-Matrix: (M0 with a tiny MLP; RP2040 with mcu_cnn int16; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
-on M4, and an M4 DSP build at -O3.  RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and the STM32F405 and
-STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs the
-representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
-skipped, with that reason printed, otherwise.  Training cells start from a host pre-trained model (tests/device_cases.py)
-with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the held-out accuracy
-after device training means something.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a
-missing tool fails, never skips.
+Matrix: (M0 with a tiny MLP; RP2040 with mcu_cnn int16; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K
+steps); both weight widths on M4, and an M4 DSP build at -O3. RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and
+the STM32F405 and STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs
+the representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
+skipped, with that reason printed, otherwise. Training cells start from a host pre-trained model
+(tests/device_cases.py) with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the
+held-out accuracy after device training means something. Needs the ARM toolchain and QEMU (scripts/setup.sh installs
+them); a missing tool fails, never skips.
 """
 import copy
 import json

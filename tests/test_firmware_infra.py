@@ -273,7 +273,8 @@ def test_insn_regex_ignores_literal_pools():
 
 # --------------------------------------------------------------------------- instruction counts
 
-@pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("rp2040", "semihost"), ("m4", "uart")])
+@pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("rp2040", "semihost"),
+                                       ("m4", "uart")])
 def test_plugin_counts_equal_unicorn(target, io, build_cache, tmp_path):
     from nitro_mcu.device.unicorn import run_unicorn
     b = build_cache(target, io)
