@@ -7,6 +7,7 @@
  *                                  the base with -DBOARD_UART_BASE=0x40004000u
  * Exit and file I/O use semihosting (Cortex-M bkpt 0xAB, RISC-V ebreak sequence), except with
  * -DBOARD_NO_SEMIHOST (a real part): no file I/O, and board_exit prints "NITRO-EXIT <status>".
+ * -DBOARD_UNALIGN_TRAP (rp2040): startup.c sets CCR.UNALIGN_TRP, so unaligned accesses fault as on ARMv6-M.
  */
 #ifndef NITRO_BOARD_H
 #define NITRO_BOARD_H

@@ -58,6 +58,12 @@ uint32_t board_stack_size(void)
 
 void on_reset(void)
 {
+#if defined(BOARD_UNALIGN_TRAP)
+    /* CCR.UNALIGN_TRP: an unaligned LDR/STR/LDRH/STRH faults on ARMv7-M as on ARMv6-M (where the bit reads as
+       one and ignores writes, so the same binary runs unchanged on an M0/M0+) */
+    *(volatile uint32_t *)0xE000ED14u |= (1u << 3);
+    __asm__ volatile ("dsb\n\tisb" ::: "memory");
+#endif
 #if defined(__ARM_FP)
     /* Hard-float ABI: enable CP10/CP11 before any FP instruction can run. */
     *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20);

@@ -1,14 +1,14 @@
 """Emulator regression: the generated C trains and predicts on emulated Cortex-M and RV32 cores bit-exactly like
 Python.
 
-Matrix: (M0 with a tiny MLP; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K steps); both weight widths
-on M4, and an M4 DSP build at -O3.  RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and the STM32F405 and
-STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs the
-representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
-skipped, with that reason printed, otherwise.  Training cells start from a host pre-trained model (tests/device_cases.py)
-with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the held-out accuracy
-after device training means something.  Needs the ARM toolchain and QEMU (scripts/setup.sh installs them); a
-missing tool fails, never skips.
+Matrix: (M0 with a tiny MLP; RP2040 with mcu_cnn int16; M3, M4, M7, M33) x (mlp1, mcu_cnn) x (predict, train K
+steps); both weight widths on M4, and an M4 DSP build at -O3. RV32 (QEMU virt cut down to RV32IMC / RV32IMAC) and
+the STM32F405 and STM32F205 parts (QEMU netduinoplus2 and netduino2, through their USART, no semihosting): CI runs
+the representative rows (RV32_CI_ROWS, STM32_CELLS); the whole RV32 matrix runs with NITRO_MCU_FULL_MATRIX=1 and is
+skipped, with that reason printed, otherwise. Training cells start from a host pre-trained model
+(tests/device_cases.py) with an lr_inv change mid-run, so that every tensor moves (verify fails otherwise) and the
+held-out accuracy after device training means something. Needs the ARM toolchain and QEMU (scripts/setup.sh installs
+them); a missing tool fails, never skips.
 """
 import copy
 import json
@@ -222,6 +222,25 @@ def test_m0_microbit_trains_a_tiny_mlp_in_16_kb(mode):
     if mode == "train":
         assert all(0 < t.changed == t.changed_device for t in rep.tensors)
     assert rep.stack_bytes and rep.stack_bytes < 4096
+
+
+def test_rp2040_trains_mcu_cnn_int16_bit_exactly(bundled):
+    """The model the 16 KiB m0 board cannot hold, on the RP2040's 264 KiB: the M0+ binary on the M3, unaligned
+    accesses trapping (a fault would end the run)."""
+    test_device_matches_python_bit_for_bit(bundled, "rp2040", "mcu_cnn", 16, "train")
+
+
+def test_rp2040_counts_the_instructions_of_qemus_m0_for_the_same_step():
+    """One training step of the same model on the same inputs: the M3 of rp2040 executes the M0+ code
+    instruction for instruction, so its count equals the microbit M0's (m0) exactly."""
+    from nitro_mcu.device.report import count_insns
+
+    model = Model(TINY, "default", 16, seed=3)
+    data = Synthetic((64,))
+    conv = convert(model, batch=4, train=True, name="tiny")
+    xs = [(data.x_train[:4], data.y_train[:4])]
+    counts = {t: count_insns(conv, t, xs, data.x_test[:1], "train", timeout=120)[0] for t in ("m0", "rp2040")}
+    assert counts["m0"] > 10_000 and counts["rp2040"] == counts["m0"], counts
 
 
 def test_reference_profile_with_dropout_on_m4_matches_python(bundled):

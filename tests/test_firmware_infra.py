@@ -8,6 +8,7 @@ with stand-in launchers.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 FW = REPO / "firmware"
 RENODE = REPO / "renode"
 SELFTEST = FW / "selftest.c"
-ALL_TARGETS = ["m0", "m3", "m4", "m7", "m33"]
+ALL_TARGETS = ["m0", "m3", "m4", "m7", "m33", "rp2040"]
 INPUT_BYTES = bytes((i * 37 + 11) & 0xFF for i in range(1000))
 
 
@@ -78,7 +79,7 @@ def _write_src(d: Path, name: str, body: str) -> Path:
 def test_unknown_target_message():
     with pytest.raises(ValueError) as ei:
         T.get_target("x")
-    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405, stm32f205"
+    assert str(ei.value) == "unknown target 'x'; choose one of m0, m3, m4, m7, m33, rp2040, rv32imc, rv32imac, stm32f405, stm32f205"
     with pytest.raises(ValueError, match="unknown target 'm99'"):
         T.build_firmware([SELFTEST], "m99", "/tmp/unused")
 
@@ -90,6 +91,10 @@ def test_targets_table():
     assert m0.qemu_machine == "microbit" and "-mcpu=cortex-m0plus" in m0.cpu_flags and m0.ram_size == 16 * 1024
     assert m4.qemu_machine == "mps2-an386" and m4.uart_base == 0x40004000
     assert m33.qemu_machine == "mps2-an505" and m33.uart_base == 0x50200000 and m33.code_base == 0x10000000
+    rp = T.TARGETS["rp2040"]
+    assert rp.cpu_flags == m0.cpu_flags and rp.arch == m0.arch and rp.qemu_machine == T.TARGETS["m3"].qemu_machine
+    assert (rp.ram_size, rp.code_size) == (264 * 1024, 2 * 1024 * 1024)
+    assert [t.name for t in T.TARGETS.values() if t.unaligned_trap] == ["rp2040"]
     for t in T.TARGETS.values():
         assert t.ld_path.exists()
         # the memory the fit check reads is the linker script's (RAM, CODE)
@@ -268,7 +273,8 @@ def test_insn_regex_ignores_literal_pools():
 
 # --------------------------------------------------------------------------- instruction counts
 
-@pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("m4", "uart")])
+@pytest.mark.parametrize("target,io", [("m4", "semihost"), ("m0", "semihost"), ("rp2040", "semihost"),
+                                       ("m4", "uart")])
 def test_plugin_counts_equal_unicorn(target, io, build_cache, tmp_path):
     from nitro_mcu.device.unicorn import run_unicorn
     b = build_cache(target, io)
@@ -295,6 +301,42 @@ def test_plugin_without_markers(tmp_path):
 
 
 # --------------------------------------------------------------------------- failure modes
+
+# an unaligned access through a pointer whose misalignment GCC cannot see; ARMv6-M has no unaligned access
+UNALIGNED = {
+    "ldr": '__asm__ volatile ("ldr %0, [%1]" : "=l"(v) : "l"(a) : "memory");',
+    "strh": '__asm__ volatile ("strh %0, [%1]" :: "l"(v), "l"(a) : "memory");',
+}
+
+
+@pytest.mark.parametrize("insn", sorted(UNALIGNED))
+def test_rp2040_faults_on_an_unaligned_access_as_an_m0_does(insn, tmp_path):
+    """On rp2040 (the M0+ binary on mps2-an385's M3) an unaligned LDR/STRH faults, as on QEMU's M0 (m0); the
+    same source built without the UNALIGN_TRP write runs through on the M3, so the trap is what faults."""
+    src = _write_src(tmp_path, "unaligned.c", f"""
+static uint32_t buf[2] = {{0x11223344u, 0x55667788u}};
+int main(void)
+{{
+    uintptr_t a = (uintptr_t)buf + 1u;
+    uint32_t v = 0x0000BEEFu;
+    __asm__ volatile ("" : "+l"(a));
+    {UNALIGNED[insn]}
+    board_puts(v == 0x88112233u || buf[0] == 0x11BEEF44u ? "unaligned ok\\n" : "unaligned wrong\\n");
+    board_puts("NITRO-DONE 0\\n");
+    return 0;
+}}
+""")
+    rp = T.TARGETS["rp2040"]
+    for target in (rp, T.TARGETS["m0"]):
+        b = T.build_firmware([src], target, tmp_path / target.name)
+        with pytest.raises(EmulatorError, match="fault") as ei:
+            T.run_qemu(b, timeout=10)
+        assert ei.value.result.exit_status == 0x7F and ei.value.result.stdout == ""
+    no_trap = dataclasses.replace(rp, unaligned_trap=False)
+    b = T.build_firmware([src], no_trap, tmp_path / "no_trap")
+    assert "-DBOARD_UNALIGN_TRAP" not in b.cmd
+    assert T.run_qemu(b, target=no_trap, timeout=10).lines == ["unaligned ok", "NITRO-DONE 0"]
+
 
 CRASHES = {
     "udf": '__asm__ volatile ("udf #0");',

@@ -262,8 +262,8 @@ def test_every_default_is_shown_in_help():
 def test_target_has_choices_and_a_bad_one_is_refused(capsys):
     rc, _, err = run_main(capsys, "verify", "mlp1", "--target", "m9")
     assert_one_line_error(rc, err, "m9", "m0", "m33", "rv32imc", "stm32f405")
-    assert "{m0,m3,m4,m7,m33,rv32imc,rv32imac,stm32f405,stm32f205,stm32f4-discovery}" in run_proc("run", "--help").stdout   # the board: Renode only
-    assert "{m0,m3,m4,m7,m33,rv32imc,rv32imac,stm32f405,stm32f205}" in run_proc("report", "--help").stdout
+    assert "{m0,m3,m4,m7,m33,rp2040,rv32imc,rv32imac,stm32f405,stm32f205,stm32f4-discovery}" in run_proc("run", "--help").stdout   # the board: Renode only
+    assert "{m0,m3,m4,m7,m33,rp2040,rv32imc,rv32imac,stm32f405,stm32f205}" in run_proc("report", "--help").stdout
 
 
 def test_a_board_target_on_qemu_is_a_one_line_error(capsys):

@@ -47,7 +47,7 @@ PARTS: dict[str, Part] = {p.name.lower(): p for p in (
     Part("STM32F746", "Cortex-M7F", "m7", 216, 320 * KiB, 1 * MiB, "ST DS10916"),
     Part("STM32L4R5", "Cortex-M4F", "m4", 120, 640 * KiB, 2 * MiB, "ST DS12023"),
     Part("nRF52840", "Cortex-M4F", "m4", 64, 256 * KiB, 1 * MiB, "Nordic nRF52840 PS v1.7"),
-    Part("RP2040", "Cortex-M0+", "m0", 133, 264 * KiB, 2 * MiB, "RP2040 Datasheet (Pico: 2 MB QSPI)"),
+    Part("RP2040", "Cortex-M0+", "rp2040", 133, 264 * KiB, 2 * MiB, "RP2040 Datasheet (Pico: 2 MB QSPI)"),
     Part("RP2350", "Cortex-M33", "m33", 150, 520 * KiB, 4 * MiB, "RP2350 Datasheet (Pico 2: 4 MB QSPI)"),
     Part("ESP32-C3", "RISC-V RV32IMC", "rv32imc", 160, 384 * KiB, 4 * MiB,
          "ESP32-C3 Series Datasheet (C3FH4: 4 MB in package)"),
@@ -55,7 +55,7 @@ PARTS: dict[str, Part] = {p.name.lower(): p for p in (
 
 # cycles per instruction (low, high) of integer code like the generated kernels, per emulated core; tenths
 CPI_TENTHS: dict[str, tuple[int, int]] = {
-    "m0": (13, 20),   # Cortex-M0+: loads/stores 2 cycles, taken branches 2; 1-cycle multiplier (RP2040)
+    "rp2040": (13, 20),  # Cortex-M0+: loads/stores 2 cycles, taken branches 2; 1-cycle multiplier (RP2040)
     "m4": (12, 18),   # Cortex-M4: loads 2 (pipelined 1), taken branches 2-4, MAC 1
     "m7": (7, 14),    # Cortex-M7: dual issue, caches / TCM; branch misses and cache misses the upper end
     "m33": (11, 17),  # Cortex-M33: as the M4, with a shorter pipeline (taken branches 2)

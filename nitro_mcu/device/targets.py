@@ -57,7 +57,7 @@ ISAS: dict[str, Isa] = {
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    name: str                 # m0, m3, m4, m7, m33, rv32imc, rv32imac, stm32f405, stm32f205
+    name: str                 # m0, m3, m4, m7, m33, rp2040, rv32imc, rv32imac, stm32f405, stm32f205
     core: str                 # human-readable core name
     cpu_flags: tuple          # compiler flags selecting the CPU
     qemu_machine: str         # QEMU -M
@@ -77,6 +77,8 @@ class Target:
     semihosting: bool = True  # False: a real part's firmware has no debugger attached; the console is the UART,
     #                           the commands are compiled in, and the run ends with the exit line (board_exit)
     uart_serial: int = 0      # which of QEMU's serial ports (-serial, in order) is the UART at uart_base
+    unaligned_trap: bool = False  # startup.c sets CCR.UNALIGN_TRP: an ARMv7-M core then faults on an unaligned
+    #                               LDR/STR/LDRH/STRH, as an ARMv6-M core always does
 
     @property
     def ld_path(self) -> Path:
@@ -92,8 +94,10 @@ class Target:
         return ["BOARD_IO_UART", kind, f"BOARD_UART_BASE=0x{self.uart_base:08X}u"]
 
     def board_defines(self, io: str) -> list[str]:
-        """Defines the board code needs for ``io``: the UART's, and BOARD_NO_SEMIHOST on a part without it."""
-        return (self.uart_defines() if io == "uart" else []) + ([] if self.semihosting else ["BOARD_NO_SEMIHOST"])
+        """Defines the board code needs for ``io``: the UART's, BOARD_NO_SEMIHOST on a part without it and
+        BOARD_UNALIGN_TRAP where unaligned accesses must fault."""
+        return (self.uart_defines() if io == "uart" else []) + ([] if self.semihosting else ["BOARD_NO_SEMIHOST"]) \
+            + (["BOARD_UNALIGN_TRAP"] if self.unaligned_trap else [])
 
 
 KiB = 1024
@@ -115,6 +119,12 @@ TARGETS: dict[str, Target] = {
     "m33": Target("m33", "Cortex-M33 (Secure, soft-float ABI)", ("-mcpu=cortex-m33",), "mps2-an505",
                   "mps2-an505.ld", "cmsdk", 0x50200000, 0x10000000, 4 * MiB, 0x38000000, 4 * MiB,
                   0x80000000, 16 * MiB, "UC_CPU_ARM_CORTEX_M33", "armv8-m.main"),
+    # the RP2040's memory (264 KiB SRAM, 2 MiB flash) for the M0+ binary, run on mps2-an385's M3: ARMv6-M is a
+    # subset of ARMv7-M, so the same instructions run; UNALIGN_TRP makes the M3 fault where the M0+ would
+    "rp2040": Target("rp2040", "Cortex-M0+ (RP2040: 264 KiB SRAM; runs on QEMU mps2-an385's M3 with unaligned "
+                               "accesses trapping)", ("-mcpu=cortex-m0plus",), "mps2-an385", "rp2040.ld", "cmsdk",
+                     0x40004000, 0x00000000, 2 * MiB, 0x20000000, 264 * KiB, None, 0, "UC_CPU_ARM_CORTEX_M0",
+                     "armv6-m", unaligned_trap=True),
     # RV32 on QEMU's virt board (-bios none: the reset ROM jumps to 0x80000000), its CPU cut down to the
     # part's extensions (no F/D: a float instruction traps), the part's SRAM carved out of virt's DRAM
     "rv32imc": Target("rv32imc", "RV32IMC (ESP32-C3 class: 400 KiB SRAM)", ("-march=rv32imc", "-mabi=ilp32"),
