@@ -112,48 +112,40 @@ def _train(a, held) -> int:
                          recipe=rec)
         if hist.lr_search is not None:
             print(f"chose {hist.lr_search.describe()}", flush=True)
-        model, data, hist, extra, written = _finish_run(a, model, data, hist, out, name, augment, rec, auto, t0)
+        dt = time.perf_counter() - t0
+        extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
+                 "recipe": rec.to_dict()}
+        fileio.atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
+        png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
+        ev = api.evaluate_bp(model, data)
+        if auto:
+            print(f"epochs: early stopping on validation ended the run after {len(hist.records)} of at most "
+                  f"{a.epochs}" if hist.stopped_early else f"epochs: all {len(hist.records)} run (no early stop)",
+                  flush=True)
+        print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
+              f"test {format_pct(ev['test_acc_bp'])} "
+              f"({ev['test_images']} {api.sample_noun(data)}); {len(hist.records)} epochs in {dt:.1f} s")
+        written = [out / f"{name}_metrics.csv"]
+        if a.refit:
+            print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training "
+                  f"{api.sample_noun(data)} for "
+                  f"{hist.best_epoch} epoch(s) with the same lr_inv per epoch; final weights kept", flush=True)
+            t1 = time.perf_counter()
+            model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=False if a.quiet else None)
+            extra["refit"] = {"epochs": len(rhist.records), "lr_schedule": [r.lr_inv for r in rhist.records],
+                              "seconds": round(time.perf_counter() - t1, 1), "val_best_epoch": hist.best_epoch,
+                              "val_best_bp": hist.best_monitor_bp, "val_run_test_bp": hist.test_at_best_bp}
+            fileio.atomic_write(out / f"{name}_refit_metrics.csv", rhist.to_csv().encode())
+            written.append(out / f"{name}_refit_metrics.csv")
+            print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
+                  f"in {time.perf_counter() - t1:.1f} s")
+            hist = rhist
     except KeyboardInterrupt:   # the last finished epoch's checkpoint is kept: --resume continues or finishes
         raise Interrupted(keeper.interrupted()) from None
     model_path = keeper.write(model, data, hist, extra)
-    print(f"wrote {model_path}, {written}")
+    print(f"wrote {model_path}, " + ", ".join(map(str, written)) + (f", {png}" if png else
+                                                                   " (no PNG: pip install matplotlib)"))
     return 0
-
-
-def _finish_run(a, model, data, hist, out, name, augment, rec, auto, t0):
-    """After the epochs: metrics, curves, the test read, the refit; (model, data, history, extra) for the final
-    file, and the other files written, as a line."""
-    dt = time.perf_counter() - t0
-    extra = {"epochs": a.epochs, "batch_size": a.batch, "seconds": round(dt, 1), "augment": bool(augment),
-             "recipe": rec.to_dict()}
-    from .fileio import atomic_write
-
-    atomic_write(out / f"{name}_metrics.csv", hist.to_csv().encode())
-    png = plot_curves(hist, out / f"{name}_curves.png", 10000 // model.num_classes)
-    ev = api.evaluate_bp(model, data)
-    if auto:
-        print(f"epochs: early stopping on validation ended the run after {len(hist.records)} of at most {a.epochs}"
-              if hist.stopped_early else f"epochs: all {len(hist.records)} run (no early stop)", flush=True)
-    print(f"best epoch {hist.best_epoch}: {hist.monitor} {format_pct(hist.best_monitor_bp)}, "
-          f"test {format_pct(ev['test_acc_bp'])} "
-          f"({ev['test_images']} {api.sample_noun(data)}); {len(hist.records)} epochs in {dt:.1f} s")
-    written = [out / f"{name}_metrics.csv"]
-    if a.refit:
-        print(f"refit: a fresh model on all {len(data.x_train) + len(data.x_val)} training "
-              f"{api.sample_noun(data)} for "
-              f"{hist.best_epoch} epoch(s) with the same lr_inv per epoch; final weights kept", flush=True)
-        t1 = time.perf_counter()
-        model, data, rhist = api.refit(model, data, hist, a.batch, augment, progress=False if a.quiet else None)
-        extra["refit"] = {"epochs": len(rhist.records), "lr_schedule": [r.lr_inv for r in rhist.records],
-                          "seconds": round(time.perf_counter() - t1, 1), "val_best_epoch": hist.best_epoch,
-                          "val_best_bp": hist.best_monitor_bp, "val_run_test_bp": hist.test_at_best_bp}
-        atomic_write(out / f"{name}_refit_metrics.csv", rhist.to_csv().encode())
-        written.append(out / f"{name}_refit_metrics.csv")
-        print(f"refit: test {format_pct(rhist.test_at_best_bp)} after {len(rhist.records)} epoch(s) "
-              f"in {time.perf_counter() - t1:.1f} s")
-        hist = rhist
-    return model, data, hist, extra, ", ".join(map(str, written)) + (f", {png}" if png else
-                                                                     " (no PNG: pip install matplotlib)")
 
 
 def cmd_eval(a) -> int:
@@ -257,13 +249,12 @@ def cmd_generate(a) -> int:
 
 def _model_and_data(a):
     from .device.capacity import check_fits
-    from .device.targets import EXTRA_BOARDS, TARGETS
+    from .device.targets import get_board
 
     model, meta_norm = load_or_build(a.model, a.profile, a.weights, a.seed, a.trainable)
     a.name = a.name or c_prefix(a.model)
-    board = TARGETS.get(a.target) or EXTRA_BOARDS.get(a.target)
-    if board is not None:   # before any data is read or anything built (not --target host)
-        check_fits(model, board, a.batch)
+    if a.target != "host":   # before any data is read or anything built
+        check_fits(model, get_board(a.target), a.batch)
     dataset = api.dataset_for(a.data, (meta_norm or {}).get("dataset"), a.data_dir, (meta_norm or {}).get("load_info"))
     data = api.load_data(dataset, a.seed, a.data_dir, norm=meta_norm)
     api.check_compatible(model, data)

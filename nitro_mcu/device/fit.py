@@ -50,11 +50,10 @@ def _count(model: Model, tails: list, target: str, batch: int, x, y, timeout: fl
         conv = convert(model, batch=batch, train=True, name="fit", trainable=t["trainable"])
         try:
             step, run = count_insns(conv, target, [(x, y)], x[:1], "train", timeout)
-        except FitError as e:  # refused before the build; its hint names options of verify/run, not of fit
-            out["error"] = out["error"] or f"not counted on the emulated {target} where '-': {str(e).split(';')[0]}"
-            continue
-        except (BuildError, HarnessError, EmulatorError) as e:
-            if "overflow" in str(e) or t["ram_bytes"] >= board.ram_size:  # the board, not the part, is too small
+        except (FitError, BuildError, HarnessError, EmulatorError) as e:
+            if isinstance(e, FitError):  # refused before the build; its hint names options of verify/run, not fit's
+                why = str(e).split(";")[0]
+            elif "overflow" in str(e) or t["ram_bytes"] >= board.ram_size:  # the board, not the part, is too small
                 why = (f"the emulated {target} board ({board.qemu_machine}) has {board.ram_size // 1024} KiB RAM, "
                        f"this tail needs {t['ram_bytes']} B plus the test harness")
             else:

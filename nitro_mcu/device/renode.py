@@ -34,7 +34,7 @@ from .elf import symbol_address
 from .harness import McuRun, build_mcu
 from .protocol import HarnessError, RunResult, Session, check_sentinel, parse_console_results, parse_results, \
     sentinel_status, stack_high_water
-from .targets import EXTRA_BOARDS, RENODE_DIR, Target, get_target
+from .targets import EXTRA_BOARDS, RENODE_DIR, Target, get_board
 
 RENODE_TESTED = "1.15.3"
 # what renode-test imports, in the Python it runs (the first python3 on PATH); pip names for the message
@@ -70,12 +70,8 @@ RENODE_UART_MODELS = {"cmsdk": "UART.CMSDK_APB_UART", "nrf51": "UART.NRF52840_UA
 
 def renode_target(target: "str | Target") -> Target:
     """The Target row of a Renode target: a core of TARGETS or a board of EXTRA_BOARDS."""
-    if isinstance(target, Target):
-        return target
-    if target in EXTRA_BOARDS:
-        return EXTRA_BOARDS[target]
-    if target in RENODE_PLATFORMS:
-        return get_target(target)
+    if isinstance(target, Target) or target in EXTRA_BOARDS or target in RENODE_PLATFORMS:
+        return get_board(target)
     raise HarnessError(f"no Renode platform for target {target!r}; choose one of {', '.join(RENODE_PLATFORMS)}")
 
 

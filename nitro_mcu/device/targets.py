@@ -165,6 +165,11 @@ def get_target(target: "str | Target") -> Target:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}") from None
 
 
+def get_board(target: "str | Target") -> Target:
+    """The Target row of a core of TARGETS or of a board of EXTRA_BOARDS (Renode only); ValueError otherwise."""
+    return EXTRA_BOARDS[target] if isinstance(target, str) and target in EXTRA_BOARDS else get_target(target)
+
+
 def check_io(io: str, target: "Target | None" = None) -> None:
     if io not in IO_KINDS:
         raise ValueError(f"io must be 'semihost' or 'uart', not {io!r}")

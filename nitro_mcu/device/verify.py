@@ -33,7 +33,7 @@ from ..trainer.network import Model
 from .harness import McuRun, run_mcu
 from .protocol import Session, WeightDump
 from .renode import find_renode_test, renode_target, run_renode
-from .targets import EXTRA_BOARDS, get_target
+from .targets import EXTRA_BOARDS, get_board
 from .toolchain import check_toolchain
 
 
@@ -478,8 +478,7 @@ def check_emulator(target, emulator: str) -> None:
     cross toolchain must be installed (Renode first: its message names the --emulator qemu way out)."""
     if emulator not in ("qemu", "renode"):
         raise ValueError(f"unknown emulator '{emulator}'; choose qemu or renode")
-    t = EXTRA_BOARDS.get(target) if isinstance(target, str) else target
-    t = t or get_target(target)
+    t = get_board(target)
     if emulator == "qemu" and t.name in EXTRA_BOARDS:
         raise ValueError(f"{t.name} has no QEMU machine; use --emulator renode")
     if emulator == "renode":
